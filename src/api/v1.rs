@@ -1,0 +1,418 @@
+//! `neurallog.io/v1` `Tenant`: wire-compatible with the original operator's schema (every field and
+//! JSON name kept), with the validation the original lacked and the `Degraded` tenant phase the
+//! web admin already shows.
+//!
+//! The CRD is generated from these types (`tenant-operator crd`); doc comments become the
+//! descriptions `kubectl explain` prints, so they are written for platform engineers.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::defaults;
+
+/// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
+/// shows the defaults the API server filled in.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "neurallog.io",
+    version = "v1",
+    kind = "Tenant",
+    plural = "tenants",
+    singular = "tenant",
+    shortname = "nlt",
+    category = "neurallog",
+    status = "TenantStatus",
+    derive = "PartialEq",
+    doc = "A NeuralLog tenant: an isolated namespace tenant-<name> with its own NeuralLog server and Redis, managed by the NeuralLog Tenant Operator.",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Tenant phase"),
+    printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace", description = "Namespace holding the tenant's workloads"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must start with a lowercase letter, contain only lowercase letters, digits and '-', and end with a letter or digit, so that tenant-<name> and the child object names are valid"),
+    validation = Rule::new("size(self.metadata.name) <= 46")
+        .message("metadata.name must be at most 46 characters: the Redis StatefulSet <name>-redis needs room for its pods' controller-revision-hash label (63 characters)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Human-readable name shown by the NeuralLog web admin. Not used by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+
+    /// Free-text description shown by the NeuralLog web admin. Not used by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+
+    /// Tenant-wide compute and storage budget. Accepted for compatibility; enforced as a
+    /// ResourceQuota in a later release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The tenant's NeuralLog server (Deployment and Service `<name>-server`, port 3030).
+    #[serde(default = "defaults::server", skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+
+    /// The tenant's Redis, which stores the server's logs (StatefulSet and headless Service
+    /// `<name>-redis`, port 6379, password-protected).
+    #[serde(default = "defaults::redis", skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+
+    /// The tenant's endpoint registry. Accepted for compatibility; deployed in a later release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
+
+    /// Network isolation of the tenant namespace. Accepted for compatibility; enforced in a later
+    /// release.
+    #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// CPU, memory and storage, each as a request and a limit.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    /// CPU request and limit, in cores (for example `100m` or `2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceLimit>,
+    /// Memory request and limit, in bytes (for example `128Mi` or `1Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceLimit>,
+    /// Storage request and limit (for example `10Gi`). Not used by component resources; Redis
+    /// storage is `spec.redis.storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<ResourceLimit>,
+}
+
+/// A request and a limit, as Kubernetes quantities.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(self.request) || !has(self.limit) || !isQuantity(self.request) || !isQuantity(self.limit) || quantity(self.request).compareTo(quantity(self.limit)) <= 0"
+).message("request must not be greater than limit").field_path(".request"))]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceLimit {
+    /// Maximum the container may use, as a Kubernetes quantity (for example `500m`, `512Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    pub limit: Option<String>,
+    /// Amount reserved for the container, as a Kubernetes quantity (for example `100m`, `128Mi`).
+    /// When only a limit is set and it is below the operator's default request, the request
+    /// follows the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    pub request: Option<String>,
+}
+
+/// The NeuralLog server Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Number of server pods.
+    #[serde(default = "defaults::server_replicas", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: Option<i32>,
+
+    /// Container image of the NeuralLog server.
+    #[serde(default = "defaults::server_image", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// CPU and memory of each server container. Defaults: requests 100m CPU and 128Mi memory,
+    /// limits 500m CPU and 512Mi memory; each value can be set on its own. Storage is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra environment variables for the server container. They come after the operator's own
+    /// variables, so an entry with the same name overrides the built-in value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+/// An environment variable: a literal `value` or a reference in `valueFrom`, not both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))")
+    .message("env entry must set either value or valueFrom, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Name of the variable.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"), length(min = 1, max = 256))]
+    pub name: String,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub value: Option<String>,
+    /// Value read from a key of a ConfigMap or Secret in the tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// Where an environment variable's value comes from: exactly one of a ConfigMap key or a Secret
+/// key in the tenant namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)")
+    .message("valueFrom must set exactly one of configMapKeyRef or secretKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    /// A key of a ConfigMap in the tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeySelector>,
+    /// A key of a Secret in the tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeySelector>,
+}
+
+/// A key of a ConfigMap or Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySelector {
+    /// Name of the ConfigMap or Secret.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within it.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub key: String,
+    /// Whether the pod may start when the object or key is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// The Redis StatefulSet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Number of Redis pods. Only 1 is supported until replication exists: more pods would be
+    /// unrelated primaries behind one Service.
+    #[serde(default = "defaults::redis_replicas", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1))]
+    pub replicas: Option<i32>,
+
+    /// Container image of Redis.
+    #[serde(default = "defaults::redis_image", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// CPU and memory of the Redis container. Defaults: requests 100m CPU and 128Mi memory,
+    /// limits 300m CPU and 256Mi memory. Redis `maxmemory` is set to 80% of the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation.
+    #[serde(default = "defaults::redis_storage", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator"))]
+    pub storage: Option<String>,
+
+    /// Extra redis.conf directives, one `key value` line each. Only tuning directives are
+    /// accepted (see the allow-list in the validation message); values may not contain newlines.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new(REDIS_CONFIG_KEY_RULE).message(REDIS_CONFIG_KEY_MESSAGE))]
+    #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))")
+        .message("spec.redis.config values must not contain line breaks"))]
+    pub config: BTreeMap<String, String>,
+}
+
+/// The redis.conf directives a tenant may set. Everything that controls networking, files,
+/// authentication, modules or commands is reserved to the operator.
+pub const REDIS_CONFIG_ALLOWED_KEYS: &[&str] = &[
+    "maxmemory",
+    "maxmemory-policy",
+    "maxmemory-samples",
+    "maxclients",
+    "timeout",
+    "tcp-keepalive",
+    "databases",
+    "loglevel",
+    "save",
+    "appendonly",
+    "appendfsync",
+    "notify-keyspace-events",
+    "hz",
+    "lazyfree-lazy-eviction",
+    "lazyfree-lazy-expire",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "latency-monitor-threshold",
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "list-max-listpack-size",
+    "set-max-intset-entries",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+];
+
+const REDIS_CONFIG_KEY_RULE: &str = "self.all(k, k in ['maxmemory', 'maxmemory-policy', 'maxmemory-samples', 'maxclients', 'timeout', 'tcp-keepalive', 'databases', 'loglevel', 'save', 'appendonly', 'appendfsync', 'notify-keyspace-events', 'hz', 'lazyfree-lazy-eviction', 'lazyfree-lazy-expire', 'slowlog-log-slower-than', 'slowlog-max-len', 'latency-monitor-threshold', 'hash-max-listpack-entries', 'hash-max-listpack-value', 'list-max-listpack-size', 'set-max-intset-entries', 'zset-max-listpack-entries', 'zset-max-listpack-value'])";
+const REDIS_CONFIG_KEY_MESSAGE: &str = "spec.redis.config keys must be one of: maxmemory, maxmemory-policy, maxmemory-samples, maxclients, timeout, tcp-keepalive, databases, loglevel, save, appendonly, appendfsync, notify-keyspace-events, hz, lazyfree-lazy-eviction, lazyfree-lazy-expire, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold, hash-max-listpack-entries, hash-max-listpack-value, list-max-listpack-size, set-max-intset-entries, zset-max-listpack-entries, zset-max-listpack-value";
+
+/// The tenant's endpoint registry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Number of registry pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: Option<i32>,
+    /// Container image of the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// CPU and memory of each registry container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Base domain of the tenant's public endpoints, such as `neurallog.app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(min = 1, max = 200))]
+    pub base_domain: Option<String>,
+}
+
+/// Network isolation of the tenant namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Whether the operator manages NetworkPolicies for the tenant.
+    #[serde(default = "defaults::network_policy_enabled", skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Namespaces whose pods may reach the tenant's server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63)))]
+    pub allowed_namespaces: Vec<String>,
+    /// Extra ingress rules for the server pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ingress_rules: Vec<NetworkPolicyRule>,
+    /// Extra egress rules for the server pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub egress_rules: Vec<NetworkPolicyRule>,
+}
+
+/// One custom network rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyRule {
+    /// What the rule is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Labels of the pods allowed to connect (ingress rules).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    pub from: BTreeMap<String, String>,
+    /// Labels of the pods that may be reached (egress rules).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    pub to: BTreeMap<String, String>,
+    /// Ports the rule opens; none means all ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<NetworkPolicyPort>,
+}
+
+/// A port and protocol.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyPort {
+    /// Protocol of the port.
+    #[serde(default = "defaults::protocol", skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// Port number; 0 means every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub port: Option<i32>,
+}
+
+/// A network protocol.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// Observed state of a tenant, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Standard conditions: `Ready` and one per component (`NamespaceReady`, `RedisReady`,
+    /// `ServerReady`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Summary of the tenant's state, derived from its components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TenantPhase>,
+    /// Name of the tenant's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Health of the NeuralLog server Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_status: Option<ComponentStatus>,
+    /// Health of the Redis StatefulSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_status: Option<ComponentStatus>,
+    /// Health of the endpoint registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_status: Option<ComponentStatus>,
+}
+
+/// Phase of a whole tenant.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantPhase {
+    /// Accepted; the namespace does not exist yet.
+    Pending,
+    /// Components are being created and none has failed.
+    Provisioning,
+    /// Every component is ready.
+    Running,
+    /// Some component is not fully ready after having been, or is only partly ready.
+    Degraded,
+    /// The operator cannot provision the tenant; the Ready condition says why.
+    Failed,
+    /// The tenant is being deleted.
+    Terminating,
+}
+
+/// Health of one component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Phase of the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ComponentPhase>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods wanted.
+    #[serde(default)]
+    pub total_replicas: i32,
+}
+
+/// Phase of one component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentPhase {
+    /// Not created yet.
+    Pending,
+    /// Created, no pod ready yet.
+    Provisioning,
+    /// Every pod ready.
+    Running,
+    /// Some but not all pods ready.
+    Degraded,
+    /// Cannot be provisioned.
+    Failed,
+}

@@ -1,0 +1,200 @@
+//! The Tenant controller: watches tenants and every child kind, and reconciles each tenant on
+//! any change to it or its children.
+
+pub mod apply;
+pub mod error;
+mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+pub use reconcile::FINALIZER;
+
+use crate::api::v1::Tenant;
+use crate::resources::managed_selector;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tenants reconciled at the same time; one slow tenant holds one slot, never the others.
+    pub concurrency: u16,
+    /// Re-check of a converged tenant, a safety net behind the watches.
+    pub resync_interval: Duration,
+    /// Name of this operator instance in Events (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { concurrency: 8, resync_interval: Duration::from_secs(600), instance: None }
+    }
+}
+
+/// Watch caches of the tenants' children, filled by the controller's own watches and read by the
+/// reconciler instead of the API server. Namespaces and Secrets are cached as metadata only:
+/// the operator never needs a Secret's data after creating it, and should not hold passwords.
+pub struct Caches {
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub deployments: Store<Deployment>,
+}
+
+impl Caches {
+    /// Waits until every cache holds a full list, so a restarted operator never mistakes an
+    /// unlisted child for a missing one and rewrites it.
+    async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.namespaces.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        self.stateful_sets.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await
+    }
+}
+
+/// Per-tenant exponential backoff after failed reconciles, reset by a success.
+#[derive(Default)]
+struct ErrorBackoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl ErrorBackoff {
+    const BASE: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    fn next_delay(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(key.to_owned()).or_default();
+        let delay = Self::BASE.saturating_mul(2u32.saturating_pow(*count)).min(Self::MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    fn reset(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    caches: Caches,
+    recorder: Recorder,
+    settings: Settings,
+    backoff: ErrorBackoff,
+}
+
+/// A watch of `api` that fills a cache and yields every touched object as a reconcile trigger.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer).touched_objects();
+    (store, stream)
+}
+
+/// The tenant a namespace event concerns: namespaces are named `tenant-<name>`.
+fn tenant_of_namespace(namespace: &PartialObjectMeta<Namespace>) -> Option<ObjectRef<Tenant>> {
+    let name = namespace.metadata.name.as_deref()?;
+    name.strip_prefix("tenant-").map(ObjectRef::new)
+}
+
+/// Runs the controller until `shutdown` completes, then finishes the reconciles in flight.
+pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> anyhow::Result<()> {
+    let tenants = Api::<Tenant>::all(client.clone());
+    tenants
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .context("cannot list tenants.neurallog.io: is the CRD installed (tenant-operator crd | kubectl apply -f -) and may this identity list it?")?;
+
+    let children = watcher::Config::default().labels(&managed_selector());
+    // Every namespace is watched (metadata only) so a foreign `tenant-<name>` is seen coming and going.
+    let (namespaces, namespace_events) = cached_watch(Api::all(client.clone()), watcher::Config::default());
+    let (secrets, secret_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (config_maps, config_map_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (services, service_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (stateful_sets, stateful_set_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (deployments, deployment_events) = cached_watch(Api::all(client.clone()), children);
+
+    let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
+    let concurrency = settings.concurrency;
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        caches: Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments },
+        settings,
+        backoff: ErrorBackoff::default(),
+    });
+
+    Controller::new(tenants, watcher::Config::default())
+        .owns_stream(secret_events)
+        .owns_stream(config_map_events)
+        .owns_stream(service_events)
+        .owns_stream(stateful_set_events)
+        .owns_stream(deployment_events)
+        .watches_stream(namespace_events, |ns| tenant_of_namespace(&ns))
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((tenant, _)) => tracing::debug!(tenant = %tenant.name, "reconciled"),
+                // Failed reconciles are logged by the error policy, with their retry delay.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "controller error"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_and_resets_on_success() {
+        let backoff = ErrorBackoff::default();
+        let delays: Vec<_> = (0..3).map(|_| backoff.next_delay("acme")).collect();
+        assert_eq!(delays, [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]);
+        assert_eq!(backoff.next_delay("other"), Duration::from_secs(1), "tenants back off independently");
+        for _ in 0..20 {
+            backoff.next_delay("acme");
+        }
+        assert_eq!(backoff.next_delay("acme"), ErrorBackoff::MAX);
+        backoff.reset("acme");
+        assert_eq!(backoff.next_delay("acme"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn namespace_events_map_to_their_tenant() {
+        let ns = |name: &str| PartialObjectMeta::<Namespace> {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(tenant_of_namespace(&ns("tenant-acme")).map(|r| r.name), Some("acme".to_owned()));
+        assert!(tenant_of_namespace(&ns("kube-system")).is_none());
+    }
+}

@@ -1,0 +1,255 @@
+//! Status derivation: from what a reconcile observed to the Tenant's `status`. Pure, so every
+//! phase transition is unit-tested; timestamps of unchanged conditions are carried over so a
+//! converged tenant derives exactly the status it already has and nothing is written.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::v1::{ComponentPhase, ComponentStatus, TenantPhase, TenantStatus};
+
+/// State of the tenant namespace as the reconcile found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceState {
+    /// Created by the operator for this tenant and usable.
+    Ready,
+    /// A namespace of that name exists and was not created for this tenant.
+    Conflict { message: String },
+    /// The tenant's namespace (or one left by an earlier tenant of the same name) is being
+    /// deleted; it is re-created once it is gone.
+    Terminating { message: String },
+}
+
+/// Ready and desired pods of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub desired: i32,
+    pub ready: i32,
+}
+
+/// What the reconcile observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub namespace_name: String,
+    pub namespace: NamespaceState,
+    /// `None` until the StatefulSet exists.
+    pub redis: Option<Replicas>,
+    /// `None` until the Deployment exists.
+    pub server: Option<Replicas>,
+}
+
+pub const READY: &str = "Ready";
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+pub const REDIS_READY: &str = "RedisReady";
+pub const SERVER_READY: &str = "ServerReady";
+
+fn component(name: &str, replicas: Option<Replicas>) -> ComponentStatus {
+    let (phase, message) = match replicas {
+        None => (ComponentPhase::Pending, format!("{name} has not been created yet")),
+        Some(r) if r.ready <= 0 => (ComponentPhase::Provisioning, format!("{name} is being provisioned: 0/{} replicas ready", r.desired)),
+        Some(r) if r.ready < r.desired => {
+            (ComponentPhase::Degraded, format!("{name} is degraded: {}/{} replicas ready", r.ready, r.desired))
+        }
+        Some(r) => (ComponentPhase::Running, format!("{name} is running: {}/{} replicas ready", r.ready, r.desired)),
+    };
+    let (ready_replicas, total_replicas) = replicas.map_or((0, 0), |r| (r.ready, r.desired));
+    ComponentStatus { phase: Some(phase), message: Some(message), ready_replicas, total_replicas }
+}
+
+/// A condition, keeping the previous transition time when its status did not change.
+fn condition(previous: &[Condition], type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn component_condition(previous: &[Condition], type_: &str, status: &ComponentStatus, generation: Option<i64>, now: &Time) -> Condition {
+    let phase = status.phase.unwrap_or(ComponentPhase::Pending);
+    let reason = match phase {
+        ComponentPhase::Pending => "NotCreated",
+        ComponentPhase::Provisioning => "Provisioning",
+        ComponentPhase::Running => "Running",
+        ComponentPhase::Degraded => "Degraded",
+        ComponentPhase::Failed => "Failed",
+    };
+    condition(previous, type_, phase == ComponentPhase::Running, reason, status.message.clone().unwrap_or_default(), generation, now)
+}
+
+/// The status a tenant should have given what was observed and its current status.
+pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time) -> TenantStatus {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_phase = current.and_then(|s| s.phase);
+    let generation = observed.generation;
+    let redis = component("Redis", observed.redis);
+    let server = component("Server", observed.server);
+
+    let (namespace_condition, blocked_phase) = match &observed.namespace {
+        NamespaceState::Ready => (
+            condition(previous, NAMESPACE_READY, true, "Created", format!("namespace {} is ready", observed.namespace_name), generation, now),
+            None,
+        ),
+        NamespaceState::Conflict { message } => {
+            (condition(previous, NAMESPACE_READY, false, "NamespaceConflict", message.clone(), generation, now), Some(TenantPhase::Failed))
+        }
+        NamespaceState::Terminating { message } => (
+            condition(previous, NAMESPACE_READY, false, "NamespaceTerminating", message.clone(), generation, now),
+            Some(TenantPhase::Pending),
+        ),
+    };
+
+    let phases = [redis.phase, server.phase];
+    let all_running = phases.iter().all(|p| *p == Some(ComponentPhase::Running));
+    let any_degraded = phases.contains(&Some(ComponentPhase::Degraded));
+    let was_up = matches!(previous_phase, Some(TenantPhase::Running | TenantPhase::Degraded));
+    let phase = blocked_phase.unwrap_or(if all_running {
+        TenantPhase::Running
+    } else if any_degraded || was_up {
+        TenantPhase::Degraded
+    } else {
+        TenantPhase::Provisioning
+    });
+
+    let (ready_reason, ready_message) = match phase {
+        TenantPhase::Running => ("AllComponentsReady", "every component is ready".to_owned()),
+        _ if blocked_phase.is_some() => ("NamespaceNotReady", namespace_condition.message.clone()),
+        _ => {
+            let waiting: Vec<&str> = [(&redis, "Redis"), (&server, "Server")]
+                .into_iter()
+                .filter(|(c, _)| c.phase != Some(ComponentPhase::Running))
+                .map(|(_, name)| name)
+                .collect();
+            ("ComponentsNotReady", format!("waiting for {}", waiting.join(" and ")))
+        }
+    };
+
+    TenantStatus {
+        conditions: vec![
+            condition(previous, READY, phase == TenantPhase::Running, ready_reason, ready_message, generation, now),
+            namespace_condition,
+            component_condition(previous, REDIS_READY, &redis, generation, now),
+            component_condition(previous, SERVER_READY, &server, generation, now),
+        ],
+        phase: Some(phase),
+        namespace: Some(observed.namespace_name.clone()),
+        observed_generation: generation,
+        redis_status: Some(redis),
+        server_status: Some(server),
+        // Kept as observed until the registry is deployed by the operator.
+        registry_status: current.and_then(|s| s.registry_status.clone()),
+    }
+}
+
+/// Status of a tenant whose spec cannot be honoured: `Failed`, with the field named.
+pub fn invalid_spec(current: Option<&TenantStatus>, generation: Option<i64>, message: String, now: &Time) -> TenantStatus {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut status = current.cloned().unwrap_or_default();
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, condition(previous, READY, false, "InvalidSpec", message, generation, now));
+    status.phase = Some(TenantPhase::Failed);
+    status.observed_generation = generation;
+    status
+}
+
+/// Status of a tenant being deleted.
+pub fn terminating(current: Option<&TenantStatus>) -> TenantStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    status.phase = Some(TenantPhase::Terminating);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_000).unwrap())
+    }
+    fn later() -> Time {
+        Time(jiff::Timestamp::from_second(2_000).unwrap())
+    }
+
+    fn observed(redis: Option<(i32, i32)>, server: Option<(i32, i32)>) -> Observation {
+        let replicas = |(ready, desired)| Replicas { ready, desired };
+        Observation {
+            generation: Some(3),
+            namespace_name: "tenant-acme".into(),
+            namespace: NamespaceState::Ready,
+            redis: redis.map(replicas),
+            server: server.map(replicas),
+        }
+    }
+
+    fn phase_of(o: &Observation, current: Option<&TenantStatus>) -> TenantPhase {
+        derive(o, current, &now()).phase.unwrap()
+    }
+
+    #[test]
+    fn nothing_ready_is_provisioning_partial_is_degraded_all_is_running() {
+        assert_eq!(phase_of(&observed(None, None), None), TenantPhase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((0, 1)), Some((0, 2))), None), TenantPhase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((0, 2))), None), TenantPhase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((1, 2))), None), TenantPhase::Degraded);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((2, 2))), None), TenantPhase::Running);
+    }
+
+    #[test]
+    fn losing_readiness_after_running_is_degraded_not_provisioning() {
+        let running = derive(&observed(Some((1, 1)), Some((1, 1))), None, &now());
+        assert_eq!(phase_of(&observed(Some((0, 1)), Some((1, 1))), Some(&running)), TenantPhase::Degraded);
+    }
+
+    #[test]
+    fn namespace_problems_block_the_phase() {
+        let mut o = observed(None, None);
+        o.namespace = NamespaceState::Conflict { message: "namespace tenant-acme exists".into() };
+        let status = derive(&o, None, &now());
+        assert_eq!(status.phase, Some(TenantPhase::Failed));
+        let ns = status.conditions.iter().find(|c| c.type_ == NAMESPACE_READY).unwrap();
+        assert_eq!((ns.status.as_str(), ns.reason.as_str()), ("False", "NamespaceConflict"));
+        o.namespace = NamespaceState::Terminating { message: "waiting".into() };
+        assert_eq!(phase_of(&o, None), TenantPhase::Pending);
+    }
+
+    #[test]
+    fn component_statuses_report_ready_and_total_replicas() {
+        let status = derive(&observed(Some((1, 1)), Some((1, 3))), None, &now());
+        let server = status.server_status.unwrap();
+        assert_eq!((server.ready_replicas, server.total_replicas), (1, 3));
+        assert_eq!(server.phase, Some(ComponentPhase::Degraded));
+        assert_eq!(server.message.as_deref(), Some("Server is degraded: 1/3 replicas ready"));
+    }
+
+    #[test]
+    fn an_unchanged_observation_derives_an_identical_status() {
+        let o = observed(Some((1, 1)), Some((0, 1)));
+        let first = derive(&o, None, &now());
+        assert_eq!(derive(&o, Some(&first), &later()), first);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_condition_status_changes() {
+        let first = derive(&observed(Some((0, 1)), Some((0, 1))), None, &now());
+        let second = derive(&observed(Some((1, 1)), Some((0, 1))), Some(&first), &later());
+        let time = |s: &TenantStatus, t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap().last_transition_time.clone();
+        assert_eq!(time(&second, REDIS_READY), later());
+        assert_eq!(time(&second, SERVER_READY), now());
+        assert!(second.conditions.iter().all(|c| c.observed_generation == Some(3)));
+    }
+
+    #[test]
+    fn invalid_spec_fails_the_tenant_and_names_the_field() {
+        let status = invalid_spec(None, Some(2), "spec.redis.replicas: 3 is outside 1..=1".into(), &now());
+        assert_eq!(status.phase, Some(TenantPhase::Failed));
+        assert_eq!(status.conditions[0].reason, "InvalidSpec");
+        assert!(status.conditions[0].message.contains("spec.redis.replicas"));
+    }
+}

@@ -1,0 +1,7 @@
+use clap::Parser;
+use neurallog_tenant_operator::cli;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::main(cli::Cli::parse()).await
+}

@@ -1,0 +1,155 @@
+//! Kubernetes resource quantities (`500m`, `1.5Gi`, `1e3`) as exact numbers.
+//!
+//! The operator needs them to derive Redis `maxmemory` from a memory limit, to compare a request
+//! with a limit, and to recognise that the API server's canonical form of a quantity (`1Gi` for
+//! `1024Mi`) is the value it asked for, so that a converged child is not rewritten.
+
+use std::fmt;
+
+/// A quantity in billionths of its unit, exact for every suffix Kubernetes accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quantity {
+    nanos: i128,
+}
+
+const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+/// Why a string is not a quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a Kubernetes quantity (expected a number with an optional suffix such as m, Mi, G)")]
+pub struct ParseQuantityError {
+    input: String,
+}
+
+impl Quantity {
+    /// Parses the Kubernetes quantity syntax: an unsigned decimal number followed by a binary
+    /// suffix (`Ki`…`Ei`), a decimal suffix (`n`, `u`, `m`, `k`, `M`…`E`) or an exponent (`e3`).
+    pub fn parse(input: &str) -> Result<Self, ParseQuantityError> {
+        let error = || ParseQuantityError { input: input.to_owned() };
+        let number_end = input.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(input.len());
+        let (number, suffix) = input.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(error());
+        }
+        // (multiplier, power of ten) applied to the mantissa.
+        let (multiplier, decimal_exponent): (i128, i32) = match suffix {
+            "" => (1, 0),
+            "n" => (1, -9),
+            "u" => (1, -6),
+            "m" => (1, -3),
+            "k" => (1, 3),
+            "M" => (1, 6),
+            "G" => (1, 9),
+            "T" => (1, 12),
+            "P" => (1, 15),
+            "E" => (1, 18),
+            "Ki" => (1 << 10, 0),
+            "Mi" => (1 << 20, 0),
+            "Gi" => (1 << 30, 0),
+            "Ti" => (1 << 40, 0),
+            "Pi" => (1 << 50, 0),
+            "Ei" => (1 << 60, 0),
+            exponent if exponent.starts_with(['e', 'E']) => {
+                let digits = &exponent[1..];
+                let value: i32 = digits.parse().map_err(|_| error())?;
+                if !(-18..=18).contains(&value) {
+                    return Err(error());
+                }
+                (1, value)
+            }
+            _ => return Err(error()),
+        };
+        if fraction.len() > 18 || whole.len() > 20 {
+            return Err(error());
+        }
+        let digits: i128 = format!("{whole}{fraction}").parse().map_err(|_| error())?;
+        // value = digits * 10^(decimal_exponent - len(fraction)) * multiplier, in nanos (+9).
+        let exponent = decimal_exponent - fraction.len() as i32 + 9;
+        let scaled = if exponent >= 0 {
+            10i128.checked_pow(exponent as u32).and_then(|p| digits.checked_mul(p))
+        } else {
+            10i128.checked_pow(exponent.unsigned_abs()).map(|p| digits / p)
+        };
+        let nanos = scaled.and_then(|v| v.checked_mul(multiplier)).ok_or_else(error)?;
+        Ok(Self { nanos })
+    }
+
+    /// The quantity rounded down to a whole number of units (bytes for memory).
+    pub fn whole_units(self) -> i128 {
+        self.nanos / NANOS_PER_UNIT
+    }
+
+    /// `percent` of this quantity, rounded down.
+    pub fn percent(self, percent: i128) -> Self {
+        Self { nanos: self.nanos / 100 * percent }
+    }
+}
+
+impl fmt::Display for Quantity {
+    /// Whole units when exact, otherwise millis rounded up: always a valid quantity string.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.nanos % NANOS_PER_UNIT == 0 {
+            write!(f, "{}", self.nanos / NANOS_PER_UNIT)
+        } else {
+            write!(f, "{}m", (self.nanos + 999_999) / 1_000_000)
+        }
+    }
+}
+
+/// Whether two strings denote the same quantity, whatever their spelling.
+pub fn same_quantity(a: &str, b: &str) -> bool {
+    matches!((Quantity::parse(a), Quantity::parse(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Quantity {
+        Quantity::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_every_suffix_family() {
+        assert_eq!(q("1").whole_units(), 1);
+        assert_eq!(q("500m").nanos, 500_000_000);
+        assert_eq!(q("1.5").nanos, 1_500_000_000);
+        assert_eq!(q(".5").nanos, 500_000_000);
+        assert_eq!(q("128Mi").whole_units(), 128 * 1024 * 1024);
+        assert_eq!(q("1Gi").whole_units(), 1 << 30);
+        assert_eq!(q("2k").whole_units(), 2000);
+        assert_eq!(q("1e3").whole_units(), 1000);
+        assert_eq!(q("1E-3").nanos, 1_000_000);
+        assert_eq!(q("8Ei").whole_units(), 8 << 60);
+    }
+
+    #[test]
+    fn rejects_what_kubernetes_rejects() {
+        for bad in ["", ".", "-1", "1.2.3", "Mi", "1mi", "1 Gi", "1e", "1e99", "abc", "1Gib"] {
+            assert!(Quantity::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn equal_values_in_different_spellings_compare_equal() {
+        assert!(same_quantity("1024Mi", "1Gi"));
+        assert!(same_quantity("1000m", "1"));
+        assert!(same_quantity("0.5", "500m"));
+        assert!(!same_quantity("1G", "1Gi"));
+        assert!(!same_quantity("TCP", "TCP"));
+    }
+
+    #[test]
+    fn orders_by_value() {
+        assert!(q("100m") < q("1"));
+        assert!(q("1Gi") > q("1G"));
+    }
+
+    #[test]
+    fn display_round_trips_through_parse() {
+        for s in ["1", "250m", "1.5", "128Mi", "3e2"] {
+            assert_eq!(Quantity::parse(&q(s).to_string()).unwrap(), q(s));
+        }
+    }
+}

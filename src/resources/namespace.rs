@@ -1,0 +1,80 @@
+//! The tenant namespace.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ObjectMeta;
+
+use super::{TENANT_UID_ANNOTATION, tenant_labels};
+use crate::model::TenantModel;
+
+/// The namespace `tenant-<name>`: tenant labels, the Pod Security `restricted` profile enforced,
+/// and the UID of the Tenant it was created for, which is how the operator tells its own
+/// namespace from a foreign one of the same name. It has no owner reference: the operator
+/// deletes it explicitly, so the garbage collector never removes a namespace the tenant's
+/// deletion policy would keep.
+pub fn namespace(model: &TenantModel) -> Namespace {
+    let mut labels = tenant_labels(&model.name);
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_owned());
+        labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".to_owned());
+    }
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(model.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), model.uid.clone())])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// Whether a namespace was created by this operator for the tenant incarnation with `uid`.
+pub fn created_for(namespace: &ObjectMeta, uid: &str) -> bool {
+    namespace.annotations.as_ref().and_then(|a| a.get(TENANT_UID_ANNOTATION)).map(String::as_str) == Some(uid)
+}
+
+/// Whether a namespace was created by this operator for some tenant named `tenant` (this one or
+/// an earlier one of the same name).
+pub fn created_for_name(namespace: &ObjectMeta, tenant: &str) -> bool {
+    let labels = namespace.labels.as_ref();
+    labels.and_then(|l| l.get(super::TENANT_LABEL)).map(String::as_str) == Some(tenant)
+        && labels.and_then(|l| l.get(super::MANAGED_BY_LABEL)).map(String::as_str) == Some(super::MANAGED_BY_VALUE)
+        && namespace.annotations.as_ref().is_some_and(|a| a.contains_key(TENANT_UID_ANNOTATION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1::TenantSpec;
+    use crate::resources::test_support::model;
+
+    #[test]
+    fn namespace_enforces_restricted_pod_security_and_records_the_tenant() {
+        let m = model("acme", TenantSpec::default());
+        let ns = namespace(&m);
+        let labels = ns.metadata.labels.as_ref().unwrap();
+        assert_eq!(ns.metadata.name.as_deref(), Some("tenant-acme"));
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(labels["neurallog.io/tenant"], "acme");
+        assert_eq!(labels["neurallog.io/managed-by"], "tenant-operator");
+        assert!(ns.metadata.owner_references.is_none());
+        assert!(created_for(&ns.metadata, &m.uid));
+        assert!(created_for_name(&ns.metadata, "acme"));
+    }
+
+    #[test]
+    fn a_namespace_without_the_uid_or_with_another_uid_is_foreign() {
+        let m = model("acme", TenantSpec::default());
+        let mut ns = namespace(&m);
+        ns.metadata.annotations = None;
+        assert!(!created_for(&ns.metadata, &m.uid));
+        assert!(!created_for_name(&ns.metadata, "acme"));
+        let other = model("acme", TenantSpec::default());
+        let mut other_ns = namespace(&other);
+        other_ns.metadata.annotations = Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), "old-uid".to_owned())]));
+        assert!(!created_for(&other_ns.metadata, &m.uid));
+        assert!(created_for_name(&other_ns.metadata, "acme"));
+    }
+}

@@ -1,0 +1,360 @@
+//! A real Kubernetes control plane on loopback, for integration tests and local runs: etcd and
+//! kube-apiserver (optionally kube-controller-manager, for namespace deletion and garbage
+//! collection) from the pinned builds of `tools/`, with client-certificate authentication and
+//! RBAC on. Every process lives in its own temporary directory and dies with the
+//! [`ControlPlane`] (or with the process that started it).
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// User name of the identity the operator runs as in tests (see [`ControlPlane::operator_config`]).
+pub const OPERATOR_USER: &str = "tenant-operator";
+
+/// The repository root (this crate lives in `tools/testenv`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Directory of a pinned upstream build: `$<env_var>` when set (the Makefile sets it), else
+/// `tools/build.sh <component>`, which builds once into the cache and prints the directory.
+fn tool_dir(component: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var(env_var) {
+        return Ok(PathBuf::from(dir));
+    }
+    let output = Command::new(repo_root().join("tools/build.sh"))
+        .arg(component)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run tools/build.sh {component}"))?;
+    if !output.status.success() {
+        bail!("tools/build.sh {component} failed");
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+struct CertAndKey {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Pki {
+    fn new() -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "testenv-ca");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_pem = params.self_signed(&key)?.pem();
+        Ok(Self { ca_pem, issuer: Issuer::new(params, key) })
+    }
+
+    fn issue(&self, common_name: &str, organization: Option<&str>, sans: Vec<String>, server: bool) -> anyhow::Result<CertAndKey> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        if let Some(org) = organization {
+            params.distinguished_name.push(DnType::OrganizationName, org);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Also run kube-controller-manager with these controllers (empty: don't run it). Tests use
+    /// `namespace,garbagecollector`; workload controllers would fight tests that set Deployment
+    /// and StatefulSet status by hand.
+    pub controllers: Vec<String>,
+    /// Keep the working directory (logs, kubeconfigs) instead of deleting it.
+    pub keep_dir: bool,
+    /// Working directory to use instead of a fresh temporary one.
+    pub dir: Option<PathBuf>,
+}
+
+/// A running etcd + kube-apiserver (+ kube-controller-manager).
+pub struct ControlPlane {
+    processes: Vec<(String, Child)>,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    server: String,
+    admin_kubeconfig: PathBuf,
+    operator_kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, creds: &CertAndKey) -> String {
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testenv\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: testenv\n  context:\n    cluster: testenv\n    user: {user}\ncurrent-context: testenv\n",
+        encode(ca_pem),
+        encode(&creds.cert_pem),
+        encode(&creds.key_pem)
+    )
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Child> {
+    let log = fs::File::create(dir.join(format!("{name}.log")))?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes the
+        // kernel kill the child when the spawning thread dies, so a crashed or killed test run
+        // never leaves an API server behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    command.spawn().with_context(|| format!("cannot start {}", program.display()))
+}
+
+impl ControlPlane {
+    /// Starts the control plane and waits until the API server is ready.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let kube_bin = tool_dir("kubernetes", "TESTENV_KUBERNETES_BIN")?;
+        let etcd_bin = tool_dir("etcd", "TESTENV_ETCD_BIN")?;
+        let (temp, dir) = match &options.dir {
+            Some(dir) => {
+                fs::create_dir_all(dir)?;
+                (None, dir.clone())
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("testenv-").tempdir()?;
+                let dir = temp.path().to_owned();
+                (if options.keep_dir { None } else { Some(temp) }, dir)
+            }
+        };
+        if options.keep_dir && options.dir.is_none() {
+            eprintln!("testenv: keeping {}", dir.display());
+        }
+
+        let pki = Pki::new()?;
+        let serving = pki.issue("kube-apiserver", None, vec!["127.0.0.1".into(), "localhost".into()], true)?;
+        let admin = pki.issue("testenv-admin", Some("system:masters"), vec![], false)?;
+        let operator = pki.issue(OPERATOR_USER, None, vec![], false)?;
+        let sa_key = KeyPair::generate()?;
+        let write = |name: &str, content: &str| -> anyhow::Result<PathBuf> {
+            let path = dir.join(name);
+            fs::write(&path, content)?;
+            Ok(path)
+        };
+        let ca = write("ca.crt", &pki.ca_pem)?;
+        let serving_cert = write("apiserver.crt", &serving.cert_pem)?;
+        let serving_key = write("apiserver.key", &serving.key_pem)?;
+        let sa = write("service-account.key", &sa_key.serialize_pem())?;
+        let sa_pub = write("service-account.pub", &sa_key.public_key_pem())?;
+
+        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let admin_kubeconfig = write("admin.kubeconfig", &kubeconfig_yaml(&server, &pki.ca_pem, "admin", &admin))?;
+        let operator_kubeconfig =
+            write("operator.kubeconfig", &kubeconfig_yaml(&server, &pki.ca_pem, OPERATOR_USER, &operator))?;
+
+        let path = |p: &Path| p.display().to_string();
+        let mut plane = Self {
+            processes: Vec::new(),
+            dir: dir.clone(),
+            _temp: temp,
+            server: server.clone(),
+            admin_kubeconfig: admin_kubeconfig.clone(),
+            operator_kubeconfig,
+            kubectl: kube_bin.join("kubectl"),
+        };
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd_args: Vec<String> = vec![
+            "--name=testenv".into(),
+            format!("--data-dir={}", path(&dir.join("etcd"))),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=testenv={peer_url}"),
+            // Durability is irrelevant for a throwaway store; fsync dominates its latency.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ];
+        plane.processes.push(("etcd".into(), spawn("etcd", &etcd_bin.join("etcd"), &etcd_args, &dir)?));
+
+        let apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--cert-dir={}", path(&dir.join("certs"))),
+            format!("--tls-cert-file={}", path(&serving_cert)),
+            format!("--tls-private-key-file={}", path(&serving_key)),
+            format!("--client-ca-file={}", path(&ca)),
+            "--authorization-mode=RBAC".into(),
+            "--anonymous-auth=false".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", path(&sa_pub)),
+            format!("--service-account-signing-key-file={}", path(&sa)),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--allow-privileged=false".into(),
+        ];
+        plane.processes.push((
+            "kube-apiserver".into(),
+            spawn("kube-apiserver", &kube_bin.join("kube-apiserver"), &apiserver_args, &dir)?,
+        ));
+        plane.wait_ready().await?;
+
+        if !options.controllers.is_empty() {
+            let kcm_args: Vec<String> = vec![
+                format!("--kubeconfig={}", path(&admin_kubeconfig)),
+                format!("--controllers={}", options.controllers.join(",")),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+                format!("--service-account-private-key-file={}", path(&sa)),
+                format!("--root-ca-file={}", path(&ca)),
+                "--use-service-account-credentials=false".into(),
+            ];
+            plane.processes.push((
+                "kube-controller-manager".into(),
+                spawn("kube-controller-manager", &kube_bin.join("kube-controller-manager"), &kcm_args, &dir)?,
+            ));
+        }
+        Ok(plane)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = self.admin_client().await?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            for (name, child) in &mut self.processes {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{name} exited with {status} during startup; log: {}", self.dir.join(format!("{name}.log")).display());
+                }
+            }
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            if client.request_text(request).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver not ready after 90s; logs in {}", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// URL of the API server.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The working directory: logs of every process, kubeconfigs, certificates.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kubeconfig of a cluster admin (group `system:masters`).
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// Kubeconfig of the user [`OPERATOR_USER`], who may do only what RBAC grants it.
+    pub fn operator_kubeconfig(&self) -> &Path {
+        &self.operator_kubeconfig
+    }
+
+    /// The pinned kubectl.
+    pub fn kubectl(&self) -> &Path {
+        &self.kubectl
+    }
+
+    async fn config(path: &Path) -> anyhow::Result<Config> {
+        let kubeconfig = Kubeconfig::read_from(path)?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+    }
+
+    /// Client configuration of a cluster admin.
+    pub async fn admin_config(&self) -> anyhow::Result<Config> {
+        Self::config(&self.admin_kubeconfig).await
+    }
+
+    /// Client configuration of the operator's identity.
+    pub async fn operator_config(&self) -> anyhow::Result<Config> {
+        Self::config(&self.operator_kubeconfig).await
+    }
+
+    /// A cluster-admin client.
+    pub async fn admin_client(&self) -> anyhow::Result<Client> {
+        Ok(Client::try_from(self.admin_config().await?)?)
+    }
+
+    /// Creates the CRD from a YAML file and waits until it is established.
+    pub async fn install_crd(&self, path: &Path) -> anyhow::Result<CustomResourceDefinition> {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&fs::read_to_string(path)?)
+            .with_context(|| format!("{} is not a CRD", path.display()))?;
+        let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.create(&PostParams::default(), &crd).await.with_context(|| format!("cannot create CRD {name}"))?;
+        let established = kube::runtime::wait::await_condition(api, &name, kube::runtime::conditions::is_crd_established());
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .with_context(|| format!("CRD {name} not established after 30s"))??
+            .with_context(|| format!("CRD {name} disappeared"))
+    }
+
+    /// Creates the ClusterRole in a YAML file and binds it to [`OPERATOR_USER`].
+    pub async fn grant_operator(&self, cluster_role_path: &Path) -> anyhow::Result<()> {
+        let role: ClusterRole = serde_yaml::from_str(&fs::read_to_string(cluster_role_path)?)
+            .with_context(|| format!("{} is not a ClusterRole", cluster_role_path.display()))?;
+        let client = self.admin_client().await?;
+        let role_name = role.metadata.name.clone().unwrap_or_default();
+        Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await?;
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta { name: Some(format!("{role_name}-testenv")), ..Default::default() },
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role_name },
+            subjects: Some(vec![Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "User".into(),
+                name: OPERATOR_USER.into(),
+                ..Default::default()
+            }]),
+        };
+        Api::<ClusterRoleBinding>::all(client).create(&PostParams::default(), &binding).await?;
+        Ok(())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Reverse order: controllers, then the API server, then its store.
+        for (_, child) in self.processes.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

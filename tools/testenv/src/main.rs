@@ -1,0 +1,41 @@
+//! `testenv up --dir DIR`: starts a local control plane, writes its kubeconfigs into DIR, installs
+//! the Tenant CRD and the operator's ClusterRole, then runs until SIGTERM or Ctrl-C. Used by
+//! `make run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use testenv::{ControlPlane, Options, repo_root};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(cmd), Some(flag), Some(dir)) = (args.next(), args.next(), args.next()) else {
+        anyhow::bail!("usage: testenv up --dir DIR");
+    };
+    anyhow::ensure!(cmd == "up" && flag == "--dir", "usage: testenv up --dir DIR");
+    let dir = PathBuf::from(dir);
+    let plane = ControlPlane::start(Options {
+        // The namespace controller and garbage collector make deletion work as in a real cluster;
+        // the workload controllers create ReplicaSets and Pods (which stay Pending: there are no nodes).
+        controllers: ["namespace", "garbagecollector", "deployment", "replicaset", "statefulset"]
+            .map(String::from)
+            .to_vec(),
+        keep_dir: true,
+        dir: Some(dir.clone()),
+    })
+    .await?;
+    let root = repo_root();
+    plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.context("installing the CRD")?;
+    plane.grant_operator(&root.join("config/rbac/role.yaml")).await.context("granting the operator role")?;
+    println!("ready: {}", plane.server());
+    println!("admin kubeconfig: {}", plane.admin_kubeconfig().display());
+    println!("operator kubeconfig: {}", plane.operator_kubeconfig().display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    drop(plane);
+    Ok(())
+}
