@@ -8,7 +8,13 @@ use clap::{Parser, Subcommand};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use std::sync::Arc;
+
+use futures::FutureExt as _;
+
+use crate::admin;
 use crate::controller::{self, Settings};
+use crate::metrics::Metrics;
 use crate::telemetry::{self, TelemetryArgs};
 
 /// NeuralLog Tenant Operator: gives every NeuralLog tenant an isolated environment.
@@ -42,6 +48,9 @@ pub struct RunArgs {
     /// Seconds between re-checks of a converged tenant, a safety net behind the watches.
     #[arg(long, env = "TENANT_OPERATOR_RESYNC_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
     pub resync_seconds: u64,
+    /// Address of the admin HTTP server: /metrics, /healthz and /readyz.
+    #[arg(long, env = "TENANT_OPERATOR_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
+    pub admin_address: std::net::SocketAddr,
     /// Name of this instance in the Events it records (set to the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -53,10 +62,15 @@ async fn client(args: &RunArgs) -> anyhow::Result<Client> {
     let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
     let config = match &args.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await.with_context(|| format!("invalid kubeconfig {}", path.display()))?
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
         }
-        None if args.context.is_some() => Config::from_kubeconfig(&options).await.context("cannot load the kubeconfig")?,
+        None if args.context.is_some() => {
+            Config::from_kubeconfig(&options).await.context("cannot load the kubeconfig")?
+        }
         None => Config::infer().await.context("no kubeconfig and not running in a cluster")?,
     };
     Client::try_from(config).context("cannot build a Kubernetes client")
@@ -88,11 +102,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync_interval: Duration::from_secs(args.resync_seconds),
         instance: args.instance.clone(),
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), concurrency = settings.concurrency, "starting the tenant controller");
-    let result = controller::run(client, settings, shutdown_signal()).await;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        concurrency = settings.concurrency,
+        "starting the tenant controller"
+    );
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = shutdown_signal().shared();
+    let admin = tokio::spawn(admin::serve(admin::bind(args.admin_address).await?, metrics.clone(), shutdown.clone()));
+    let result = controller::run(client, settings, metrics, shutdown).await;
     tracing::info!("controller stopped");
+    let admin_result = admin.await.context("admin server task failed")?;
     telemetry.shutdown();
-    result
+    result.and(admin_result)
 }
 
 /// Runs the command line.

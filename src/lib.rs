@@ -4,12 +4,14 @@
 //! - [`model`]: the version-independent, validated view of a tenant the reconciler works on.
 //! - [`resources`]: pure builders of the desired child objects of a tenant.
 //! - [`controller`]: the reconcile orchestration, status derivation and the API writes.
-//! - [`telemetry`]: logging and OTLP tracing setup.
+//! - [`telemetry`]: logging and OTLP tracing setup; [`metrics`] and the [`admin`] HTTP server.
 //! - [`cli`]: the `tenant-operator` command line.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod metrics;
 pub mod model;
 pub mod quantity;
 pub mod resources;

@@ -144,7 +144,9 @@ fn check_tenant_name(name: &str) -> Result<(), InvalidSpec> {
     } else {
         Err(InvalidSpec::new(
             "metadata.name",
-            format!("{name:?} cannot form tenant-<name> and the child names: use at most {MAX_TENANT_NAME_LEN} lowercase letters, digits and '-', starting with a letter"),
+            format!(
+                "{name:?} cannot form tenant-<name> and the child names: use at most {MAX_TENANT_NAME_LEN} lowercase letters, digits and '-', starting with a letter"
+            ),
         ))
     }
 }
@@ -453,6 +455,9 @@ mod tests {
         };
         let model = TenantModel::from_v1(&tenant("acme", spec)).unwrap();
         let selector = model.server.env[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((selector.name.as_str(), selector.key.as_str(), selector.optional), ("tenant-secrets", "api-key", Some(true)));
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str(), selector.optional),
+            ("tenant-secrets", "api-key", Some(true))
+        );
     }
 }

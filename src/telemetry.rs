@@ -86,17 +86,23 @@ fn tracer_provider(args: &TelemetryArgs, endpoint: &str) -> anyhow::Result<SdkTr
 
 /// Installs the global subscriber. Must run inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_new(&args.log_filter).with_context(|| format!("invalid log filter {:?}", args.log_filter))?;
+    let filter =
+        EnvFilter::try_new(&args.log_filter).with_context(|| format!("invalid log filter {:?}", args.log_filter))?;
     let fmt = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
-    let provider = args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(|e| tracer_provider(args, e)).transpose()?;
+    let provider =
+        args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(|e| tracer_provider(args, e)).transpose()?;
     let otel = provider.as_ref().map(|p| {
         // The exporter's own HTTP/2 stack must not trace itself into the pipeline it feeds.
         let filter = EnvFilter::new("info,h2=off,tonic=off,hyper=off,reqwest=off,tower=off");
         tracing_opentelemetry::layer().with_tracer(p.tracer("neurallog-tenant-operator")).with_filter(filter)
     });
-    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init().context("a global subscriber is already installed")?;
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init()
+        .context("a global subscriber is already installed")?;
     Ok(Telemetry { provider })
 }

@@ -54,3 +54,16 @@ pub mod defaults {
         Some(Protocol::Tcp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed CRD is what the code generates: regenerate it with `make generate`.
+    #[test]
+    fn committed_crd_is_up_to_date() {
+        let committed = include_str!("../../config/crd/bases/neurallog.io_tenants.yaml");
+        assert!(
+            committed == super::crd_yaml().unwrap(),
+            "config/crd/bases/neurallog.io_tenants.yaml is stale: run `make generate` and commit the result"
+        );
+    }
+}

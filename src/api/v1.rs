@@ -98,13 +98,19 @@ pub struct ResourceRequirements {
 pub struct ResourceLimit {
     /// Maximum the container may use, as a Kubernetes quantity (for example `500m`, `512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        length(max = 32)
+    )]
     pub limit: Option<String>,
     /// Amount reserved for the container, as a Kubernetes quantity (for example `100m`, `128Mi`).
     /// When only a limit is set and it is below the operator's default request, the request
     /// follows the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        length(max = 32)
+    )]
     pub request: Option<String>,
 }
 
@@ -172,7 +178,10 @@ pub struct EnvVarSource {
 #[serde(rename_all = "camelCase")]
 pub struct KeySelector {
     /// Name of the ConfigMap or Secret.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(min = 1, max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
     pub name: String,
     /// Key within it.
     #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
@@ -204,7 +213,10 @@ pub struct RedisSpec {
 
     /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation.
     #[serde(default = "defaults::redis_storage", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"), length(max = 32))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        length(max = 32)
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator"))]
     pub storage: Option<String>,
 
@@ -267,7 +279,10 @@ pub struct RegistrySpec {
     pub resources: Option<ResourceRequirements>,
     /// Base domain of the tenant's public endpoints, such as `neurallog.app`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(min = 1, max = 200))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 200)
+    )]
     pub base_domain: Option<String>,
 }
 
@@ -280,7 +295,10 @@ pub struct NetworkPolicySpec {
     pub enabled: Option<bool>,
     /// Namespaces whose pods may reach the tenant's server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63)))]
+    #[schemars(
+        length(max = 64),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
+    )]
     pub allowed_namespaces: Vec<String>,
     /// Extra ingress rules for the server pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -118,9 +118,12 @@ where
     let kind = short_kind::<K>();
     let name = desired.name_any();
     let span = tracing::debug_span!("create", kind, name = %name);
-    let body = stamped(desired)
-        .and_then(serde_json::from_value::<K>)
-        .map_err(|source| Error::Serialize { tenant: tenant.to_owned(), kind, name: name.clone(), source })?;
+    let body = stamped(desired).and_then(serde_json::from_value::<K>).map_err(|source| Error::Serialize {
+        tenant: tenant.to_owned(),
+        kind,
+        name: name.clone(),
+        source,
+    })?;
     let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
     match api.create(&params, &body).instrument(span).await {
         Ok(created) => Ok(Some(created)),

@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An API request about one object failed.
-    #[error("tenant {tenant}: {verb} {kind} {name}: {source}")]
+    #[error("tenant {tenant}: {verb} {kind} {name}: {}", describe(source))]
     Api {
         tenant: String,
         verb: &'static str,
@@ -26,6 +26,14 @@ pub enum Error {
     /// The watch caches shut down, which only happens when the operator stops.
     #[error("tenant {tenant}: the watch caches are gone (the operator is stopping)")]
     CachesGone { tenant: String },
+}
+
+/// The API server's own message for API errors (not the whole Status), else the error itself.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
 }
 
 impl Error {

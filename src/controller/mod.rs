@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 pub use reconcile::FINALIZER;
 
 use crate::api::v1::Tenant;
+use crate::metrics::Metrics;
 use crate::resources::managed_selector;
 
 /// How the controller runs.
@@ -48,6 +49,7 @@ impl Default for Settings {
 /// Watch caches of the tenants' children, filled by the controller's own watches and read by the
 /// reconciler instead of the API server. Namespaces and Secrets are cached as metadata only:
 /// the operator never needs a Secret's data after creating it, and should not hold passwords.
+#[derive(Clone)]
 pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -100,6 +102,7 @@ pub struct Context {
     recorder: Recorder,
     settings: Settings,
     backoff: ErrorBackoff,
+    metrics: Arc<Metrics>,
 }
 
 /// A watch of `api` that fills a cache and yields every touched object as a reconcile trigger.
@@ -115,6 +118,20 @@ where
     (store, stream)
 }
 
+/// The tenant that controls a child. kube's `owns` would key a cluster-scoped owner by the child's
+/// namespace too, so one tenant could be reconciled twice at once under two keys; mapping here
+/// keeps exactly one key per tenant.
+fn controlling_tenant<K: Resource>(child: &K) -> Option<ObjectRef<Tenant>> {
+    let api_version = Tenant::api_version(&());
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true) && owner.kind == "Tenant" && owner.api_version == api_version)
+        .map(|owner| ObjectRef::new(&owner.name))
+}
+
 /// The tenant a namespace event concerns: namespaces are named `tenant-<name>`.
 fn tenant_of_namespace(namespace: &PartialObjectMeta<Namespace>) -> Option<ObjectRef<Tenant>> {
     let name = namespace.metadata.name.as_deref()?;
@@ -122,7 +139,12 @@ fn tenant_of_namespace(namespace: &PartialObjectMeta<Namespace>) -> Option<Objec
 }
 
 /// Runs the controller until `shutdown` completes, then finishes the reconciles in flight.
-pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let tenants = Api::<Tenant>::all(client.clone());
     tenants
         .list_metadata(&ListParams::default().limit(1))
@@ -140,20 +162,28 @@ pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Outpu
 
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
+    let caches = Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments };
+    let readiness = (caches.clone(), metrics.clone());
+    tokio::spawn(async move {
+        if readiness.0.ready().await.is_ok() {
+            readiness.1.set_caches_ready();
+        }
+    });
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        caches: Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments },
+        caches,
         settings,
         backoff: ErrorBackoff::default(),
+        metrics,
     });
 
     Controller::new(tenants, watcher::Config::default())
-        .owns_stream(secret_events)
-        .owns_stream(config_map_events)
-        .owns_stream(service_events)
-        .owns_stream(stateful_set_events)
-        .owns_stream(deployment_events)
+        .watches_stream(secret_events, |child| controlling_tenant(&child))
+        .watches_stream(config_map_events, |child| controlling_tenant(&child))
+        .watches_stream(service_events, |child| controlling_tenant(&child))
+        .watches_stream(stateful_set_events, |child| controlling_tenant(&child))
+        .watches_stream(deployment_events, |child| controlling_tenant(&child))
         .watches_stream(namespace_events, |ns| tenant_of_namespace(&ns))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -186,6 +216,25 @@ mod tests {
         assert_eq!(backoff.next_delay("acme"), ErrorBackoff::MAX);
         backoff.reset("acme");
         assert_eq!(backoff.next_delay("acme"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn child_events_map_to_the_controlling_tenant_without_a_namespace() {
+        let mut config_map = ConfigMap::default();
+        config_map.metadata.namespace = Some("tenant-acme".into());
+        assert!(controlling_tenant(&config_map).is_none());
+        let owner = |kind: &str, controller| k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "neurallog.io/v1".into(),
+            kind: kind.into(),
+            name: "acme".into(),
+            uid: "uid".into(),
+            controller: Some(controller),
+            ..Default::default()
+        };
+        config_map.metadata.owner_references = Some(vec![owner("Other", true), owner("Tenant", false)]);
+        assert!(controlling_tenant(&config_map).is_none());
+        config_map.metadata.owner_references = Some(vec![owner("Tenant", true)]);
+        assert_eq!(controlling_tenant(&config_map), Some(ObjectRef::new("acme")));
     }
 
     #[test]

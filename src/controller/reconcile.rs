@@ -49,6 +49,7 @@ impl Changes {
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let name = tenant.name_any();
+    let started = std::time::Instant::now();
     let span = tracing::info_span!("reconcile", tenant = %name);
     let result = async {
         ctx.caches.ready().await.map_err(|_| Error::CachesGone { tenant: name.clone() })?;
@@ -63,6 +64,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     }
     .instrument(span)
     .await;
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
     match &result {
         Ok(_) => ctx.backoff.reset(&name),
         Err(error) => {
@@ -106,7 +108,8 @@ async fn remove_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
 }
 
 async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
         tracing::warn!(tenant = %tenant.name_any(), %error, "cannot publish event");
     }
@@ -128,7 +131,13 @@ async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> 
     Api::<Tenant>::all(ctx.client.clone())
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
-        .map_err(|source| Error::Api { tenant: name.clone(), verb: "update status of", kind: "Tenant", name, source })?;
+        .map_err(|source| Error::Api {
+            tenant: name.clone(),
+            verb: "update status of",
+            kind: "Tenant",
+            name,
+            source,
+        })?;
     Ok(true)
 }
 
@@ -139,7 +148,8 @@ async fn publish_phase_change(ctx: &Context, tenant: &Tenant, status: &TenantSta
     if before == Some(after) {
         return;
     }
-    let ready = status.conditions.iter().find(|c| c.type_ == status::READY).map(|c| c.message.clone()).unwrap_or_default();
+    let ready =
+        status.conditions.iter().find(|c| c.type_ == status::READY).map(|c| c.message.clone()).unwrap_or_default();
     let type_ = match after {
         TenantPhase::Failed | TenantPhase::Degraded => EventType::Warning,
         _ => EventType::Normal,
@@ -172,13 +182,21 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     };
 
     if !changes.created.is_empty() {
-        publish(ctx, tenant, EventType::Normal, "Created", "Apply", format!("created {}", changes.created.join(", "))).await;
+        publish(ctx, tenant, EventType::Normal, "Created", "Apply", format!("created {}", changes.created.join(", ")))
+            .await;
     }
     if !changes.updated.is_empty() {
-        publish(ctx, tenant, EventType::Normal, "Updated", "Apply", format!("updated {}", changes.updated.join(", "))).await;
+        publish(ctx, tenant, EventType::Normal, "Updated", "Apply", format!("updated {}", changes.updated.join(", ")))
+            .await;
     }
 
-    let observed = Observation { generation, namespace_name: model.namespace.clone(), namespace: namespace.clone(), redis, server };
+    let observed = Observation {
+        generation,
+        namespace_name: model.namespace.clone(),
+        namespace: namespace.clone(),
+        redis,
+        server,
+    };
     let status = status::derive(&observed, tenant.status.as_ref(), &now());
     if write_status(ctx, tenant, &status).await? {
         publish_phase_change(ctx, tenant, &status).await;
@@ -199,7 +217,13 @@ async fn namespace_metadata(ctx: &Context, tenant: &str, name: &str) -> Result<O
         .get_metadata_opt(name)
         .await
         .map(|found| found.map(|ns| ns.metadata))
-        .map_err(|source| Error::Api { tenant: tenant.to_owned(), verb: "get", kind: "Namespace", name: name.to_owned(), source })
+        .map_err(|source| Error::Api {
+            tenant: tenant.to_owned(),
+            verb: "get",
+            kind: "Namespace",
+            name: name.to_owned(),
+            source,
+        })
 }
 
 async fn ensure_namespace(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<NamespaceState> {
@@ -214,11 +238,18 @@ async fn ensure_namespace(model: &TenantModel, ctx: &Context, changes: &mut Chan
                 return Ok(NamespaceState::Ready);
             }
             // Created by someone else in between: judge it like any existing namespace.
-            None => api
-                .get_metadata(name)
-                .await
-                .map_err(|source| Error::Api { tenant: model.name.clone(), verb: "get", kind: "Namespace", name: name.clone(), source })?
-                .metadata,
+            None => {
+                api.get_metadata(name)
+                    .await
+                    .map_err(|source| Error::Api {
+                        tenant: model.name.clone(),
+                        verb: "get",
+                        kind: "Namespace",
+                        name: name.clone(),
+                        source,
+                    })?
+                    .metadata
+            }
         },
     };
     let terminating = existing.deletion_timestamp.is_some();
@@ -235,7 +266,10 @@ async fn ensure_namespace(model: &TenantModel, ctx: &Context, changes: &mut Chan
     }
     if terminating && namespace::created_for_name(&existing, &model.name) {
         return Ok(NamespaceState::Terminating {
-            message: format!("namespace {name} of an earlier tenant named {} is still terminating; waiting for it to be gone", model.name),
+            message: format!(
+                "namespace {name} of an earlier tenant named {} is still terminating; waiting for it to be gone",
+                model.name
+            ),
         });
     }
     Ok(NamespaceState::Conflict {
@@ -286,7 +320,11 @@ async fn ensure_redis_secret(model: &TenantModel, ctx: &Context, changes: &mut C
     Ok(())
 }
 
-async fn ensure_children(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<(Option<Replicas>, Option<Replicas>)> {
+async fn ensure_children(
+    model: &TenantModel,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<(Option<Replicas>, Option<Replicas>)> {
     let caches = &ctx.caches;
     ensure_redis_secret(model, ctx, changes).await?;
     ensure::<ConfigMap>(&caches.config_maps, ctx, model, redis::config_map(model), changes).await?;
@@ -319,8 +357,22 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
                 Api::<Namespace>::all(ctx.client.clone())
                     .delete(&namespace, &DeleteParams::background())
                     .await
-                    .map_err(|source| Error::Api { tenant: name.clone(), verb: "delete", kind: "Namespace", name: namespace.clone(), source })?;
-                publish(ctx, tenant, EventType::Normal, "Deleting", "Delete", format!("deleting namespace {namespace} and everything in it")).await;
+                    .map_err(|source| Error::Api {
+                        tenant: name.clone(),
+                        verb: "delete",
+                        kind: "Namespace",
+                        name: namespace.clone(),
+                        source,
+                    })?;
+                publish(
+                    ctx,
+                    tenant,
+                    EventType::Normal,
+                    "Deleting",
+                    "Delete",
+                    format!("deleting namespace {namespace} and everything in it"),
+                )
+                .await;
             }
             Ok(Action::requeue(TERMINATION_POLL))
         }

@@ -45,7 +45,9 @@ pub const SERVER_READY: &str = "ServerReady";
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentStatus {
     let (phase, message) = match replicas {
         None => (ComponentPhase::Pending, format!("{name} has not been created yet")),
-        Some(r) if r.ready <= 0 => (ComponentPhase::Provisioning, format!("{name} is being provisioned: 0/{} replicas ready", r.desired)),
+        Some(r) if r.ready <= 0 => {
+            (ComponentPhase::Provisioning, format!("{name} is being provisioned: 0/{} replicas ready", r.desired))
+        }
         Some(r) if r.ready < r.desired => {
             (ComponentPhase::Degraded, format!("{name} is degraded: {}/{} replicas ready", r.ready, r.desired))
         }
@@ -56,7 +58,15 @@ fn component(name: &str, replicas: Option<Replicas>) -> ComponentStatus {
 }
 
 /// A condition, keeping the previous transition time when its status did not change.
-fn condition(previous: &[Condition], type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
@@ -72,7 +82,13 @@ fn condition(previous: &[Condition], type_: &str, ok: bool, reason: &str, messag
     }
 }
 
-fn component_condition(previous: &[Condition], type_: &str, status: &ComponentStatus, generation: Option<i64>, now: &Time) -> Condition {
+fn component_condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &ComponentStatus,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     let phase = status.phase.unwrap_or(ComponentPhase::Pending);
     let reason = match phase {
         ComponentPhase::Pending => "NotCreated",
@@ -81,7 +97,15 @@ fn component_condition(previous: &[Condition], type_: &str, status: &ComponentSt
         ComponentPhase::Degraded => "Degraded",
         ComponentPhase::Failed => "Failed",
     };
-    condition(previous, type_, phase == ComponentPhase::Running, reason, status.message.clone().unwrap_or_default(), generation, now)
+    condition(
+        previous,
+        type_,
+        phase == ComponentPhase::Running,
+        reason,
+        status.message.clone().unwrap_or_default(),
+        generation,
+        now,
+    )
 }
 
 /// The status a tenant should have given what was observed and its current status.
@@ -94,12 +118,21 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
 
     let (namespace_condition, blocked_phase) = match &observed.namespace {
         NamespaceState::Ready => (
-            condition(previous, NAMESPACE_READY, true, "Created", format!("namespace {} is ready", observed.namespace_name), generation, now),
+            condition(
+                previous,
+                NAMESPACE_READY,
+                true,
+                "Created",
+                format!("namespace {} is ready", observed.namespace_name),
+                generation,
+                now,
+            ),
             None,
         ),
-        NamespaceState::Conflict { message } => {
-            (condition(previous, NAMESPACE_READY, false, "NamespaceConflict", message.clone(), generation, now), Some(TenantPhase::Failed))
-        }
+        NamespaceState::Conflict { message } => (
+            condition(previous, NAMESPACE_READY, false, "NamespaceConflict", message.clone(), generation, now),
+            Some(TenantPhase::Failed),
+        ),
         NamespaceState::Terminating { message } => (
             condition(previous, NAMESPACE_READY, false, "NamespaceTerminating", message.clone(), generation, now),
             Some(TenantPhase::Pending),
@@ -149,7 +182,12 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
 }
 
 /// Status of a tenant whose spec cannot be honoured: `Failed`, with the field named.
-pub fn invalid_spec(current: Option<&TenantStatus>, generation: Option<i64>, message: String, now: &Time) -> TenantStatus {
+pub fn invalid_spec(
+    current: Option<&TenantStatus>,
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> TenantStatus {
     let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let mut status = current.cloned().unwrap_or_default();
     status.conditions.retain(|c| c.type_ != READY);
@@ -239,7 +277,9 @@ mod tests {
     fn transition_time_moves_only_when_the_condition_status_changes() {
         let first = derive(&observed(Some((0, 1)), Some((0, 1))), None, &now());
         let second = derive(&observed(Some((1, 1)), Some((0, 1))), Some(&first), &later());
-        let time = |s: &TenantStatus, t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap().last_transition_time.clone();
+        let time = |s: &TenantStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).unwrap().last_transition_time.clone()
+        };
         assert_eq!(time(&second, REDIS_READY), later());
         assert_eq!(time(&second, SERVER_READY), now());
         assert!(second.conditions.iter().all(|c| c.observed_generation == Some(3)));

@@ -91,7 +91,10 @@ pub fn restricted_container_security() -> SecurityContext {
 pub fn container_resources(r: &crate::model::ContainerResources) -> k8s_openapi::api::core::v1::ResourceRequirements {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     let pair = |cpu: &str, memory: &str| {
-        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.to_owned())), ("memory".to_owned(), Quantity(memory.to_owned()))])
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
     };
     k8s_openapi::api::core::v1::ResourceRequirements {
         requests: Some(pair(&r.cpu_request, &r.memory_request)),

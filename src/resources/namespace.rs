@@ -73,7 +73,8 @@ mod tests {
         assert!(!created_for_name(&ns.metadata, "acme"));
         let other = model("acme", TenantSpec::default());
         let mut other_ns = namespace(&other);
-        other_ns.metadata.annotations = Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), "old-uid".to_owned())]));
+        other_ns.metadata.annotations =
+            Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), "old-uid".to_owned())]));
         assert!(!created_for(&other_ns.metadata, &m.uid));
         assert!(created_for_name(&other_ns.metadata, "acme"));
     }

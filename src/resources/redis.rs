@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
@@ -12,7 +13,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -300,7 +300,8 @@ mod tests {
 
     #[test]
     fn config_requires_auth_and_is_deterministic_with_user_overrides_in_place() {
-        let m = model("a", redis_spec("256Mi", &[("timeout", "300"), ("maxmemory-policy", "noeviction"), ("hz", "20")]));
+        let m =
+            model("a", redis_spec("256Mi", &[("timeout", "300"), ("maxmemory-policy", "noeviction"), ("hz", "20")]));
         let conf = config(&m);
         assert!(conf.contains("include /etc/redis-auth/redis-auth.conf\n"));
         assert!(conf.contains("protected-mode yes\n"));
@@ -357,7 +358,10 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL"]);
         let pvc = &spec.volume_claim_templates.unwrap()[0];
-        assert_eq!(pvc.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "1Gi");
+        assert_eq!(
+            pvc.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "1Gi"
+        );
     }
 
     #[test]

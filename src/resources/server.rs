@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use super::{
-    child_meta, component_labels, container_resources, redis, restricted_container_security,
-    restricted_pod_security, selector_labels,
+    child_meta, component_labels, container_resources, redis, restricted_container_security, restricted_pod_security,
+    selector_labels,
 };
 use crate::model::TenantModel;
 
@@ -178,7 +178,8 @@ mod tests {
 
     #[test]
     fn user_env_comes_after_the_built_in_entries_and_the_last_of_a_name_wins() {
-        let var = |name: &str, value: &str| v1::EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
+        let var =
+            |name: &str, value: &str| v1::EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
         let spec = TenantSpec {
             server: Some(ServerSpec {
                 env: vec![var("LOG_LEVEL", "debug"), var("FEATURE", "a"), var("FEATURE", "b")],
@@ -206,7 +207,11 @@ mod tests {
     #[test]
     fn deployment_shape() {
         let spec = TenantSpec {
-            server: Some(ServerSpec { replicas: Some(3), image: Some("example/server:2".into()), ..Default::default() }),
+            server: Some(ServerSpec {
+                replicas: Some(3),
+                image: Some("example/server:2".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let d = deployment(&model("acme", spec));

@@ -16,7 +16,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
 
 /// User name of the identity the operator runs as in tests (see [`ControlPlane::operator_config`]).
 pub const OPERATOR_USER: &str = "tenant-operator";
@@ -64,12 +66,19 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, "testenv-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_pem = params.self_signed(&key)?.pem();
         Ok(Self { ca_pem, issuer: Issuer::new(params, key) })
     }
 
-    fn issue(&self, common_name: &str, organization: Option<&str>, sans: Vec<String>, server: bool) -> anyhow::Result<CertAndKey> {
+    fn issue(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+        sans: Vec<String>,
+        server: bool,
+    ) -> anyhow::Result<CertAndKey> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -254,7 +263,10 @@ impl ControlPlane {
         loop {
             for (name, child) in &mut self.processes {
                 if let Some(status) = child.try_wait()? {
-                    bail!("{name} exited with {status} during startup; log: {}", self.dir.join(format!("{name}.log")).display());
+                    bail!(
+                        "{name} exited with {status} during startup; log: {}",
+                        self.dir.join(format!("{name}.log")).display()
+                    );
                 }
             }
             let request = http::Request::get("/readyz").body(Vec::new())?;
@@ -320,7 +332,8 @@ impl ControlPlane {
         let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.create(&PostParams::default(), &crd).await.with_context(|| format!("cannot create CRD {name}"))?;
-        let established = kube::runtime::wait::await_condition(api, &name, kube::runtime::conditions::is_crd_established());
+        let established =
+            kube::runtime::wait::await_condition(api, &name, kube::runtime::conditions::is_crd_established());
         tokio::time::timeout(Duration::from_secs(30), established)
             .await
             .with_context(|| format!("CRD {name} not established after 30s"))??
@@ -336,7 +349,11 @@ impl ControlPlane {
         Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await?;
         let binding = ClusterRoleBinding {
             metadata: ObjectMeta { name: Some(format!("{role_name}-testenv")), ..Default::default() },
-            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role_name },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: role_name,
+            },
             subjects: Some(vec![Subject {
                 api_group: Some("rbac.authorization.k8s.io".into()),
                 kind: "User".into(),

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let plane = ControlPlane::start(Options {
         // The namespace controller and garbage collector make deletion work as in a real cluster;
         // the workload controllers create ReplicaSets and Pods (which stay Pending: there are no nodes).
-        controllers: ["namespace", "garbagecollector", "deployment", "replicaset", "statefulset"]
+        controllers: ["namespace", "garbagecollector", "serviceaccount", "deployment", "replicaset", "statefulset"]
             .map(String::from)
             .to_vec(),
         keep_dir: true,

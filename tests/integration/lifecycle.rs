@@ -1,0 +1,260 @@
+//! A tenant's life on a real API server: creation, spec changes, drift repair, readiness,
+//! deletion, and a foreign namespace.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::support::{Harness, phase, wait_deleted, wait_for};
+
+fn tenant(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec})
+}
+
+fn owned_by_tenant<K: Resource>(object: &K, tenant: &str) -> bool {
+    object
+        .meta()
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.kind == "Tenant" && r.name == tenant && r.controller == Some(true)))
+}
+
+fn server_container(d: &Deployment) -> k8s_openapi::api::core::v1::Container {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].clone()
+}
+
+fn env_value(d: &Deployment, name: &str) -> Option<String> {
+    server_container(d).env.unwrap_or_default().into_iter().find(|e| e.name == name).and_then(|e| e.value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_provisions_every_child_with_the_expected_shape() {
+    let h = Harness::start(false).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant(
+        "acme",
+        json!({"server": {"replicas": 2, "env": [{"name": "LOG_LEVEL", "value": "debug"}]}}),
+    ))
+    .await
+    .unwrap();
+
+    let status =
+        wait_for(&h.tenants(), "acme", "reports Provisioning", |t| phase(t).as_deref() == Some("Provisioning")).await;
+    let status = status.status.unwrap();
+    assert_eq!(status.namespace.as_deref(), Some("tenant-acme"));
+    assert_eq!(status.observed_generation, Some(1));
+    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(types, ["Ready", "NamespaceReady", "RedisReady", "ServerReady"]);
+    assert_eq!(status.server_status.unwrap().total_replicas, 2);
+
+    let tenant_obj = h.tenants().get("acme").await.unwrap();
+    assert!(tenant_obj.finalizers().contains(&"neurallog.io/finalizer".to_owned()));
+
+    let ns = Api::<Namespace>::all(h.admin.clone()).get("tenant-acme").await.unwrap();
+    let labels = ns.labels();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["neurallog.io/tenant"], "acme");
+    assert_eq!(ns.annotations()["neurallog.io/tenant-uid"], tenant_obj.uid().unwrap());
+
+    let secret = h.namespaced::<Secret>("tenant-acme").get("acme-redis-auth").await.unwrap();
+    let password = &secret.data.as_ref().unwrap()["password"].0;
+    assert_eq!(password.len(), 32);
+    assert!(owned_by_tenant(&secret, "acme"));
+
+    let config = h.namespaced::<ConfigMap>("tenant-acme").get("acme-redis-config").await.unwrap();
+    let conf = &config.data.as_ref().unwrap()["redis.conf"];
+    assert!(conf.contains("include /etc/redis-auth/redis-auth.conf"));
+    assert!(conf.contains("maxmemory 204mb"));
+    assert!(!conf.contains(std::str::from_utf8(password).unwrap()), "the password stays out of the ConfigMap");
+
+    let redis_svc = h.namespaced::<Service>("tenant-acme").get("acme-redis").await.unwrap();
+    assert_eq!(redis_svc.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+    let server_svc = h.namespaced::<Service>("tenant-acme").get("acme-server").await.unwrap();
+    assert_eq!(server_svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 3030);
+
+    let sts = h.namespaced::<StatefulSet>("tenant-acme").get("acme-redis").await.unwrap();
+    assert!(owned_by_tenant(&sts, "acme"));
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+
+    let deployment = h.namespaced::<Deployment>("tenant-acme").get("acme-server").await.unwrap();
+    assert!(owned_by_tenant(&deployment, "acme"));
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(env_value(&deployment, "STORAGE_TYPE").as_deref(), Some("redis"));
+    assert_eq!(env_value(&deployment, "REDIS_HOST").as_deref(), Some("acme-redis"));
+    assert_eq!(env_value(&deployment, "LOG_LEVEL").as_deref(), Some("debug"));
+    assert_eq!(server_container(&deployment).readiness_probe.unwrap().http_get.unwrap().path.as_deref(), Some("/"));
+    for object in [deployment.meta(), sts.meta(), config.meta(), redis_svc.meta(), server_svc.meta(), secret.meta()] {
+        let managers: Vec<_> = object.managed_fields.iter().flatten().filter_map(|m| m.manager.as_deref()).collect();
+        assert_eq!(managers, ["neurallog-tenant-operator"], "{:?} has one field manager", object.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_changes_propagate_to_the_children() {
+    let h = Harness::start(false).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant("beta", json!({}))).await.unwrap();
+    let deployments = h.namespaced::<Deployment>("tenant-beta");
+    let statefulsets = h.namespaced::<StatefulSet>("tenant-beta");
+    wait_for(&deployments, "beta-server", "is created", |_| true).await;
+    let checksum = |s: &StatefulSet| {
+        s.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["neurallog.io/config-checksum"].clone()
+    };
+    let before = checksum(&wait_for(&statefulsets, "beta-redis", "is created", |_| true).await);
+
+    let patch = json!({"spec": {
+        "server": {"replicas": 3, "image": "example.org/neurallog/server:2.0", "env": [{"name": "FEATURE_X", "value": "on"}]},
+        "redis": {"config": {"timeout": "120"}, "resources": {"memory": {"limit": "1Gi"}}}
+    }});
+    h.tenants().patch("beta", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    wait_for(&deployments, "beta-server", "follows the new spec", |d| {
+        d.spec.as_ref().unwrap().replicas == Some(3)
+            && server_container(d).image.as_deref() == Some("example.org/neurallog/server:2.0")
+            && env_value(d, "FEATURE_X").as_deref() == Some("on")
+    })
+    .await;
+    let config =
+        wait_for(&h.namespaced::<ConfigMap>("tenant-beta"), "beta-redis-config", "has the new directives", |c| {
+            let conf = &c.data.as_ref().unwrap()["redis.conf"];
+            conf.contains("timeout 120") && conf.contains("maxmemory 819mb")
+        })
+        .await;
+    assert!(!config.data.unwrap()["redis.conf"].contains("requirepass"), "the password lives in the Secret only");
+    let after = wait_for(&statefulsets, "beta-redis", "rolls on the config change", |s| checksum(s) != before).await;
+    let limits = after.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits["memory"].0, "1Gi");
+    wait_for(&h.tenants(), "beta", "observes generation 2", |t| {
+        t.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_deployment_and_a_hand_edited_replica_count_are_repaired() {
+    let h = Harness::start(false).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant("gamma", json!({"server": {"replicas": 2}}))).await.unwrap();
+    let deployments = h.namespaced::<Deployment>("tenant-gamma");
+    let original = wait_for(&deployments, "gamma-server", "is created", |_| true).await;
+
+    deployments.delete("gamma-server", &DeleteParams::default()).await.unwrap();
+    let recreated = wait_for(&deployments, "gamma-server", "is re-created", |d| d.uid() != original.uid()).await;
+    assert_eq!(recreated.spec.unwrap().replicas, Some(2));
+
+    let edit = json!({"spec": {"replicas": 7}});
+    deployments.patch("gamma-server", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    wait_for(&deployments, "gamma-server", "is scaled back to 2", |d| d.spec.as_ref().unwrap().replicas == Some(2))
+        .await;
+
+    let services = h.namespaced::<Service>("tenant-gamma");
+    let svc = wait_for(&services, "gamma-redis", "exists", |_| true).await;
+    services.delete("gamma-redis", &DeleteParams::default()).await.unwrap();
+    wait_for(&services, "gamma-redis", "is re-created", |s| s.uid() != svc.uid()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_moves_the_phase_through_provisioning_degraded_running() {
+    let h = Harness::start(false).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant("delta", json!({"server": {"replicas": 2}}))).await.unwrap();
+    wait_for(&h.tenants(), "delta", "is Provisioning", |t| phase(t).as_deref() == Some("Provisioning")).await;
+
+    // No kubelet runs here: readiness is written to the status subresource, as controllers would.
+    let set_ready = |kind: &'static str, name: &'static str, replicas: i32, ready: i32| {
+        let admin = h.admin.clone();
+        async move {
+            let status = json!({"status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready}});
+            let params = PatchParams::default();
+            match kind {
+                "sts" => drop(
+                    Api::<StatefulSet>::namespaced(admin, "tenant-delta")
+                        .patch_status(name, &params, &Patch::Merge(&status))
+                        .await
+                        .unwrap(),
+                ),
+                _ => drop(
+                    Api::<Deployment>::namespaced(admin, "tenant-delta")
+                        .patch_status(name, &params, &Patch::Merge(&status))
+                        .await
+                        .unwrap(),
+                ),
+            }
+        }
+    };
+    set_ready("sts", "delta-redis", 1, 1).await;
+    set_ready("deploy", "delta-server", 2, 1).await;
+    let degraded = wait_for(&h.tenants(), "delta", "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
+    let server = degraded.status.as_ref().unwrap().server_status.clone().unwrap();
+    assert_eq!((server.ready_replicas, server.total_replicas), (1, 2));
+
+    set_ready("deploy", "delta-server", 2, 2).await;
+    let running = wait_for(&h.tenants(), "delta", "is Running", |t| phase(t).as_deref() == Some("Running")).await;
+    let ready = running.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AllComponentsReady"));
+
+    set_ready("sts", "delta-redis", 1, 0).await;
+    wait_for(&h.tenants(), "delta", "is Degraded again", |t| phase(t).as_deref() == Some("Degraded")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_removes_the_namespace_then_releases_the_finalizer() {
+    let h = Harness::start(true).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant("epsilon", json!({}))).await.unwrap();
+    wait_for(&h.namespaced::<Deployment>("tenant-epsilon"), "epsilon-server", "is created", |_| true).await;
+    let created = h.tenants().get("epsilon").await.unwrap();
+
+    h.tenants().delete("epsilon", &DeleteParams::default()).await.unwrap();
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    let ns = namespaces.get("tenant-epsilon").await.unwrap();
+    wait_deleted(&h.tenants(), "epsilon", &created.uid().unwrap()).await;
+    // The finalizer is released only after the namespace is gone.
+    assert!(namespaces.get_opt("tenant-epsilon").await.unwrap().is_none_or(|n| n.uid() != ns.uid()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_namespace_is_left_untouched_and_reported() {
+    let h = Harness::start(false).await;
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    let foreign = Namespace {
+        metadata: ObjectMeta {
+            name: Some("tenant-zeta".into()),
+            labels: Some([("owner".to_owned(), "someone-else".to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let before = namespaces.create(&PostParams::default(), &foreign).await.unwrap();
+    let _operator = h.start_operator().await;
+    h.create_tenant(tenant("zeta", json!({}))).await.unwrap();
+
+    let failed = wait_for(&h.tenants(), "zeta", "is Failed", |t| phase(t).as_deref() == Some("Failed")).await;
+    let condition = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "NamespaceReady").unwrap();
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "NamespaceConflict"));
+    assert!(condition.message.contains("tenant-zeta"));
+
+    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap();
+    assert!(
+        events.items.iter().any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("zeta")
+            && e.type_.as_deref() == Some("Warning")
+            && e.note.as_deref().is_some_and(|n| n.contains("tenant-zeta"))),
+        "a Warning event explains the conflict"
+    );
+
+    let after = namespaces.get("tenant-zeta").await.unwrap();
+    assert_eq!(after.labels(), before.labels());
+    assert_eq!(after.annotations(), before.annotations());
+    assert_eq!(after.resource_version(), before.resource_version(), "not modified at all");
+    assert!(h.namespaced::<ConfigMap>("tenant-zeta").list(&ListParams::default()).await.unwrap().items.is_empty());
+
+    let uid = failed.metadata.uid.clone().unwrap();
+    h.tenants().delete("zeta", &DeleteParams::default()).await.unwrap();
+    wait_deleted(&h.tenants(), "zeta", &uid).await;
+    let kept = namespaces.get("tenant-zeta").await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none(), "deleting the tenant leaves the foreign namespace alone");
+}

@@ -1,0 +1,8 @@
+//! Integration tests: each test runs its own etcd + kube-apiserver (authentication and RBAC on),
+//! installs the CRD and ClusterRole from `config/`, and runs the controller in-process as the
+//! operator's restricted user.
+
+mod lifecycle;
+mod support;
+mod validation;
+mod writes;

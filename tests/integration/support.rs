@@ -1,0 +1,197 @@
+//! Test harness: a real control plane per test, the CRD and the operator's ClusterRole from
+//! `config/`, and the controller running in-process as the RBAC-restricted operator user, with
+//! every write it sends recorded.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::client::ClientBuilder;
+use kube::core::ApiResource;
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Resource};
+use neurallog_tenant_operator::api::v1::Tenant;
+use neurallog_tenant_operator::controller::{self, Settings};
+use neurallog_tenant_operator::metrics::Metrics;
+use serde::de::DeserializeOwned;
+use testenv::{ControlPlane, Options, repo_root};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single expectation may take before the test fails. Generous: CI machines are
+/// small and run tests in parallel; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Every non-read request a client sent, as "METHOD /path".
+#[derive(Clone, Default)]
+pub struct WriteLog(Arc<Mutex<Vec<String>>>);
+
+impl WriteLog {
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl<S> tower::Layer<S> for WriteLog {
+    type Service = RecordWrites<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordWrites { inner, log: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RecordWrites<S> {
+    inner: S,
+    log: WriteLog,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RecordWrites<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.method();
+        if !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS) {
+            self.log.0.lock().unwrap().push(format!("{method} {}", request.uri().path()));
+        }
+        self.inner.call(request)
+    }
+}
+
+/// An operator instance running in-process.
+pub struct Operator {
+    pub writes: WriteLog,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Operator {
+    /// Stops it the way SIGTERM does: reconciles in flight finish, then it returns.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("operator stops")
+                .expect("operator task")
+                .expect("operator run");
+        }
+    }
+
+    /// Waits until the operator has finished more than `count` reconciles.
+    pub async fn wait_reconciles_beyond(&self, count: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.metrics.reconcile_count() <= count {
+            assert!(tokio::time::Instant::now() < deadline, "no reconcile after #{count} within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub struct Harness {
+    pub plane: ControlPlane,
+    pub admin: Client,
+}
+
+impl Harness {
+    /// A control plane with the CRD and the operator's role installed. `deletion` also runs the
+    /// namespace controller and garbage collector, which deleting a tenant needs.
+    pub async fn start(deletion: bool) -> Self {
+        // `RUST_LOG=...` shows the operator's logs for a failing test.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+        let controllers = if deletion { vec!["namespace".into(), "garbagecollector".into()] } else { vec![] };
+        let plane =
+            ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
+        let root = repo_root();
+        plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.expect("CRD installs");
+        plane.grant_operator(&root.join("config/rbac/role.yaml")).await.expect("role installs");
+        let admin = plane.admin_client().await.expect("admin client");
+        Self { plane, admin }
+    }
+
+    /// Starts the controller as the operator user, recording its writes.
+    pub async fn start_operator(&self) -> Operator {
+        let writes = WriteLog::default();
+        let config = self.plane.operator_config().await.expect("operator kubeconfig");
+        let client = ClientBuilder::try_from(config).expect("client").with_layer(&writes).build();
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = Settings { concurrency: 4, ..Settings::default() };
+        let task = tokio::spawn(controller::run(client, settings, metrics.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Operator { writes, metrics, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn tenants(&self) -> Api<Tenant> {
+        Api::all(self.admin.clone())
+    }
+
+    pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.admin.clone(), namespace)
+    }
+
+    /// Creates a tenant from JSON, as `kubectl create` would (no client-side typing).
+    pub async fn create_tenant(&self, manifest: serde_json::Value) -> Result<DynamicObject, kube::Error> {
+        let resource = ApiResource::erase::<Tenant>(&());
+        let object: DynamicObject = serde_json::from_value(manifest).expect("manifest is an object");
+        Api::<DynamicObject>::all_with(self.admin.clone(), &resource).create(&PostParams::default(), &object).await
+    }
+}
+
+/// Waits (on a watch) until `name` satisfies `condition`, and returns it.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, condition: impl Fn(&K) -> bool) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let found = tokio::time::timeout(
+        DEADLINE,
+        await_condition(api.clone(), name, move |object: Option<&K>| object.is_some_and(&condition)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name}: {what} within {DEADLINE:?}"))
+    .expect("watch works");
+    found.expect("object exists")
+}
+
+/// Waits (on a watch) until `name` is gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: &str)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    tokio::time::timeout(DEADLINE, await_condition(api.clone(), name, conditions::is_deleted(uid)))
+        .await
+        .unwrap_or_else(|_| panic!("{name} not deleted within {DEADLINE:?}"))
+        .expect("watch works");
+}
+
+/// The tenant's phase, as a string.
+pub fn phase(tenant: &Tenant) -> Option<String> {
+    tenant.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make run`: a local etcd + kube-apiserver + kube-controller-manager, the Tenant CRD, the
+# operator running as its own RBAC-restricted user, and the sample tenant from config/samples/.
+# Runs until Ctrl-C; with RUN_ONCE=1 it stops after showing the converged tenant.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="$root/.local/run"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+kubectl="$("$root/tools/build.sh" kubernetes)/kubectl"
+admin_address="${ADMIN_ADDRESS:-127.0.0.1:8081}"
+
+rm -rf "$dir"
+mkdir -p "$dir"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "==> starting etcd, kube-apiserver and kube-controller-manager (logs in .local/run/)"
+"$bin/testenv" up --dir "$dir" >"$dir/testenv.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do
+  grep -q '^operator kubeconfig' "$dir/testenv.out" 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$dir/testenv.out"; exit 1; }
+  sleep 0.2
+done
+grep -q '^operator kubeconfig' "$dir/testenv.out" || { echo "control plane did not start"; cat "$dir/testenv.out"; exit 1; }
+k() { "$kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
+
+echo "==> starting the operator (metrics on http://$admin_address/metrics, log in .local/run/operator.log)"
+"$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
+  >"$dir/operator.log" 2>&1 &
+pids+=($!)
+
+echo "==> applying config/samples/"
+k apply -f "$root/config/samples/"
+k wait tenant --all --for=jsonpath='{.status.phase}'=Provisioning --timeout=120s >/dev/null
+
+echo
+k get tenants
+echo
+k get namespace,secret,configmap,service,statefulset,deployment,pvc -n tenant-acme -l neurallog.io/tenant=acme
+echo
+k describe tenant acme | sed -n '/^Status:/,$p'
+cat <<MSG
+
+The tenant's pods stay Pending: this local cluster has no nodes, so the phase is Provisioning.
+Use the cluster yourself:
+  export KUBECONFIG=$dir/admin.kubeconfig
+  $kubectl get tenants
+MSG
+
+if [[ "${RUN_ONCE:-}" == 1 ]]; then exit 0; fi
+echo "Press Ctrl-C to stop everything."
+wait "${pids[1]}"
