@@ -3,6 +3,7 @@
 //! every write it sends recorded.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +20,10 @@ use serde::de::DeserializeOwned;
 use testenv::{ControlPlane, Options, repo_root};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber as _;
+
+/// Numbers the operator instances of a test process, for their log file names.
+static OPERATORS: AtomicUsize = AtomicUsize::new(0);
 
 /// How long any single expectation may take before the test fails. Generous: CI machines are
 /// small and run tests in parallel; a passing test never waits this long.
@@ -118,10 +123,6 @@ impl Harness {
     /// A control plane with the CRD and the operator's role installed. `deletion` also runs the
     /// namespace controller and garbage collector, which deleting a tenant needs.
     pub async fn start(deletion: bool) -> Self {
-        // `RUST_LOG=...` shows the operator's logs for a failing test.
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-        }
         let controllers = if deletion { vec!["namespace".into(), "garbagecollector".into()] } else { vec![] };
         let plane =
             ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
@@ -140,9 +141,28 @@ impl Harness {
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = Settings { concurrency: 4, ..Settings::default() };
-        let task = tokio::spawn(controller::run(client, settings, metrics.clone(), async move {
-            let _ = stopped.await;
-        }));
+        // The operator logs into the control plane's directory, which a failing test keeps.
+        let log = std::fs::File::create(
+            self.plane.dir().join(format!("operator-{}.log", OPERATORS.fetch_add(1, Ordering::Relaxed))),
+        )
+        .expect("operator log file");
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .with_ansi(false)
+            .with_writer(Mutex::new(log))
+            .finish();
+        let metrics_for_run = metrics.clone();
+        let run = async move {
+            let result = controller::run(client, settings, metrics_for_run, async move {
+                let _ = stopped.await;
+            })
+            .await;
+            if let Err(error) = &result {
+                tracing::error!("operator stopped: {error:#}");
+            }
+            result
+        };
+        let task = tokio::spawn(run.with_subscriber(subscriber));
         Operator { writes, metrics, stop: Some(stop), task: Some(task) }
     }
 

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -352,7 +353,7 @@ impl ControlPlane {
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".into(),
                 kind: "ClusterRole".into(),
-                name: role_name,
+                name: role_name.clone(),
             },
             subjects: Some(vec![Subject {
                 api_group: Some("rbac.authorization.k8s.io".into()),
@@ -361,8 +362,35 @@ impl ControlPlane {
                 ..Default::default()
             }]),
         };
-        Api::<ClusterRoleBinding>::all(client).create(&PostParams::default(), &binding).await?;
-        Ok(())
+        Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await?;
+        // The RBAC authorizer learns of the binding through its own watch; wait until it grants
+        // the first rule, so the operator does not start (and fail) before it may list anything.
+        let first = role.rules.iter().flatten().next().context("the ClusterRole has no rules")?;
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(OPERATOR_USER.into()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: first.api_groups.iter().flatten().next().cloned(),
+                    resource: first.resources.iter().flatten().next().cloned(),
+                    verb: first.verbs.first().cloned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews = Api::<SubjectAccessReview>::all(client);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = reviews.create(&PostParams::default(), &review).await?;
+            if answer.status.is_some_and(|s| s.allowed) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the API server did not apply ClusterRole {role_name} to {OPERATOR_USER} within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -372,6 +400,12 @@ impl Drop for ControlPlane {
         for (_, child) in self.processes.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A failing test keeps every log for the post-mortem.
+        if std::thread::panicking()
+            && let Some(temp) = self._temp.take()
+        {
+            eprintln!("testenv: logs of the failed test kept in {}", temp.keep().display());
         }
     }
 }
