@@ -89,6 +89,10 @@ pub struct ResourceRequirements {
     pub storage: Option<ResourceLimit>,
 }
 
+/// An unsigned Kubernetes quantity: a decimal number with an optional binary suffix (`Mi`),
+/// decimal suffix (`m`, `G`) or exponent (`e3`).
+const QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$";
+
 /// A request and a limit, as Kubernetes quantities.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new(
@@ -99,7 +103,7 @@ pub struct ResourceLimit {
     /// Maximum the container may use, as a Kubernetes quantity (for example `500m`, `512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
     pub limit: Option<String>,
@@ -108,7 +112,7 @@ pub struct ResourceLimit {
     /// follows the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
     pub request: Option<String>,
@@ -214,7 +218,7 @@ pub struct RedisSpec {
     /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation.
     #[serde(default = "defaults::redis_storage", skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator"))]
