@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller until SIGTERM or Ctrl-C.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the Tenant CustomResourceDefinition as YAML.
     Crd,
 }
@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Address of the admin HTTP server: /metrics, /healthz and /readyz.
     #[arg(long, env = "TENANT_OPERATOR_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     pub admin_address: std::net::SocketAddr,
+    /// Namespace of the cluster's ingress controller; its pods may reach every tenant's server.
+    #[arg(long, env = "TENANT_OPERATOR_INGRESS_NAMESPACE")]
+    pub ingress_namespace: Option<String>,
     /// Name of this instance in the Events it records (set to the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -101,6 +104,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         resync_interval: Duration::from_secs(args.resync_seconds),
         instance: args.instance.clone(),
+        ingress_namespace: args.ingress_namespace.clone(),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -120,7 +124,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Runs the command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Crd => {
             print!("{}", crate::api::crd_yaml().context("cannot render the CRD")?);
             Ok(())

@@ -44,6 +44,29 @@ pub struct TenantModel {
     pub namespace: String,
     pub server: ServerModel,
     pub redis: RedisModel,
+    pub network: NetworkModel,
+}
+
+/// Network isolation of the tenant namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkModel {
+    /// Whether the operator manages NetworkPolicies at all.
+    pub enabled: bool,
+    /// Namespaces whose pods may reach the server's HTTP port.
+    pub allowed_namespaces: Vec<String>,
+    pub ingress_rules: Vec<PeerRule>,
+    pub egress_rules: Vec<PeerRule>,
+}
+
+/// A custom rule: which pods (in which namespaces) on which ports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PeerRule {
+    /// Labels of the peer pods; empty selects every pod of those namespaces.
+    pub pods: BTreeMap<String, String>,
+    /// Namespaces of the peer pods; empty means the tenant namespace.
+    pub namespaces: Vec<String>,
+    /// (protocol, port) pairs; port `None` is every port; no pairs is every port and protocol.
+    pub ports: Vec<(String, Option<i32>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +146,7 @@ impl TenantModel {
                 storage: quantity_or("spec.redis.storage", redis.storage.as_deref(), defaults::REDIS_STORAGE)?,
                 config: redis_config(&redis.config)?,
             },
+            network: network(spec.network_policy.clone().or_else(defaults::network_policy).unwrap_or_default()),
             name,
         })
     }
@@ -257,6 +281,31 @@ fn env_var(index: usize, var: &v1::EnvVar) -> Result<core::EnvVar, InvalidSpec> 
         }),
     };
     Ok(core::EnvVar { name: var.name.clone(), value: var.value.clone(), value_from })
+}
+
+fn peer_rule(rule: &v1::NetworkPolicyRule, pods: &BTreeMap<String, String>) -> PeerRule {
+    let ports = rule
+        .ports
+        .iter()
+        .map(|p| {
+            let protocol = match p.protocol.unwrap_or_default() {
+                v1::Protocol::Tcp => "TCP",
+                v1::Protocol::Udp => "UDP",
+                v1::Protocol::Sctp => "SCTP",
+            };
+            (protocol.to_owned(), p.port.filter(|port| *port != 0))
+        })
+        .collect();
+    PeerRule { pods: pods.clone(), namespaces: rule.namespaces.clone(), ports }
+}
+
+fn network(spec: v1::NetworkPolicySpec) -> NetworkModel {
+    NetworkModel {
+        enabled: spec.enabled.unwrap_or(true),
+        allowed_namespaces: spec.allowed_namespaces,
+        ingress_rules: spec.ingress_rules.iter().map(|r| peer_rule(r, &r.from)).collect(),
+        egress_rules: spec.egress_rules.iter().map(|r| peer_rule(r, &r.to)).collect(),
+    }
 }
 
 fn redis_config(config: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, InvalidSpec> {

@@ -67,8 +67,9 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
 
-    /// Network isolation of the tenant namespace. Accepted for compatibility; enforced in a later
-    /// release.
+    /// Network isolation of the tenant namespace: ingress is denied by default, Redis is
+    /// reachable only from the server, and the server only from the allowed namespaces and the
+    /// rules given here.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 }
@@ -89,10 +90,6 @@ pub struct ResourceRequirements {
     pub storage: Option<ResourceLimit>,
 }
 
-/// An unsigned Kubernetes quantity: a decimal number with an optional binary suffix (`Mi`),
-/// decimal suffix (`m`, `G`) or exponent (`e3`).
-const QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$";
-
 /// A request and a limit, as Kubernetes quantities.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new(
@@ -103,7 +100,7 @@ pub struct ResourceLimit {
     /// Maximum the container may use, as a Kubernetes quantity (for example `500m`, `512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = QUANTITY_PATTERN),
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
         length(max = 32)
     )]
     pub limit: Option<String>,
@@ -112,7 +109,7 @@ pub struct ResourceLimit {
     /// follows the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = QUANTITY_PATTERN),
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
         length(max = 32)
     )]
     pub request: Option<String>,
@@ -218,7 +215,7 @@ pub struct RedisSpec {
     /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation.
     #[serde(default = "defaults::redis_storage", skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = QUANTITY_PATTERN),
+        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
         length(max = 32)
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator"))]
@@ -297,18 +294,19 @@ pub struct NetworkPolicySpec {
     /// Whether the operator manages NetworkPolicies for the tenant.
     #[serde(default = "defaults::network_policy_enabled", skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Namespaces whose pods may reach the tenant's server.
+    /// Namespaces whose pods may reach the tenant's server on its HTTP port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
         inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
     )]
     pub allowed_namespaces: Vec<String>,
-    /// Extra ingress rules for the server pods.
+    /// Extra ingress rules for the server pods, one NetworkPolicy each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub ingress_rules: Vec<NetworkPolicyRule>,
-    /// Extra egress rules for the server pods.
+    /// Extra egress rules for the server pods. With any of them, the server's egress is limited to
+    /// these rules plus DNS and the tenant namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub egress_rules: Vec<NetworkPolicyRule>,
@@ -330,6 +328,13 @@ pub struct NetworkPolicyRule {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub to: BTreeMap<String, String>,
+    /// Namespaces the peer pods (`from` or `to`) live in. Empty means the tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
+    )]
+    pub namespaces: Vec<String>,
     /// Ports the rule opens; none means all ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -38,11 +39,13 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Name of this operator instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Namespace of the cluster's ingress controller, allowed to reach every tenant's server.
+    pub ingress_namespace: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { concurrency: 8, resync_interval: Duration::from_secs(600), instance: None }
+        Self { concurrency: 8, resync_interval: Duration::from_secs(600), instance: None, ingress_namespace: None }
     }
 }
 
@@ -57,6 +60,7 @@ pub struct Caches {
     pub services: Store<Service>,
     pub stateful_sets: Store<StatefulSet>,
     pub deployments: Store<Deployment>,
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 impl Caches {
@@ -68,7 +72,8 @@ impl Caches {
         self.config_maps.wait_until_ready().await?;
         self.services.wait_until_ready().await?;
         self.stateful_sets.wait_until_ready().await?;
-        self.deployments.wait_until_ready().await
+        self.deployments.wait_until_ready().await?;
+        self.network_policies.wait_until_ready().await
     }
 }
 
@@ -158,11 +163,12 @@ pub async fn run(
     let (config_maps, config_map_events) = cached_watch(Api::all(client.clone()), children.clone());
     let (services, service_events) = cached_watch(Api::all(client.clone()), children.clone());
     let (stateful_sets, stateful_set_events) = cached_watch(Api::all(client.clone()), children.clone());
-    let (deployments, deployment_events) = cached_watch(Api::all(client.clone()), children);
+    let (deployments, deployment_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (network_policies, network_policy_events) = cached_watch(Api::all(client.clone()), children);
 
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
-    let caches = Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments };
+    let caches = Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments, network_policies };
     let readiness = (caches.clone(), metrics.clone());
     tokio::spawn(async move {
         if readiness.0.ready().await.is_ok() {
@@ -184,6 +190,7 @@ pub async fn run(
         .watches_stream(service_events, |child| controlling_tenant(&child))
         .watches_stream(stateful_set_events, |child| controlling_tenant(&child))
         .watches_stream(deployment_events, |child| controlling_tenant(&child))
+        .watches_stream(network_policy_events, |child| controlling_tenant(&child))
         .watches_stream(namespace_events, |ns| tenant_of_namespace(&ns))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -22,7 +23,7 @@ use super::error::{Error, Result};
 use super::status::{self, NamespaceState, Observation, Replicas};
 use crate::api::v1::{Tenant, TenantPhase, TenantStatus};
 use crate::model::{TenantModel, namespace_name};
-use crate::resources::{namespace, redis, server};
+use crate::resources::{self, namespace, network, redis, server};
 
 /// Finalizer that keeps a Tenant until its namespace is gone.
 pub const FINALIZER: &str = "neurallog.io/finalizer";
@@ -35,6 +36,7 @@ const TERMINATION_POLL: Duration = Duration::from_secs(5);
 struct Changes {
     created: Vec<String>,
     updated: Vec<String>,
+    deleted: Vec<String>,
 }
 
 impl Changes {
@@ -332,6 +334,7 @@ async fn ensure_children(
     let redis = ensure::<StatefulSet>(&caches.stateful_sets, ctx, model, redis::stateful_set(model), changes).await?;
     ensure::<Service>(&caches.services, ctx, model, server::service(model), changes).await?;
     let server = ensure::<Deployment>(&caches.deployments, ctx, model, server::deployment(model), changes).await?;
+    ensure_network_policies(model, ctx, changes).await?;
 
     let redis_ready = redis.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     let server_ready = server.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -339,6 +342,39 @@ async fn ensure_children(
         Some(Replicas { desired: model.redis.replicas, ready: redis_ready }),
         Some(Replicas { desired: model.server.replicas, ready: server_ready }),
     ))
+}
+
+/// Applies the wanted NetworkPolicies and deletes the operator's policies no longer wanted (a
+/// removed rule, or all of them when disabled).
+async fn ensure_network_policies(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<()> {
+    let desired = network::network_policies(model, ctx.settings.ingress_namespace.as_deref());
+    let wanted: Vec<String> = desired.iter().map(|p| p.name_any()).collect();
+    for policy in desired {
+        ensure::<NetworkPolicy>(&ctx.caches.network_policies, ctx, model, policy, changes).await?;
+    }
+    let stale = ctx.caches.network_policies.state().into_iter().filter(|p| {
+        p.metadata.namespace.as_deref() == Some(model.namespace.as_str())
+            && p.labels().get(resources::COMPONENT_LABEL).map(String::as_str) == Some(network::COMPONENT_VALUE)
+            && !wanted.contains(&p.name_any())
+    });
+    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &model.namespace);
+    for policy in stale {
+        let name = policy.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => changes.deleted.push(format!("NetworkPolicy {name}")),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Api {
+                    tenant: model.name.clone(),
+                    verb: "delete",
+                    kind: "NetworkPolicy",
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletion: delete the namespace the operator created for this tenant, wait until it is gone,

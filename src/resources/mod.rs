@@ -3,6 +3,7 @@
 //! is unit-tested without a cluster.
 
 pub mod namespace;
+pub mod network;
 pub mod redis;
 pub mod server;
 

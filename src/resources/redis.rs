@@ -23,7 +23,7 @@ use super::{
 use crate::model::TenantModel;
 
 pub const PORT: i32 = 6379;
-const APP: &str = "redis";
+pub const APP: &str = "redis";
 const COMPONENT: &str = "redis";
 /// UID and GID of the `redis` user in the official Redis images.
 const REDIS_USER: i64 = 999;

@@ -16,7 +16,7 @@ use super::{
 use crate::model::TenantModel;
 
 pub const PORT: i32 = 3030;
-const APP: &str = "neurallog-server";
+pub const APP: &str = "neurallog-server";
 const COMPONENT: &str = "server";
 /// The `node` user of the Node.js base image the server is built on.
 const SERVER_USER: i64 = 1000;

@@ -3,6 +3,7 @@
 //! operator's restricted user.
 
 mod lifecycle;
+mod network;
 mod support;
 mod validation;
 mod writes;

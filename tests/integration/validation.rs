@@ -76,6 +76,7 @@ async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
         (tenant("t17", json!({"registry": {"baseDomain": "-example.com"}})), "spec.registry.baseDomain"),
         (tenant("t18", server(json!({"image": ""}))), "spec.server.image"),
     ];
+    assert!(cases.len() >= 15);
     for (manifest, field) in cases {
         let error = h.create_tenant(manifest.clone()).await.expect_err(&format!("{manifest} must be rejected"));
         let kube::Error::Api(status) = error else { panic!("{manifest}: not an API error: {error}") };

@@ -24,9 +24,18 @@ use rcgen::{
 /// User name of the identity the operator runs as in tests (see [`ControlPlane::operator_config`]).
 pub const OPERATOR_USER: &str = "tenant-operator";
 
-/// The repository root (this crate lives in `tools/testenv`).
+/// The repository root: the nearest directory holding `tools/build.sh`, searched upwards from the
+/// package cargo is running (or the current directory). Found at run time, because a build cached
+/// outside the clone may have been compiled in another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    start
+        .ancestors()
+        .find(|dir| dir.join("tools/build.sh").is_file())
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."), Path::to_path_buf)
 }
 
 /// Directory of a pinned upstream build: `$<env_var>` when set (the Makefile sets it), else

@@ -1,0 +1,385 @@
+//! NetworkPolicies of the tenant namespace.
+//!
+//! Ingress is denied by default; Redis accepts only the server; the server's HTTP port accepts the
+//! allowed namespaces and the operator-level ingress namespace; custom rules open the server pods
+//! (never Redis) to the peers they name. Custom egress rules limit only the server, and always
+//! keep DNS and the tenant namespace reachable. Policies are named by their content, so
+//! reordering rules changes nothing and a removed rule's policy can be found and deleted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use super::{child_meta, selector_labels, tenant_labels};
+use crate::model::{PeerRule, TenantModel};
+
+/// Label of every policy the operator manages, used to find stale ones.
+pub const COMPONENT_VALUE: &str = "network-policy";
+/// Label telling operator defaults (`default`) from user rules (`custom`).
+pub const POLICY_LABEL: &str = "neurallog.io/policy";
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+fn labels(model: &TenantModel, kind: &str) -> BTreeMap<String, String> {
+    let mut labels = tenant_labels(&model.name);
+    labels.insert(super::COMPONENT_LABEL.to_owned(), COMPONENT_VALUE.to_owned());
+    labels.insert(POLICY_LABEL.to_owned(), kind.to_owned());
+    labels
+}
+
+fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector { match_labels: (!labels.is_empty()).then_some(labels), ..LabelSelector::default() }
+}
+
+fn namespace_peer(namespace: &str, pods: Option<LabelSelector>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector(BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())]))),
+        pod_selector: pods,
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Peers of a custom rule: the selected pods in each named namespace, or in the tenant namespace.
+fn peers(rule: &PeerRule) -> Vec<NetworkPolicyPeer> {
+    let pods = selector(rule.pods.clone());
+    if rule.namespaces.is_empty() {
+        vec![NetworkPolicyPeer { pod_selector: Some(pods), ..NetworkPolicyPeer::default() }]
+    } else {
+        rule.namespaces.iter().map(|ns| namespace_peer(ns, Some(pods.clone()))).collect()
+    }
+}
+
+fn port(protocol: &str, number: Option<i32>) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some(protocol.to_owned()), port: number.map(IntOrString::Int), ..Default::default() }
+}
+
+fn ports(rule: &PeerRule) -> Option<Vec<NetworkPolicyPort>> {
+    (!rule.ports.is_empty()).then(|| rule.ports.iter().map(|(protocol, number)| port(protocol, *number)).collect())
+}
+
+fn content_name(prefix: &str, rule: &PeerRule) -> String {
+    let digest = Sha256::digest(serde_json::to_vec(rule).unwrap_or_default());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hash}")
+}
+
+fn policy(model: &TenantModel, name: String, kind: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
+    NetworkPolicy { metadata: child_meta(model, name, labels(model, kind)), spec: Some(spec) }
+}
+
+/// Every NetworkPolicy the tenant should have (none when disabled). `ingress_namespace` is the
+/// operator-level namespace of the cluster's ingress controller, if any.
+pub fn network_policies(model: &TenantModel, ingress_namespace: Option<&str>) -> Vec<NetworkPolicy> {
+    let network = &model.network;
+    if !network.enabled {
+        return Vec::new();
+    }
+    let server_pods = || selector(selector_labels(&model.name, super::server::APP));
+    let redis_pods = selector(selector_labels(&model.name, super::redis::APP));
+    let mut policies = vec![
+        policy(
+            model,
+            "default-deny-ingress".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+        policy(
+            model,
+            "allow-redis-from-server".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(redis_pods),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer { pod_selector: Some(server_pods()), ..Default::default() }]),
+                    ports: Some(vec![port("TCP", Some(super::redis::PORT))]),
+                }]),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+    ];
+
+    // An empty `from` would open the port to the whole cluster, so no source means no rule.
+    let sources: Vec<&str> = network.allowed_namespaces.iter().map(String::as_str).chain(ingress_namespace).collect();
+    if !sources.is_empty() {
+        policies.push(policy(
+            model,
+            "allow-server-ingress".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(sources.iter().map(|ns| namespace_peer(ns, None)).collect()),
+                    ports: Some(vec![port("TCP", Some(super::server::PORT))]),
+                }]),
+                ..NetworkPolicySpec::default()
+            },
+        ));
+    }
+
+    for rule in &network.ingress_rules {
+        policies.push(policy(
+            model,
+            content_name("custom-ingress", rule),
+            "custom",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule { from: Some(peers(rule)), ports: ports(rule) }]),
+                ..NetworkPolicySpec::default()
+            },
+        ));
+    }
+
+    if !network.egress_rules.is_empty() {
+        // Egress isolation of the server must not cut name resolution or its own tenant.
+        policies.push(policy(
+            model,
+            "allow-server-egress-baseline".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector::default()),
+                            ..Default::default()
+                        }]),
+                        ports: Some(vec![port("UDP", Some(53)), port("TCP", Some(53))]),
+                    },
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![NetworkPolicyPeer {
+                            pod_selector: Some(LabelSelector::default()),
+                            ..Default::default()
+                        }]),
+                        ports: None,
+                    },
+                ]),
+                ..NetworkPolicySpec::default()
+            },
+        ));
+    }
+    for rule in &network.egress_rules {
+        policies.push(policy(
+            model,
+            content_name("custom-egress", rule),
+            "custom",
+            NetworkPolicySpec {
+                pod_selector: Some(server_pods()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![NetworkPolicyEgressRule { to: Some(peers(rule)), ports: ports(rule) }]),
+                ..NetworkPolicySpec::default()
+            },
+        ));
+    }
+    // Identical rules give identical policies; keep one of each name.
+    policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    policies.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+    policies
+}
+
+#[cfg(test)]
+mod tests {
+    //! Who may reach whom, evaluated with the NetworkPolicy semantics a CNI applies (no CNI runs
+    //! in the test clusters, so reachability is checked here against the generated policies).
+
+    use super::*;
+    use crate::api::v1::{self, NetworkPolicyRule, TenantSpec};
+    use crate::resources::test_support::model;
+
+    struct Pod {
+        namespace: &'static str,
+        labels: BTreeMap<String, String>,
+    }
+
+    fn pod(namespace: &'static str, labels: &[(&str, &str)]) -> Pod {
+        Pod { namespace, labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+        assert!(selector.match_expressions.is_none(), "only matchLabels is generated");
+        selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, other: &Pod) -> bool {
+        let namespace_ok = match &peer.namespace_selector {
+            None => other.namespace == policy_namespace,
+            Some(ns) => matches(ns, &BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), other.namespace.to_owned())])),
+        };
+        namespace_ok && peer.pod_selector.as_ref().is_none_or(|s| matches(s, &other.labels))
+    }
+
+    fn port_matches(ports: &Option<Vec<NetworkPolicyPort>>, protocol: &str, number: i32) -> bool {
+        ports.as_ref().is_none_or(|ports| {
+            ports.iter().any(|p| {
+                p.protocol.as_deref().unwrap_or("TCP") == protocol
+                    && p.port.as_ref().is_none_or(|port| *port == IntOrString::Int(number))
+            })
+        })
+    }
+
+    /// Whether `policies` (all in the tenant namespace) let `from` open `protocol/port` on `to`.
+    fn allowed(policies: &[NetworkPolicy], from: &Pod, to: &Pod, protocol: &str, port: i32) -> bool {
+        let ns = "tenant-acme";
+        let selecting = |pod: &Pod, direction: &str| -> Vec<&NetworkPolicySpec> {
+            policies
+                .iter()
+                .filter_map(|p| p.spec.as_ref())
+                .filter(|s| pod.namespace == ns && matches(s.pod_selector.as_ref().unwrap(), &pod.labels))
+                .filter(|s| s.policy_types.iter().flatten().any(|t| t == direction))
+                .collect()
+        };
+        let ingress = selecting(to, "Ingress");
+        let ingress_ok = ingress.is_empty()
+            || ingress.iter().flat_map(|s| s.ingress.iter().flatten()).any(|rule| {
+                rule.from.as_ref().is_none_or(|peers| peers.iter().any(|p| peer_matches(p, ns, from)))
+                    && port_matches(&rule.ports, protocol, port)
+            });
+        let egress = selecting(from, "Egress");
+        let egress_ok = egress.is_empty()
+            || egress.iter().flat_map(|s| s.egress.iter().flatten()).any(|rule| {
+                rule.to.as_ref().is_none_or(|peers| peers.iter().any(|p| peer_matches(p, ns, to)))
+                    && port_matches(&rule.ports, protocol, port)
+            });
+        ingress_ok && egress_ok
+    }
+
+    fn server() -> Pod {
+        pod("tenant-acme", &[("app", "neurallog-server"), ("neurallog.io/tenant", "acme")])
+    }
+    fn redis() -> Pod {
+        pod("tenant-acme", &[("app", "redis"), ("neurallog.io/tenant", "acme")])
+    }
+
+    fn spec(network: v1::NetworkPolicySpec) -> TenantSpec {
+        TenantSpec { network_policy: Some(network), ..TenantSpec::default() }
+    }
+
+    fn rule(labels: &[(&str, &str)], namespaces: &[&str], ports: &[(v1::Protocol, i32)]) -> NetworkPolicyRule {
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        NetworkPolicyRule {
+            from: labels.clone(),
+            to: labels,
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            ports: ports
+                .iter()
+                .map(|(protocol, port)| v1::NetworkPolicyPort { protocol: Some(*protocol), port: Some(*port) })
+                .collect(),
+            ..NetworkPolicyRule::default()
+        }
+    }
+
+    fn policies(network: v1::NetworkPolicySpec, ingress_namespace: Option<&str>) -> Vec<NetworkPolicy> {
+        network_policies(&model("acme", spec(network)), ingress_namespace)
+    }
+
+    fn names(policies: &[NetworkPolicy]) -> Vec<String> {
+        policies.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn defaults_isolate_redis_and_close_the_server_without_allowed_namespaces() {
+        let p = policies(v1::NetworkPolicySpec::default(), None);
+        let outsider = pod("other", &[("app", "neurallog-server")]);
+        let neighbour = pod("tenant-acme", &[("app", "debug")]);
+        let table = [
+            (&server(), &redis(), 6379, true),
+            (&neighbour, &redis(), 6379, false),
+            (&outsider, &redis(), 6379, false),
+            // Original bug: with no allowed namespaces the server port was open to the cluster.
+            (&outsider, &server(), 3030, false),
+        ];
+        for (from, to, port, expected) in table {
+            assert_eq!(allowed(&p, from, to, "TCP", port), expected, "{} -> {:?}:{port}", from.namespace, to.labels);
+        }
+    }
+
+    #[test]
+    fn allowed_namespaces_and_the_ingress_namespace_reach_only_the_server_port() {
+        let network = v1::NetworkPolicySpec { allowed_namespaces: vec!["web".into()], ..Default::default() };
+        let p = policies(network, Some("ingress-nginx"));
+        for ns in ["web", "ingress-nginx"] {
+            let client = pod(ns, &[("app", "anything")]);
+            assert!(allowed(&p, &client, &server(), "TCP", 3030), "{ns} reaches the server");
+            assert!(!allowed(&p, &client, &server(), "TCP", 9229), "{ns} reaches only port 3030");
+            assert!(!allowed(&p, &client, &redis(), "TCP", 6379), "{ns} never reaches Redis");
+        }
+        assert!(!allowed(&p, &pod("elsewhere", &[]), &server(), "TCP", 3030));
+    }
+
+    #[test]
+    fn custom_ingress_rules_open_only_the_server_to_the_named_peers() {
+        let network = v1::NetworkPolicySpec {
+            ingress_rules: vec![rule(&[("app", "prometheus")], &["monitoring"], &[(v1::Protocol::Tcp, 3030)])],
+            ..Default::default()
+        };
+        let p = policies(network, None);
+        let prometheus = pod("monitoring", &[("app", "prometheus")]);
+        assert!(allowed(&p, &prometheus, &server(), "TCP", 3030));
+        // Original bugs: custom rules applied to every pod (Redis included) ...
+        assert!(!allowed(&p, &prometheus, &redis(), "TCP", 6379));
+        // ... and could only name peers in the tenant namespace.
+        assert!(!allowed(&p, &pod("other", &[("app", "prometheus")]), &server(), "TCP", 3030));
+    }
+
+    #[test]
+    fn an_empty_custom_ingress_rule_stays_inside_the_tenant_namespace() {
+        let p =
+            policies(v1::NetworkPolicySpec { ingress_rules: vec![rule(&[], &[], &[])], ..Default::default() }, None);
+        assert!(allowed(&p, &pod("tenant-acme", &[("app", "debug")]), &server(), "TCP", 3030));
+        assert!(!allowed(&p, &pod("other", &[]), &server(), "TCP", 3030));
+        assert!(!allowed(&p, &pod("tenant-acme", &[("app", "debug")]), &redis(), "TCP", 6379));
+    }
+
+    #[test]
+    fn egress_rules_keep_dns_and_the_tenant_reachable_and_limit_only_the_server() {
+        let network = v1::NetworkPolicySpec {
+            egress_rules: vec![rule(&[("app", "payments")], &["payments"], &[(v1::Protocol::Tcp, 443)])],
+            ..Default::default()
+        };
+        let p = policies(network, None);
+        let dns = pod("kube-system", &[("k8s-app", "kube-dns")]);
+        // Original bugs: any egress rule cut DNS and server -> Redis.
+        assert!(allowed(&p, &server(), &dns, "UDP", 53));
+        assert!(allowed(&p, &server(), &dns, "TCP", 53));
+        assert!(allowed(&p, &server(), &redis(), "TCP", 6379));
+        assert!(allowed(&p, &server(), &pod("payments", &[("app", "payments")]), "TCP", 443));
+        assert!(!allowed(&p, &server(), &pod("internet", &[]), "TCP", 443));
+        // Redis is not egress-isolated by the server's rules.
+        assert!(allowed(&p, &redis(), &pod("internet", &[]), "TCP", 443));
+    }
+
+    #[test]
+    fn policies_are_named_by_content_not_position() {
+        let a = rule(&[("app", "a")], &[], &[(v1::Protocol::Tcp, 1)]);
+        let b = rule(&[("app", "b")], &[], &[(v1::Protocol::Udp, 2)]);
+        let one =
+            policies(v1::NetworkPolicySpec { ingress_rules: vec![a.clone(), b.clone()], ..Default::default() }, None);
+        let two =
+            policies(v1::NetworkPolicySpec { ingress_rules: vec![b.clone(), a.clone()], ..Default::default() }, None);
+        assert_eq!(names(&one), names(&two));
+        let only_b = policies(v1::NetworkPolicySpec { ingress_rules: vec![b], ..Default::default() }, None);
+        let removed: Vec<_> = names(&one).into_iter().filter(|n| !names(&only_b).contains(n)).collect();
+        assert_eq!(removed.len(), 1, "removing a rule removes exactly its policy: {removed:?}");
+        assert!(removed[0].starts_with("custom-ingress-"));
+    }
+
+    #[test]
+    fn disabled_means_no_policies_and_every_policy_is_labelled_for_cleanup() {
+        assert!(policies(v1::NetworkPolicySpec { enabled: Some(false), ..Default::default() }, None).is_empty());
+        for p in policies(v1::NetworkPolicySpec::default(), None) {
+            assert_eq!(p.metadata.labels.as_ref().unwrap()[super::super::COMPONENT_LABEL], COMPONENT_VALUE);
+        }
+    }
+}
