@@ -44,7 +44,40 @@ pub struct TenantModel {
     pub namespace: String,
     pub server: ServerModel,
     pub redis: RedisModel,
+    pub registry: RegistryModel,
     pub network: NetworkModel,
+    /// The tenant-wide budget; `None` when `spec.resources` sets nothing.
+    pub quota: Option<QuotaModel>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What deleting the tenant does to its namespace and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    Delete,
+    Retain,
+}
+
+/// The endpoint registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryModel {
+    pub replicas: i32,
+    pub image: String,
+    pub resources: ContainerResources,
+    /// Public base domain; `None` means in-cluster endpoints and no Ingress.
+    pub base_domain: Option<String>,
+}
+
+/// Hard limits of the tenant namespace, as quantity strings known to parse. Each is optional:
+/// only the dimensions the tenant sets are limited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuotaModel {
+    pub requests_cpu: Option<String>,
+    pub limits_cpu: Option<String>,
+    pub requests_memory: Option<String>,
+    pub limits_memory: Option<String>,
+    /// Total storage the tenant's PersistentVolumeClaims may request.
+    pub requests_storage: Option<String>,
 }
 
 /// Network isolation of the tenant namespace.
@@ -115,6 +148,8 @@ const SERVER_RESOURCES: ResourceDefaults =
     ResourceDefaults { cpu_request: "100m", cpu_limit: "500m", memory_request: "128Mi", memory_limit: "512Mi" };
 const REDIS_RESOURCES: ResourceDefaults =
     ResourceDefaults { cpu_request: "100m", cpu_limit: "300m", memory_request: "128Mi", memory_limit: "256Mi" };
+const REGISTRY_RESOURCES: ResourceDefaults =
+    ResourceDefaults { cpu_request: "50m", cpu_limit: "200m", memory_request: "64Mi", memory_limit: "128Mi" };
 
 impl TenantModel {
     /// Maps a `v1` Tenant, applying the operator's defaults and checking what the schema checks,
@@ -128,8 +163,9 @@ impl TenantModel {
         let spec = &tenant.spec;
         let server = spec.server.clone().or_else(defaults::server).unwrap_or_default();
         let redis = spec.redis.clone().or_else(defaults::redis).unwrap_or_default();
+        let registry = spec.registry.clone().or_else(defaults::registry).unwrap_or_default();
 
-        Ok(Self {
+        let model = Self {
             namespace: namespace_name(&name),
             uid: owner.uid.clone(),
             owner,
@@ -146,10 +182,82 @@ impl TenantModel {
                 storage: quantity_or("spec.redis.storage", redis.storage.as_deref(), defaults::REDIS_STORAGE)?,
                 config: redis_config(&redis.config)?,
             },
+            registry: RegistryModel {
+                replicas: replicas("spec.registry.replicas", registry.replicas, 1, 1..=10)?,
+                image: image("spec.registry.image", registry.image, defaults::REGISTRY_IMAGE)?,
+                resources: resources("spec.registry.resources", registry.resources.as_ref(), &REGISTRY_RESOURCES)?,
+                base_domain: registry.base_domain,
+            },
             network: network(spec.network_policy.clone().or_else(defaults::network_policy).unwrap_or_default()),
+            quota: quota(spec.resources.as_ref())?,
+            deletion_policy: match spec.deletion_policy.unwrap_or_default() {
+                v1::DeletionPolicy::Delete => DeletionPolicy::Delete,
+                v1::DeletionPolicy::Retain => DeletionPolicy::Retain,
+            },
             name,
-        })
+        };
+        model.check_components_fit_the_quota()?;
+        Ok(model)
     }
+
+    /// Rejects a quota too small for the operator's own pods, which would otherwise leave a
+    /// rollout stuck on "exceeded quota" with nothing on the Tenant saying why. A Deployment's
+    /// rolling update briefly runs a quarter more pods (rounded up), so those count too.
+    fn check_components_fit_the_quota(&self) -> Result<(), InvalidSpec> {
+        let Some(quota) = &self.quota else { return Ok(()) };
+        let surge = |replicas: i32| i128::from(replicas) + (i128::from(replicas) + 3) / 4;
+        let pods = [
+            (&self.server.resources, surge(self.server.replicas)),
+            (&self.redis.resources, i128::from(self.redis.replicas)),
+            (&self.registry.resources, surge(self.registry.replicas)),
+        ];
+        let total = |value: fn(&ContainerResources) -> &str| {
+            pods.iter().fold(Quantity::default(), |sum, (resources, count)| {
+                sum.plus(Quantity::parse(value(resources)).unwrap_or_default().times(*count))
+            })
+        };
+        let storage = Quantity::parse(&self.redis.storage).unwrap_or_default().times(self.redis.replicas.into());
+        let checks = [
+            ("spec.resources.cpu.request", &quota.requests_cpu, total(|r| &r.cpu_request), "CPU requests"),
+            ("spec.resources.cpu.limit", &quota.limits_cpu, total(|r| &r.cpu_limit), "CPU limits"),
+            ("spec.resources.memory.request", &quota.requests_memory, total(|r| &r.memory_request), "memory requests"),
+            ("spec.resources.memory.limit", &quota.limits_memory, total(|r| &r.memory_limit), "memory limits"),
+            ("spec.resources.storage", &quota.requests_storage, storage, "storage"),
+        ];
+        for (field, allowed, needed, what) in checks {
+            let Some(allowed) = allowed else { continue };
+            if Quantity::parse(allowed).is_ok_and(|allowed| needed > allowed) {
+                return Err(InvalidSpec::new(
+                    field,
+                    format!(
+                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas, plus one rolling-update pod per Deployment): raise it or lower the component resources",
+                        self.server.replicas, self.redis.replicas, self.registry.replicas
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tenant-wide quota from `spec.resources`; storage is capped by its limit, else its request.
+fn quota(spec: Option<&v1::ResourceRequirements>) -> Result<Option<QuotaModel>, InvalidSpec> {
+    let Some(spec) = spec else { return Ok(None) };
+    let checked = |field: &str, value: Option<&String>| -> Result<Option<String>, InvalidSpec> {
+        value.map(|v| quantity_or(field, Some(v), "0")).transpose()
+    };
+    let storage = spec.storage.as_ref().and_then(|s| s.limit.as_ref().or(s.request.as_ref()));
+    let quota = QuotaModel {
+        requests_cpu: checked("spec.resources.cpu.request", spec.cpu.as_ref().and_then(|c| c.request.as_ref()))?,
+        limits_cpu: checked("spec.resources.cpu.limit", spec.cpu.as_ref().and_then(|c| c.limit.as_ref()))?,
+        requests_memory: checked(
+            "spec.resources.memory.request",
+            spec.memory.as_ref().and_then(|m| m.request.as_ref()),
+        )?,
+        limits_memory: checked("spec.resources.memory.limit", spec.memory.as_ref().and_then(|m| m.limit.as_ref()))?,
+        requests_storage: checked("spec.resources.storage", storage)?,
+    };
+    Ok((quota != QuotaModel::default()).then_some(quota))
 }
 
 /// The namespace that holds a tenant's workloads.

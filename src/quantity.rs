@@ -5,7 +5,7 @@
 //! `1024Mi`) is the value it asked for, so that a converged child is not rewritten.
 
 /// A quantity in billionths of its unit, exact for every suffix Kubernetes accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Quantity {
     nanos: i128,
 }
@@ -77,6 +77,38 @@ impl Quantity {
     pub fn whole_units(self) -> i128 {
         self.nanos / NANOS_PER_UNIT
     }
+
+    /// `count` times the quantity (saturating: sums of budgets never wrap).
+    pub fn times(self, count: i128) -> Self {
+        Self { nanos: self.nanos.saturating_mul(count) }
+    }
+
+    /// The sum of two quantities (saturating).
+    pub fn plus(self, other: Self) -> Self {
+        Self { nanos: self.nanos.saturating_add(other.nanos) }
+    }
+}
+
+/// The shortest exact Kubernetes form: `2Gi`, `384Mi`, `350m`, `3`.
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = self.nanos;
+        if nanos % NANOS_PER_UNIT != 0 {
+            return match nanos % 1_000_000 {
+                0 => write!(f, "{}m", nanos / 1_000_000),
+                _ => write!(f, "{nanos}n"),
+            };
+        }
+        let units = nanos / NANOS_PER_UNIT;
+        for (suffix, size) in
+            [("Ei", 1i128 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)]
+        {
+            if units != 0 && units % size == 0 {
+                return write!(f, "{}{suffix}", units / size);
+            }
+        }
+        write!(f, "{units}")
+    }
 }
 
 /// Whether two strings denote the same quantity, whatever their spelling.
@@ -90,6 +122,16 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap()
+    }
+
+    #[test]
+    fn sums_print_in_the_shortest_exact_form() {
+        assert_eq!(q("100m").times(3).plus(q("50m")).to_string(), "350m");
+        assert_eq!(q("128Mi").times(2).plus(q("256Mi")).to_string(), "512Mi");
+        assert_eq!(q("1Gi").times(2).to_string(), "2Gi");
+        assert_eq!(q("500m").times(2).to_string(), "1");
+        assert_eq!(q("1500").to_string(), "1500");
+        assert_eq!(q("0").to_string(), "0");
     }
 
     #[test]

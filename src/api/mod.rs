@@ -12,10 +12,11 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 
 /// Defaults shared by the schema (`default:` in the CRD) and the operator, so the two never drift.
 pub mod defaults {
-    use super::v1::{NetworkPolicySpec, Protocol, RedisSpec, ServerSpec};
+    use super::v1::{DeletionPolicy, NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
 
     pub const SERVER_IMAGE: &str = "neurallog/server:latest";
     pub const REDIS_IMAGE: &str = "redis:7-alpine";
+    pub const REGISTRY_IMAGE: &str = "neurallog/registry:latest";
     pub const REDIS_STORAGE: &str = "1Gi";
 
     pub fn server() -> Option<ServerSpec> {
@@ -28,6 +29,18 @@ pub mod defaults {
             storage: redis_storage(),
             ..RedisSpec::default()
         })
+    }
+    pub fn registry() -> Option<RegistrySpec> {
+        Some(RegistrySpec { replicas: registry_replicas(), image: registry_image(), ..RegistrySpec::default() })
+    }
+    pub fn registry_replicas() -> Option<i32> {
+        Some(1)
+    }
+    pub fn registry_image() -> Option<String> {
+        Some(REGISTRY_IMAGE.to_owned())
+    }
+    pub fn deletion_policy() -> Option<DeletionPolicy> {
+        Some(DeletionPolicy::Delete)
     }
     pub fn network_policy() -> Option<NetworkPolicySpec> {
         Some(NetworkPolicySpec { enabled: network_policy_enabled(), ..NetworkPolicySpec::default() })

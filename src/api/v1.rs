@@ -27,7 +27,7 @@ use crate::api::defaults;
     category = "neurallog",
     status = "TenantStatus",
     derive = "PartialEq",
-    doc = "A NeuralLog tenant: an isolated namespace tenant-<name> with its own NeuralLog server and Redis, managed by the NeuralLog Tenant Operator.",
+    doc = "A NeuralLog tenant: an isolated namespace tenant-<name> with its own NeuralLog server, Redis and endpoint registry, network isolation and quotas, registered with NeuralLog Auth; managed by the NeuralLog Tenant Operator.",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Tenant phase"),
     printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace", description = "Namespace holding the tenant's workloads"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is ready"),
@@ -49,8 +49,13 @@ pub struct TenantSpec {
     #[schemars(length(max = 4096))]
     pub description: Option<String>,
 
-    /// Tenant-wide compute and storage budget. Accepted for compatibility; enforced as a
-    /// ResourceQuota in a later release.
+    /// Tenant-wide budget, enforced in the tenant namespace by a ResourceQuota `<name>-quota`:
+    /// `cpu` and `memory` requests and limits cap the sum over all pods, and `storage` (its limit,
+    /// else its request) caps the storage all PersistentVolumeClaims may request. A LimitRange
+    /// `<name>-limits` gives containers that declare nothing default requests and limits that fit
+    /// the budget. The operator's own pods (server, Redis, registry, plus one extra pod per
+    /// Deployment during a rolling update) must fit, or the tenant is Failed with the shortfall
+    /// named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -63,8 +68,10 @@ pub struct TenantSpec {
     #[serde(default = "defaults::redis", skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
 
-    /// The tenant's endpoint registry. Accepted for compatibility; deployed in a later release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The tenant's endpoint registry (Deployment and Service `<name>-registry`, port 3031), which
+    /// tells NeuralLog clients where the tenant's services are. With `baseDomain`, it is published
+    /// by an Ingress at `registry.<name>.<baseDomain>`.
+    #[serde(default = "defaults::registry", skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
 
     /// Network isolation of the tenant namespace: ingress is denied by default, Redis is
@@ -72,6 +79,23 @@ pub struct TenantSpec {
     /// rules given here.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+
+    /// What deleting the Tenant does to its data. `Delete` removes the namespace and everything in
+    /// it. `Retain` removes the workloads and the Auth registration but keeps the namespace and its
+    /// PersistentVolumeClaims (the Redis data); a Tenant created again with the same name adopts
+    /// the retained namespace and its data.
+    #[serde(default = "defaults::deletion_policy", skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What happens to a tenant's namespace and data when the Tenant is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Delete the namespace with everything in it, data included.
+    #[default]
+    Delete,
+    /// Keep the namespace and its PersistentVolumeClaims; remove everything else.
+    Retain,
 }
 
 /// CPU, memory and storage, each as a request and a limit.
@@ -268,17 +292,21 @@ const REDIS_CONFIG_KEY_MESSAGE: &str = "spec.redis.config keys must be one of: m
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
     /// Number of registry pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default = "defaults::registry_replicas", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub replicas: Option<i32>,
     /// Container image of the registry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default = "defaults::registry_image", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
-    /// CPU and memory of each registry container.
+    /// CPU and memory of each registry container. Defaults: requests 50m CPU and 64Mi memory,
+    /// limits 200m CPU and 128Mi memory. Storage is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Base domain of the tenant's public endpoints, such as `neurallog.app`.
+    /// Base domain of the tenant's public endpoints, such as `neurallog.app`: the registry then
+    /// announces `https://api.<name>.<baseDomain>` and is published at
+    /// `registry.<name>.<baseDomain>`. Without it the registry announces in-cluster URLs and has
+    /// no Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
@@ -370,8 +398,8 @@ pub enum Protocol {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
-    /// Standard conditions: `Ready` and one per component (`NamespaceReady`, `RedisReady`,
-    /// `ServerReady`).
+    /// Standard conditions: `Ready`, one per component (`NamespaceReady`, `RedisReady`,
+    /// `ServerReady`, `RegistryReady`), `QuotaReady` and `AuthRegistered`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Summary of the tenant's state, derived from its components.
@@ -389,7 +417,7 @@ pub struct TenantStatus {
     /// Health of the Redis StatefulSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_status: Option<ComponentStatus>,
-    /// Health of the endpoint registry.
+    /// Health of the endpoint registry Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_status: Option<ComponentStatus>,
 }

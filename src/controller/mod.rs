@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -27,8 +27,9 @@ use serde::de::DeserializeOwned;
 pub use reconcile::FINALIZER;
 
 use crate::api::v1::Tenant;
+use crate::auth::{AuthClient, AuthSettings};
 use crate::metrics::Metrics;
-use crate::resources::managed_selector;
+use crate::resources::{Platform, managed_selector};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -39,13 +40,26 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Name of this operator instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
-    /// Namespace of the cluster's ingress controller, allowed to reach every tenant's server.
-    pub ingress_namespace: Option<String>,
+    /// Cluster-level settings that shape every tenant's objects.
+    pub platform: Platform,
+    /// NeuralLog Auth; `None` skips registration.
+    pub auth: Option<AuthSettings>,
+    /// How long after its deletion started a tenant keeps retrying deregistration from Auth
+    /// before it is released anyway (with a Warning event), so an Auth outage cannot block
+    /// deletion forever.
+    pub auth_deregistration_deadline: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { concurrency: 8, resync_interval: Duration::from_secs(600), instance: None, ingress_namespace: None }
+        Self {
+            concurrency: 8,
+            resync_interval: Duration::from_secs(600),
+            instance: None,
+            platform: Platform::default(),
+            auth: None,
+            auth_deregistration_deadline: Duration::from_secs(600),
+        }
     }
 }
 
@@ -61,6 +75,9 @@ pub struct Caches {
     pub stateful_sets: Store<StatefulSet>,
     pub deployments: Store<Deployment>,
     pub network_policies: Store<NetworkPolicy>,
+    pub ingresses: Store<Ingress>,
+    pub resource_quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
 }
 
 impl Caches {
@@ -73,7 +90,10 @@ impl Caches {
         self.services.wait_until_ready().await?;
         self.stateful_sets.wait_until_ready().await?;
         self.deployments.wait_until_ready().await?;
-        self.network_policies.wait_until_ready().await
+        self.network_policies.wait_until_ready().await?;
+        self.ingresses.wait_until_ready().await?;
+        self.resource_quotas.wait_until_ready().await?;
+        self.limit_ranges.wait_until_ready().await
     }
 }
 
@@ -106,6 +126,7 @@ pub struct Context {
     caches: Caches,
     recorder: Recorder,
     settings: Settings,
+    auth: Option<AuthClient>,
     backoff: ErrorBackoff,
     metrics: Arc<Metrics>,
 }
@@ -164,11 +185,31 @@ pub async fn run(
     let (services, service_events) = cached_watch(Api::all(client.clone()), children.clone());
     let (stateful_sets, stateful_set_events) = cached_watch(Api::all(client.clone()), children.clone());
     let (deployments, deployment_events) = cached_watch(Api::all(client.clone()), children.clone());
-    let (network_policies, network_policy_events) = cached_watch(Api::all(client.clone()), children);
+    let (network_policies, network_policy_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (ingresses, ingress_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (resource_quotas, resource_quota_events) = cached_watch(Api::all(client.clone()), children.clone());
+    let (limit_ranges, limit_range_events) = cached_watch(Api::all(client.clone()), children);
 
+    let auth = settings
+        .auth
+        .clone()
+        .map(|auth| AuthClient::new(auth, client.clone()))
+        .transpose()
+        .context("invalid NeuralLog Auth settings")?;
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
-    let caches = Caches { namespaces, secrets, config_maps, services, stateful_sets, deployments, network_policies };
+    let caches = Caches {
+        namespaces,
+        secrets,
+        config_maps,
+        services,
+        stateful_sets,
+        deployments,
+        network_policies,
+        ingresses,
+        resource_quotas,
+        limit_ranges,
+    };
     let readiness = (caches.clone(), metrics.clone());
     tokio::spawn(async move {
         if readiness.0.ready().await.is_ok() {
@@ -180,6 +221,7 @@ pub async fn run(
         client,
         caches,
         settings,
+        auth,
         backoff: ErrorBackoff::default(),
         metrics,
     });
@@ -191,6 +233,9 @@ pub async fn run(
         .watches_stream(stateful_set_events, |child| controlling_tenant(&child))
         .watches_stream(deployment_events, |child| controlling_tenant(&child))
         .watches_stream(network_policy_events, |child| controlling_tenant(&child))
+        .watches_stream(ingress_events, |child| controlling_tenant(&child))
+        .watches_stream(resource_quota_events, |child| controlling_tenant(&child))
+        .watches_stream(limit_range_events, |child| controlling_tenant(&child))
         .watches_stream(namespace_events, |ns| tenant_of_namespace(&ns))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -20,10 +20,10 @@ use tracing::Instrument;
 use super::Context;
 use super::apply::{self, Change, FIELD_MANAGER};
 use super::error::{Error, Result};
-use super::status::{self, NamespaceState, Observation, Replicas};
-use crate::api::v1::{Tenant, TenantPhase, TenantStatus};
+use super::status::{self, AuthState, NamespaceState, Observation, Replicas};
+use crate::api::v1::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
 use crate::model::{TenantModel, namespace_name};
-use crate::resources::{self, namespace, network, redis, server};
+use crate::resources::{self, namespace, network, quota, redis, registry, server};
 
 /// Finalizer that keeps a Tenant until its namespace is gone.
 pub const FINALIZER: &str = "neurallog.io/finalizer";
@@ -47,6 +47,20 @@ impl Changes {
             Change::Unchanged => {}
         }
     }
+
+    /// One Normal event per kind of change.
+    async fn publish(self, ctx: &Context, tenant: &Tenant) {
+        for (reason, verb, objects) in [
+            ("Created", "created", self.created),
+            ("Updated", "updated", self.updated),
+            ("Deleted", "deleted", self.deleted),
+        ] {
+            if !objects.is_empty() {
+                let note = format!("{verb} {}", objects.join(", "));
+                publish(ctx, tenant, EventType::Normal, reason, "Apply", note).await;
+            }
+        }
+    }
 }
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
@@ -67,11 +81,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     .instrument(span)
     .await;
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&name),
-        Err(error) => {
-            publish(&ctx, &tenant, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
-        }
+    if let Err(error) = &result {
+        publish(&ctx, &tenant, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
     }
     result
 }
@@ -160,53 +171,92 @@ async fn publish_phase_change(ctx: &Context, tenant: &Tenant, status: &TenantSta
 }
 
 async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
     let generation = tenant.meta().generation;
     let model = match TenantModel::from_v1(tenant) {
         Ok(model) => model,
         Err(invalid) => {
-            // Admission should have rejected this; it can only be an object stored before a rule
-            // existed. Report it and wait for a spec change: retrying cannot help.
-            let message = format!("tenant {}: {invalid}", tenant.name_any());
+            // Admission rejects what it can; what it cannot (a quota too small for the tenant's own
+            // pods, an object stored before a rule existed) is reported, and nothing is changed.
+            // Retrying cannot help: the next spec change wakes the tenant.
+            let message = format!("tenant {name}: {invalid}");
             let status = status::invalid_spec(tenant.status.as_ref(), generation, message, &now());
             if write_status(ctx, tenant, &status).await? {
                 publish_phase_change(ctx, tenant, &status).await;
             }
+            ctx.backoff.reset(&name);
             return Ok(Action::await_change());
         }
     };
 
     let mut changes = Changes::default();
     let namespace = ensure_namespace(&model, ctx, &mut changes).await?;
-    let (redis, server) = if namespace == NamespaceState::Ready {
-        ensure_children(&model, ctx, &mut changes).await?
-    } else {
-        (None, None)
-    };
-
-    if !changes.created.is_empty() {
-        publish(ctx, tenant, EventType::Normal, "Created", "Apply", format!("created {}", changes.created.join(", ")))
-            .await;
-    }
-    if !changes.updated.is_empty() {
-        publish(ctx, tenant, EventType::Normal, "Updated", "Apply", format!("updated {}", changes.updated.join(", ")))
-            .await;
-    }
+    let workloads =
+        if namespace == NamespaceState::Ready { Some(ensure_children(&model, ctx, &mut changes).await?) } else { None };
+    changes.publish(ctx, tenant).await;
+    // After the children, so a slow Auth never delays the tenant's workloads.
+    let auth = ensure_registered(tenant, ctx).await;
 
     let observed = Observation {
         generation,
         namespace_name: model.namespace.clone(),
         namespace: namespace.clone(),
-        redis,
-        server,
+        redis: workloads.map(|w| w.redis),
+        server: workloads.map(|w| w.server),
+        registry: workloads.map(|w| w.registry),
+        auth: auth.clone(),
     };
     let status = status::derive(&observed, tenant.status.as_ref(), &now());
     if write_status(ctx, tenant, &status).await? {
+        publish_auth_change(ctx, tenant, &status).await;
         publish_phase_change(ctx, tenant, &status).await;
     }
+    if matches!(auth, AuthState::Failed { .. }) {
+        return Ok(Action::requeue(ctx.backoff.next_delay(&name)));
+    }
+    ctx.backoff.reset(&name);
     Ok(match namespace {
         NamespaceState::Terminating { .. } => Action::requeue(TERMINATION_POLL),
         _ => Action::requeue(ctx.settings.resync_interval),
     })
+}
+
+/// Registers the tenant with Auth unless its status already records the registration: a
+/// converged tenant costs Auth nothing, and only an unregistered one lists the tenants once.
+async fn ensure_registered(tenant: &Tenant, ctx: &Context) -> AuthState {
+    let Some(auth) = &ctx.auth else { return AuthState::NotConfigured };
+    if status::auth_registered(tenant.status.as_ref()) {
+        return AuthState::Registered;
+    }
+    let name = tenant.name_any();
+    let registered = match auth.is_registered(&name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => auth.register(&name).await,
+        Err(error) => Err(error),
+    };
+    match registered {
+        Ok(()) => AuthState::Registered,
+        Err(error) => {
+            tracing::warn!(tenant = %name, %error, "Auth registration failed");
+            AuthState::Failed { reason: error.reason().to_owned(), message: error.to_string() }
+        }
+    }
+}
+
+/// Reports a new Auth registration, or a new way of failing it, as an Event.
+async fn publish_auth_change(ctx: &Context, tenant: &Tenant, status: &TenantStatus) {
+    let find = |s: Option<&TenantStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::AUTH_REGISTERED).cloned())
+    };
+    let (Some(after), before) = (find(Some(status)), find(tenant.status.as_ref())) else { return };
+    if before.as_ref().is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+        return;
+    }
+    match after.reason.as_str() {
+        "Registered" => publish(ctx, tenant, EventType::Normal, "Registered", "Register", after.message).await,
+        "AuthNotConfigured" => {}
+        reason => publish(ctx, tenant, EventType::Warning, reason, "Register", after.message).await,
+    }
 }
 
 /// Metadata of the namespace `name`: from the cache, or, when the cache has not seen it (it may
@@ -266,6 +316,18 @@ async fn ensure_namespace(model: &TenantModel, ctx: &Context, changes: &mut Chan
         changes.record(applied.change, "Namespace", name);
         return Ok(NamespaceState::Ready);
     }
+    if !terminating && namespace::retained_for(&existing, &model.name) {
+        // Kept by an earlier tenant of this name with deletionPolicy Retain: taking it over, data
+        // included, is what re-creating the tenant is for.
+        let live = Namespace { metadata: existing, ..Namespace::default() };
+        apply::apply(&api, &model.name, Some(&live), &desired).await?;
+        changes.record(
+            Change::Updated,
+            "Namespace",
+            &format!("{name} (adopted with the data retained by an earlier tenant)"),
+        );
+        return Ok(NamespaceState::Ready);
+    }
     if terminating && namespace::created_for_name(&existing, &model.name) {
         return Ok(NamespaceState::Terminating {
             message: format!(
@@ -322,63 +384,162 @@ async fn ensure_redis_secret(model: &TenantModel, ctx: &Context, changes: &mut C
     Ok(())
 }
 
-async fn ensure_children(
-    model: &TenantModel,
-    ctx: &Context,
-    changes: &mut Changes,
-) -> Result<(Option<Replicas>, Option<Replicas>)> {
+/// Ready and desired pods of the tenant's workloads.
+#[derive(Clone, Copy)]
+struct Workloads {
+    redis: Replicas,
+    server: Replicas,
+    registry: Replicas,
+}
+
+async fn ensure_children(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<Workloads> {
     let caches = &ctx.caches;
+    let platform = &ctx.settings.platform;
+    // The budget first, so the tenant's pods are admitted against it from the start.
+    ensure_optional(&caches.resource_quotas, ctx, model, quota::resource_quota(model), quota::COMPONENT, changes)
+        .await?;
+    ensure_optional(&caches.limit_ranges, ctx, model, quota::limit_range(model), quota::COMPONENT, changes).await?;
     ensure_redis_secret(model, ctx, changes).await?;
     ensure::<ConfigMap>(&caches.config_maps, ctx, model, redis::config_map(model), changes).await?;
     ensure::<Service>(&caches.services, ctx, model, redis::service(model), changes).await?;
     let redis = ensure::<StatefulSet>(&caches.stateful_sets, ctx, model, redis::stateful_set(model), changes).await?;
     ensure::<Service>(&caches.services, ctx, model, server::service(model), changes).await?;
-    let server = ensure::<Deployment>(&caches.deployments, ctx, model, server::deployment(model), changes).await?;
+    let server =
+        ensure::<Deployment>(&caches.deployments, ctx, model, server::deployment(model, platform), changes).await?;
+    ensure::<Service>(&caches.services, ctx, model, registry::service(model), changes).await?;
+    let registry =
+        ensure::<Deployment>(&caches.deployments, ctx, model, registry::deployment(model, platform), changes).await?;
+    let ingress = registry::ingress(model, platform);
+    ensure_optional(&caches.ingresses, ctx, model, ingress, registry::COMPONENT, changes).await?;
     ensure_network_policies(model, ctx, changes).await?;
 
-    let redis_ready = redis.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let server_ready = server.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    Ok((
-        Some(Replicas { desired: model.redis.replicas, ready: redis_ready }),
-        Some(Replicas { desired: model.server.replicas, ready: server_ready }),
-    ))
+    let ready = |status: Option<i32>| status.unwrap_or(0);
+    Ok(Workloads {
+        redis: Replicas {
+            desired: model.redis.replicas,
+            ready: ready(redis.status.as_ref().and_then(|s| s.ready_replicas)),
+        },
+        server: Replicas {
+            desired: model.server.replicas,
+            ready: ready(server.status.as_ref().and_then(|s| s.ready_replicas)),
+        },
+        registry: Replicas {
+            desired: model.registry.replicas,
+            ready: ready(registry.status.as_ref().and_then(|s| s.ready_replicas)),
+        },
+    })
 }
 
-/// Applies the wanted NetworkPolicies and deletes the operator's policies no longer wanted (a
-/// removed rule, or all of them when disabled).
-async fn ensure_network_policies(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<()> {
-    let desired = network::network_policies(model, ctx.settings.ingress_namespace.as_deref());
-    let wanted: Vec<String> = desired.iter().map(|p| p.name_any()).collect();
-    for policy in desired {
-        ensure::<NetworkPolicy>(&ctx.caches.network_policies, ctx, model, policy, changes).await?;
+/// Applies `desired` if the tenant wants it, and deletes the operator's other objects of that
+/// kind and component (all of them when nothing is wanted).
+async fn ensure_optional<K>(
+    store: &Store<K>,
+    ctx: &Context,
+    model: &TenantModel,
+    desired: Option<K>,
+    component: &str,
+    changes: &mut Changes,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
+    if let Some(desired) = desired {
+        ensure(store, ctx, model, desired, changes).await?;
     }
-    let stale = ctx.caches.network_policies.state().into_iter().filter(|p| {
-        p.metadata.namespace.as_deref() == Some(model.namespace.as_str())
-            && p.labels().get(resources::COMPONENT_LABEL).map(String::as_str) == Some(network::COMPONENT_VALUE)
-            && !wanted.contains(&p.name_any())
-    });
-    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &model.namespace);
-    for policy in stale {
-        let name = policy.name_any();
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => changes.deleted.push(format!("NetworkPolicy {name}")),
+    remove_unwanted(store, ctx, model, component, &wanted, changes).await
+}
+
+/// The names of the operator's objects of one tenant in a cache, optionally of one component.
+fn managed_names<K>(store: &Store<K>, namespace: &str, tenant: &str, component: Option<&str>) -> Vec<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let label = |object: &K, key: &str| object.labels().get(key).cloned();
+    store
+        .state()
+        .iter()
+        .filter(|object| object.meta().namespace.as_deref() == Some(namespace))
+        .filter(|object| label(object, resources::TENANT_LABEL).as_deref() == Some(tenant))
+        .filter(|object| component.is_none_or(|c| label(object, resources::COMPONENT_LABEL).as_deref() == Some(c)))
+        .map(|object| object.name_any())
+        .collect()
+}
+
+/// Deletes `names` in `namespace`; an object already gone counts as deleted.
+async fn delete_named<K>(
+    ctx: &Context,
+    tenant: &str,
+    namespace: &str,
+    names: Vec<String>,
+    params: &DeleteParams,
+    changes: &mut Changes,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
+    let kind = apply::short_kind::<K>();
+    for name in names {
+        match api.delete(&name, params).await {
+            Ok(_) => changes.deleted.push(format!("{kind} {name}")),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => {
-                return Err(Error::Api {
-                    tenant: model.name.clone(),
-                    verb: "delete",
-                    kind: "NetworkPolicy",
-                    name,
-                    source,
-                });
+                return Err(Error::Api { tenant: tenant.to_owned(), verb: "delete", kind, name, source });
             }
         }
     }
     Ok(())
 }
 
-/// Deletion: delete the namespace the operator created for this tenant, wait until it is gone,
-/// then release the finalizer. A namespace the operator did not create is never touched.
+/// Deletes the operator's objects of `component` that are no longer wanted.
+async fn remove_unwanted<K>(
+    store: &Store<K>,
+    ctx: &Context,
+    model: &TenantModel,
+    component: &str,
+    wanted: &[String],
+    changes: &mut Changes,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    let stale: Vec<String> = managed_names(store, &model.namespace, &model.name, Some(component))
+        .into_iter()
+        .filter(|name| !wanted.contains(name))
+        .collect();
+    delete_named::<K>(ctx, &model.name, &model.namespace, stale, &DeleteParams::default(), changes).await
+}
+
+/// Applies the wanted NetworkPolicies and deletes the operator's policies no longer wanted (a
+/// removed rule, or all of them when disabled).
+async fn ensure_network_policies(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<()> {
+    let desired = network::network_policies(model, &ctx.settings.platform);
+    let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
+    for policy in desired {
+        ensure::<NetworkPolicy>(&ctx.caches.network_policies, ctx, model, policy, changes).await?;
+    }
+    remove_unwanted(&ctx.caches.network_policies, ctx, model, network::COMPONENT_VALUE, &wanted, changes).await
+}
+
+/// Deletion. Per the tenant's deletion policy, the namespace is deleted (`Delete`) or kept with
+/// its volumes while every other object the operator made goes (`Retain`); the tenant is
+/// deregistered from Auth; the finalizer is released once the namespace (or the workloads) are
+/// gone. A namespace the operator did not create for this tenant is never touched.
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
     let status = status::terminating(tenant.status.as_ref());
@@ -387,34 +548,141 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     }
     let namespace = namespace_name(&name);
     let uid = tenant.uid().unwrap_or_default();
-    match namespace_metadata(ctx, &name, &namespace).await? {
-        Some(existing) if namespace::created_for(&existing, &uid) => {
-            if existing.deletion_timestamp.is_none() {
-                Api::<Namespace>::all(ctx.client.clone())
-                    .delete(&namespace, &DeleteParams::background())
-                    .await
-                    .map_err(|source| Error::Api {
-                        tenant: name.clone(),
-                        verb: "delete",
-                        kind: "Namespace",
-                        name: namespace.clone(),
-                        source,
-                    })?;
-                publish(
-                    ctx,
-                    tenant,
-                    EventType::Normal,
-                    "Deleting",
-                    "Delete",
-                    format!("deleting namespace {namespace} and everything in it"),
-                )
-                .await;
-            }
-            Ok(Action::requeue(TERMINATION_POLL))
+    let ours = namespace_metadata(ctx, &name, &namespace).await?.filter(|ns| namespace::created_for(ns, &uid));
+    let mut changes = Changes::default();
+    let removing = match ours {
+        None => None,
+        Some(existing) => match tenant.spec.deletion_policy.unwrap_or_default() {
+            DeletionPolicy::Delete => delete_namespace(ctx, tenant, &existing).await?,
+            DeletionPolicy::Retain => retain_namespace(ctx, tenant, &existing, &mut changes).await?,
+        },
+    };
+    changes.publish(ctx, tenant).await;
+
+    if let Some(retry) = deregister(tenant, ctx).await? {
+        return Ok(retry);
+    }
+    if let Some(waiting) = removing {
+        tracing::debug!(tenant = %name, waiting, "waiting before releasing the finalizer");
+        return Ok(Action::requeue(TERMINATION_POLL));
+    }
+    remove_finalizer(ctx, tenant).await?;
+    ctx.backoff.reset(&name);
+    Ok(Action::await_change())
+}
+
+/// Deletes the tenant's namespace; `Some(what)` while it still exists.
+async fn delete_namespace(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<Option<String>> {
+    let name = existing.name.clone().unwrap_or_default();
+    if existing.deletion_timestamp.is_none() {
+        Api::<Namespace>::all(ctx.client.clone()).delete(&name, &DeleteParams::background()).await.map_err(
+            |source| Error::Api {
+                tenant: tenant.name_any(),
+                verb: "delete",
+                kind: "Namespace",
+                name: name.clone(),
+                source,
+            },
+        )?;
+        let note = format!("deleting namespace {name} and everything in it");
+        publish(ctx, tenant, EventType::Normal, "Deleting", "Delete", note).await;
+    }
+    Ok(Some(format!("namespace {name} to be deleted")))
+}
+
+/// Keeps the namespace and its PersistentVolumeClaims, marked as retained, and deletes every
+/// other object the operator made there (workloads in the foreground, so their pods are gone
+/// before they are); `Some(what)` while any of them still exists.
+async fn retain_namespace(
+    ctx: &Context,
+    tenant: &Tenant,
+    existing: &ObjectMeta,
+    changes: &mut Changes,
+) -> Result<Option<String>> {
+    let name = tenant.name_any();
+    let namespace = existing.name.clone().unwrap_or_default();
+    let uid = tenant.uid().unwrap_or_default();
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    let live = Namespace { metadata: existing.clone(), ..Namespace::default() };
+    let marked = apply::apply(&api, &name, Some(&live), &namespace::retained(&name, &uid)).await?;
+    if marked.change != Change::Unchanged {
+        let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");
+        publish(ctx, tenant, EventType::Normal, "Retaining", "Delete", note).await;
+    }
+
+    let caches = &ctx.caches;
+    let (ns, t) = (namespace.as_str(), name.as_str());
+    let (workloads, others) = (DeleteParams::foreground(), DeleteParams::background());
+    let remaining = [
+        delete_managed::<Deployment, _>(&caches.deployments, ctx, ns, t, &workloads, changes).await?,
+        delete_managed::<StatefulSet, _>(&caches.stateful_sets, ctx, ns, t, &workloads, changes).await?,
+        delete_managed::<Service, _>(&caches.services, ctx, ns, t, &others, changes).await?,
+        delete_managed::<ConfigMap, _>(&caches.config_maps, ctx, ns, t, &others, changes).await?,
+        delete_managed::<Secret, _>(&caches.secrets, ctx, ns, t, &others, changes).await?,
+        delete_managed::<NetworkPolicy, _>(&caches.network_policies, ctx, ns, t, &others, changes).await?,
+        delete_managed::<Ingress, _>(&caches.ingresses, ctx, ns, t, &others, changes).await?,
+        delete_managed::<ResourceQuota, _>(&caches.resource_quotas, ctx, ns, t, &others, changes).await?,
+        delete_managed::<LimitRange, _>(&caches.limit_ranges, ctx, ns, t, &others, changes).await?,
+    ]
+    .iter()
+    .sum::<usize>();
+    Ok((remaining > 0).then(|| format!("{remaining} objects in the retained namespace {namespace} to be deleted")))
+}
+
+/// Deletes every object of kind `K` the operator made for `tenant` in `namespace`, as listed by
+/// `store` (which may cache only metadata); returns how many were still there.
+async fn delete_managed<K, S>(
+    store: &Store<S>,
+    ctx: &Context,
+    namespace: &str,
+    tenant: &str,
+    params: &DeleteParams,
+    changes: &mut Changes,
+) -> Result<usize>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let names = managed_names(store, namespace, tenant, None);
+    let found = names.len();
+    delete_named::<K>(ctx, tenant, namespace, names, params, changes).await?;
+    Ok(found)
+}
+
+/// Deregisters a deleted tenant from Auth (once: the status records it). `Some(action)` asks to
+/// retry later; after the deregistration deadline the tenant is released anyway, with a Warning
+/// naming what is left in Auth.
+async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
+    let Some(auth) = &ctx.auth else { return Ok(None) };
+    if status::auth_deregistered(tenant.status.as_ref()) {
+        return Ok(None);
+    }
+    let name = tenant.name_any();
+    match auth.deregister(&name).await {
+        Ok(()) => {
+            let message = format!("tenant {name} is deregistered from NeuralLog Auth");
+            let status = status::deregistered(tenant.status.as_ref(), message.clone(), &now());
+            write_status(ctx, tenant, &status).await?;
+            publish(ctx, tenant, EventType::Normal, "Deregistered", "Delete", message).await;
+            Ok(None)
         }
-        _ => {
-            remove_finalizer(ctx, tenant).await?;
-            Ok(Action::await_change())
+        Err(error) => {
+            let deleting_since = tenant.meta().deletion_timestamp.as_ref().map(|t| t.0);
+            let waited = deleting_since.map(|since| jiff::Timestamp::now().duration_since(since));
+            let deadline = ctx.settings.auth_deregistration_deadline;
+            if waited.is_some_and(|w| w.unsigned_abs() >= deadline) {
+                let note = format!(
+                    "{error}; giving up after {}s: tenant {name} may remain registered in NeuralLog Auth (DELETE /api/tenants/{name} removes it)",
+                    deadline.as_secs()
+                );
+                publish(ctx, tenant, EventType::Warning, "AuthDeregistrationAbandoned", "Delete", note).await;
+                return Ok(None);
+            }
+            publish(ctx, tenant, EventType::Warning, error.reason(), "Delete", error.to_string()).await;
+            Ok(Some(Action::requeue(ctx.backoff.next_delay(&name))))
         }
     }
 }

@@ -25,6 +25,19 @@ pub struct Replicas {
     pub ready: i32,
 }
 
+/// Registration of the tenant with NeuralLog Auth, as the reconcile found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthState {
+    /// No Auth URL is configured, so registration is skipped.
+    NotConfigured,
+    Registered,
+    /// Registration failed; `reason` is the condition reason.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
 /// What the reconcile observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
@@ -35,12 +48,33 @@ pub struct Observation {
     pub redis: Option<Replicas>,
     /// `None` until the Deployment exists.
     pub server: Option<Replicas>,
+    /// `None` until the Deployment exists.
+    pub registry: Option<Replicas>,
+    pub auth: AuthState,
 }
 
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const REDIS_READY: &str = "RedisReady";
 pub const SERVER_READY: &str = "ServerReady";
+pub const REGISTRY_READY: &str = "RegistryReady";
+pub const AUTH_REGISTERED: &str = "AuthRegistered";
+/// Reason of `AuthRegistered` once a deleted tenant is deregistered.
+const DEREGISTERED: &str = "Deregistered";
+
+fn condition_of<'a>(status: Option<&'a TenantStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the status records the tenant as registered with Auth (so no request is needed).
+pub fn auth_registered(status: Option<&TenantStatus>) -> bool {
+    condition_of(status, AUTH_REGISTERED).is_some_and(|c| c.status == "True")
+}
+
+/// Whether the status records a deleted tenant as deregistered from Auth.
+pub fn auth_deregistered(status: Option<&TenantStatus>) -> bool {
+    condition_of(status, AUTH_REGISTERED).is_some_and(|c| c.reason == DEREGISTERED)
+}
 
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentStatus {
     let (phase, message) = match replicas {
@@ -115,6 +149,7 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
     let generation = observed.generation;
     let redis = component("Redis", observed.redis);
     let server = component("Server", observed.server);
+    let registry = component("Registry", observed.registry);
 
     let (namespace_condition, blocked_phase) = match &observed.namespace {
         NamespaceState::Ready => (
@@ -139,13 +174,38 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
         ),
     };
 
-    let phases = [redis.phase, server.phase];
-    let all_running = phases.iter().all(|p| *p == Some(ComponentPhase::Running));
-    let any_degraded = phases.contains(&Some(ComponentPhase::Degraded));
+    let auth_condition = match &observed.auth {
+        AuthState::NotConfigured => condition(
+            previous,
+            AUTH_REGISTERED,
+            false,
+            "AuthNotConfigured",
+            "no NeuralLog Auth URL is configured (--auth-url), so the tenant is not registered".to_owned(),
+            generation,
+            now,
+        ),
+        AuthState::Registered => condition(
+            previous,
+            AUTH_REGISTERED,
+            true,
+            "Registered",
+            "the tenant is registered with NeuralLog Auth".to_owned(),
+            generation,
+            now,
+        ),
+        AuthState::Failed { reason, message } => {
+            condition(previous, AUTH_REGISTERED, false, reason, message.clone(), generation, now)
+        }
+    };
+    let auth_failed = matches!(observed.auth, AuthState::Failed { .. });
+
+    let components = [(&redis, "Redis"), (&server, "Server"), (&registry, "Registry")];
+    let all_running = components.iter().all(|(c, _)| c.phase == Some(ComponentPhase::Running));
+    let any_degraded = components.iter().any(|(c, _)| c.phase == Some(ComponentPhase::Degraded));
     let was_up = matches!(previous_phase, Some(TenantPhase::Running | TenantPhase::Degraded));
-    let phase = blocked_phase.unwrap_or(if all_running {
+    let phase = blocked_phase.unwrap_or(if all_running && !auth_failed {
         TenantPhase::Running
-    } else if any_degraded || was_up {
+    } else if any_degraded || was_up || auth_failed {
         TenantPhase::Degraded
     } else {
         TenantPhase::Provisioning
@@ -154,13 +214,14 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
     let (ready_reason, ready_message) = match phase {
         TenantPhase::Running => ("AllComponentsReady", "every component is ready".to_owned()),
         _ if blocked_phase.is_some() => ("NamespaceNotReady", namespace_condition.message.clone()),
+        _ if auth_failed => ("AuthNotRegistered", auth_condition.message.clone()),
         _ => {
-            let waiting: Vec<&str> = [(&redis, "Redis"), (&server, "Server")]
-                .into_iter()
+            let waiting: Vec<&str> = components
+                .iter()
                 .filter(|(c, _)| c.phase != Some(ComponentPhase::Running))
-                .map(|(_, name)| name)
+                .map(|(_, name)| *name)
                 .collect();
-            ("ComponentsNotReady", format!("waiting for {}", waiting.join(" and ")))
+            ("ComponentsNotReady", format!("waiting for {}", waiting.join(", ")))
         }
     };
 
@@ -170,14 +231,15 @@ pub fn derive(observed: &Observation, current: Option<&TenantStatus>, now: &Time
             namespace_condition,
             component_condition(previous, REDIS_READY, &redis, generation, now),
             component_condition(previous, SERVER_READY, &server, generation, now),
+            component_condition(previous, REGISTRY_READY, &registry, generation, now),
+            auth_condition,
         ],
         phase: Some(phase),
         namespace: Some(observed.namespace_name.clone()),
         observed_generation: generation,
         redis_status: Some(redis),
         server_status: Some(server),
-        // Kept as observed until the registry is deployed by the operator.
-        registry_status: current.and_then(|s| s.registry_status.clone()),
+        registry_status: Some(registry),
     }
 }
 
@@ -204,6 +266,16 @@ pub fn terminating(current: Option<&TenantStatus>) -> TenantStatus {
     status
 }
 
+/// Status of a deleted tenant once Auth has forgotten it (or was never configured: `message`).
+pub fn deregistered(current: Option<&TenantStatus>, message: String, now: &Time) -> TenantStatus {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = current.and_then(|s| s.observed_generation);
+    let mut status = terminating(current);
+    status.conditions.retain(|c| c.type_ != AUTH_REGISTERED);
+    status.conditions.push(condition(previous, AUTH_REGISTERED, false, DEREGISTERED, message, generation, now));
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +295,8 @@ mod tests {
             namespace: NamespaceState::Ready,
             redis: redis.map(replicas),
             server: server.map(replicas),
+            registry: Some(Replicas { ready: 1, desired: 1 }),
+            auth: AuthState::Registered,
         }
     }
 
@@ -237,6 +311,39 @@ mod tests {
         assert_eq!(phase_of(&observed(Some((1, 1)), Some((0, 2))), None), TenantPhase::Provisioning);
         assert_eq!(phase_of(&observed(Some((1, 1)), Some((1, 2))), None), TenantPhase::Degraded);
         assert_eq!(phase_of(&observed(Some((1, 1)), Some((2, 2))), None), TenantPhase::Running);
+    }
+
+    #[test]
+    fn a_failed_auth_registration_degrades_a_ready_tenant_and_says_why() {
+        let mut o = observed(Some((1, 1)), Some((1, 1)));
+        o.auth = AuthState::Failed { reason: "AuthTimeout".into(), message: "tenant acme: register timed out".into() };
+        let status = derive(&o, None, &now());
+        assert_eq!(status.phase, Some(TenantPhase::Degraded));
+        let ready = &status.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AuthNotRegistered"));
+        let auth = status.conditions.iter().find(|c| c.type_ == AUTH_REGISTERED).unwrap();
+        assert_eq!((auth.reason.as_str(), auth.message.as_str()), ("AuthTimeout", "tenant acme: register timed out"));
+        assert!(!auth_registered(Some(&status)));
+    }
+
+    #[test]
+    fn without_auth_configured_the_tenant_still_runs_and_the_condition_says_so() {
+        let mut o = observed(Some((1, 1)), Some((1, 1)));
+        o.auth = AuthState::NotConfigured;
+        let status = derive(&o, None, &now());
+        assert_eq!(status.phase, Some(TenantPhase::Running));
+        let auth = status.conditions.iter().find(|c| c.type_ == AUTH_REGISTERED).unwrap();
+        assert_eq!((auth.status.as_str(), auth.reason.as_str()), ("False", "AuthNotConfigured"));
+    }
+
+    #[test]
+    fn registration_and_deregistration_are_read_back_from_the_status() {
+        let status = derive(&observed(None, None), None, &now());
+        assert!(auth_registered(Some(&status)) && !auth_deregistered(Some(&status)));
+        let gone = deregistered(Some(&status), "deregistered".into(), &later());
+        assert!(!auth_registered(Some(&gone)) && auth_deregistered(Some(&gone)));
+        assert_eq!(gone.phase, Some(TenantPhase::Terminating));
+        assert_eq!(gone.conditions.iter().filter(|c| c.type_ == AUTH_REGISTERED).count(), 1);
     }
 
     #[test]

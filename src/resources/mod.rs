@@ -4,8 +4,11 @@
 
 pub mod namespace;
 pub mod network;
+pub mod quota;
 pub mod redis;
+pub mod registry;
 pub mod server;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,20 @@ pub const MANAGED_BY_VALUE: &str = "tenant-operator";
 pub const COMPONENT_LABEL: &str = "neurallog.io/component";
 /// Annotation on the namespace recording the UID of the Tenant it was created for.
 pub const TENANT_UID_ANNOTATION: &str = "neurallog.io/tenant-uid";
+
+/// Operator-level settings that shape every tenant's objects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Platform {
+    /// Namespace of the cluster's ingress controller, allowed to reach every tenant's server and
+    /// registry.
+    pub ingress_namespace: Option<String>,
+    /// IngressClass of the registry Ingresses; the cluster default when `None`.
+    pub ingress_class: Option<String>,
+    /// TLS Secret (in each tenant namespace) the registry Ingresses terminate TLS with.
+    pub ingress_tls_secret: Option<String>,
+    /// NeuralLog Auth URL handed to the tenant's server and registry.
+    pub auth_url: Option<String>,
+}
 
 /// Selector for everything this operator manages.
 pub fn managed_selector() -> String {

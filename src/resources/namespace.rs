@@ -6,7 +6,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ObjectMeta;
 
 use super::{TENANT_UID_ANNOTATION, tenant_labels};
-use crate::model::TenantModel;
+use crate::model::{TenantModel, namespace_name};
+
+/// Label marking a namespace kept after its tenant was deleted with `deletionPolicy: Retain`.
+pub const RETAINED_LABEL: &str = "neurallog.io/retained";
 
 /// The namespace `tenant-<name>`: tenant labels, the Pod Security `restricted` profile enforced,
 /// and the UID of the Tenant it was created for, which is how the operator tells its own
@@ -14,20 +17,39 @@ use crate::model::TenantModel;
 /// deletes it explicitly, so the garbage collector never removes a namespace the tenant's
 /// deletion policy would keep.
 pub fn namespace(model: &TenantModel) -> Namespace {
-    let mut labels = tenant_labels(&model.name);
+    build(&model.name, &model.uid, false)
+}
+
+/// The namespace of a deleted tenant with `deletionPolicy: Retain`: marked as retained, so a
+/// Tenant created later with the same name adopts it and its data.
+pub fn retained(tenant: &str, uid: &str) -> Namespace {
+    build(tenant, uid, true)
+}
+
+fn build(tenant: &str, uid: &str, retained: bool) -> Namespace {
+    let mut labels = tenant_labels(tenant);
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_owned());
         labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".to_owned());
     }
+    if retained {
+        labels.insert(RETAINED_LABEL.to_owned(), "true".to_owned());
+    }
     Namespace {
         metadata: ObjectMeta {
-            name: Some(model.namespace.clone()),
+            name: Some(namespace_name(tenant)),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), model.uid.clone())])),
+            annotations: Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), uid.to_owned())])),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     }
+}
+
+/// Whether a namespace is one the operator retained for a deleted tenant named `tenant`.
+pub fn retained_for(namespace: &ObjectMeta, tenant: &str) -> bool {
+    created_for_name(namespace, tenant)
+        && namespace.labels.as_ref().and_then(|l| l.get(RETAINED_LABEL)).map(String::as_str) == Some("true")
 }
 
 /// Whether a namespace was created by this operator for the tenant incarnation with `uid`.
@@ -77,5 +99,14 @@ mod tests {
             Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), "old-uid".to_owned())]));
         assert!(!created_for(&other_ns.metadata, &m.uid));
         assert!(created_for_name(&other_ns.metadata, "acme"));
+        assert!(!retained_for(&other_ns.metadata, "acme"));
+    }
+
+    #[test]
+    fn a_retained_namespace_is_recognised_for_its_tenant_name_only() {
+        let kept = retained("acme", "old-uid");
+        assert!(retained_for(&kept.metadata, "acme"));
+        assert!(!retained_for(&kept.metadata, "other"));
+        assert!(!retained_for(&namespace(&model("acme", TenantSpec::default())).metadata, "acme"));
     }
 }

@@ -1,7 +1,8 @@
 //! NetworkPolicies of the tenant namespace.
 //!
-//! Ingress is denied by default; Redis accepts only the server; the server's HTTP port accepts the
-//! allowed namespaces and the operator-level ingress namespace; custom rules open the server pods
+//! Ingress is denied by default; Redis accepts only the server; the server and the registry accept
+//! each other and, on their HTTP ports, the allowed namespaces and the operator-level ingress
+//! namespace; custom rules open the server pods
 //! (never Redis) to the peers they name. Custom egress rules limit only the server, and always
 //! keep DNS and the tenant namespace reachable. Policies are named by their content, so
 //! reordering rules changes nothing and a removed rule's policy can be found and deleted.
@@ -16,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{child_meta, selector_labels, tenant_labels};
+use super::{Platform, child_meta, selector_labels, tenant_labels};
 use crate::model::{PeerRule, TenantModel};
 
 /// Label of every policy the operator manages, used to find stale ones.
@@ -72,14 +73,14 @@ fn policy(model: &TenantModel, name: String, kind: &str, spec: NetworkPolicySpec
     NetworkPolicy { metadata: child_meta(model, name, labels(model, kind)), spec: Some(spec) }
 }
 
-/// Every NetworkPolicy the tenant should have (none when disabled). `ingress_namespace` is the
-/// operator-level namespace of the cluster's ingress controller, if any.
-pub fn network_policies(model: &TenantModel, ingress_namespace: Option<&str>) -> Vec<NetworkPolicy> {
+/// Every NetworkPolicy the tenant should have (none when disabled).
+pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<NetworkPolicy> {
     let network = &model.network;
     if !network.enabled {
         return Vec::new();
     }
     let server_pods = || selector(selector_labels(&model.name, super::server::APP));
+    let registry_pods = || selector(selector_labels(&model.name, super::registry::APP));
     let redis_pods = selector(selector_labels(&model.name, super::redis::APP));
     let mut policies = vec![
         policy(
@@ -108,24 +109,31 @@ pub fn network_policies(model: &TenantModel, ingress_namespace: Option<&str>) ->
         ),
     ];
 
-    // An empty `from` would open the port to the whole cluster, so no source means no rule.
-    let sources: Vec<&str> = network.allowed_namespaces.iter().map(String::as_str).chain(ingress_namespace).collect();
-    if !sources.is_empty() {
-        policies.push(policy(
+    // Each HTTP component accepts its tenant peer plus the allowed and ingress namespaces. A
+    // policy with an empty `from` would open the port to the whole cluster; here the peer is
+    // always present, so `from` is never empty.
+    let sources: Vec<&str> =
+        network.allowed_namespaces.iter().map(String::as_str).chain(platform.ingress_namespace.as_deref()).collect();
+    let http_ingress = |name: &str, pods: LabelSelector, peer: LabelSelector, port_number: i32| {
+        let mut from = vec![NetworkPolicyPeer { pod_selector: Some(peer), ..Default::default() }];
+        from.extend(sources.iter().map(|ns| namespace_peer(ns, None)));
+        policy(
             model,
-            "allow-server-ingress".into(),
+            name.to_owned(),
             "default",
             NetworkPolicySpec {
-                pod_selector: Some(server_pods()),
+                pod_selector: Some(pods),
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(sources.iter().map(|ns| namespace_peer(ns, None)).collect()),
-                    ports: Some(vec![port("TCP", Some(super::server::PORT))]),
+                    from: Some(from),
+                    ports: Some(vec![port("TCP", Some(port_number))]),
                 }]),
                 ..NetworkPolicySpec::default()
             },
-        ));
-    }
+        )
+    };
+    policies.push(http_ingress("allow-server-ingress", server_pods(), registry_pods(), super::server::PORT));
+    policies.push(http_ingress("allow-registry-ingress", registry_pods(), server_pods(), super::registry::PORT));
 
     for rule in &network.ingress_rules {
         policies.push(policy(
@@ -261,6 +269,9 @@ mod tests {
     fn redis() -> Pod {
         pod("tenant-acme", &[("app", "redis"), ("neurallog.io/tenant", "acme")])
     }
+    fn registry() -> Pod {
+        pod("tenant-acme", &[("app", "neurallog-registry"), ("neurallog.io/tenant", "acme")])
+    }
 
     fn spec(network: v1::NetworkPolicySpec) -> TenantSpec {
         TenantSpec { network_policy: Some(network), ..TenantSpec::default() }
@@ -281,7 +292,8 @@ mod tests {
     }
 
     fn policies(network: v1::NetworkPolicySpec, ingress_namespace: Option<&str>) -> Vec<NetworkPolicy> {
-        network_policies(&model("acme", spec(network)), ingress_namespace)
+        let platform = Platform { ingress_namespace: ingress_namespace.map(Into::into), ..Platform::default() };
+        network_policies(&model("acme", spec(network)), &platform)
     }
 
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {
@@ -295,10 +307,16 @@ mod tests {
         let neighbour = pod("tenant-acme", &[("app", "debug")]);
         let table = [
             (&server(), &redis(), 6379, true),
+            (&server(), &registry(), 3031, true),
+            (&registry(), &server(), 3030, true),
+            (&registry(), &redis(), 6379, false),
             (&neighbour, &redis(), 6379, false),
+            (&neighbour, &server(), 3030, false),
+            (&neighbour, &registry(), 3031, false),
             (&outsider, &redis(), 6379, false),
             // Original bug: with no allowed namespaces the server port was open to the cluster.
             (&outsider, &server(), 3030, false),
+            (&outsider, &registry(), 3031, false),
         ];
         for (from, to, port, expected) in table {
             assert_eq!(allowed(&p, from, to, "TCP", port), expected, "{} -> {:?}:{port}", from.namespace, to.labels);
@@ -312,6 +330,8 @@ mod tests {
         for ns in ["web", "ingress-nginx"] {
             let client = pod(ns, &[("app", "anything")]);
             assert!(allowed(&p, &client, &server(), "TCP", 3030), "{ns} reaches the server");
+            assert!(allowed(&p, &client, &registry(), "TCP", 3031), "{ns} reaches the registry");
+            assert!(!allowed(&p, &client, &registry(), "TCP", 3030), "{ns} reaches only the registry port");
             assert!(!allowed(&p, &client, &server(), "TCP", 9229), "{ns} reaches only port 3030");
             assert!(!allowed(&p, &client, &redis(), "TCP", 6379), "{ns} never reaches Redis");
         }
@@ -354,6 +374,7 @@ mod tests {
         assert!(allowed(&p, &server(), &dns, "UDP", 53));
         assert!(allowed(&p, &server(), &dns, "TCP", 53));
         assert!(allowed(&p, &server(), &redis(), "TCP", 6379));
+        assert!(allowed(&p, &server(), &registry(), "TCP", 3031));
         assert!(allowed(&p, &server(), &pod("payments", &[("app", "payments")]), "TCP", 443));
         assert!(!allowed(&p, &server(), &pod("internet", &[]), "TCP", 443));
         // Redis is not egress-isolated by the server's rules.

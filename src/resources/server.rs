@@ -1,18 +1,10 @@
 //! The NeuralLog server: Service and Deployment.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Service};
 
-use super::{
-    child_meta, component_labels, container_resources, redis, restricted_container_security, restricted_pod_security,
-    selector_labels,
-};
+use super::workload::{self, HttpComponent, env_value};
+use super::{Platform, redis, registry};
 use crate::model::TenantModel;
 
 pub const PORT: i32 = 3030;
@@ -28,21 +20,22 @@ pub fn name(model: &TenantModel) -> String {
     format!("{}-server", model.name)
 }
 
-fn value(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
+/// The server's in-cluster URL.
+pub fn url(model: &TenantModel) -> String {
+    format!("http://{}.{}.svc:{PORT}", name(model), model.namespace)
 }
 
-/// The server's environment: the real server contract (Redis storage with authentication), then
-/// the user's entries. A user entry overrides a built-in (or earlier user entry) of the same
-/// name, as the last duplicate would in a pod; names stay unique because server-side apply
-/// treats `env` as a map keyed by name.
-pub fn env(model: &TenantModel) -> Vec<EnvVar> {
-    let built_in = vec![
-        value("NODE_ENV", "production"),
-        value("PORT", PORT.to_string()),
-        value("STORAGE_TYPE", "redis"),
-        value("REDIS_HOST", redis::name(model)),
-        value("REDIS_PORT", redis::PORT.to_string()),
+/// The server's environment: the real server contract (Redis storage with authentication, the
+/// tenant's registry, the platform's Auth), then the user's entries. A user entry overrides a
+/// built-in (or earlier user entry) of the same name, as the last duplicate would in a pod; names
+/// stay unique because server-side apply treats `env` as a map keyed by name.
+pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
+    let mut built_in = vec![
+        env_value("NODE_ENV", "production"),
+        env_value("PORT", PORT.to_string()),
+        env_value("STORAGE_TYPE", "redis"),
+        env_value("REDIS_HOST", redis::name(model)),
+        env_value("REDIS_PORT", redis::PORT.to_string()),
         EnvVar {
             name: "REDIS_PASSWORD".to_owned(),
             value_from: Some(EnvVarSource {
@@ -55,9 +48,13 @@ pub fn env(model: &TenantModel) -> Vec<EnvVar> {
             }),
             ..EnvVar::default()
         },
-        value("LOG_LEVEL", "info"),
-        value("TENANT_ID", model.name.clone()),
+        env_value("LOG_LEVEL", "info"),
+        env_value("TENANT_ID", model.name.clone()),
+        env_value("REGISTRY_URL", registry::url(model)),
     ];
+    if let Some(auth_url) = &platform.auth_url {
+        built_in.push(env_value("AUTH_URL", auth_url.clone()));
+    }
     let user = &model.server.env;
     let overridden = |name: &str, later: &[EnvVar]| later.iter().any(|e| e.name == name);
     let mut env: Vec<EnvVar> = built_in.into_iter().filter(|e| !overridden(&e.name, user)).collect();
@@ -65,90 +62,30 @@ pub fn env(model: &TenantModel) -> Vec<EnvVar> {
     env
 }
 
-fn http_probe(initial_delay_seconds: i32, period_seconds: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(HEALTH_PATH.to_owned()),
-            port: IntOrString::String("http".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        initial_delay_seconds: Some(initial_delay_seconds),
-        period_seconds: Some(period_seconds),
-        timeout_seconds: Some(5),
-        success_threshold: Some(1),
-        failure_threshold: Some(3),
-        ..Probe::default()
+fn component<'a>(model: &'a TenantModel, platform: &Platform) -> HttpComponent<'a> {
+    HttpComponent {
+        name: name(model),
+        component: COMPONENT,
+        app: APP,
+        container: "server",
+        port: PORT,
+        image: &model.server.image,
+        replicas: model.server.replicas,
+        resources: &model.server.resources,
+        env: env(model, platform),
+        health_path: HEALTH_PATH,
+        user: SERVER_USER,
     }
 }
 
 /// The ClusterIP Service in front of the server pods, port 3030 named `http`.
 pub fn service(model: &TenantModel) -> Service {
-    Service {
-        metadata: child_meta(model, name(model), component_labels(&model.name, COMPONENT, APP)),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
-            selector: Some(selector_labels(&model.name, APP)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    workload::service(model, &component(model, &Platform::default()))
 }
 
-/// The server Deployment, non-root with a read-only root filesystem and a writable `/tmp`.
-pub fn deployment(model: &TenantModel) -> Deployment {
-    let labels = component_labels(&model.name, COMPONENT, APP);
-    let container = Container {
-        name: "server".to_owned(),
-        image: Some(model.server.image.clone()),
-        image_pull_policy: Some("IfNotPresent".to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_owned()),
-            container_port: PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
-        env: Some(env(model)),
-        resources: Some(container_resources(&model.server.resources)),
-        readiness_probe: Some(http_probe(5, 10)),
-        liveness_probe: Some(http_probe(15, 20)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
-        security_context: Some(restricted_container_security()),
-        ..Container::default()
-    };
-    Deployment {
-        metadata: child_meta(model, name(model), labels.clone()),
-        spec: Some(DeploymentSpec {
-            replicas: Some(model.server.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(&model.name, APP)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod_security(SERVER_USER)),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    }
+/// The server Deployment.
+pub fn deployment(model: &TenantModel, platform: &Platform) -> Deployment {
+    workload::deployment(model, component(model, platform))
 }
 
 #[cfg(test)]
@@ -158,13 +95,13 @@ mod tests {
     use crate::resources::test_support::model;
 
     fn env_names(model: &TenantModel) -> Vec<String> {
-        env(model).into_iter().map(|e| e.name).collect()
+        env(model, &Platform::default()).into_iter().map(|e| e.name).collect()
     }
 
     #[test]
     fn env_follows_the_real_server_contract() {
         let m = model("acme", TenantSpec::default());
-        let vars = env(&m);
+        let vars = env(&m, &Platform::default());
         let get = |n: &str| vars.iter().find(|e| e.name == n).unwrap().clone();
         assert_eq!(get("STORAGE_TYPE").value.as_deref(), Some("redis"));
         assert_eq!(get("REDIS_HOST").value.as_deref(), Some("acme-redis"));
@@ -173,7 +110,13 @@ mod tests {
         assert_eq!(get("TENANT_ID").value.as_deref(), Some("acme"));
         let password = get("REDIS_PASSWORD").value_from.unwrap().secret_key_ref.unwrap();
         assert_eq!((password.name.as_str(), password.key.as_str()), ("acme-redis-auth", "password"));
+        assert_eq!(get("REGISTRY_URL").value.as_deref(), Some("http://acme-registry.tenant-acme.svc:3031"));
         assert!(!env_names(&m).contains(&"REDIS_URL".to_owned()));
+        assert!(!env_names(&m).contains(&"AUTH_URL".to_owned()), "no Auth URL is invented");
+        let platform = Platform { auth_url: Some("http://auth.neurallog.svc:3000".into()), ..Platform::default() };
+        let with_auth = env(&m, &platform);
+        let auth = with_auth.iter().find(|e| e.name == "AUTH_URL").unwrap();
+        assert_eq!(auth.value.as_deref(), Some("http://auth.neurallog.svc:3000"));
     }
 
     #[test]
@@ -187,7 +130,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let vars = env(&model("acme", spec));
+        let vars = env(&model("acme", spec), &Platform::default());
         let names: Vec<&str> = vars.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&names[names.len() - 2..], ["LOG_LEVEL", "FEATURE"]);
         assert_eq!(names.iter().filter(|n| **n == "LOG_LEVEL").count(), 1, "names are unique for server-side apply");
@@ -197,7 +140,7 @@ mod tests {
 
     #[test]
     fn probes_hit_the_path_the_server_serves() {
-        let d = deployment(&model("acme", TenantSpec::default()));
+        let d = deployment(&model("acme", TenantSpec::default()), &Platform::default());
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         for probe in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
             assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
@@ -214,7 +157,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let d = deployment(&model("acme", spec));
+        let d = deployment(&model("acme", spec), &Platform::default());
         assert_eq!(d.metadata.name.as_deref(), Some("acme-server"));
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));

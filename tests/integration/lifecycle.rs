@@ -47,7 +47,7 @@ async fn create_provisions_every_child_with_the_expected_shape() {
     assert_eq!(status.namespace.as_deref(), Some("tenant-acme"));
     assert_eq!(status.observed_generation, Some(1));
     let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["Ready", "NamespaceReady", "RedisReady", "ServerReady"]);
+    assert_eq!(types, ["Ready", "NamespaceReady", "RedisReady", "ServerReady", "RegistryReady", "AuthRegistered"]);
     assert_eq!(status.server_status.unwrap().total_replicas, 2);
 
     let tenant_obj = h.tenants().get("acme").await.unwrap();
@@ -187,6 +187,7 @@ async fn readiness_moves_the_phase_through_provisioning_degraded_running() {
         }
     };
     set_ready("sts", "delta-redis", 1, 1).await;
+    set_ready("deploy", "delta-registry", 1, 1).await;
     set_ready("deploy", "delta-server", 2, 1).await;
     let degraded = wait_for(&h.tenants(), "delta", "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
     let server = degraded.status.as_ref().unwrap().server_status.clone().unwrap();

@@ -2,6 +2,9 @@
 //! installs the CRD and ClusterRole from `config/`, and runs the controller in-process as the
 //! operator's restricted user.
 
+mod auth;
+mod components;
+mod deletion;
 mod lifecycle;
 mod network;
 mod support;

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::support::{DEADLINE, Harness, wait_for};
+use crate::support::{Harness, poll, wait_for};
 
 async fn policy_names(api: &Api<NetworkPolicy>) -> Vec<String> {
     let mut names: Vec<String> =
@@ -16,17 +16,13 @@ async fn policy_names(api: &Api<NetworkPolicy>) -> Vec<String> {
     names
 }
 
-/// Polls (the set spans several objects, so one watch on a name does not fit) until `check` holds.
+/// Waits until the tenant's policy names satisfy `check`.
 async fn wait_policies(api: &Api<NetworkPolicy>, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    poll(what, async || {
         let names = policy_names(api).await;
-        if check(&names) {
-            return names;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what} within {DEADLINE:?}; policies: {names:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        check(&names).then_some(names)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,7 +37,9 @@ async fn policies_follow_rule_changes_and_disabling_removes_them_all() {
     let policies = h.namespaced::<NetworkPolicy>("tenant-iso");
     let custom = |names: &[String]| names.iter().filter(|n| n.starts_with("custom-ingress-")).count();
     let first = wait_policies(&policies, "two custom policies", |names| custom(names) == 2).await;
-    for expected in ["default-deny-ingress", "allow-redis-from-server", "allow-server-ingress"] {
+    for expected in
+        ["default-deny-ingress", "allow-redis-from-server", "allow-server-ingress", "allow-registry-ingress"]
+    {
         assert!(first.contains(&expected.to_owned()), "{expected} in {first:?}");
     }
     let server_ingress = wait_for(&policies, "allow-server-ingress", "exists", |_| true).await;

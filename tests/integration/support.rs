@@ -8,15 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, PostParams};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::client::ClientBuilder;
 use kube::core::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use neurallog_tenant_operator::api::v1::Tenant;
 use neurallog_tenant_operator::controller::{self, Settings};
 use neurallog_tenant_operator::metrics::Metrics;
 use serde::de::DeserializeOwned;
+use serde_json::json;
 use testenv::{ControlPlane, Options, repo_root};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -123,7 +128,12 @@ impl Harness {
     /// A control plane with the CRD and the operator's role installed. `deletion` also runs the
     /// namespace controller and garbage collector, which deleting a tenant needs.
     pub async fn start(deletion: bool) -> Self {
-        let controllers = if deletion { vec!["namespace".into(), "garbagecollector".into()] } else { vec![] };
+        Self::with_controllers(if deletion { &["namespace", "garbagecollector"] } else { &[] }).await
+    }
+
+    /// A control plane running these kube-controller-manager controllers.
+    pub async fn with_controllers(controllers: &[&str]) -> Self {
+        let controllers = controllers.iter().map(|c| c.to_string()).collect();
         let plane =
             ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
         let root = repo_root();
@@ -135,12 +145,16 @@ impl Harness {
 
     /// Starts the controller as the operator user, recording its writes.
     pub async fn start_operator(&self) -> Operator {
+        self.start_operator_with(Settings { concurrency: 4, ..Settings::default() }).await
+    }
+
+    /// Starts the controller with `settings`, as the operator user, recording its writes.
+    pub async fn start_operator_with(&self, settings: Settings) -> Operator {
         let writes = WriteLog::default();
         let config = self.plane.operator_config().await.expect("operator kubeconfig");
         let client = ClientBuilder::try_from(config).expect("client").with_layer(&writes).build();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
-        let settings = Settings { concurrency: 4, ..Settings::default() };
         // The operator logs into the control plane's directory, which a failing test keeps.
         let log = std::fs::File::create(
             self.plane.dir().join(format!("operator-{}.log", OPERATORS.fetch_add(1, Ordering::Relaxed))),
@@ -183,6 +197,84 @@ impl Harness {
         let object: DynamicObject = serde_json::from_value(manifest).expect("manifest is an object");
         Api::<DynamicObject>::all_with(self.admin.clone(), &resource).create(&PostParams::default(), &object).await
     }
+}
+
+/// Stands in for the kubelets this control plane lacks: every Deployment and StatefulSet is
+/// reported with all its replicas ready, as the workload controllers would once pods run.
+pub struct KubeletStandIn(JoinHandle<()>);
+
+impl Drop for KubeletStandIn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Harness {
+    pub fn mark_workloads_ready(&self) -> KubeletStandIn {
+        let client = self.admin.clone();
+        KubeletStandIn(tokio::spawn(async move {
+            let deployments = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+                .applied_objects()
+                .map_ok(|d| {
+                    (
+                        d.metadata.clone(),
+                        d.spec.and_then(|s| s.replicas),
+                        d.status.and_then(|s| s.ready_replicas),
+                        "deployments",
+                    )
+                });
+            let stateful_sets = watcher(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
+                .applied_objects()
+                .map_ok(|s| {
+                    (
+                        s.metadata.clone(),
+                        s.spec.and_then(|s| s.replicas),
+                        s.status.map(|s| s.ready_replicas.unwrap_or(0)),
+                        "statefulsets",
+                    )
+                });
+            let mut objects = std::pin::pin!(futures::stream::select(deployments, stateful_sets));
+            while let Some(Ok((meta, wanted, ready, kind))) = objects.next().await {
+                let wanted = wanted.unwrap_or(1);
+                if ready == Some(wanted) || meta.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let status = json!({"status": {"replicas": wanted, "readyReplicas": wanted, "availableReplicas": wanted,
+                                               "updatedReplicas": wanted, "currentReplicas": wanted}});
+                let (namespace, name) = (meta.namespace.unwrap_or_default(), meta.name.unwrap_or_default());
+                let params = PatchParams::default();
+                // A workload deleted in between is not an error.
+                let _ = match kind {
+                    "deployments" => Api::<Deployment>::namespaced(client.clone(), &namespace)
+                        .patch_status(&name, &params, &Patch::Merge(&status))
+                        .await
+                        .map(drop),
+                    _ => Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+                        .patch_status(&name, &params, &Patch::Merge(&status))
+                        .await
+                        .map(drop),
+                };
+            }
+        }))
+    }
+}
+
+/// Polls `check` until it returns `Some`, for conditions that span several objects (one watch on
+/// a name does not fit).
+pub async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A condition of a tenant's status.
+pub fn condition(tenant: &Tenant, type_: &str) -> Option<Condition> {
+    tenant.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).cloned()
 }
 
 /// Waits (on a watch) until `name` satisfies `condition`, and returns it.

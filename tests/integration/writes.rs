@@ -1,29 +1,55 @@
 //! A converged tenant costs the API server no writes: not on a restart of the operator, not on
 //! reconciles forced by unrelated changes to the tenant or its children.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
+use std::time::Duration;
 
-use crate::support::{Harness, phase, wait_for};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams};
+use neurallog_tenant_operator::auth::AuthSettings;
+use neurallog_tenant_operator::controller::Settings;
+use neurallog_tenant_operator::resources::Platform;
+use serde_json::json;
+use testenv::auth::AuthStandIn;
+
+use crate::support::{Harness, condition, phase, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
+    let auth = AuthStandIn::start().await.unwrap();
     let h = Harness::start(false).await;
-    let first = h.start_operator().await;
+    let settings = || Settings {
+        concurrency: 4,
+        platform: Platform { ingress_namespace: Some("ingress-nginx".into()), ..Platform::default() },
+        auth: Some(AuthSettings { base_url: auth.url(), token: None, timeout: Duration::from_secs(5), attempts: 2 }),
+        ..Settings::default()
+    };
+    let first = h.start_operator_with(settings()).await;
+    // Every kind of child: quota and limit range, registry with Ingress, custom network rules.
     h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "quiet"},
-                          "spec": {"redis": {"config": {"timeout": "60", "hz": "20"}}}}))
-        .await
-        .unwrap();
-    wait_for(&h.tenants(), "quiet", "is Provisioning", |t| phase(t).as_deref() == Some("Provisioning")).await;
-    wait_for(&h.namespaced::<Deployment>("tenant-quiet"), "quiet-server", "exists", |_| true).await;
+        "spec": {
+            "redis": {"config": {"timeout": "60", "hz": "20"}},
+            "registry": {"baseDomain": "neurallog.example"},
+            "resources": {"cpu": {"request": "2", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}},
+            "networkPolicy": {"allowedNamespaces": ["web"],
+                              "ingressRules": [{"from": {"app": "prometheus"}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]}],
+                              "egressRules": [{"to": {"app": "api"}, "namespaces": ["payments"], "ports": [{"port": 443}]}]}}}))
+    .await
+    .unwrap();
+    // The status is the last write of a reconcile; once it reports registration, all is applied.
+    wait_for(&h.tenants(), "quiet", "is provisioned and registered", |t| {
+        phase(t).as_deref() == Some("Provisioning")
+            && condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    wait_for(&h.namespaced::<Ingress>("tenant-quiet"), "quiet-registry", "exists", |_| true).await;
     let first_writes = first.writes.snapshot();
     first.stop().await;
     println!("first convergence: {} writes: {first_writes:#?}", first_writes.len());
+    let auth_requests = auth.requests();
 
     // A fresh operator lists everything and reconciles the tenant: nothing to change.
-    let second = h.start_operator().await;
+    let second = h.start_operator_with(settings()).await;
     second.wait_reconciles_beyond(0).await;
 
     // Changes that are not the operator's business still trigger reconciles.
@@ -41,5 +67,6 @@ async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
         second.wait_reconciles_beyond(before).await;
     }
     assert_eq!(second.writes.snapshot(), Vec::<String>::new(), "a converged tenant must not be written");
+    assert_eq!(auth.requests(), auth_requests, "a registered tenant costs Auth nothing");
     second.stop().await;
 }

@@ -3,6 +3,10 @@
 //! collection) from the pinned builds of `tools/`, with client-certificate authentication and
 //! RBAC on. Every process lives in its own temporary directory and dies with the
 //! [`ControlPlane`] (or with the process that started it).
+//!
+//! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
+
+pub mod auth;
 
 use std::fs;
 use std::net::TcpListener;

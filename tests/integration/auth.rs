@@ -1,0 +1,113 @@
+//! Registration with NeuralLog Auth, against a stand-in that speaks the Auth REST contract over
+//! real HTTP and can be told to fail or hang for chosen tenants.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use neurallog_tenant_operator::auth::AuthSettings;
+use neurallog_tenant_operator::controller::Settings;
+use serde_json::json;
+use testenv::auth::{AuthStandIn, Behaviour};
+
+use crate::support::{Harness, condition, phase, poll, wait_deleted, wait_for};
+
+fn tenant(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}})
+}
+
+fn settings(auth: &AuthStandIn, timeout: Duration) -> Settings {
+    Settings {
+        concurrency: 4,
+        auth: Some(AuthSettings { base_url: auth.url(), token: None, timeout, attempts: 2 }),
+        ..Settings::default()
+    }
+}
+
+fn registered(t: &neurallog_tenant_operator::api::v1::Tenant) -> bool {
+    condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_registers_once_and_deregisters_on_delete() {
+    let auth = AuthStandIn::start().await.unwrap();
+    let h = Harness::start(true).await;
+    let operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
+    h.create_tenant(tenant("reg-once")).await.unwrap();
+    wait_for(&h.tenants(), "reg-once", "is registered", registered).await;
+    assert_eq!(auth.registered(), ["reg-once"]);
+
+    // Further reconciles trust the status: Auth is not asked again.
+    for round in 0..3 {
+        let before = operator.metrics.reconcile_count();
+        let poke = json!({"metadata": {"annotations": {"example.org/poke": round.to_string()}}});
+        h.tenants().patch("reg-once", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+        operator.wait_reconciles_beyond(before).await;
+    }
+    assert_eq!(auth.count("POST", "/api/tenants"), 1, "{:?}", auth.requests());
+    assert_eq!(auth.count("GET", "/api/tenants"), 1, "{:?}", auth.requests());
+
+    let uid = h.tenants().get("reg-once").await.unwrap().uid().unwrap();
+    h.tenants().delete("reg-once", &DeleteParams::default()).await.unwrap();
+    wait_deleted(&h.tenants(), "reg-once", &uid).await;
+    assert!(auth.registered().is_empty());
+    assert_eq!(auth.count("DELETE", "/api/tenants/reg-once"), 1, "{:?}", auth.requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
+    let auth = AuthStandIn::start().await.unwrap();
+    auth.register_directly("known");
+    auth.set_behaviour(Some("flaky"), Behaviour::Fail(503));
+    let h = Harness::start(false).await;
+    let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
+    h.create_tenant(tenant("known")).await.unwrap();
+    wait_for(&h.tenants(), "known", "is registered", registered).await;
+    assert_eq!(auth.count("POST", "/api/tenants"), 0, "an existing registration is found by the check");
+
+    h.create_tenant(tenant("flaky")).await.unwrap();
+    let degraded = wait_for(&h.tenants(), "flaky", "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
+    let reason = condition(&degraded, "AuthRegistered").unwrap();
+    assert_eq!(reason.reason, "AuthRejected", "{reason:?}");
+    assert!(reason.message.contains("flaky") && reason.message.contains("503"), "{}", reason.message);
+
+    // Auth recovers: the backoff retry registers the tenant.
+    auth.clear_behaviours();
+    wait_for(&h.tenants(), "flaky", "registers after Auth recovers", registered).await;
+    assert_eq!(auth.registered(), ["flaky", "known"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_auth_degrades_only_its_tenants_while_twenty_others_reach_running() {
+    let auth = AuthStandIn::start().await.unwrap();
+    for hung in ["hung-a", "hung-b"] {
+        auth.set_behaviour(Some(hung), Behaviour::Hang);
+    }
+    let h = Harness::start(false).await;
+    let _kubelet = h.mark_workloads_ready();
+    let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(2))).await;
+    for hung in ["hung-a", "hung-b"] {
+        h.create_tenant(tenant(hung)).await.unwrap();
+    }
+    let others: Vec<String> = (0..20).map(|i| format!("busy-{i:02}")).collect();
+    for name in &others {
+        h.create_tenant(tenant(name)).await.unwrap();
+    }
+
+    for name in &others {
+        wait_for(&h.tenants(), name, "is Running", |t| phase(t).as_deref() == Some("Running") && registered(t)).await;
+    }
+    for hung in ["hung-a", "hung-b"] {
+        let t = wait_for(&h.tenants(), hung, "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
+        let auth_condition = condition(&t, "AuthRegistered").unwrap();
+        assert_eq!(auth_condition.reason, "AuthTimeout", "{auth_condition:?}");
+        assert!(auth_condition.message.contains(hung));
+        assert_eq!(condition(&t, "Ready").unwrap().reason, "AuthNotRegistered");
+    }
+    let busy_registered = poll("every busy tenant registered", async || {
+        let registered = auth.registered();
+        (registered.len() == others.len()).then_some(registered)
+    })
+    .await;
+    assert_eq!(busy_registered, others);
+}
