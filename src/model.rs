@@ -582,6 +582,26 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_must_fit_the_tenants_own_pods_including_a_rolling_update() {
+        let budget = |cpu_limit: &str| v1::TenantSpec {
+            resources: Some(v1::ResourceRequirements { cpu: limit(None, Some(cpu_limit)), ..Default::default() }),
+            ..Default::default()
+        };
+        // Server (1 + 1 surge) x 500m + Redis 300m + registry (1 + 1 surge) x 200m = 1700m.
+        assert!(TenantModel::from_v1(&tenant("acme", budget("1700m"))).is_ok());
+        let err = TenantModel::from_v1(&tenant("acme", budget("1600m"))).unwrap_err();
+        assert_eq!(err.field, "spec.resources.cpu.limit");
+        assert!(err.message.contains("allows 1600m") && err.message.contains("need 1700m"), "{}", err.message);
+
+        let storage = v1::TenantSpec {
+            resources: Some(v1::ResourceRequirements { storage: limit(Some("512Mi"), None), ..Default::default() }),
+            ..Default::default()
+        };
+        let err = TenantModel::from_v1(&tenant("acme", storage)).unwrap_err();
+        assert_eq!(err.field, "spec.resources.storage");
+    }
+
+    #[test]
     fn names_that_cannot_form_child_names_are_rejected() {
         for name in ["1acme", "acme-", "Acme", "ac.me", &"a".repeat(MAX_TENANT_NAME_LEN + 1)] {
             let err = TenantModel::from_v1(&tenant(name, v1::TenantSpec::default())).unwrap_err();

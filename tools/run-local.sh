@@ -30,19 +30,24 @@ done
 grep -q '^operator kubeconfig' "$dir/testenv.out" || { echo "control plane did not start"; cat "$dir/testenv.out"; exit 1; }
 k() { "$kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 
+auth_url="$(sed -n 's/^auth: //p' "$dir/testenv.out")"
+
 echo "==> starting the operator (metrics on http://$admin_address/metrics, log in .local/run/operator.log)"
+echo "    registering tenants with the NeuralLog Auth stand-in at $auth_url"
 "$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
-  >"$dir/operator.log" 2>&1 &
+  --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying config/samples/"
 k apply -f "$root/config/samples/"
 k wait tenant --all --for=jsonpath='{.status.phase}'=Provisioning --timeout=120s >/dev/null
+k wait tenant --all --for=condition=AuthRegistered --timeout=120s >/dev/null
 
 echo
 k get tenants
 echo
-k get namespace,secret,configmap,service,statefulset,deployment,pvc -n tenant-acme -l neurallog.io/tenant=acme
+k get namespace,secret,configmap,service,statefulset,deployment,ingress,networkpolicy,resourcequota,limitrange,pvc \
+  -n tenant-acme -l neurallog.io/tenant=acme
 echo
 k describe tenant acme | sed -n '/^Status:/,$p'
 cat <<MSG

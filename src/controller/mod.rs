@@ -2,6 +2,7 @@
 //! any change to it or its children.
 
 pub mod apply;
+mod deletion;
 pub mod error;
 mod reconcile;
 pub mod status;

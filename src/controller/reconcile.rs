@@ -1,11 +1,12 @@
-//! One reconcile of one tenant: finalizer, namespace, Redis, server, status, events.
+//! One reconcile of one tenant: finalizer, namespace, children (quota, Redis, server, registry,
+//! network policies), Auth registration, status and events; and the helpers deletion shares.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -17,23 +18,23 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::Context;
 use super::apply::{self, Change, FIELD_MANAGER};
 use super::error::{Error, Result};
 use super::status::{self, AuthState, NamespaceState, Observation, Replicas};
-use crate::api::v1::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
-use crate::model::{TenantModel, namespace_name};
+use super::{Context, deletion};
+use crate::api::v1::{Tenant, TenantPhase, TenantStatus};
+use crate::model::TenantModel;
 use crate::resources::{self, namespace, network, quota, redis, registry, server};
 
 /// Finalizer that keeps a Tenant until its namespace is gone.
 pub const FINALIZER: &str = "neurallog.io/finalizer";
 /// How often a tenant waiting for a namespace to terminate is looked at again (the namespace
 /// watch usually wakes it sooner).
-const TERMINATION_POLL: Duration = Duration::from_secs(5);
+pub(super) const TERMINATION_POLL: Duration = Duration::from_secs(5);
 
 /// What a reconcile changed, reported as one Event per kind of change.
 #[derive(Default)]
-struct Changes {
+pub(super) struct Changes {
     created: Vec<String>,
     updated: Vec<String>,
     deleted: Vec<String>,
@@ -49,7 +50,7 @@ impl Changes {
     }
 
     /// One Normal event per kind of change.
-    async fn publish(self, ctx: &Context, tenant: &Tenant) {
+    pub(super) async fn publish(self, ctx: &Context, tenant: &Tenant) {
         for (reason, verb, objects) in [
             ("Created", "created", self.created),
             ("Updated", "updated", self.updated),
@@ -70,7 +71,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let result = async {
         ctx.caches.ready().await.map_err(|_| Error::CachesGone { tenant: name.clone() })?;
         if tenant.meta().deletion_timestamp.is_some() {
-            if has_finalizer(&tenant) { cleanup(&tenant, &ctx).await } else { Ok(Action::await_change()) }
+            if has_finalizer(&tenant) { deletion::cleanup(&tenant, &ctx).await } else { Ok(Action::await_change()) }
         } else {
             if !has_finalizer(&tenant) {
                 add_finalizer(&ctx, &tenant).await?;
@@ -115,12 +116,19 @@ async fn add_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
     patch_finalizers(ctx, tenant, finalizers, "add finalizer to").await
 }
 
-async fn remove_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
+pub(super) async fn remove_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
     let finalizers = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     patch_finalizers(ctx, tenant, finalizers, "remove finalizer from").await
 }
 
-async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, action: &str, note: String) {
+pub(super) async fn publish(
+    ctx: &Context,
+    tenant: &Tenant,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
@@ -128,14 +136,14 @@ async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str,
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     // The API server keeps whole seconds; rounding here makes a re-derived status compare equal.
     let now = jiff::Timestamp::now();
     Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// Writes the status with one server-side apply, and only when it differs from the current one.
-async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> Result<bool> {
+pub(super) async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> Result<bool> {
     if tenant.status.as_ref() == Some(status) {
         return Ok(false);
     }
@@ -155,7 +163,7 @@ async fn write_status(ctx: &Context, tenant: &Tenant, status: &TenantStatus) -> 
 }
 
 /// Reports a phase change as an Event; failures and degradations as warnings.
-async fn publish_phase_change(ctx: &Context, tenant: &Tenant, status: &TenantStatus) {
+pub(super) async fn publish_phase_change(ctx: &Context, tenant: &Tenant, status: &TenantStatus) {
     let before = tenant.status.as_ref().and_then(|s| s.phase);
     let Some(after) = status.phase else { return };
     if before == Some(after) {
@@ -261,7 +269,7 @@ async fn publish_auth_change(ctx: &Context, tenant: &Tenant, status: &TenantStat
 
 /// Metadata of the namespace `name`: from the cache, or, when the cache has not seen it (it may
 /// lag behind a create), from the API server.
-async fn namespace_metadata(ctx: &Context, tenant: &str, name: &str) -> Result<Option<ObjectMeta>> {
+pub(super) async fn namespace_metadata(ctx: &Context, tenant: &str, name: &str) -> Result<Option<ObjectMeta>> {
     if let Some(cached) = ctx.caches.namespaces.get(&ObjectRef::new(name)) {
         return Ok(Some(cached.metadata.clone()));
     }
@@ -343,16 +351,20 @@ async fn ensure_namespace(model: &TenantModel, ctx: &Context, changes: &mut Chan
     })
 }
 
-/// The cached object `name` in the tenant namespace.
-fn cached<K>(store: &Store<K>, model: &TenantModel, name: &str) -> Option<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+/// A namespaced child kind the operator writes and caches.
+pub(super) trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
-    store.get(&ObjectRef::new(name).within(&model.namespace))
 }
 
-async fn ensure<K>(store: &Store<K>, ctx: &Context, model: &TenantModel, desired: K, changes: &mut Changes) -> Result<K>
-where
+impl<K> Child for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + Serialize
@@ -360,7 +372,21 @@ where
         + std::fmt::Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+/// The cached object `name` in the tenant namespace.
+fn cached<K>(store: &Store<K>, model: &TenantModel, name: &str) -> Option<Arc<K>>
+where
+    K: Child,
+{
+    store.get(&ObjectRef::new(name).within(&model.namespace))
+}
+
+async fn ensure<K>(store: &Store<K>, ctx: &Context, model: &TenantModel, desired: K, changes: &mut Changes) -> Result<K>
+where
+    K: Child,
 {
     let name = desired.name_any();
     let api = Api::<K>::namespaced(ctx.client.clone(), &model.namespace);
@@ -441,14 +467,7 @@ async fn ensure_optional<K>(
     changes: &mut Changes,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Child,
 {
     let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
     if let Some(desired) = desired {
@@ -458,7 +477,7 @@ where
 }
 
 /// The names of the operator's objects of one tenant in a cache, optionally of one component.
-fn managed_names<K>(store: &Store<K>, namespace: &str, tenant: &str, component: Option<&str>) -> Vec<String>
+pub(super) fn managed_names<K>(store: &Store<K>, namespace: &str, tenant: &str, component: Option<&str>) -> Vec<String>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -474,7 +493,7 @@ where
 }
 
 /// Deletes `names` in `namespace`; an object already gone counts as deleted.
-async fn delete_named<K>(
+pub(super) async fn delete_named<K>(
     ctx: &Context,
     tenant: &str,
     namespace: &str,
@@ -483,10 +502,7 @@ async fn delete_named<K>(
     changes: &mut Changes,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Child,
 {
     let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
     let kind = apply::short_kind::<K>();
@@ -512,11 +528,7 @@ async fn remove_unwanted<K>(
     changes: &mut Changes,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + 'static,
+    K: Child,
 {
     let stale: Vec<String> = managed_names(store, &model.namespace, &model.name, Some(component))
         .into_iter()
@@ -534,157 +546,6 @@ async fn ensure_network_policies(model: &TenantModel, ctx: &Context, changes: &m
         ensure::<NetworkPolicy>(&ctx.caches.network_policies, ctx, model, policy, changes).await?;
     }
     remove_unwanted(&ctx.caches.network_policies, ctx, model, network::COMPONENT_VALUE, &wanted, changes).await
-}
-
-/// Deletion. Per the tenant's deletion policy, the namespace is deleted (`Delete`) or kept with
-/// its volumes while every other object the operator made goes (`Retain`); the tenant is
-/// deregistered from Auth; the finalizer is released once the namespace (or the workloads) are
-/// gone. A namespace the operator did not create for this tenant is never touched.
-async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
-    let name = tenant.name_any();
-    let status = status::terminating(tenant.status.as_ref());
-    if write_status(ctx, tenant, &status).await? {
-        publish_phase_change(ctx, tenant, &status).await;
-    }
-    let namespace = namespace_name(&name);
-    let uid = tenant.uid().unwrap_or_default();
-    let ours = namespace_metadata(ctx, &name, &namespace).await?.filter(|ns| namespace::created_for(ns, &uid));
-    let mut changes = Changes::default();
-    let removing = match ours {
-        None => None,
-        Some(existing) => match tenant.spec.deletion_policy.unwrap_or_default() {
-            DeletionPolicy::Delete => delete_namespace(ctx, tenant, &existing).await?,
-            DeletionPolicy::Retain => retain_namespace(ctx, tenant, &existing, &mut changes).await?,
-        },
-    };
-    changes.publish(ctx, tenant).await;
-
-    if let Some(retry) = deregister(tenant, ctx).await? {
-        return Ok(retry);
-    }
-    if let Some(waiting) = removing {
-        tracing::debug!(tenant = %name, waiting, "waiting before releasing the finalizer");
-        return Ok(Action::requeue(TERMINATION_POLL));
-    }
-    remove_finalizer(ctx, tenant).await?;
-    ctx.backoff.reset(&name);
-    Ok(Action::await_change())
-}
-
-/// Deletes the tenant's namespace; `Some(what)` while it still exists.
-async fn delete_namespace(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<Option<String>> {
-    let name = existing.name.clone().unwrap_or_default();
-    if existing.deletion_timestamp.is_none() {
-        Api::<Namespace>::all(ctx.client.clone()).delete(&name, &DeleteParams::background()).await.map_err(
-            |source| Error::Api {
-                tenant: tenant.name_any(),
-                verb: "delete",
-                kind: "Namespace",
-                name: name.clone(),
-                source,
-            },
-        )?;
-        let note = format!("deleting namespace {name} and everything in it");
-        publish(ctx, tenant, EventType::Normal, "Deleting", "Delete", note).await;
-    }
-    Ok(Some(format!("namespace {name} to be deleted")))
-}
-
-/// Keeps the namespace and its PersistentVolumeClaims, marked as retained, and deletes every
-/// other object the operator made there (workloads in the foreground, so their pods are gone
-/// before they are); `Some(what)` while any of them still exists.
-async fn retain_namespace(
-    ctx: &Context,
-    tenant: &Tenant,
-    existing: &ObjectMeta,
-    changes: &mut Changes,
-) -> Result<Option<String>> {
-    let name = tenant.name_any();
-    let namespace = existing.name.clone().unwrap_or_default();
-    let uid = tenant.uid().unwrap_or_default();
-    let api = Api::<Namespace>::all(ctx.client.clone());
-    let live = Namespace { metadata: existing.clone(), ..Namespace::default() };
-    let marked = apply::apply(&api, &name, Some(&live), &namespace::retained(&name, &uid)).await?;
-    if marked.change != Change::Unchanged {
-        let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");
-        publish(ctx, tenant, EventType::Normal, "Retaining", "Delete", note).await;
-    }
-
-    let caches = &ctx.caches;
-    let (ns, t) = (namespace.as_str(), name.as_str());
-    let (workloads, others) = (DeleteParams::foreground(), DeleteParams::background());
-    let remaining = [
-        delete_managed::<Deployment, _>(&caches.deployments, ctx, ns, t, &workloads, changes).await?,
-        delete_managed::<StatefulSet, _>(&caches.stateful_sets, ctx, ns, t, &workloads, changes).await?,
-        delete_managed::<Service, _>(&caches.services, ctx, ns, t, &others, changes).await?,
-        delete_managed::<ConfigMap, _>(&caches.config_maps, ctx, ns, t, &others, changes).await?,
-        delete_managed::<Secret, _>(&caches.secrets, ctx, ns, t, &others, changes).await?,
-        delete_managed::<NetworkPolicy, _>(&caches.network_policies, ctx, ns, t, &others, changes).await?,
-        delete_managed::<Ingress, _>(&caches.ingresses, ctx, ns, t, &others, changes).await?,
-        delete_managed::<ResourceQuota, _>(&caches.resource_quotas, ctx, ns, t, &others, changes).await?,
-        delete_managed::<LimitRange, _>(&caches.limit_ranges, ctx, ns, t, &others, changes).await?,
-    ]
-    .iter()
-    .sum::<usize>();
-    Ok((remaining > 0).then(|| format!("{remaining} objects in the retained namespace {namespace} to be deleted")))
-}
-
-/// Deletes every object of kind `K` the operator made for `tenant` in `namespace`, as listed by
-/// `store` (which may cache only metadata); returns how many were still there.
-async fn delete_managed<K, S>(
-    store: &Store<S>,
-    ctx: &Context,
-    namespace: &str,
-    tenant: &str,
-    params: &DeleteParams,
-    changes: &mut Changes,
-) -> Result<usize>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    S: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let names = managed_names(store, namespace, tenant, None);
-    let found = names.len();
-    delete_named::<K>(ctx, tenant, namespace, names, params, changes).await?;
-    Ok(found)
-}
-
-/// Deregisters a deleted tenant from Auth (once: the status records it). `Some(action)` asks to
-/// retry later; after the deregistration deadline the tenant is released anyway, with a Warning
-/// naming what is left in Auth.
-async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
-    let Some(auth) = &ctx.auth else { return Ok(None) };
-    if status::auth_deregistered(tenant.status.as_ref()) {
-        return Ok(None);
-    }
-    let name = tenant.name_any();
-    match auth.deregister(&name).await {
-        Ok(()) => {
-            let message = format!("tenant {name} is deregistered from NeuralLog Auth");
-            let status = status::deregistered(tenant.status.as_ref(), message.clone(), &now());
-            write_status(ctx, tenant, &status).await?;
-            publish(ctx, tenant, EventType::Normal, "Deregistered", "Delete", message).await;
-            Ok(None)
-        }
-        Err(error) => {
-            let deleting_since = tenant.meta().deletion_timestamp.as_ref().map(|t| t.0);
-            let waited = deleting_since.map(|since| jiff::Timestamp::now().duration_since(since));
-            let deadline = ctx.settings.auth_deregistration_deadline;
-            if waited.is_some_and(|w| w.unsigned_abs() >= deadline) {
-                let note = format!(
-                    "{error}; giving up after {}s: tenant {name} may remain registered in NeuralLog Auth (DELETE /api/tenants/{name} removes it)",
-                    deadline.as_secs()
-                );
-                publish(ctx, tenant, EventType::Warning, "AuthDeregistrationAbandoned", "Delete", note).await;
-                return Ok(None);
-            }
-            publish(ctx, tenant, EventType::Warning, error.reason(), "Delete", error.to_string()).await;
-            Ok(Some(Action::requeue(ctx.backoff.next_delay(&name))))
-        }
-    }
 }
 
 #[cfg(test)]

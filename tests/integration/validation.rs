@@ -75,6 +75,13 @@ async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
         ),
         (tenant("t17", json!({"registry": {"baseDomain": "-example.com"}})), "spec.registry.baseDomain"),
         (tenant("t18", server(json!({"image": ""}))), "spec.server.image"),
+        (tenant("t19", json!({"deletionPolicy": "Orphan"})), "spec.deletionPolicy"),
+        (tenant("t20", json!({"registry": {"replicas": 0}})), "spec.registry.replicas"),
+        (
+            tenant("t21", json!({"resources": {"storage": {"request": "20Gi", "limit": "10Gi"}}})),
+            "spec.resources.storage.request",
+        ),
+        (tenant("t22", json!({"resources": {"cpu": {"limit": "many"}}})), "spec.resources.cpu.limit"),
     ];
     assert!(cases.len() >= 15);
     for (manifest, field) in cases {
@@ -93,6 +100,8 @@ async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
     assert_eq!(spec["server"], json!({"replicas": 1, "image": "neurallog/server:latest"}));
     assert_eq!(spec["redis"], json!({"replicas": 1, "image": "redis:7-alpine", "storage": "1Gi"}));
     assert_eq!(spec["networkPolicy"], json!({"enabled": true}));
+    assert_eq!(spec["registry"], json!({"replicas": 1, "image": "neurallog/registry:latest"}));
+    assert_eq!(spec["deletionPolicy"], "Delete");
 
     let resize = json!({"spec": {"redis": {"storage": "5Gi"}}});
     let error = h.tenants().patch("valid", &PatchParams::default(), &Patch::Merge(&resize)).await.unwrap_err();

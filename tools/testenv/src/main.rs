@@ -1,6 +1,6 @@
 //! `testenv up --dir DIR`: starts a local control plane, writes its kubeconfigs into DIR, installs
-//! the Tenant CRD and the operator's ClusterRole, then runs until SIGTERM or Ctrl-C. Used by
-//! `make run`.
+//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in, then runs
+//! until SIGTERM or Ctrl-C. Used by `make run`.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let root = repo_root();
     plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.context("installing the CRD")?;
     plane.grant_operator(&root.join("config/rbac/role.yaml")).await.context("granting the operator role")?;
+    // NeuralLog Auth is a third-party service; its stand-in lets the local run show registration.
+    let auth = testenv::auth::AuthStandIn::start().await.context("starting the Auth stand-in")?;
+    println!("auth: {}", auth.url());
     println!("ready: {}", plane.server());
     println!("admin kubeconfig: {}", plane.admin_kubeconfig().display());
     println!("operator kubeconfig: {}", plane.operator_kubeconfig().display());
@@ -36,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
+    drop(auth);
     drop(plane);
     Ok(())
 }
