@@ -14,9 +14,10 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd and Kubernetes binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes and Jaeger binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
+	@tools/build.sh jaeger >/dev/null
 
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
@@ -29,7 +30,7 @@ run: tools build ## Start a local control plane, the operator and the sample ten
 
 test: tools lint ## Run every test: lint, unit, generated-file staleness, integration on a real API server.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		cargo test --workspace --locked
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
 
 lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all --check

@@ -19,11 +19,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use opentelemetry_http::HeaderInjector;
 use reqwest::{StatusCode, Url};
 use rustls_platform_verifier::BuilderVerifierExt as _;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The user Auth makes the first administrator of a tenant it registers.
 const ADMIN_USER: &str = "system";
@@ -531,6 +533,12 @@ impl AuthClient {
             if let Some(token) = &token {
                 builder = builder.bearer_auth(token);
             }
+            // W3C trace context, so a traced Auth service joins the reconcile's trace.
+            let mut trace_headers = reqwest::header::HeaderMap::new();
+            opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.inject_context(&span.context(), &mut HeaderInjector(&mut trace_headers));
+            });
+            builder = builder.headers(trace_headers);
             let exchange = async {
                 let response = builder.send().await?;
                 let status = response.status();

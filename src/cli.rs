@@ -159,7 +159,7 @@ async fn shutdown_signal() {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Before any TLS client exists: the OTLP exporter's and the Auth client's share ring with kube.
     crate::auth::install_crypto_provider();
-    let telemetry = telemetry::init(&args.telemetry)?;
+    let telemetry = telemetry::init(&args.telemetry, args.instance.as_deref())?;
     let client = client(&args).await?;
     let settings = Settings {
         concurrency: args.concurrency,
@@ -186,7 +186,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = controller::run(client, settings, metrics, shutdown).await;
     tracing::info!("controller stopped");
     let admin_result = admin.await.context("admin server task failed")?;
-    telemetry.shutdown();
+    telemetry.shutdown().await;
     result.and(admin_result)
 }
 

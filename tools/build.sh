@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds one pinned upstream component from its wrapper module in tools/<component>/ and prints the
 # directory holding its binaries. Builds land in a cache outside the clone, keyed by the component's
-# version and a hash of its go.mod/go.sum, so a second call (or a fresh clone) reuses them.
+# version and a hash of its go.mod, go.sum and recipe below, so a second call (or a fresh clone)
+# reuses them, and editing this script rebuilds only the components whose recipe changed.
 #
 #   tools/build.sh kubernetes   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #   tools/build.sh etcd         # etcd
+#   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -13,6 +15,10 @@ module_dir="$tools_dir/$component"
 [[ -f "$module_dir/go.mod" ]] || { echo "tools/build.sh: unknown component '$component'" >&2; exit 2; }
 
 cache_root="${NEURALLOG_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/neurallog-tenant-operator/tools}"
+
+# Part of every cache key: bump it when the build logic below the recipes changes in a way that
+# changes the binaries (flags, environment, renames), so every component rebuilds once.
+recipe_format=1
 
 tags=""
 ldflags="-s -w"
@@ -33,12 +39,31 @@ case "$component" in
     version="v3.6.14"
     packages=(go.etcd.io/etcd/server/v3)
     ;;
+  jaeger)
+    # Go version v1.76.0 of github.com/jaegertracing/jaeger is Jaeger v2.13.0 (see tools/jaeger/go.mod).
+    version="v2.13.0"
+    packages=(github.com/jaegertracing/jaeger/cmd/jaeger)
+    ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$version"
+    ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.date=2025-12-03T16:07:08Z"
+    ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;
 esac
 
-hash="$(cat "$module_dir/go.mod" "$module_dir/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)"
+# The key covers what decides the binaries: the module graph and this component's recipe, not the
+# rest of this script.
+recipe="$(printf '%s\n' "format=$recipe_format" "component=$component" "version=$version" "tags=$tags" \
+  "ldflags=$ldflags" "${packages[@]/#/package=}")"
+hash="$({ cat "$module_dir/go.mod" "$module_dir/go.sum"; printf '%s\n' "$recipe"; } | sha256sum | cut -c1-12)"
 out="$cache_root/$component-$version-$hash"
+if [[ -f "$out/.complete" ]]; then
+  echo "$out/bin"
+  exit 0
+fi
+# Parallel test processes may ask for the same build at once: one builds, the others wait for it.
+mkdir -p "$cache_root"
+exec 9>"$out.lock"
+flock 9
 if [[ -f "$out/.complete" ]]; then
   echo "$out/bin"
   exit 0

@@ -85,7 +85,6 @@ where
 {
     let kind = short_kind::<K>();
     let name = desired.name_any();
-    let span = tracing::debug_span!("apply", kind, name = %name, changed = tracing::field::Empty);
     let body = stamped(desired).map_err(|source| Error::Serialize {
         tenant: tenant.to_owned(),
         kind,
@@ -95,16 +94,23 @@ where
     if let Some(live) = live
         && covers(&serde_json::to_value(live).unwrap_or(Value::Null), &body)
     {
-        span.record("changed", false);
+        // No request, so no span: a converged tenant's trace stays short.
         return Ok(Applied { object: live.clone(), change: Change::Unchanged });
     }
-    span.record("changed", true);
+    let span = write_span("apply", kind, &name);
     let object = api
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .instrument(span)
+        .instrument(span.clone())
         .await
-        .map_err(|source| Error::Api { tenant: tenant.to_owned(), verb: "apply", kind, name, source })?;
-    let change = if live.is_some() { Change::Updated } else { Change::Created };
+        .map_err(|source| failed(&span, Error::Api { tenant: tenant.to_owned(), verb: "apply", kind, name, source }))?;
+    // The API server keeps the resourceVersion when an apply changes nothing.
+    let changed = live.is_none_or(|live| live.resource_version() != object.resource_version());
+    span.record("changed", changed);
+    let change = match (live, changed) {
+        (None, _) => Change::Created,
+        (Some(_), true) => Change::Updated,
+        (Some(_), false) => Change::Unchanged,
+    };
     Ok(Applied { object, change })
 }
 
@@ -117,7 +123,7 @@ where
 {
     let kind = short_kind::<K>();
     let name = desired.name_any();
-    let span = tracing::debug_span!("create", kind, name = %name);
+    let span = write_span("create", kind, &name);
     let body = stamped(desired).and_then(serde_json::from_value::<K>).map_err(|source| Error::Serialize {
         tenant: tenant.to_owned(),
         kind,
@@ -125,11 +131,37 @@ where
         source,
     })?;
     let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-    match api.create(&params, &body).instrument(span).await {
-        Ok(created) => Ok(Some(created)),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
-        Err(source) => Err(Error::Api { tenant: tenant.to_owned(), verb: "create", kind, name, source }),
+    match api.create(&params, &body).instrument(span.clone()).await {
+        Ok(created) => {
+            span.record("changed", true);
+            Ok(Some(created))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            span.record("changed", false);
+            Ok(None)
+        }
+        Err(source) => Err(failed(&span, Error::Api { tenant: tenant.to_owned(), verb: "create", kind, name, source })),
     }
+}
+
+/// The span of one write to the API server: verb, kind, name and whether it changed anything.
+pub fn write_span(verb: &'static str, kind: &'static str, name: &str) -> tracing::Span {
+    tracing::info_span!(
+        "write",
+        otel.name = format!("{verb} {kind} {name}"),
+        verb,
+        kind,
+        name = %name,
+        changed = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty
+    )
+}
+
+/// Marks `span` as failed with `error`, and hands the error on.
+pub fn failed(span: &tracing::Span, error: Error) -> Error {
+    span.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
+    error
 }
 
 /// The kind of `K` as a static string, for messages and span fields.

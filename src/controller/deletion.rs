@@ -10,6 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
+use tracing::Instrument as _;
 
 use super::Context;
 use super::apply::{self, Change};
@@ -40,13 +41,19 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let removing = match ours {
         None => None,
         Some(existing) => match tenant.spec.deletion_policy.unwrap_or_default() {
-            DeletionPolicy::Delete => delete_namespace(ctx, tenant, &existing).await?,
-            DeletionPolicy::Retain => retain_namespace(ctx, tenant, &existing, &mut changes).await?,
+            DeletionPolicy::Delete => {
+                delete_namespace(ctx, tenant, &existing).instrument(tracing::info_span!("delete_namespace")).await?
+            }
+            DeletionPolicy::Retain => {
+                retain_namespace(ctx, tenant, &existing, &mut changes)
+                    .instrument(tracing::info_span!("retain_namespace"))
+                    .await?
+            }
         },
     };
     changes.publish(ctx, tenant).await;
 
-    if let Some(retry) = deregister(tenant, ctx).await? {
+    if let Some(retry) = deregister(tenant, ctx).instrument(tracing::info_span!("auth")).await? {
         return Ok(retry);
     }
     if let Some(waiting) = removing {
@@ -62,15 +69,22 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 async fn delete_namespace(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<Option<String>> {
     let name = existing.name.clone().unwrap_or_default();
     if existing.deletion_timestamp.is_none() {
-        Api::<Namespace>::all(ctx.client.clone()).delete(&name, &DeleteParams::background()).await.map_err(
-            |source| Error::Api {
-                tenant: tenant.name_any(),
-                verb: "delete",
-                kind: "Namespace",
-                name: name.clone(),
-                source,
-            },
-        )?;
+        let span = apply::write_span("delete", "Namespace", &name);
+        Api::<Namespace>::all(ctx.client.clone())
+            .delete(&name, &DeleteParams::background())
+            .instrument(span.clone())
+            .await
+            .map_err(|source| {
+                let error = Error::Api {
+                    tenant: tenant.name_any(),
+                    verb: "delete",
+                    kind: "Namespace",
+                    name: name.clone(),
+                    source,
+                };
+                apply::failed(&span, error)
+            })?;
+        span.record("changed", true);
         let note = format!("deleting namespace {name} and everything in it");
         publish(ctx, tenant, EventType::Normal, "Deleting", "Delete", note).await;
     }

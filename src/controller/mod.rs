@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -22,7 +22,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 pub use reconcile::FINALIZER;
@@ -121,6 +121,39 @@ impl ErrorBackoff {
     }
 }
 
+/// Why each tenant's next reconcile runs, for its trace. kube keeps the reason from reconcilers,
+/// so the controller notes it where it sees it: in the watch streams (an event wins) and when a
+/// reconcile schedules the next one (kept unless an event comes first).
+#[derive(Default)]
+struct Triggers {
+    pending: Mutex<HashMap<String, (String, bool)>>,
+}
+
+impl Triggers {
+    /// A watch event about the tenant; the first one since the last reconcile is kept.
+    fn event(&self, tenant: &str, why: impl FnOnce() -> String) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pending.get(tenant) {
+            Some((_, true)) => {}
+            _ => {
+                pending.insert(tenant.to_owned(), (why(), true));
+            }
+        }
+    }
+
+    /// The reconcile the controller scheduled itself (a resync, a retry), unless an event is due.
+    fn scheduled(&self, tenant: &str, why: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.entry(tenant.to_owned()).or_insert_with(|| (why.to_owned(), false));
+    }
+
+    /// Why the reconcile starting now runs.
+    fn take(&self, tenant: &str) -> String {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.remove(tenant).map_or_else(|| "operator start or resync".to_owned(), |(why, _)| why)
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     client: Client,
@@ -129,6 +162,7 @@ pub struct Context {
     settings: Settings,
     auth: Option<AuthClient>,
     backoff: ErrorBackoff,
+    triggers: Arc<Triggers>,
     metrics: Arc<Metrics>,
 }
 
@@ -157,6 +191,20 @@ fn controlling_tenant<K: Resource>(child: &K) -> Option<ObjectRef<Tenant>> {
         .flatten()
         .find(|owner| owner.controller == Some(true) && owner.kind == "Tenant" && owner.api_version == api_version)
         .map(|owner| ObjectRef::new(&owner.name))
+}
+
+/// Maps a child event to the tenant that controls the child, noting it as that tenant's trigger.
+fn child_trigger<K>(triggers: &Arc<Triggers>) -> impl Fn(K) -> Option<ObjectRef<Tenant>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()>,
+{
+    let triggers = triggers.clone();
+    move |child| {
+        let tenant = controlling_tenant(&child)?;
+        let namespace = child.meta().namespace.clone().unwrap_or_default();
+        triggers.event(&tenant.name, || format!("{} {namespace}/{} changed", K::kind(&()), child.name_any()));
+        Some(tenant)
+    }
 }
 
 /// The tenant a namespace event concerns: namespaces are named `tenant-<name>`.
@@ -197,6 +245,7 @@ pub async fn run(
         .map(|auth| AuthClient::new(auth, client.clone()))
         .transpose()
         .context("invalid NeuralLog Auth settings")?;
+    let triggers = Arc::new(Triggers::default());
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
     let caches = Caches {
@@ -224,20 +273,36 @@ pub async fn run(
         settings,
         auth,
         backoff: ErrorBackoff::default(),
+        triggers: triggers.clone(),
         metrics,
     });
 
-    Controller::new(tenants, watcher::Config::default())
-        .watches_stream(secret_events, |child| controlling_tenant(&child))
-        .watches_stream(config_map_events, |child| controlling_tenant(&child))
-        .watches_stream(service_events, |child| controlling_tenant(&child))
-        .watches_stream(stateful_set_events, |child| controlling_tenant(&child))
-        .watches_stream(deployment_events, |child| controlling_tenant(&child))
-        .watches_stream(network_policy_events, |child| controlling_tenant(&child))
-        .watches_stream(ingress_events, |child| controlling_tenant(&child))
-        .watches_stream(resource_quota_events, |child| controlling_tenant(&child))
-        .watches_stream(limit_range_events, |child| controlling_tenant(&child))
-        .watches_stream(namespace_events, |ns| tenant_of_namespace(&ns))
+    let (tenant_store, tenant_events) = cached_watch(tenants, watcher::Config::default());
+    let own_changes = triggers.clone();
+    let tenant_events = tenant_events.map_ok(move |tenant: Tenant| {
+        own_changes.event(&tenant.name_any(), || {
+            format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
+        });
+        tenant
+    });
+    Controller::for_stream(tenant_events, tenant_store)
+        .watches_stream(secret_events, child_trigger(&triggers))
+        .watches_stream(config_map_events, child_trigger(&triggers))
+        .watches_stream(service_events, child_trigger(&triggers))
+        .watches_stream(stateful_set_events, child_trigger(&triggers))
+        .watches_stream(deployment_events, child_trigger(&triggers))
+        .watches_stream(network_policy_events, child_trigger(&triggers))
+        .watches_stream(ingress_events, child_trigger(&triggers))
+        .watches_stream(resource_quota_events, child_trigger(&triggers))
+        .watches_stream(limit_range_events, child_trigger(&triggers))
+        .watches_stream(namespace_events, {
+            let triggers = triggers.clone();
+            move |namespace| {
+                let tenant = tenant_of_namespace(&namespace)?;
+                triggers.event(&tenant.name, || format!("namespace {} changed", namespace.name_any()));
+                Some(tenant)
+            }
+        })
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::apply::{self, Change, FIELD_MANAGER};
 use super::error::{Error, Result};
@@ -25,6 +26,7 @@ use super::{Context, deletion};
 use crate::api::v1::{Tenant, TenantPhase, TenantStatus};
 use crate::model::TenantModel;
 use crate::resources::{self, namespace, network, quota, redis, registry, server};
+use crate::telemetry;
 
 /// Finalizer that keeps a Tenant until its namespace is gone.
 pub const FINALIZER: &str = "neurallog.io/finalizer";
@@ -64,27 +66,58 @@ impl Changes {
     }
 }
 
+/// One reconcile, traced as its own trace: the root span names the tenant, the generation and
+/// resourceVersion it saw, and why it ran; its trace id goes into the logs and every Event.
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let name = tenant.name_any();
     let started = std::time::Instant::now();
-    let span = tracing::info_span!("reconcile", tenant = %name);
+    let span = tracing::info_span!(
+        parent: None,
+        "reconcile",
+        tenant = %name,
+        generation = tenant.meta().generation.unwrap_or_default(),
+        resource_version = tenant.resource_version().unwrap_or_default(),
+        trigger = %ctx.triggers.take(&name),
+        trace_id = Empty,
+        span_id = Empty,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+    );
+    if let Some((trace_id, span_id)) = span.in_scope(telemetry::current_ids) {
+        span.record("trace_id", trace_id).record("span_id", span_id);
+    }
     let result = async {
-        ctx.caches.ready().await.map_err(|_| Error::CachesGone { tenant: name.clone() })?;
-        if tenant.meta().deletion_timestamp.is_some() {
-            if has_finalizer(&tenant) { deletion::cleanup(&tenant, &ctx).await } else { Ok(Action::await_change()) }
-        } else {
-            if !has_finalizer(&tenant) {
-                add_finalizer(&ctx, &tenant).await?;
+        let result = async {
+            ctx.caches.ready().await.map_err(|_| Error::CachesGone { tenant: name.clone() })?;
+            if tenant.meta().deletion_timestamp.is_some() {
+                if has_finalizer(&tenant) { deletion::cleanup(&tenant, &ctx).await } else { Ok(Action::await_change()) }
+            } else {
+                if !has_finalizer(&tenant) {
+                    add_finalizer(&ctx, &tenant).await?;
+                }
+                apply_tenant(&tenant, &ctx).await
             }
-            apply_tenant(&tenant, &ctx).await
         }
+        .await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(_) => {
+                ctx.triggers.scheduled(&name, "requeued by the previous reconcile (resync or wait)");
+                tracing::debug!(outcome = "ok", elapsed_ms, "reconcile finished");
+            }
+            Err(error) => {
+                let current = tracing::Span::current();
+                current.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
+                ctx.triggers.scheduled(&name, "retry after a failed reconcile");
+                tracing::debug!(outcome = "error", elapsed_ms, "reconcile finished");
+                publish(&ctx, &tenant, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
+            }
+        }
+        result
     }
     .instrument(span)
     .await;
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
-    if let Err(error) = &result {
-        publish(&ctx, &tenant, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
-    }
     result
 }
 
@@ -103,10 +136,15 @@ fn has_finalizer(tenant: &Tenant) -> bool {
 async fn patch_finalizers(ctx: &Context, tenant: &Tenant, finalizers: Vec<String>, verb: &'static str) -> Result<()> {
     let name = tenant.name_any();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    let span = apply::write_span(verb, "Tenant", &name);
     Api::<Tenant>::all(ctx.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .instrument(span.clone())
         .await
-        .map_err(|source| Error::Api { tenant: name.clone(), verb, kind: "Tenant", name, source })?;
+        .map_err(|source| {
+            apply::failed(&span, Error::Api { tenant: name.clone(), verb, kind: "Tenant", name, source })
+        })?;
+    span.record("changed", true);
     Ok(())
 }
 
@@ -129,6 +167,11 @@ pub(super) async fn publish(
     action: &str,
     note: String,
 ) {
+    // The reconcile's trace id leads from `kubectl describe` straight to the trace.
+    let note = match telemetry::current_ids() {
+        Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
+        None => note,
+    };
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
@@ -149,16 +192,16 @@ pub(super) async fn write_status(ctx: &Context, tenant: &Tenant, status: &Tenant
     }
     let name = tenant.name_any();
     let body = json!({"apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()), "status": status});
+    let verb = "update status of";
+    let span = apply::write_span(verb, "Tenant", &name);
     Api::<Tenant>::all(ctx.client.clone())
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .instrument(span.clone())
         .await
-        .map_err(|source| Error::Api {
-            tenant: name.clone(),
-            verb: "update status of",
-            kind: "Tenant",
-            name,
-            source,
+        .map_err(|source| {
+            apply::failed(&span, Error::Api { tenant: name.clone(), verb, kind: "Tenant", name, source })
         })?;
+    span.record("changed", true);
     Ok(true)
 }
 
@@ -198,12 +241,19 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     };
 
     let mut changes = Changes::default();
-    let namespace = ensure_namespace(&model, ctx, &mut changes).await?;
+    let namespace = ensure_namespace(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
     let workloads =
         if namespace == NamespaceState::Ready { Some(ensure_children(&model, ctx, &mut changes).await?) } else { None };
     changes.publish(ctx, tenant).await;
     // After the children, so a slow Auth never delays the tenant's workloads.
-    let auth = ensure_registered(tenant, ctx).await;
+    let auth = ensure_registered(tenant, ctx)
+        .instrument(tracing::info_span!(
+            "auth",
+            registered = Empty,
+            otel.status_code = Empty,
+            otel.status_message = Empty
+        ))
+        .await;
 
     let observed = Observation {
         generation,
@@ -215,11 +265,18 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         auth: auth.clone(),
     };
     let status = status::derive(&observed, tenant.status.as_ref(), &now());
-    if write_status(ctx, tenant, &status).await? {
-        publish_auth_change(ctx, tenant, &status).await;
-        publish_phase_change(ctx, tenant, &status).await;
+    async {
+        if write_status(ctx, tenant, &status).await? {
+            publish_auth_change(ctx, tenant, &status).await;
+            publish_phase_change(ctx, tenant, &status).await;
+        }
+        Ok::<_, Error>(())
     }
-    if matches!(auth, AuthState::Failed { .. }) {
+    .instrument(tracing::info_span!("status", phase = ?status.phase))
+    .await?;
+    if let AuthState::Failed { message, .. } = &auth {
+        // The reconcile did not reach its goal: its trace says so at the root.
+        tracing::Span::current().record("otel.status_code", "ERROR").record("otel.status_message", message.as_str());
         return Ok(Action::requeue(ctx.backoff.next_delay(&name)));
     }
     ctx.backoff.reset(&name);
@@ -234,6 +291,7 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 async fn ensure_registered(tenant: &Tenant, ctx: &Context) -> AuthState {
     let Some(auth) = &ctx.auth else { return AuthState::NotConfigured };
     if status::auth_registered(tenant.status.as_ref()) {
+        tracing::Span::current().record("registered", "recorded in status");
         return AuthState::Registered;
     }
     let name = tenant.name_any();
@@ -245,6 +303,8 @@ async fn ensure_registered(tenant: &Tenant, ctx: &Context) -> AuthState {
     match registered {
         Ok(()) => AuthState::Registered,
         Err(error) => {
+            let span = tracing::Span::current();
+            span.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
             tracing::warn!(tenant = %name, %error, "Auth registration failed");
             AuthState::Failed { reason: error.reason().to_owned(), message: error.to_string() }
         }
@@ -422,22 +482,39 @@ async fn ensure_children(model: &TenantModel, ctx: &Context, changes: &mut Chang
     let caches = &ctx.caches;
     let platform = &ctx.settings.platform;
     // The budget first, so the tenant's pods are admitted against it from the start.
-    ensure_optional(&caches.resource_quotas, ctx, model, quota::resource_quota(model), quota::COMPONENT, changes)
-        .await?;
-    ensure_optional(&caches.limit_ranges, ctx, model, quota::limit_range(model), quota::COMPONENT, changes).await?;
-    ensure_redis_secret(model, ctx, changes).await?;
-    ensure::<ConfigMap>(&caches.config_maps, ctx, model, redis::config_map(model), changes).await?;
-    ensure::<Service>(&caches.services, ctx, model, redis::service(model), changes).await?;
-    let redis = ensure::<StatefulSet>(&caches.stateful_sets, ctx, model, redis::stateful_set(model), changes).await?;
-    ensure::<Service>(&caches.services, ctx, model, server::service(model), changes).await?;
-    let server =
-        ensure::<Deployment>(&caches.deployments, ctx, model, server::deployment(model, platform), changes).await?;
-    ensure::<Service>(&caches.services, ctx, model, registry::service(model), changes).await?;
-    let registry =
-        ensure::<Deployment>(&caches.deployments, ctx, model, registry::deployment(model, platform), changes).await?;
-    let ingress = registry::ingress(model, platform);
-    ensure_optional(&caches.ingresses, ctx, model, ingress, registry::COMPONENT, changes).await?;
-    ensure_network_policies(model, ctx, changes).await?;
+    async {
+        ensure_optional(&caches.resource_quotas, ctx, model, quota::resource_quota(model), quota::COMPONENT, changes)
+            .await?;
+        ensure_optional(&caches.limit_ranges, ctx, model, quota::limit_range(model), quota::COMPONENT, changes).await
+    }
+    .instrument(tracing::info_span!("quota"))
+    .await?;
+    let redis = async {
+        ensure_redis_secret(model, ctx, changes).await?;
+        ensure::<ConfigMap>(&caches.config_maps, ctx, model, redis::config_map(model), changes).await?;
+        ensure::<Service>(&caches.services, ctx, model, redis::service(model), changes).await?;
+        ensure::<StatefulSet>(&caches.stateful_sets, ctx, model, redis::stateful_set(model), changes).await
+    }
+    .instrument(tracing::info_span!("redis"))
+    .await?;
+    let server = async {
+        ensure::<Service>(&caches.services, ctx, model, server::service(model), changes).await?;
+        ensure::<Deployment>(&caches.deployments, ctx, model, server::deployment(model, platform), changes).await
+    }
+    .instrument(tracing::info_span!("server"))
+    .await?;
+    let registry = async {
+        ensure::<Service>(&caches.services, ctx, model, registry::service(model), changes).await?;
+        let deployment =
+            ensure::<Deployment>(&caches.deployments, ctx, model, registry::deployment(model, platform), changes)
+                .await?;
+        let ingress = registry::ingress(model, platform);
+        ensure_optional(&caches.ingresses, ctx, model, ingress, registry::COMPONENT, changes).await?;
+        Ok(deployment)
+    }
+    .instrument(tracing::info_span!("registry"))
+    .await?;
+    ensure_network_policies(model, ctx, changes).instrument(tracing::info_span!("network_policies")).await?;
 
     let ready = |status: Option<i32>| status.unwrap_or(0);
     Ok(Workloads {
@@ -507,11 +584,18 @@ where
     let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
     let kind = apply::short_kind::<K>();
     for name in names {
-        match api.delete(&name, params).await {
-            Ok(_) => changes.deleted.push(format!("{kind} {name}")),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+        let span = apply::write_span("delete", kind, &name);
+        match api.delete(&name, params).instrument(span.clone()).await {
+            Ok(_) => {
+                span.record("changed", true);
+                changes.deleted.push(format!("{kind} {name}"));
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                span.record("changed", false);
+            }
             Err(source) => {
-                return Err(Error::Api { tenant: tenant.to_owned(), verb: "delete", kind, name, source });
+                let error = Error::Api { tenant: tenant.to_owned(), verb: "delete", kind, name, source };
+                return Err(apply::failed(&span, error));
             }
         }
     }

@@ -8,5 +8,6 @@ mod deletion;
 mod lifecycle;
 mod network;
 mod support;
+mod tracing;
 mod validation;
 mod writes;

@@ -48,6 +48,8 @@ pub enum Behaviour {
 struct Registry {
     tenants: BTreeSet<String>,
     requests: Vec<(String, String)>,
+    /// The W3C `traceparent` header of every request that carried one, in order.
+    traceparents: Vec<String>,
     global: Option<Behaviour>,
     per_tenant: HashMap<String, Behaviour>,
 }
@@ -137,6 +139,11 @@ impl AuthStandIn {
         self.shared.lock().requests.clone()
     }
 
+    /// The `traceparent` headers received (a traced caller joins its trace to every request).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.shared.lock().traceparents.clone()
+    }
+
     /// How many requests with this method and path were received.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.shared.lock().requests.iter().filter(|(m, p)| m == method && p == path).count()
@@ -200,6 +207,9 @@ async fn handle(
     let behaviour = {
         let mut state = shared.lock();
         state.requests.push((method.as_str().to_owned(), path.clone()));
+        if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            state.traceparents.push(traceparent.to_owned());
+        }
         tenant.as_ref().and_then(|t| state.per_tenant.get(t).copied()).or(state.global).unwrap_or_default()
     };
     match behaviour {

@@ -5,8 +5,10 @@
 //! [`ControlPlane`] (or with the process that started it).
 //!
 //! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
+//! [`jaeger`] runs a real Jaeger v2 (OTLP in, query API out) for tests of the exported traces.
 
 pub mod auth;
+pub mod jaeger;
 
 use std::fs;
 use std::net::TcpListener;
@@ -414,11 +416,16 @@ impl Drop for ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // A failing test keeps every log for the post-mortem.
-        if std::thread::panicking()
-            && let Some(temp) = self._temp.take()
-        {
-            eprintln!("testenv: logs of the failed test kept in {}", temp.keep().display());
-        }
+        keep_if_panicking(&mut self._temp);
+    }
+}
+
+/// Keeps a temporary working directory when the current thread is panicking: a failing test keeps
+/// every log for the post-mortem.
+fn keep_if_panicking(temp: &mut Option<tempfile::TempDir>) {
+    if std::thread::panicking()
+        && let Some(temp) = temp.take()
+    {
+        eprintln!("testenv: logs of the failed test kept in {}", temp.keep().display());
     }
 }
