@@ -2,6 +2,7 @@
 //! configured (the standard `OTEL_*` variables or the matching flags). Without an endpoint no
 //! exporter runs at all.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -175,7 +176,10 @@ pub fn init(args: &TelemetryArgs, pod_name: Option<&str>) -> anyhow::Result<Tele
     let filter =
         EnvFilter::try_new(&args.log_filter).with_context(|| format!("invalid log filter {:?}", args.log_filter))?;
     let fmt = match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().with_span_list(false).with_writer(std::io::stderr).boxed()
         }

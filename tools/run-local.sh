@@ -14,8 +14,11 @@ rm -rf "$dir"
 mkdir -p "$dir"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # The operator first (it flushes its traces to Jaeger), then the control plane.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT INT TERM
 
@@ -31,10 +34,13 @@ grep -q '^operator kubeconfig' "$dir/testenv.out" || { echo "control plane did n
 k() { "$kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 
 auth_url="$(sed -n 's/^auth: //p' "$dir/testenv.out")"
+otlp_endpoint="$(sed -n 's/^otlp: //p' "$dir/testenv.out")"
+jaeger_url="$(sed -n 's/^jaeger: //p' "$dir/testenv.out")"
 
 echo "==> starting the operator (metrics on http://$admin_address/metrics, log in .local/run/operator.log)"
 echo "    registering tenants with the NeuralLog Auth stand-in at $auth_url"
-"$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
+echo "    exporting a trace per reconcile to Jaeger (OTLP $otlp_endpoint)"
+OTEL_EXPORTER_OTLP_ENDPOINT="$otlp_endpoint" "$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
   --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
@@ -56,6 +62,12 @@ The tenant's pods stay Pending: this local cluster has no nodes, so the phase is
 Use the cluster yourself:
   export KUBECONFIG=$dir/admin.kubeconfig
   $kubectl get tenants
+
+Traces (one per reconcile) are in Jaeger; every Event of the tenant ends with its trace id:
+  curl -s '$jaeger_url/api/traces?service=neurallog-tenant-operator&limit=5'
+  curl -s '$jaeger_url/api/traces/<trace id from kubectl describe tenant acme>'
+With a container runtime, the Jaeger UI can read the same traces: run the jaegertracing/jaeger
+image with its OTLP port published and point OTEL_EXPORTER_OTLP_ENDPOINT at it.
 MSG
 
 if [[ "${RUN_ONCE:-}" == 1 ]]; then exit 0; fi

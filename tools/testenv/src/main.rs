@@ -1,5 +1,5 @@
 //! `testenv up --dir DIR`: starts a local control plane, writes its kubeconfigs into DIR, installs
-//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in, then runs
+//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger, then runs
 //! until SIGTERM or Ctrl-C. Used by `make run`.
 
 use std::path::PathBuf;
@@ -31,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
     // NeuralLog Auth is a third-party service; its stand-in lets the local run show registration.
     let auth = testenv::auth::AuthStandIn::start().await.context("starting the Auth stand-in")?;
     println!("auth: {}", auth.url());
+    // A real Jaeger receives the operator's traces, so the local run shows them too.
+    let jaeger = testenv::jaeger::Jaeger::start().await.context("starting Jaeger")?;
+    println!("otlp: {}", jaeger.otlp_grpc_endpoint());
+    println!("jaeger: {}", jaeger.query_url());
     println!("ready: {}", plane.server());
     println!("admin kubeconfig: {}", plane.admin_kubeconfig().display());
     println!("operator kubeconfig: {}", plane.operator_kubeconfig().display());
@@ -39,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
+    drop(jaeger);
     drop(auth);
     drop(plane);
     Ok(())
