@@ -7,6 +7,8 @@
 #   tools/build.sh kubernetes   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #   tools/build.sh etcd         # etcd
 #   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
+#   tools/build.sh opm          # opm (operator-registry: render, validate, serve file-based catalogs)
+#   tools/build.sh operator-sdk # operator-sdk (generate bundle, bundle validate; no Ansible plugin)
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -45,6 +47,28 @@ case "$component" in
     packages=(github.com/jaegertracing/jaeger/cmd/jaeger)
     ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$version"
     ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.date=2025-12-03T16:07:08Z"
+    ;;
+  opm)
+    version="v1.73.0"
+    packages=(github.com/operator-framework/operator-registry/cmd/opm)
+    # Upstream's tags. Without containers_image_openpgp, go.podman.io/image's signature package needs
+    # gpgme (cgo). json1 only matters for the SQLite index, which needs cgo and is left out here.
+    tags="json1,containers_image_openpgp"
+    # Unstamped, `opm version` says "unknown". The commit is the tag's, as the module proxy reports it.
+    pkg=github.com/operator-framework/operator-registry/cmd/opm/version
+    ldflags+=" -X $pkg.opmVersion=$version -X $pkg.gitCommit=19af4a361697de502ae43b0ab5b072973cbe4655"
+    ldflags+=" -X $pkg.buildDate=2026-07-23T19:28:03Z"
+    ;;
+  operator-sdk)
+    # tools/operator-sdk/go.mod replaces the Ansible plugin module, which the proxy does not serve.
+    version="v1.42.3"
+    packages=(github.com/operator-framework/operator-sdk/cmd/operator-sdk)
+    tags="containers_image_openpgp"
+    # Unstamped, `operator-sdk version` and the bundle annotations it writes say "unknown". These are
+    # upstream's Makefile values for the tag (K8S_VERSION=1.33.1, IMAGE_VERSION=v1.42.3).
+    pkg=github.com/operator-framework/operator-sdk/internal/version
+    ldflags+=" -X $pkg.Version=$version -X $pkg.GitVersion=$version -X $pkg.ImageVersion=$version"
+    ldflags+=" -X $pkg.GitCommit=2016cae87253bef07444dd47c463bdbb27c44c48 -X $pkg.KubernetesVersion=v1.33.1"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

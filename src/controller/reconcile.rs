@@ -109,6 +109,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
                 let current = tracing::Span::current();
                 current.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
                 ctx.triggers.scheduled(&name, "retry after a failed reconcile");
+                tracing::warn!(%error, "reconcile failed");
                 tracing::debug!(outcome = "error", elapsed_ms, "reconcile finished");
                 publish(&ctx, &tenant, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
             }
@@ -123,7 +124,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
 
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff.next_delay(&tenant.name_any());
-    tracing::warn!(tenant = %tenant.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    // The failure itself is logged (and traced) by the reconcile.
+    tracing::debug!(tenant = %tenant.name_any(), retry_in = ?delay, reason = error.reason(), "retry scheduled");
     Action::requeue(delay)
 }
 
