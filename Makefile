@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/neurallog-tenant-operator
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 
-.PHONY: help tools build generate run test lint fmt
+.PHONY: help tools build generate run test bench lint fmt
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,10 @@ run: tools build ## Start a local control plane, the operator and the sample ten
 test: tools lint ## Run every test: lint, unit, generated-file staleness, integration on a real API server.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
+
+bench: tools ## Reconciles per second: tracing off, to an unreachable endpoint, to Jaeger (BENCH_TENANTS=40).
+	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench throughput
 
 lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all --check

@@ -191,10 +191,11 @@ pub fn init(args: &TelemetryArgs, pod_name: Option<&str>) -> anyhow::Result<Tele
         .map(|e| tracer_provider(args, e, pod_name))
         .transpose()?;
     let otel = provider.as_ref().map(|p| {
-        // Every step of the operator, but not the exporter's own HTTP/2 stack, which would trace
-        // itself into the pipeline it feeds.
+        // Every step of the operator; not kube's own "reconciling object" span (each reconcile is
+        // its own root), nor the exporter's HTTP/2 stack, which would trace itself into the
+        // pipeline it feeds.
         let filter = EnvFilter::new(
-            "info,neurallog_tenant_operator=debug,opentelemetry=off,h2=off,tonic=off,hyper=off,reqwest=off,tower=off",
+            "info,neurallog_tenant_operator=debug,kube_runtime=warn,opentelemetry=off,h2=off,tonic=off,hyper=off,reqwest=off,tower=off",
         );
         tracing_opentelemetry::layer().with_tracer(p.tracer("neurallog-tenant-operator")).with_filter(filter)
     });

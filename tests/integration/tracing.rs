@@ -139,6 +139,9 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
         traces.insert(trace_id.clone(), (tenant.clone(), trace));
     }
     assert_eq!(traces.len(), finished.len(), "one trace per reconcile");
+    let all = jaeger.traces(SERVICE).await.unwrap();
+    let ids: BTreeSet<&str> = all.iter().filter_map(|t| t["traceID"].as_str()).collect();
+    assert_eq!(ids.len(), finished.len(), "no trace besides the reconciles: {ids:?}");
 
     // The first reconcile of "traced" shows every step and each write.
     let (_, first) = traces.get(&finished.iter().find(|(t, _)| t == "traced").unwrap().1).unwrap();
