@@ -5,6 +5,7 @@
 mod auth;
 mod components;
 mod deletion;
+mod install;
 mod lifecycle;
 mod network;
 mod support;

@@ -131,14 +131,22 @@ impl Harness {
         Self::with_controllers(if deletion { &["namespace", "garbagecollector"] } else { &[] }).await
     }
 
-    /// A control plane running these kube-controller-manager controllers.
+    /// A control plane running these kube-controller-manager controllers, with the CRD and the
+    /// operator's role installed.
     pub async fn with_controllers(controllers: &[&str]) -> Self {
+        let harness = Self::bare(controllers).await;
+        let root = repo_root();
+        let plane = &harness.plane;
+        plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.expect("CRD installs");
+        plane.grant_operator(&root.join("config/rbac/role.yaml")).await.expect("role installs");
+        harness
+    }
+
+    /// A control plane with nothing of the operator's installed.
+    pub async fn bare(controllers: &[&str]) -> Self {
         let controllers = controllers.iter().map(|c| c.to_string()).collect();
         let plane =
             ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
-        let root = repo_root();
-        plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.expect("CRD installs");
-        plane.grant_operator(&root.join("config/rbac/role.yaml")).await.expect("role installs");
         let admin = plane.admin_client().await.expect("admin client");
         Self { plane, admin }
     }
@@ -150,8 +158,13 @@ impl Harness {
 
     /// Starts the controller with `settings`, as the operator user, recording its writes.
     pub async fn start_operator_with(&self, settings: Settings) -> Operator {
-        let writes = WriteLog::default();
         let config = self.plane.operator_config().await.expect("operator kubeconfig");
+        self.start_operator_as(config, settings).await
+    }
+
+    /// Starts the controller with `settings` and the identity of `config`, recording its writes.
+    pub async fn start_operator_as(&self, config: kube::Config, settings: Settings) -> Operator {
+        let writes = WriteLog::default();
         let client = ClientBuilder::try_from(config).expect("client").with_layer(&writes).build();
         let metrics = Arc::new(Metrics::default());
         let (stop, stopped) = oneshot::channel::<()>();
