@@ -1,0 +1,481 @@
+use std::collections::{BTreeSet, HashSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const PKG: &str = "neurallog-tenant-operator";
+const OK: bool = false;
+const YANKED: bool = true;
+
+/// An expected entry: version, replaced version, skipRange, skipped versions.
+type Want = (&'static str, Option<&'static str>, Option<&'static str>, &'static [&'static str]);
+
+/// A release history: versions and whether each was yanked, in any order.
+type History = &'static [(&'static str, bool)];
+
+/// One release history and the channels it must produce; an empty channel must be left out.
+struct Case {
+    name: &'static str,
+    releases: History,
+    candidate: &'static [Want],
+    stable: &'static [Want],
+}
+
+const CASES: &[Case] = &[
+    Case { name: "no releases", releases: &[], candidate: &[], stable: &[] },
+    Case {
+        name: "a single release has no edges",
+        releases: &[("0.1.0", OK)],
+        candidate: &[("0.1.0", None, None, &[])],
+        stable: &[("0.1.0", None, None, &[])],
+    },
+    Case {
+        name: "patches, unsorted input",
+        releases: &[("0.1.2", OK), ("0.1.0", OK), ("0.1.1", OK)],
+        candidate: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.1", Some("0.1.0"), Some(">=0.1.0 <0.1.1"), &[]),
+            ("0.1.2", Some("0.1.1"), Some(">=0.1.0 <0.1.2"), &[]),
+        ],
+        stable: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.1", Some("0.1.0"), Some(">=0.1.0 <0.1.1"), &[]),
+            ("0.1.2", Some("0.1.1"), Some(">=0.1.0 <0.1.2"), &[]),
+        ],
+    },
+    Case {
+        name: "minors of major 0 share one range",
+        releases: &[("0.2.0", OK), ("0.1.0", OK), ("0.3.0", OK), ("0.1.1", OK)],
+        candidate: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.1", Some("0.1.0"), Some(">=0.1.0 <0.1.1"), &[]),
+            ("0.2.0", Some("0.1.1"), Some(">=0.1.0 <0.2.0"), &[]),
+            ("0.3.0", Some("0.2.0"), Some(">=0.1.0 <0.3.0"), &[]),
+        ],
+        stable: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.1", Some("0.1.0"), Some(">=0.1.0 <0.1.1"), &[]),
+            ("0.2.0", Some("0.1.1"), Some(">=0.1.0 <0.2.0"), &[]),
+            ("0.3.0", Some("0.2.0"), Some(">=0.1.0 <0.3.0"), &[]),
+        ],
+    },
+    Case {
+        name: "a range never crosses a major",
+        releases: &[("1.1.0", OK), ("0.1.0", OK), ("2.0.0", OK), ("0.2.0", OK), ("1.0.1", OK), ("1.0.0", OK)],
+        candidate: &[
+            ("0.1.0", None, None, &[]),
+            ("0.2.0", Some("0.1.0"), Some(">=0.1.0 <0.2.0"), &[]),
+            ("1.0.0", Some("0.2.0"), None, &[]),
+            ("1.0.1", Some("1.0.0"), Some(">=1.0.0 <1.0.1"), &[]),
+            ("1.1.0", Some("1.0.1"), Some(">=1.0.0 <1.1.0"), &[]),
+            ("2.0.0", Some("1.1.0"), None, &[]),
+        ],
+        stable: &[
+            ("0.1.0", None, None, &[]),
+            ("0.2.0", Some("0.1.0"), Some(">=0.1.0 <0.2.0"), &[]),
+            ("1.0.0", Some("0.2.0"), None, &[]),
+            ("1.0.1", Some("1.0.0"), Some(">=1.0.0 <1.0.1"), &[]),
+            ("1.1.0", Some("1.0.1"), Some(">=1.0.0 <1.1.0"), &[]),
+            ("2.0.0", Some("1.1.0"), None, &[]),
+        ],
+    },
+    Case {
+        name: "pre-releases only in candidate",
+        releases: &[("0.2.0", OK), ("0.2.0-rc.1", OK), ("0.1.0", OK)],
+        candidate: &[
+            ("0.1.0", None, None, &[]),
+            ("0.2.0-rc.1", Some("0.1.0"), Some(">=0.1.0 <0.2.0-rc.1"), &[]),
+            ("0.2.0", Some("0.2.0-rc.1"), Some(">=0.1.0 <0.2.0"), &[]),
+        ],
+        stable: &[("0.1.0", None, None, &[]), ("0.2.0", Some("0.1.0"), Some(">=0.1.0 <0.2.0"), &[])],
+    },
+    Case {
+        name: "pre-releases sort by precedence, a new major starts at its first candidate",
+        releases: &[("1.0.0", OK), ("1.0.0-rc.10", OK), ("0.3.0", OK), ("1.0.0-rc.2", OK), ("1.0.0-alpha", OK)],
+        candidate: &[
+            ("0.3.0", None, None, &[]),
+            ("1.0.0-alpha", Some("0.3.0"), None, &[]),
+            ("1.0.0-rc.2", Some("1.0.0-alpha"), Some(">=1.0.0-alpha <1.0.0-rc.2"), &[]),
+            ("1.0.0-rc.10", Some("1.0.0-rc.2"), Some(">=1.0.0-alpha <1.0.0-rc.10"), &[]),
+            ("1.0.0", Some("1.0.0-rc.10"), Some(">=1.0.0-alpha <1.0.0"), &[]),
+        ],
+        stable: &[("0.3.0", None, None, &[]), ("1.0.0", Some("0.3.0"), None, &[])],
+    },
+    Case {
+        name: "only pre-releases: no stable channel",
+        releases: &[("0.1.0-alpha.1", OK), ("0.1.0-alpha.2", OK)],
+        candidate: &[
+            ("0.1.0-alpha.1", None, None, &[]),
+            ("0.1.0-alpha.2", Some("0.1.0-alpha.1"), Some(">=0.1.0-alpha.1 <0.1.0-alpha.2"), &[]),
+        ],
+        stable: &[],
+    },
+    Case {
+        name: "a yanked patch is excluded and skipped by the next release",
+        releases: &[("0.1.0", OK), ("0.1.1", YANKED), ("0.1.2", OK), ("0.1.3", OK)],
+        candidate: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.2", Some("0.1.0"), Some(">=0.1.0 <0.1.2"), &["0.1.1"]),
+            ("0.1.3", Some("0.1.2"), Some(">=0.1.0 <0.1.3"), &[]),
+        ],
+        stable: &[
+            ("0.1.0", None, None, &[]),
+            ("0.1.2", Some("0.1.0"), Some(">=0.1.0 <0.1.2"), &["0.1.1"]),
+            ("0.1.3", Some("0.1.2"), Some(">=0.1.0 <0.1.3"), &[]),
+        ],
+    },
+    Case {
+        name: "consecutive yanked releases are all skipped",
+        releases: &[("0.1.0", OK), ("0.1.1", YANKED), ("0.2.0", YANKED), ("0.2.1", OK)],
+        candidate: &[("0.1.0", None, None, &[]), ("0.2.1", Some("0.1.0"), Some(">=0.1.0 <0.2.1"), &["0.1.1", "0.2.0"])],
+        stable: &[("0.1.0", None, None, &[]), ("0.2.1", Some("0.1.0"), Some(">=0.1.0 <0.2.1"), &["0.1.1", "0.2.0"])],
+    },
+    Case {
+        name: "a yanked first release still sets the range floor",
+        releases: &[("0.1.0", YANKED), ("0.1.1", OK), ("0.2.0", OK)],
+        candidate: &[("0.1.1", None, None, &["0.1.0"]), ("0.2.0", Some("0.1.1"), Some(">=0.1.0 <0.2.0"), &[])],
+        stable: &[("0.1.1", None, None, &["0.1.0"]), ("0.2.0", Some("0.1.1"), Some(">=0.1.0 <0.2.0"), &[])],
+    },
+    Case {
+        name: "a yanked latest release waits for the next one",
+        releases: &[("0.1.0", OK), ("0.1.1", YANKED)],
+        candidate: &[("0.1.0", None, None, &[])],
+        stable: &[("0.1.0", None, None, &[])],
+    },
+    Case {
+        name: "a yanked pre-release is skipped in candidate only",
+        releases: &[("0.1.0", OK), ("0.2.0-rc.1", YANKED), ("0.2.0", OK)],
+        candidate: &[("0.1.0", None, None, &[]), ("0.2.0", Some("0.1.0"), Some(">=0.1.0 <0.2.0"), &["0.2.0-rc.1"])],
+        stable: &[("0.1.0", None, None, &[]), ("0.2.0", Some("0.1.0"), Some(">=0.1.0 <0.2.0"), &[])],
+    },
+    Case {
+        name: "a yanked first release of a major",
+        releases: &[("0.3.0", OK), ("1.0.0", YANKED), ("1.0.1", OK)],
+        candidate: &[("0.3.0", None, None, &[]), ("1.0.1", Some("0.3.0"), Some(">=1.0.0 <1.0.1"), &["1.0.0"])],
+        stable: &[("0.3.0", None, None, &[]), ("1.0.1", Some("0.3.0"), Some(">=1.0.0 <1.0.1"), &["1.0.0"])],
+    },
+    Case { name: "everything yanked: no channels", releases: &[("0.1.0", YANKED)], candidate: &[], stable: &[] },
+];
+
+fn version(text: &str) -> Version {
+    Version::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+fn name(text: &str) -> String {
+    bundle_name(PKG, &version(text))
+}
+
+fn releases(list: &[(&str, bool)]) -> Vec<Release> {
+    list.iter().map(|&(text, yanked)| Release { version: version(text), yanked }).collect()
+}
+
+/// The channels a case expects, in the order [`channels`] returns them.
+fn expected(case: &Case) -> Vec<Channel> {
+    [(CANDIDATE, case.candidate), (STABLE, case.stable)]
+        .into_iter()
+        .filter(|(_, wants)| !wants.is_empty())
+        .map(|(channel, wants)| Channel {
+            name: channel.to_owned(),
+            entries: wants
+                .iter()
+                .map(|&(entry, replaces, skip_range, skips)| Entry {
+                    name: name(entry),
+                    replaces: replaces.map(name),
+                    skip_range: skip_range.map(str::to_owned),
+                    skips: skips.iter().copied().map(name).collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn tables() {
+    for case in CASES {
+        let list = releases(case.releases);
+        let got = channels(PKG, &list).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(got, expected(case), "{}", case.name);
+        check_graph(&list, &got).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    }
+}
+
+#[test]
+fn output_does_not_depend_on_input_order() {
+    for case in CASES {
+        let mut list = releases(case.releases);
+        let forward = channels(PKG, &list).unwrap();
+        list.reverse();
+        assert_eq!(channels(PKG, &list).unwrap(), forward, "{}", case.name);
+    }
+}
+
+#[test]
+fn rejected_release_lists() {
+    let cases: [(&str, History, GraphError); 5] = [
+        ("duplicate", &[("0.1.0", OK), ("0.2.0", OK), ("0.1.0", OK)], GraphError::Duplicate(version("0.1.0"))),
+        ("duplicate, one yanked", &[("0.1.0", YANKED), ("0.1.0", OK)], GraphError::Duplicate(version("0.1.0"))),
+        (
+            "duplicate pre-release",
+            &[("0.2.0-rc.1", OK), ("0.2.0-rc.1", OK)],
+            GraphError::Duplicate(version("0.2.0-rc.1")),
+        ),
+        ("build metadata", &[("0.1.0", OK), ("0.1.1+abc", OK)], GraphError::BuildMetadata(version("0.1.1+abc"))),
+        (
+            "versions differing only in build metadata",
+            &[("0.1.0+a", OK), ("0.1.0+b", OK)],
+            GraphError::BuildMetadata(version("0.1.0+a")),
+        ),
+    ];
+    for (case, list, want) in cases {
+        assert_eq!(channels(PKG, &releases(list)), Err(want), "{case}");
+    }
+}
+
+#[test]
+fn renders_channel_blobs() {
+    let list = releases(&[("0.1.0", OK), ("0.1.1", YANKED), ("0.2.0-rc.1", OK), ("0.2.0", OK)]);
+    let mut got = channels(PKG, &list).unwrap();
+    // Rendering sorts by name whatever the input order.
+    got.reverse();
+    let want = "\
+---
+schema: olm.channel
+package: neurallog-tenant-operator
+name: candidate
+entries:
+- name: neurallog-tenant-operator.v0.1.0
+- name: neurallog-tenant-operator.v0.2.0-rc.1
+  replaces: neurallog-tenant-operator.v0.1.0
+  skipRange: '>=0.1.0 <0.2.0-rc.1'
+  skips:
+  - neurallog-tenant-operator.v0.1.1
+- name: neurallog-tenant-operator.v0.2.0
+  replaces: neurallog-tenant-operator.v0.2.0-rc.1
+  skipRange: '>=0.1.0 <0.2.0'
+---
+schema: olm.channel
+package: neurallog-tenant-operator
+name: stable
+entries:
+- name: neurallog-tenant-operator.v0.1.0
+- name: neurallog-tenant-operator.v0.2.0
+  replaces: neurallog-tenant-operator.v0.1.0
+  skipRange: '>=0.1.0 <0.2.0'
+  skips:
+  - neurallog-tenant-operator.v0.1.1
+";
+    assert_eq!(render_channels(PKG, &got), want);
+    assert_eq!(render_channels(PKG, &[]), "");
+}
+
+#[test]
+fn parses_releases_files() {
+    let list =
+        parse_releases("- version: 0.1.0\n  yanked: false\n- version: 0.2.0-rc.1\n- version: 0.1.1\n  yanked: true\n")
+            .unwrap();
+    assert_eq!(list, releases(&[("0.1.0", OK), ("0.2.0-rc.1", OK), ("0.1.1", YANKED)]));
+    assert_eq!(parse_releases("[]").unwrap(), []);
+
+    for (case, yaml, message) in [
+        ("misspelt key", "- version: 0.1.0\n  yank: true\n", "unknown field `yank`"),
+        ("not a version", "- version: 0.1.0\n- version: v0.2\n", "release #2: \"v0.2\" is not a semver version"),
+        ("a YAML float", "- version: 1.0\n", "release #1: \"1.0\" is not a semver version"),
+        ("not a list", "version: 0.1.0\n", "expected a YAML list of releases"),
+    ] {
+        let error = format!("{:#}", parse_releases(yaml).unwrap_err());
+        assert!(error.contains(message), "{case}: {error}");
+    }
+}
+
+proptest! {
+    /// Any history of unique versions, some yanked, gives channels that pass the checker.
+    #[test]
+    fn random_histories_give_valid_graphs(
+        picks in proptest::collection::btree_map((0u64..3, 0u64..3, 0u64..3, 0u64..3), any::<bool>(), 0..12),
+    ) {
+        let list: Vec<Release> = picks
+            .into_iter()
+            .map(|((major, minor, patch, pre), yanked)| {
+                let text = match pre {
+                    0 => format!("{major}.{minor}.{patch}"),
+                    n => format!("{major}.{minor}.{patch}-rc.{n}"),
+                };
+                Release { version: version(&text), yanked }
+            })
+            .collect();
+        let got = channels(PKG, &list).unwrap();
+        if let Err(e) = check_graph(&list, &got) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+/// Checks what `opm validate` checks of a channel, plus the properties the rules promise:
+///
+/// - every qualifying non-yanked release is an entry, ascending, and no yanked one is;
+/// - `replaces` targets are entries of the channel; no `replaces` cycle;
+/// - exactly one head (no incoming `replaces`/`skips` edge), the highest version;
+/// - the head's `replaces` chain reaches every entry that is not skipped, and every entry is
+///   reachable from the head through `replaces`/`skips`;
+/// - `skipRange` and `skips` only next to `replaces` (except skips of yanked bundles below the
+///   first entry); a skipRange parses as a blang/semver range, stays within the entry's major and
+///   below the entry;
+/// - every earlier qualifying release of the same major, yanked or not, has a one-hop edge to each
+///   entry; every yanked release below the head is skipped by some entry.
+fn check_graph(releases: &[Release], channels: &[Channel]) -> Result<(), String> {
+    let qualifies = |channel: &str, v: &Version| channel == CANDIDATE || v.pre.is_empty();
+    for wanted in [CANDIDATE, STABLE] {
+        let present = channels.iter().any(|c| c.name == wanted);
+        let expected = releases.iter().any(|r| !r.yanked && qualifies(wanted, &r.version));
+        if present != expected {
+            return Err(format!("channel {wanted}: present {present}, expected {expected}"));
+        }
+    }
+    for channel in channels {
+        let fail = |message: String| Err(format!("channel {}: {message}", channel.name));
+        let prefix = format!("{PKG}.v");
+        let versions: Vec<Version> = channel
+            .entries
+            .iter()
+            .map(|e| version(e.name.strip_prefix(&prefix).expect("bundle name prefix")))
+            .collect();
+        let mut want_versions: Vec<Version> = releases
+            .iter()
+            .filter(|r| !r.yanked && qualifies(&channel.name, &r.version))
+            .map(|r| r.version.clone())
+            .collect();
+        want_versions.sort();
+        if versions != want_versions {
+            return fail(format!("entries {versions:?}, expected {want_versions:?}"));
+        }
+        let names: HashSet<&str> = channel.entries.iter().map(|e| e.name.as_str()).collect();
+        let by_name = |n: &str| channel.entries.iter().find(|e| e.name == n);
+
+        for entry in &channel.entries {
+            if let Some(replaced) = &entry.replaces
+                && !names.contains(replaced.as_str())
+            {
+                return fail(format!("{} replaces {replaced}, not in the channel", entry.name));
+            }
+        }
+
+        let incoming: HashSet<&str> =
+            channel.entries.iter().flat_map(|e| e.replaces.iter().chain(&e.skips)).map(String::as_str).collect();
+        let heads: Vec<&str> =
+            channel.entries.iter().map(|e| e.name.as_str()).filter(|n| !incoming.contains(n)).collect();
+        let last = channel.entries.last().expect("channels are not empty");
+        if heads != [last.name.as_str()] {
+            return fail(format!("heads {heads:?}, expected only {}", last.name));
+        }
+
+        let mut chain = HashSet::new();
+        let mut at = Some(last);
+        while let Some(entry) = at {
+            if !chain.insert(entry.name.as_str()) {
+                return fail(format!("replaces cycle through {}", entry.name));
+            }
+            at = entry.replaces.as_deref().and_then(by_name);
+        }
+        let skipped: HashSet<&str> = channel.entries.iter().flat_map(|e| &e.skips).map(String::as_str).collect();
+        if let Some(stranded) = names.iter().find(|n| !chain.contains(*n) && !skipped.contains(*n)) {
+            return fail(format!("{stranded} is stranded: not on the head's replaces chain nor skipped"));
+        }
+
+        let mut reached = BTreeSet::from([last.name.as_str()]);
+        let mut queue = vec![last];
+        while let Some(entry) = queue.pop() {
+            for next in entry.replaces.iter().chain(&entry.skips).filter_map(|n| by_name(n)) {
+                if reached.insert(next.name.as_str()) {
+                    queue.push(next);
+                }
+            }
+        }
+        if reached.len() != names.len() {
+            return fail(format!("only {reached:?} reachable from the head"));
+        }
+
+        for (index, (entry, entry_version)) in channel.entries.iter().zip(&versions).enumerate() {
+            if entry.replaces.is_none() && (entry.skip_range.is_some() || index > 0) {
+                return fail(format!("{} has a skipRange or a predecessor but no replaces", entry.name));
+            }
+            let range = match &entry.skip_range {
+                Some(text) => {
+                    let range = parse_range(text).map_err(|e| format!("{}: {e}", entry.name))?;
+                    let floor = range.iter().find(|(op, _)| matches!(*op, ">=" | ">"));
+                    let ceiling = range.iter().find(|(op, _)| matches!(*op, "<" | "<="));
+                    match (floor, ceiling) {
+                        (Some((_, low)), Some((op, high)))
+                            if low.major == entry_version.major
+                                && (high < entry_version || (*op == "<" && high == entry_version)) => {}
+                        _ => return fail(format!("{}: skipRange {text} is not bounded within its major", entry.name)),
+                    }
+                    range
+                }
+                None => Vec::new(),
+            };
+            for earlier in releases
+                .iter()
+                .map(|r| &r.version)
+                .filter(|v| qualifies(&channel.name, v) && v.major == entry_version.major && *v < entry_version)
+            {
+                let earlier_name = bundle_name(PKG, earlier);
+                let one_hop = entry.replaces.as_ref() == Some(&earlier_name)
+                    || entry.skips.contains(&earlier_name)
+                    || (!range.is_empty() && range_contains(&range, earlier));
+                if !one_hop {
+                    return fail(format!("no one-hop edge from {earlier_name} to {}", entry.name));
+                }
+            }
+        }
+
+        for yanked in releases.iter().filter(|r| r.yanked && qualifies(&channel.name, &r.version)) {
+            let yanked_name = bundle_name(PKG, &yanked.version);
+            if yanked.version < versions[versions.len() - 1] && !skipped.contains(yanked_name.as_str()) {
+                return fail(format!("yanked {yanked_name} is skipped by no entry"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a blang/semver range as OLM does for `skipRange`, restricted to what a range needs here:
+/// comparators (`>=`, `>`, `<=`, `<`, `=`, `!=`) separated by single spaces, all of which must hold.
+fn parse_range(text: &str) -> Result<Vec<(&str, Version)>, String> {
+    if text.is_empty() || text.split(' ').any(str::is_empty) {
+        return Err(format!("range {text:?}: comparators must be separated by single spaces"));
+    }
+    text.split(' ')
+        .map(|comparator| {
+            let at = comparator.find(|c: char| c.is_ascii_digit()).ok_or(format!("{comparator:?}: no version"))?;
+            let (op, v) = comparator.split_at(at);
+            if !matches!(op, ">=" | ">" | "<=" | "<" | "=" | "!=") {
+                return Err(format!("{comparator:?}: unknown operator {op:?}"));
+            }
+            Ok((op, Version::parse(v).map_err(|e| format!("{comparator:?}: {e}"))?))
+        })
+        .collect()
+}
+
+/// Whether `v` satisfies every comparator, with semver precedence as blang compares.
+fn range_contains(range: &[(&str, Version)], v: &Version) -> bool {
+    range.iter().all(|(op, bound)| match *op {
+        ">=" => v >= bound,
+        ">" => v > bound,
+        "<=" => v <= bound,
+        "<" => v < bound,
+        "=" => v == bound,
+        _ => v != bound,
+    })
+}
+
+#[test]
+fn range_checker_self_test() {
+    let range = parse_range(">=0.1.0 <0.2.0").unwrap();
+    for (v, inside) in [("0.0.9", false), ("0.1.0", true), ("0.2.0-rc.1", true), ("0.2.0", false)] {
+        assert_eq!(range_contains(&range, &version(v)), inside, "{v}");
+    }
+    for bad in ["", ">=0.1.0  <0.2.0", ">=0.1.0,<0.2.0", "~0.1.0", ">=0.1"] {
+        assert!(parse_range(bad).is_err(), "{bad:?}");
+    }
+}
