@@ -9,15 +9,21 @@ CACHE ?= $(HOME)/.cache/neurallog-tenant-operator
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 
-.PHONY: help tools build generate run test bench lint fmt
+# The release being built (from Cargo.toml) and the operator image the CSV and config/manager name.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMG ?= neurallog/tenant-operator:$(VERSION)
+
+.PHONY: help tools build generate run test bench lint fmt bundle catalog release check-packaging
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd, Kubernetes and Jaeger binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes, Jaeger, opm and operator-sdk binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
 	@tools/build.sh jaeger >/dev/null
+	@tools/build.sh opm >/dev/null
+	@tools/build.sh operator-sdk >/dev/null
 
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
@@ -28,13 +34,30 @@ generate: ## Regenerate the committed CRD from the Rust types.
 run: tools build ## Start a local control plane, the operator and the sample tenant (Ctrl-C stops all).
 	tools/run-local.sh
 
-test: tools lint ## Run every test: lint, unit, generated-file staleness, integration on a real API server.
+test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
 
 bench: tools ## Reconciles per second: tracing off, to an unreachable endpoint, to Jaeger (BENCH_TENANTS=40).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench throughput
+
+bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from config/.
+	tools/bundle.sh . $(VERSION) $(IMG)
+
+catalog: ## Recompute the catalog's package and channels from catalog/releases.yaml.
+	tools/catalog.sh .
+
+release: ## Cut a release: make release VERSION=x.y.z (Cargo version, bundle, catalog entry and graph).
+	@grep -q "^- version: $(VERSION)$$" catalog/releases.yaml && { echo "$(VERSION) is already released"; exit 1; } || true
+	sed -i 's/^version = ".*"/version = "$(VERSION)"/' Cargo.toml
+	cargo update --workspace --offline --quiet
+	echo "- version: $(VERSION)" >> catalog/releases.yaml
+	tools/bundle.sh . $(VERSION) neurallog/tenant-operator:$(VERSION)
+	tools/catalog.sh . --add-bundle $(VERSION)
+
+check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catalog/ (opm), and check both are fresh.
+	tools/check-packaging.sh $(VERSION) $(IMG)
 
 lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all --check

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Generates the OLM bundle of one release from config/: bundle/ and bundle.Dockerfile.
+#
+#   tools/bundle.sh <root> <version> <image>
+#
+# <root> holds config/ and receives the outputs (the repository, or a copy of it for the
+# staleness check). The operator image is written into config/manager first, so the CSV, the
+# kustomize install and the relatedImages all name the same image.
+set -euo pipefail
+
+root="$(cd "${1:?usage: tools/bundle.sh <root> <version> <image>}" && pwd)"
+version="${2:?version}"
+image="${3:?image}"
+tools="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+kubectl="$("$tools/build.sh" kubernetes)/kubectl"
+operator_sdk="$("$tools/build.sh" operator-sdk)/operator-sdk"
+package=neurallog-tenant-operator
+base_csv="$root/config/manifests/bases/$package.clusterserviceversion.yaml"
+
+# What `kustomize edit set image controller=<image>` does, without kustomize.
+sed -i -e "s|^\(    newName: \).*|\1${image%:*}|" -e "s|^\(    newTag: \).*|\1${image##*:}|" \
+  "$root/config/manager/kustomization.yaml"
+
+cd "$root"
+rm -rf bundle
+"$kubectl" kustomize config/manifests \
+  | "$operator_sdk" generate bundle -q --overwrite --version "$version" --package "$package" \
+      --channels stable,candidate --default-channel stable --output-dir bundle >/dev/null 2>&1
+
+csv="bundle/manifests/$package.clusterserviceversion.yaml"
+# operator-sdk rebuilds relatedImages from RELATED_IMAGE_* variables, which the operator does not
+# read; the list written in the base CSV (operator and default operand images) is carried over.
+related="$(awk '/^  relatedImages:/ {on = 1} on && /^  [a-zA-Z]/ && !/^  relatedImages:/ {on = 0} on' "$base_csv" \
+  | grep -v '^ *#')"
+awk -v block="$related" '/^  version: / && !done {print block; done = 1} {print}' "$csv" > "$csv.tmp"
+mv "$csv.tmp" "$csv"
+# operator-sdk stamps the time of generation; the release keeps the date written in the base CSV.
+created_at="$(sed -n 's/^    createdAt: //p' "$base_csv")"
+sed -i -e "s|^\(    createdAt: \).*|\1${created_at}|" \
+  -e "s|^\(    containerImage: \).*|\1${image}|" \
+  -e "s|^\(      image: \)neurallog/tenant-operator:.*|\1${image}|" \
+  -e "s|^\(    - image: \)neurallog/tenant-operator:.*|\1${image}|" \
+  "$csv"
