@@ -76,11 +76,19 @@ case "$component" in
     version="v0.46.0"
     packages=(github.com/operator-framework/operator-lifecycle-manager/cmd/olm
               github.com/operator-framework/operator-lifecycle-manager/cmd/catalog)
-    # Upstream's tag (GO_BUILD_TAGS). Unstamped, `olm --version` and `catalog --version` print empty fields.
-    # The commit is the tag's, as the module proxy reports it.
+    # Upstream's tag (GO_BUILD_TAGS). Unstamped, `olm --version` and `catalog --version` print empty
+    # fields. The commit is the tag's, as the module proxy reports it.
     tags="json1"
     pkg=github.com/operator-framework/operator-lifecycle-manager/pkg/version
     ldflags+=" -X $pkg.OLMVersion=$version -X $pkg.GitCommit=0368a3f9dff1fa14c8645b867fba25c3be9df845"
+    ;;
+  kwok)
+    version="v0.8.0"
+    packages=(sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl)
+    # Upstream's hack/releases.sh stamps the git tag. KubeVersion is the Kubernetes version kwokctl
+    # assumes when none is given (source default 1.36.1): keep it the kubernetes recipe's version.
+    pkg=sigs.k8s.io/kwok/pkg/consts
+    ldflags+=" -X $pkg.Version=$version -X $pkg.KubeVersion=1.34.10"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

@@ -2,6 +2,8 @@
 //! volumes while everything else the operator made goes (`Retain`); the tenant is deregistered
 //! from Auth; the finalizer is released only once that is done.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -24,6 +26,9 @@ use crate::api::v1::{DeletionPolicy, Tenant};
 use crate::model::namespace_name;
 use crate::resources::namespace;
 
+/// Safety net behind the watch event a status write causes, before the finalizer is released.
+const STATUS_SETTLE: Duration = Duration::from_secs(1);
+
 /// Deletion. Per the tenant's deletion policy, the namespace is deleted (`Delete`) or kept with
 /// its volumes while every other object the operator made goes (`Retain`); the tenant is
 /// deregistered from Auth; the finalizer is released once the namespace (or the workloads) are
@@ -31,7 +36,8 @@ use crate::resources::namespace;
 pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let name = tenant.name_any();
     let status = status::terminating(tenant.status.as_ref());
-    if write_status(ctx, tenant, &status).await? {
+    let status_written = write_status(ctx, tenant, &status).await?;
+    if status_written {
         publish_phase_change(ctx, tenant, &status).await;
     }
     let namespace = namespace_name(&name);
@@ -59,6 +65,10 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     if let Some(waiting) = removing {
         tracing::debug!(tenant = %name, waiting, "waiting before releasing the finalizer");
         return Ok(Action::requeue(TERMINATION_POLL));
+    }
+    if status_written {
+        // Released on the next pass, guarded by the resourceVersion this write produced.
+        return Ok(Action::requeue(STATUS_SETTLE));
     }
     remove_finalizer(ctx, tenant).await?;
     ctx.backoff.reset(&name);
@@ -151,8 +161,8 @@ where
 }
 
 /// Deregisters a deleted tenant from Auth (once: the status records it). `Some(action)` asks to
-/// retry later; after the deregistration deadline the tenant is released anyway, with a Warning
-/// naming what is left in Auth.
+/// come back later (after recording the deregistration, or to retry); after the deregistration
+/// deadline the tenant is released anyway, with a Warning naming what is left in Auth.
 async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
     let Some(auth) = &ctx.auth else { return Ok(None) };
     if status::auth_deregistered(tenant.status.as_ref()) {
@@ -165,7 +175,9 @@ async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
             let status = status::deregistered(tenant.status.as_ref(), message.clone(), &now());
             write_status(ctx, tenant, &status).await?;
             publish(ctx, tenant, EventType::Normal, "Deregistered", "Delete", message).await;
-            Ok(None)
+            // The status write moved the resourceVersion the finalizer patch is guarded by: the
+            // next pass (woken by that write) releases the finalizer.
+            Ok(Some(Action::requeue(STATUS_SETTLE)))
         }
         Err(error) => {
             let deleting_since = tenant.meta().deletion_timestamp.as_ref().map(|t| t.0);

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use neurallog_tenant_operator::auth::AuthSettings;
 use neurallog_tenant_operator::controller::Settings;
 use serde_json::json;
@@ -52,6 +53,13 @@ async fn a_tenant_registers_once_and_deregisters_on_delete() {
     wait_deleted(&h.tenants(), "reg-once", &uid).await;
     assert!(auth.registered().is_empty());
     assert_eq!(auth.count("DELETE", "/api/tenants/reg-once"), 1, "{:?}", auth.requests());
+    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap().items;
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| Some((e.reason.clone()?, e.note.clone()?)))
+        .collect();
+    assert!(warnings.is_empty(), "a clean deletion warns about nothing: {warnings:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

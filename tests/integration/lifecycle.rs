@@ -258,4 +258,12 @@ async fn a_foreign_namespace_is_left_untouched_and_reported() {
     wait_deleted(&h.tenants(), "zeta", &uid).await;
     let kept = namespaces.get("tenant-zeta").await.unwrap();
     assert!(kept.metadata.deletion_timestamp.is_none(), "deleting the tenant leaves the foreign namespace alone");
+    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap();
+    let failed_requests: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ApiRequestFailed"))
+        .map(|e| e.note.clone())
+        .collect();
+    assert!(failed_requests.is_empty(), "deletion needs no retry: {failed_requests:?}");
 }
