@@ -167,7 +167,7 @@ done_step "olm and catalog running"
 begin catalog "opm serve catalog/, CatalogSource, OperatorGroup, Subscription"
 opm_port="$(free_port)"
 start opm "$opm_bin/opm" serve "$root/catalog" -p "$opm_port" --pprof-addr "" \
-  --cache-dir "$dir/opm-cache" -t "$dir/opm-termination.log"
+  -t "$dir/opm-termination.log"
 k create namespace "$install_ns" >/dev/null
 k apply -f - >/dev/null <<YAML
 apiVersion: operators.coreos.com/v1alpha1
