@@ -9,7 +9,7 @@
 #   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
 #   tools/build.sh opm          # opm (operator-registry: render, validate, serve file-based catalogs)
 #   tools/build.sh operator-sdk # operator-sdk (generate bundle, bundle validate; no Ansible plugin)
-#   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster)
+#   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster); ../crds: OLM's CRDs
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 set -euo pipefail
 

@@ -74,6 +74,7 @@ cleanup() {
   if [[ "$status" == 0 ]]; then
     [[ "${E2E_KEEP:-}" == 1 ]] || rm -rf "$dir"
   else
+    ((${#timeline[@]} == 0)) || printf '  %s\n' "${timeline[@]}" >&2
     echo "e2e: FAILED in step '$current_step'; logs of every component in $dir" >&2
   fi
 }
