@@ -13,7 +13,7 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run test bench lint fmt bundle catalog release check-packaging
+.PHONY: help tools build generate run test e2e bench lint fmt bundle catalog release check-packaging
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,9 +34,16 @@ generate: ## Regenerate the committed CRD from the Rust types.
 run: tools build ## Start a local control plane, the operator and the sample tenant (Ctrl-C stops all).
 	tools/run-local.sh
 
-test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server.
+test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
+	@$(MAKE) --no-print-directory e2e
+
+e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the operator, the sample tenant, uninstall.
+	@tools/build.sh olm >/dev/null
+	@tools/build.sh kwok >/dev/null
+	cargo build --locked --workspace --bins
+	tools/e2e.sh
 
 bench: tools ## Reconciles per second: tracing off, to an unreachable endpoint, to Jaeger (BENCH_TENANTS=40).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \

@@ -9,7 +9,7 @@
 #   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
 #   tools/build.sh opm          # opm (operator-registry: render, validate, serve file-based catalogs)
 #   tools/build.sh operator-sdk # operator-sdk (generate bundle, bundle validate; no Ansible plugin)
-#   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster)
+#   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster); ../crds: OLM's CRDs
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 set -euo pipefail
 
@@ -26,6 +26,9 @@ recipe_format=1
 
 tags=""
 ldflags="-s -w"
+# Optional: a directory of the first package's module (relative to the module root) to copy next to
+# the binaries, as <out>/<its last path element>. Part of the key only for the components that set it.
+module_files=""
 case "$component" in
   kubernetes)
     version="v1.34.10"
@@ -81,6 +84,8 @@ case "$component" in
     tags="json1"
     pkg=github.com/operator-framework/operator-lifecycle-manager/pkg/version
     ldflags+=" -X $pkg.OLMVersion=$version -X $pkg.GitCommit=0368a3f9dff1fa14c8645b867fba25c3be9df845"
+    # OLM's CRDs, applied before olm and catalog start (tools/e2e.sh): <out>/crds/*.yaml.
+    module_files="github.com/operator-framework/operator-lifecycle-manager deploy/chart/crds"
     ;;
   kwok)
     version="v0.8.0"
@@ -98,6 +103,7 @@ esac
 # rest of this script.
 recipe="$(printf '%s\n' "format=$recipe_format" "component=$component" "version=$version" "tags=$tags" \
   "ldflags=$ldflags" "${packages[@]/#/package=}")"
+if [[ -n "$module_files" ]]; then recipe+=$'\n'"files=$module_files"; fi
 hash="$({ cat "$module_dir/go.mod" "$module_dir/go.sum"; printf '%s\n' "$recipe"; } | sha256sum | cut -c1-12)"
 out="$cache_root/$component-$version-$hash"
 if [[ -f "$out/.complete" ]]; then
@@ -121,6 +127,12 @@ mkdir -p "$out.tmp/bin"
   export CGO_ENABLED=0 GOFLAGS=-mod=mod
   go build -trimpath ${tags:+-tags "$tags"} -ldflags "$ldflags" -o "$out.tmp/bin/" "${packages[@]}"
 ) >&2
+if [[ -n "$module_files" ]]; then
+  read -r files_module files_dir <<<"$module_files"
+  module_root="$(cd "$module_dir" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' "$files_module")"
+  cp -r "$module_root/$files_dir" "$out.tmp/$(basename "$files_dir")"
+  chmod -R u+w "$out.tmp/$(basename "$files_dir")"
+fi
 # Go names a binary after the last path element without its major-version suffix: "server".
 if [[ "$component" == etcd ]]; then mv "$out.tmp/bin/server" "$out.tmp/bin/etcd"; fi
 touch "$out.tmp/.complete"

@@ -62,7 +62,7 @@ fn tool_dir(component: &str, env_var: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

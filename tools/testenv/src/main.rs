@@ -1,6 +1,8 @@
 //! `testenv up --dir DIR`: starts a local control plane, writes its kubeconfigs into DIR, installs
-//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger, then runs
-//! until SIGTERM or Ctrl-C. Used by `make run`.
+//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger,
+//! then runs until SIGTERM or Ctrl-C. Used by `make run`.
+//!
+//! `testenv free-port`: prints a free loopback port (for scripts such as `tools/e2e.sh`).
 
 use std::path::PathBuf;
 
@@ -9,12 +11,16 @@ use testenv::{ControlPlane, Options, repo_root};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (Some(cmd), Some(flag), Some(dir)) = (args.next(), args.next(), args.next()) else {
-        anyhow::bail!("usage: testenv up --dir DIR");
+    const USAGE: &str = "usage: testenv up --dir DIR | testenv free-port";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = match args.as_slice() {
+        [command] if command == "free-port" => {
+            println!("{}", testenv::free_port()?);
+            return Ok(());
+        }
+        [command, flag, dir] if command == "up" && flag == "--dir" => PathBuf::from(dir),
+        _ => anyhow::bail!(USAGE),
     };
-    anyhow::ensure!(cmd == "up" && flag == "--dir", "usage: testenv up --dir DIR");
-    let dir = PathBuf::from(dir);
     let plane = ControlPlane::start(Options {
         // The namespace controller and garbage collector make deletion work as in a real cluster;
         // the workload controllers create ReplicaSets and Pods (which stay Pending: there are no nodes).
