@@ -164,9 +164,42 @@ fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Res
     command.spawn().with_context(|| format!("cannot start {}", program.display()))
 }
 
+/// A process of the control plane exited while it was starting.
+#[derive(Debug)]
+struct ExitedDuringStartup {
+    name: String,
+    status: std::process::ExitStatus,
+    log_tail: String,
+}
+
+impl std::fmt::Display for ExitedDuringStartup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} exited with {} during startup; the end of its log:\n{}", self.name, self.status, self.log_tail)
+    }
+}
+
+impl std::error::Error for ExitedDuringStartup {}
+
+/// Attempts at starting a control plane: ports are picked free, but a test running in parallel can
+/// take one before the process binds it, and then a fresh set of ports is tried.
+const START_ATTEMPTS: u32 = 3;
+
 impl ControlPlane {
     /// Starts the control plane and waits until the API server is ready.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&options).await {
+                Err(error) if attempt < START_ATTEMPTS && error.downcast_ref::<ExitedDuringStartup>().is_some() => {
+                    eprintln!("testenv: {error}\ntestenv: retrying with other ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: &Options) -> anyhow::Result<Self> {
         let kube_bin = tool_dir("kubernetes", "TESTENV_KUBERNETES_BIN")?;
         let etcd_bin = tool_dir("etcd", "TESTENV_ETCD_BIN")?;
         let (temp, dir) = match &options.dir {
@@ -279,10 +312,11 @@ impl ControlPlane {
         loop {
             for (name, child) in &mut self.processes {
                 if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "{name} exited with {status} during startup; log: {}",
-                        self.dir.join(format!("{name}.log")).display()
-                    );
+                    // The directory goes with a failed start, so the log's end travels in the error.
+                    let log = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let log_tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    return Err(ExitedDuringStartup { name: name.clone(), status, log_tail }.into());
                 }
             }
             let request = http::Request::get("/readyz").body(Vec::new())?;
