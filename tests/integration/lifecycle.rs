@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{Harness, phase, wait_deleted, wait_for};
+use crate::support::{Harness, phase, poll, wait_deleted, wait_for};
 
 fn tenant(name: &str, spec: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec})
@@ -239,13 +239,20 @@ async fn a_foreign_namespace_is_left_untouched_and_reported() {
     assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "NamespaceConflict"));
     assert!(condition.message.contains("tenant-zeta"));
 
-    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap();
-    assert!(
-        events.items.iter().any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("zeta")
-            && e.type_.as_deref() == Some("Warning")
-            && e.note.as_deref().is_some_and(|n| n.contains("tenant-zeta"))),
-        "a Warning event explains the conflict"
-    );
+    // The Event follows the status write that made the tenant Failed.
+    poll("a Warning event explains the conflict", async || {
+        let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap();
+        events
+            .items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("zeta")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains("tenant-zeta"))
+            })
+            .then_some(())
+    })
+    .await;
 
     let after = namespaces.get("tenant-zeta").await.unwrap();
     assert_eq!(after.labels(), before.labels());
