@@ -185,7 +185,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(admin::bind(args.admin_address).await?, metrics.clone(), shutdown.clone()));
     let result = controller::run(client, settings, metrics, shutdown).await;
     tracing::info!("controller stopped");
-    let admin_result = admin.await.context("admin server task failed")?;
+    let admin_result = if result.is_ok() {
+        // Stopped by the signal, which the admin server heeds as well.
+        admin.await.context("admin server task failed")?
+    } else {
+        // The controller could not start: exit with its error rather than wait for a signal.
+        admin.abort();
+        Ok(())
+    };
     telemetry.shutdown().await;
     result.and(admin_result)
 }
