@@ -70,7 +70,16 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         // Released on the next pass, guarded by the resourceVersion this write produced.
         return Ok(Action::requeue(STATUS_SETTLE));
     }
-    remove_finalizer(ctx, tenant).await?;
+    match remove_finalizer(ctx, tenant).await {
+        Ok(()) => {}
+        // This copy of the tenant is older than the stored one (a status write of the previous
+        // pass): the watch brings the newer one, and the next pass releases the finalizer.
+        Err(Error::Api { source: kube::Error::Api(status), .. }) if status.code == 409 => {
+            return Ok(Action::requeue(STATUS_SETTLE));
+        }
+        Err(error) => return Err(error),
+    }
+    ctx.deregistered().remove(&uid);
     ctx.backoff.reset(&name);
     Ok(Action::await_change())
 }
@@ -165,12 +174,14 @@ where
 /// deadline the tenant is released anyway, with a Warning naming what is left in Auth.
 async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
     let Some(auth) = &ctx.auth else { return Ok(None) };
-    if status::auth_deregistered(tenant.status.as_ref()) {
+    let uid = tenant.uid().unwrap_or_default();
+    if status::auth_deregistered(tenant.status.as_ref()) || ctx.deregistered().contains(&uid) {
         return Ok(None);
     }
     let name = tenant.name_any();
     match auth.deregister(&name).await {
         Ok(()) => {
+            ctx.deregistered().insert(uid.clone());
             let message = format!("tenant {name} is deregistered from NeuralLog Auth");
             let status = status::deregistered(tenant.status.as_ref(), message.clone(), &now());
             write_status(ctx, tenant, &status).await?;

@@ -163,7 +163,17 @@ pub struct Context {
     auth: Option<AuthClient>,
     backoff: ErrorBackoff,
     triggers: Arc<Triggers>,
+    /// UIDs of deleted tenants already deregistered from Auth. The status records it too, but the
+    /// watch cache may not have that status yet when the next pass runs.
+    deregistered: Mutex<std::collections::HashSet<String>>,
     metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// UIDs of the deleted tenants this process has deregistered from Auth.
+    fn deregistered(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.deregistered.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A watch of `api` that fills a cache and yields every touched object as a reconcile trigger.
@@ -274,6 +284,7 @@ pub async fn run(
         auth,
         backoff: ErrorBackoff::default(),
         triggers: triggers.clone(),
+        deregistered: Mutex::default(),
         metrics,
     });
 
