@@ -13,7 +13,7 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run test e2e bench lint fmt bundle catalog release check-packaging
+.PHONY: help tools build generate run run-once test e2e bench lint fmt bundle catalog release check-packaging
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,13 @@ test: tools lint check-packaging ## Run every test: lint, packaging, unit, gener
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
 	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory run-once
+
+run-once: build ## `make run` once, non-interactively: it must bring the sample tenant to Provisioning, registered.
+	@mkdir -p .local
+	@RUN_ONCE=1 ADMIN_ADDRESS=127.0.0.1:0 tools/run-local.sh >.local/run-once.log 2>&1 \
+		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
+	@echo "make run: sample tenant provisioned and registered (output in .local/run-once.log)"
 
 e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the operator, the sample tenant, uninstall.
 	@tools/build.sh olm >/dev/null

@@ -45,7 +45,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT="$otlp_endpoint" "$bin/tenant-operator" run --kubeco
 pids+=($!)
 
 echo "==> applying config/samples/"
-k apply -f "$root/config/samples/"
+k apply -k "$root/config/samples/"
 k wait tenant --all --for=jsonpath='{.status.phase}'=Provisioning --timeout=120s >/dev/null
 k wait tenant --all --for=condition=AuthRegistered --timeout=120s >/dev/null
 
