@@ -48,15 +48,14 @@ impl Quantity {
             "Ti" => (1 << 40, 0),
             "Pi" => (1 << 50, 0),
             "Ei" => (1 << 60, 0),
-            exponent if exponent.starts_with(['e', 'E']) => {
-                let digits = &exponent[1..];
+            other => {
+                let digits = other.strip_prefix(['e', 'E']).ok_or_else(error)?;
                 let value: i32 = digits.parse().map_err(|_| error())?;
                 if !(-18..=18).contains(&value) {
                     return Err(error());
                 }
                 (1, value)
             }
-            _ => return Err(error()),
         };
         if fraction.len() > 18 || whole.len() > 20 {
             return Err(error());

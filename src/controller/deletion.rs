@@ -2,8 +2,6 @@
 //! volumes while everything else the operator made goes (`Retain`); the tenant is deregistered
 //! from Auth; the finalizer is released only once that is done.
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -18,16 +16,13 @@ use super::Context;
 use super::apply::{self, Change};
 use super::error::{Error, Result};
 use super::reconcile::{
-    Changes, Child, TERMINATION_POLL, delete_named, managed_names, namespace_metadata, now, publish,
-    publish_phase_change, remove_finalizer, write_status,
+    Changes, Child, FinalizerPatch, NEWER_COPY_WAIT, TERMINATION_POLL, delete_named, managed_names, namespace_metadata,
+    now, publish, publish_phase_change, remove_finalizer, write_status,
 };
 use super::status;
 use crate::api::v1::{DeletionPolicy, Tenant};
 use crate::model::namespace_name;
 use crate::resources::namespace;
-
-/// Safety net behind the watch event a status write causes, before the finalizer is released.
-const STATUS_SETTLE: Duration = Duration::from_secs(1);
 
 /// Deletion. Per the tenant's deletion policy, the namespace is deleted (`Delete`) or kept with
 /// its volumes while every other object the operator made goes (`Retain`); the tenant is
@@ -68,16 +63,10 @@ pub(super) async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     }
     if status_written {
         // Released on the next pass, guarded by the resourceVersion this write produced.
-        return Ok(Action::requeue(STATUS_SETTLE));
+        return Ok(Action::requeue(NEWER_COPY_WAIT));
     }
-    match remove_finalizer(ctx, tenant).await {
-        Ok(()) => {}
-        // This copy of the tenant is older than the stored one (a status write of the previous
-        // pass): the watch brings the newer one, and the next pass releases the finalizer.
-        Err(Error::Api { source: kube::Error::Api(status), .. }) if status.code == 409 => {
-            return Ok(Action::requeue(STATUS_SETTLE));
-        }
-        Err(error) => return Err(error),
+    if remove_finalizer(ctx, tenant).await? == FinalizerPatch::StaleCopy {
+        return Ok(Action::requeue(NEWER_COPY_WAIT));
     }
     ctx.deregistered().remove(&uid);
     ctx.backoff.reset(&name);
@@ -188,7 +177,7 @@ async fn deregister(tenant: &Tenant, ctx: &Context) -> Result<Option<Action>> {
             publish(ctx, tenant, EventType::Normal, "Deregistered", "Delete", message).await;
             // The status write moved the resourceVersion the finalizer patch is guarded by: the
             // next pass (woken by that write) releases the finalizer.
-            Ok(Some(Action::requeue(STATUS_SETTLE)))
+            Ok(Some(Action::requeue(NEWER_COPY_WAIT)))
         }
         Err(error) => {
             let deleting_since = tenant.meta().deletion_timestamp.as_ref().map(|t| t.0);

@@ -33,6 +33,9 @@ pub const FINALIZER: &str = "neurallog.io/finalizer";
 /// How often a tenant waiting for a namespace to terminate is looked at again (the namespace
 /// watch usually wakes it sooner).
 pub(super) const TERMINATION_POLL: Duration = Duration::from_secs(5);
+/// Safety net behind the watch event that brings a newer copy of a tenant (after our own status
+/// write, or a finalizer patch that found this copy stale).
+pub(super) const NEWER_COPY_WAIT: Duration = Duration::from_secs(1);
 
 /// What a reconcile changed, reported as one Event per kind of change.
 #[derive(Default)]
@@ -92,8 +95,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
             if tenant.meta().deletion_timestamp.is_some() {
                 if has_finalizer(&tenant) { deletion::cleanup(&tenant, &ctx).await } else { Ok(Action::await_change()) }
             } else {
-                if !has_finalizer(&tenant) {
-                    add_finalizer(&ctx, &tenant).await?;
+                if !has_finalizer(&tenant) && add_finalizer(&ctx, &tenant).await? == FinalizerPatch::StaleCopy {
+                    return Ok(Action::requeue(NEWER_COPY_WAIT));
                 }
                 apply_tenant(&tenant, &ctx).await
             }
@@ -133,30 +136,52 @@ fn has_finalizer(tenant: &Tenant) -> bool {
     tenant.finalizers().iter().any(|f| f == FINALIZER)
 }
 
+/// Whether a finalizer patch applied, or found that this copy of the tenant is older than the
+/// stored one (the watch brings the newer copy, and the next pass patches from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FinalizerPatch {
+    Applied,
+    StaleCopy,
+}
+
 /// Sets the finalizer list guarded by the resourceVersion it was computed from, so a concurrent
-/// change (another finalizer, a deletion) fails the patch instead of being overwritten.
-async fn patch_finalizers(ctx: &Context, tenant: &Tenant, finalizers: Vec<String>, verb: &'static str) -> Result<()> {
+/// change (another finalizer, a deletion, our own status write) fails the patch instead of being
+/// overwritten.
+async fn patch_finalizers(
+    ctx: &Context,
+    tenant: &Tenant,
+    finalizers: Vec<String>,
+    verb: &'static str,
+) -> Result<FinalizerPatch> {
     let name = tenant.name_any();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
     let span = apply::write_span(verb, "Tenant", &name);
-    Api::<Tenant>::all(ctx.client.clone())
+    let result = Api::<Tenant>::all(ctx.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .instrument(span.clone())
-        .await
-        .map_err(|source| {
-            apply::failed(&span, Error::Api { tenant: name.clone(), verb, kind: "Tenant", name, source })
-        })?;
-    span.record("changed", true);
-    Ok(())
+        .await;
+    match result {
+        Ok(_) => {
+            span.record("changed", true);
+            Ok(FinalizerPatch::Applied)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            span.record("changed", false);
+            Ok(FinalizerPatch::StaleCopy)
+        }
+        Err(source) => {
+            Err(apply::failed(&span, Error::Api { tenant: name.clone(), verb, kind: "Tenant", name, source }))
+        }
+    }
 }
 
-async fn add_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
+async fn add_finalizer(ctx: &Context, tenant: &Tenant) -> Result<FinalizerPatch> {
     let mut finalizers = tenant.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
     patch_finalizers(ctx, tenant, finalizers, "add finalizer to").await
 }
 
-pub(super) async fn remove_finalizer(ctx: &Context, tenant: &Tenant) -> Result<()> {
+pub(super) async fn remove_finalizer(ctx: &Context, tenant: &Tenant) -> Result<FinalizerPatch> {
     let finalizers = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     patch_finalizers(ctx, tenant, finalizers, "remove finalizer from").await
 }

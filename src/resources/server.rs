@@ -56,9 +56,14 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
         built_in.push(env_value("AUTH_URL", auth_url.clone()));
     }
     let user = &model.server.env;
-    let overridden = |name: &str, later: &[EnvVar]| later.iter().any(|e| e.name == name);
-    let mut env: Vec<EnvVar> = built_in.into_iter().filter(|e| !overridden(&e.name, user)).collect();
-    env.extend(user.iter().enumerate().filter(|(i, e)| !overridden(&e.name, &user[i + 1..])).map(|(_, e)| e.clone()));
+    let overridden = |name: &str, mut later: std::slice::Iter<'_, EnvVar>| later.any(|e| e.name == name);
+    let mut env: Vec<EnvVar> = built_in.into_iter().filter(|e| !overridden(&e.name, user.iter())).collect();
+    let mut rest = user.iter();
+    while let Some(var) = rest.next() {
+        if !overridden(&var.name, rest.clone()) {
+            env.push(var.clone());
+        }
+    }
     env
 }
 
