@@ -23,6 +23,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use neurallog_tenant_operator::api::v1::{Tenant, TenantPhase};
+use neurallog_tenant_operator::fixtures::TestTenant;
 use serde_json::json;
 use testenv::jaeger::Jaeger;
 use testenv::{ControlPlane, Options, repo_root};
@@ -304,8 +305,7 @@ async fn create_phase(operator: &mut Operator, tenants: &Api<Tenant>, names: &[S
     let start = Instant::now();
     futures::stream::iter(names)
         .map(|name| {
-            let manifest =
-                json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}});
+            let manifest = TestTenant::new(name).manifest();
             let dynamic = dynamic.clone();
             async move {
                 let object: DynamicObject = serde_json::from_value(manifest)?;

@@ -5,19 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
-use std::sync::Arc;
-
-use futures::FutureExt as _;
-
-use crate::admin;
 use crate::auth::{AuthSettings, TokenSecret};
-use crate::controller::{self, Settings};
-use crate::metrics::Metrics;
+use crate::controller::Settings;
 use crate::resources::Platform;
-use crate::telemetry::{self, TelemetryArgs};
+use crate::runtime::{self, client::KubeSource, lease::LeaseSettings};
+use crate::telemetry::{Pod, TelemetryArgs};
 
 /// NeuralLog Tenant Operator: gives every NeuralLog tenant an isolated environment.
 #[derive(Debug, Parser)]
@@ -67,11 +60,40 @@ pub struct RunArgs {
     pub ingress_tls_secret: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
-    /// Name of this instance in the Events it records (set to the pod name in a cluster).
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+    /// Name of this pod (downward API): the instance in Events and traces, and the identity in
+    /// leader election.
     #[arg(long, env = "POD_NAME")]
-    pub instance: Option<String>,
+    pub pod_name: Option<String>,
+    /// Namespace of this pod (downward API): in traces, and where the leader election Lease lives.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Leader election among the operator's replicas.
+#[derive(Debug, clap::Args)]
+pub struct LeaderElectionArgs {
+    /// Elect a leader through a Lease, so that of several replicas only one reconciles (the
+    /// others serve /metrics and, later, the webhook, and take over when it goes). Without it,
+    /// run exactly one replica.
+    #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECTION_LEASE", default_value = "neurallog-tenant-operator")]
+    pub leader_election_lease: String,
+    /// Namespace of the Lease; this pod's namespace when unset.
+    #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Seconds a leader's claim lasts without renewal: how long the others wait after a leader
+    /// dies without releasing the Lease.
+    #[arg(long, env = "TENANT_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
+    /// Seconds before its claim runs out that the leader renews it.
+    #[arg(long, env = "TENANT_OPERATOR_LEASE_RENEW_BEFORE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=299))]
+    pub lease_renew_before_seconds: u64,
 }
 
 /// Registration of tenants with NeuralLog Auth.
@@ -120,87 +142,65 @@ impl AuthArgs {
     }
 }
 
-async fn client(args: &RunArgs) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
-        }
-        None if args.context.is_some() => {
-            Config::from_kubeconfig(&options).await.context("cannot load the kubeconfig")?
-        }
-        None => Config::infer().await.context("no kubeconfig and not running in a cluster")?,
-    };
-    Client::try_from(config).context("cannot build a Kubernetes client")
-}
-
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return ctrl_c.await.unwrap_or_default(),
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+impl RunArgs {
+    /// The runtime configuration these arguments describe.
+    fn config(self) -> anyhow::Result<runtime::Config> {
+        let pod = Pod { name: self.pod_name, namespace: self.pod_namespace };
+        let leader_election =
+            if self.leader_election.leader_elect { Some(self.leader_election.settings(&pod)?) } else { None };
+        Ok(runtime::Config {
+            kube: KubeSource { kubeconfig: self.kubeconfig, context: self.context },
+            admin_address: self.admin_address,
+            controller: Settings {
+                concurrency: self.concurrency,
+                resync_interval: Duration::from_secs(self.resync_seconds),
+                instance: pod.name.clone(),
+                platform: Platform {
+                    ingress_namespace: self.ingress_namespace,
+                    ingress_class: self.ingress_class,
+                    ingress_tls_secret: self.ingress_tls_secret,
+                    auth_url: self.auth.auth_url.clone(),
+                },
+                auth: self.auth.settings()?,
+                auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
+            },
+            leader_election,
+            telemetry: self.telemetry,
+            pod,
+        })
     }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or_default();
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Before any TLS client exists: the OTLP exporter's and the Auth client's share ring with kube.
-    crate::auth::install_crypto_provider();
-    let telemetry = telemetry::init(&args.telemetry, args.instance.as_deref())?;
-    let client = client(&args).await?;
-    let settings = Settings {
-        concurrency: args.concurrency,
-        resync_interval: Duration::from_secs(args.resync_seconds),
-        instance: args.instance.clone(),
-        platform: Platform {
-            ingress_namespace: args.ingress_namespace.clone(),
-            ingress_class: args.ingress_class.clone(),
-            ingress_tls_secret: args.ingress_tls_secret.clone(),
-            auth_url: args.auth.auth_url.clone(),
-        },
-        auth: args.auth.settings()?,
-        auth_deregistration_deadline: Duration::from_secs(args.auth.auth_deregistration_deadline_seconds),
-    };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        concurrency = settings.concurrency,
-        auth = settings.auth.as_ref().map_or("not configured", |a| a.base_url.as_str()),
-        "starting the tenant controller"
-    );
-    let metrics = Arc::new(Metrics::default());
-    let shutdown = shutdown_signal().shared();
-    let admin = tokio::spawn(admin::serve(admin::bind(args.admin_address).await?, metrics.clone(), shutdown.clone()));
-    let result = controller::run(client, settings, metrics, shutdown).await;
-    tracing::info!("controller stopped");
-    let admin_result = if result.is_ok() {
-        // Stopped by the signal, which the admin server heeds as well.
-        admin.await.context("admin server task failed")?
-    } else {
-        // The controller could not start: exit with its error rather than wait for a signal.
-        admin.abort();
-        Ok(())
-    };
-    telemetry.shutdown().await;
-    result.and(admin_result)
+impl LeaderElectionArgs {
+    fn settings(&self, pod: &Pod) -> anyhow::Result<LeaseSettings> {
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .or_else(|| pod.namespace.clone())
+            .context("--leader-elect needs the Lease's namespace: --leader-election-namespace or POD_NAMESPACE")?;
+        let identity =
+            pod.name.clone().context("--leader-elect needs a unique identity per replica: --pod-name or POD_NAME")?;
+        if self.lease_renew_before_seconds >= self.lease_duration_seconds {
+            anyhow::bail!(
+                "--lease-renew-before-seconds ({}) must be below --lease-duration-seconds ({})",
+                self.lease_renew_before_seconds,
+                self.lease_duration_seconds
+            );
+        }
+        Ok(LeaseSettings {
+            name: self.leader_election_lease.clone(),
+            namespace,
+            identity,
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_before: Duration::from_secs(self.lease_renew_before_seconds),
+        })
+    }
 }
 
 /// Runs the command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(*args).await,
+        Command::Run(args) => runtime::run(args.config()?).await,
         Command::Crd => {
             print!("{}", crate::api::crd_yaml().context("cannot render the CRD")?);
             Ok(())

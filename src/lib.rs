@@ -1,20 +1,26 @@
 //! NeuralLog Tenant Operator: gives every NeuralLog tenant an isolated environment.
 //!
-//! - [`api`]: the `neurallog.io` Tenant API types, from which the CRD is generated.
-//! - [`model`]: the version-independent, validated view of a tenant the reconciler works on.
+//! - [`api`]: the `neurallog.io` Tenant API types per version, from which the CRD is generated,
+//!   each beside its mapping to the model.
+//! - [`model`]: the version-independent, validated view of a tenant, its defaults and its state.
 //! - [`resources`]: pure builders of the desired child objects of a tenant.
-//! - [`controller`]: the reconcile orchestration, status derivation and the API writes.
+//! - [`controller`]: the reconcile orchestration, the apply and cleanup paths, the API writes.
+//! - [`runtime`]: the process: client, admin server, leader election, controller, one shutdown.
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
-//! - [`telemetry`]: logging and OTLP tracing setup; [`metrics`] and the [`admin`] HTTP server.
+//! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
 //! - [`cli`]: the `tenant-operator` command line.
 
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod controller;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod metrics;
 pub mod model;
 pub mod quantity;
+pub mod readiness;
 pub mod resources;
+pub mod runtime;
 pub mod telemetry;
+pub mod tls;

@@ -1,11 +1,11 @@
-//! Prometheus metrics of the controller, served on `/metrics` by [`crate::admin`].
+//! Prometheus metrics of the operator, served on `/metrics` by the admin server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -14,22 +14,45 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    resource: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
-    caches_ready: AtomicBool,
+    leader: Gauge,
+    api_requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("neurallog_tenant_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "Tenant reconciles by result (success or error)", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Tenant reconciles by result: success, or error (failed, or fell short of its goal)",
+            reconciles.clone(),
+        );
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0]);
         registry.register("reconcile_duration_seconds", "Duration of tenant reconciles", duration.clone());
-        Self { registry, reconciles, duration, caches_ready: AtomicBool::new(false) }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process reconciles (it leads, or leader election is off)",
+            leader.clone(),
+        );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests this process sent to the Kubernetes API server, by method and resource",
+            api_requests.clone(),
+        );
+        Self { registry, reconciles, duration, leader, api_requests }
     }
 }
 
@@ -46,14 +69,15 @@ impl Metrics {
         ["success", "error"].iter().map(|result| self.reconciles.get_or_create(&ResultLabels { result }).get()).sum()
     }
 
-    /// Marks the watch caches as filled: the operator is ready.
-    pub fn set_caches_ready(&self) {
-        self.caches_ready.store(true, Ordering::Relaxed);
+    /// Whether this process reconciles.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
-    /// Whether the watch caches have been filled.
-    pub fn caches_ready(&self) -> bool {
-        self.caches_ready.load(Ordering::Relaxed)
+    /// Records one request to the API server.
+    pub fn api_request(&self, method: &str, resource: &str) {
+        let labels = RequestLabels { method: method.to_owned(), resource: resource.to_owned() };
+        self.api_requests.get_or_create(&labels).inc();
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -69,14 +93,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reconciles_are_counted_by_result_and_exposed() {
+    fn reconciles_leadership_and_requests_are_exposed() {
         let metrics = Metrics::default();
         metrics.reconciled(true, Duration::from_millis(20));
         metrics.reconciled(false, Duration::from_millis(30));
         metrics.reconciled(true, Duration::from_millis(40));
+        metrics.set_leader(true);
+        metrics.api_request("PATCH", "deployments");
+        metrics.api_request("PATCH", "deployments");
         assert_eq!(metrics.reconcile_count(), 3);
         let text = metrics.encode().unwrap();
         assert!(text.contains("neurallog_tenant_operator_reconciles_total{result=\"success\"} 2"), "{text}");
         assert!(text.contains("neurallog_tenant_operator_reconcile_duration_seconds_count 3"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_leader 1"), "{text}");
+        assert!(
+            text.contains("neurallog_tenant_operator_api_requests_total{method=\"PATCH\",resource=\"deployments\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -110,6 +110,50 @@ impl std::fmt::Display for Quantity {
     }
 }
 
+/// A quantity from a spec: its exact value, for sums and comparisons, and its spelling, which the
+/// child objects carry unchanged (the API server keeps its own canonical form either way, and an
+/// unchanged spelling keeps a converged child's applied hash stable across operator releases).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Amount {
+    value: Quantity,
+    text: String,
+}
+
+impl Amount {
+    /// Parses `text` as a Kubernetes quantity.
+    pub fn parse(text: &str) -> Result<Self, ParseQuantityError> {
+        Ok(Self { value: Quantity::parse(text)?, text: text.to_owned() })
+    }
+
+    /// The exact value.
+    pub fn value(&self) -> Quantity {
+        self.value
+    }
+
+    /// As written in the spec.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The Kubernetes API form.
+    pub fn to_kube(&self) -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity(self.text.clone())
+    }
+}
+
+impl From<Quantity> for Amount {
+    /// A computed quantity, spelled in its shortest exact form.
+    fn from(value: Quantity) -> Self {
+        Self { value, text: value.to_string() }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// Whether two strings denote the same quantity, whatever their spelling.
 pub fn same_quantity(a: &str, b: &str) -> bool {
     matches!((Quantity::parse(a), Quantity::parse(b)), (Ok(x), Ok(y)) if x == y)
@@ -161,6 +205,15 @@ mod tests {
         assert!(same_quantity("0.5", "500m"));
         assert!(!same_quantity("1G", "1Gi"));
         assert!(!same_quantity("TCP", "TCP"));
+    }
+
+    #[test]
+    fn an_amount_keeps_its_spelling_and_its_value() {
+        let amount = Amount::parse("0.5").unwrap();
+        assert_eq!((amount.as_str(), amount.value()), ("0.5", q("500m")));
+        assert_eq!(amount.to_kube().0, "0.5");
+        assert_eq!(Amount::from(q("1024Mi")).as_str(), "1Gi");
+        assert!(Amount::parse("1x").is_err());
     }
 
     #[test]

@@ -65,9 +65,6 @@ pub struct TelemetryArgs {
     /// Argument of the ratio samplers: the share of traces kept, from 0 to 1.
     #[arg(long = "traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG")]
     pub sampler_arg: Option<f64>,
-    /// Namespace of this pod (downward API), recorded as `k8s.namespace.name`.
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub pod_namespace: Option<String>,
 }
 
 /// Resource attributes parsed from `key=value,key=value`.
@@ -127,25 +124,34 @@ impl Telemetry {
     }
 }
 
-fn resource(args: &TelemetryArgs, pod_name: Option<&str>) -> Resource {
+/// The pod the operator runs in (downward API), recorded on every trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    /// Recorded as `k8s.pod.name` and `service.instance.id`.
+    pub name: Option<String>,
+    /// Recorded as `k8s.namespace.name`.
+    pub namespace: Option<String>,
+}
+
+fn resource(args: &TelemetryArgs, pod: &Pod) -> Resource {
     let mut builder = Resource::builder()
         .with_service_name(args.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     for (key, value) in args.resource_attributes.iter().flat_map(|a| a.0.iter()) {
         builder = builder.with_attribute(KeyValue::new(key.clone(), value.clone()));
     }
-    if let Some(pod) = pod_name {
+    if let Some(name) = &pod.name {
         builder = builder
-            .with_attribute(KeyValue::new("k8s.pod.name", pod.to_owned()))
-            .with_attribute(KeyValue::new("service.instance.id", pod.to_owned()));
+            .with_attribute(KeyValue::new("k8s.pod.name", name.clone()))
+            .with_attribute(KeyValue::new("service.instance.id", name.clone()));
     }
-    if let Some(namespace) = &args.pod_namespace {
+    if let Some(namespace) = &pod.namespace {
         builder = builder.with_attribute(KeyValue::new("k8s.namespace.name", namespace.clone()));
     }
     builder.build()
 }
 
-fn tracer_provider(args: &TelemetryArgs, endpoint: &str, pod_name: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
+fn tracer_provider(args: &TelemetryArgs, endpoint: &str, pod: &Pod) -> anyhow::Result<SdkTracerProvider> {
     let exporter = match args.otlp_protocol {
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -162,7 +168,7 @@ fn tracer_provider(args: &TelemetryArgs, endpoint: &str, pod_name: Option<&str>)
     .with_context(|| format!("cannot build the OTLP exporter for {endpoint}"))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource(args, pod_name))
+        .with_resource(resource(args, pod))
         .with_sampler(sampler(&args.sampler, args.sampler_arg)?)
         .build())
 }
@@ -170,9 +176,8 @@ fn tracer_provider(args: &TelemetryArgs, endpoint: &str, pod_name: Option<&str>)
 /// Limit of one export, so an unreachable collector costs bounded time (also at shutdown).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Installs the global subscriber and the W3C trace-context propagator. `pod_name` (the operator
-/// instance) becomes `k8s.pod.name`. Must run inside the Tokio runtime (the gRPC exporter needs it).
-pub fn init(args: &TelemetryArgs, pod_name: Option<&str>) -> anyhow::Result<Telemetry> {
+/// Installs the global subscriber and the W3C trace-context propagator; traces record `pod`. Must run inside the Tokio runtime (the gRPC exporter needs it).
+pub fn init(args: &TelemetryArgs, pod: &Pod) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_new(&args.log_filter).with_context(|| format!("invalid log filter {:?}", args.log_filter))?;
     let fmt = match args.log_format {
@@ -184,12 +189,8 @@ pub fn init(args: &TelemetryArgs, pod_name: Option<&str>) -> anyhow::Result<Tele
             tracing_subscriber::fmt::layer().json().with_span_list(false).with_writer(std::io::stderr).boxed()
         }
     };
-    let provider = args
-        .otlp_endpoint
-        .as_deref()
-        .filter(|e| !e.is_empty())
-        .map(|e| tracer_provider(args, e, pod_name))
-        .transpose()?;
+    let provider =
+        args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(|e| tracer_provider(args, e, pod)).transpose()?;
     let otel = provider.as_ref().map(|p| {
         // Every step of the operator; not kube's own "reconciling object" span (each reconcile is
         // its own root), nor the exporter's HTTP/2 stack, which would trace itself into the

@@ -1,75 +1,34 @@
-//! The Tenant API. `v1` is the only version until release 0.2.0 adds `v2`; the reconciler works
-//! on the version-independent [`crate::model`], so a new API version only needs a mapping.
+//! The Tenant API. Each version's types live in their own module, beside their mapping to the
+//! version-independent [`crate::model`]. The controller works on the stored version only, through
+//! the aliases below, so changing the storage version is a change here and nowhere else in it.
 
 pub mod v1;
 
 use kube::CustomResourceExt;
+
+/// The version the API server stores, and the only one the controller reads and writes.
+pub use v1 as stored;
+/// A Tenant in the stored version.
+pub type Tenant = stored::Tenant;
+/// A Tenant's status in the stored version.
+pub type TenantStatus = stored::TenantStatus;
+
+/// API group of every version.
+pub const GROUP: &str = "neurallog.io";
+/// Kind of the Tenant in every version.
+pub const KIND: &str = "Tenant";
 
 /// The CRD as served by this release, in the YAML form committed at `config/crd/bases/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&v1::Tenant::crd())
 }
 
-/// Defaults shared by the schema (`default:` in the CRD) and the operator, so the two never drift.
-pub mod defaults {
-    use super::v1::{DeletionPolicy, NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
-
-    pub const SERVER_IMAGE: &str = "neurallog/server:latest";
-    pub const REDIS_IMAGE: &str = "redis:7-alpine";
-    pub const REGISTRY_IMAGE: &str = "neurallog/registry:latest";
-    pub const REDIS_STORAGE: &str = "1Gi";
-
-    pub fn server() -> Option<ServerSpec> {
-        Some(ServerSpec { replicas: server_replicas(), image: server_image(), ..ServerSpec::default() })
-    }
-    pub fn redis() -> Option<RedisSpec> {
-        Some(RedisSpec {
-            replicas: redis_replicas(),
-            image: redis_image(),
-            storage: redis_storage(),
-            ..RedisSpec::default()
-        })
-    }
-    pub fn registry() -> Option<RegistrySpec> {
-        Some(RegistrySpec { replicas: registry_replicas(), image: registry_image(), ..RegistrySpec::default() })
-    }
-    pub fn registry_replicas() -> Option<i32> {
-        Some(1)
-    }
-    pub fn registry_image() -> Option<String> {
-        Some(REGISTRY_IMAGE.to_owned())
-    }
-    pub fn deletion_policy() -> Option<DeletionPolicy> {
-        Some(DeletionPolicy::Delete)
-    }
-    pub fn network_policy() -> Option<NetworkPolicySpec> {
-        Some(NetworkPolicySpec { enabled: network_policy_enabled(), ..NetworkPolicySpec::default() })
-    }
-    pub fn server_replicas() -> Option<i32> {
-        Some(1)
-    }
-    pub fn server_image() -> Option<String> {
-        Some(SERVER_IMAGE.to_owned())
-    }
-    pub fn redis_replicas() -> Option<i32> {
-        Some(1)
-    }
-    pub fn redis_image() -> Option<String> {
-        Some(REDIS_IMAGE.to_owned())
-    }
-    pub fn redis_storage() -> Option<String> {
-        Some(REDIS_STORAGE.to_owned())
-    }
-    pub fn network_policy_enabled() -> Option<bool> {
-        Some(true)
-    }
-    pub fn protocol() -> Option<Protocol> {
-        Some(Protocol::Tcp)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    use crate::model::defaults;
+
     /// The committed CRD is what the code generates: regenerate it with `make generate`.
     #[test]
     fn committed_crd_is_up_to_date() {
@@ -78,5 +37,54 @@ mod tests {
             committed == super::crd_yaml().unwrap(),
             "config/crd/bases/neurallog.io_tenants.yaml is stale: run `make generate` and commit the result"
         );
+    }
+
+    /// The schema of `spec.<path>` in the generated CRD (every served version).
+    fn schemas(path: &str) -> Vec<Value> {
+        let crd: Value = serde_yaml::from_str(&super::crd_yaml().unwrap()).unwrap();
+        crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|version| {
+                let mut schema = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+                for part in path.split('.') {
+                    schema = &schema["properties"][part];
+                }
+                schema.clone()
+            })
+            .collect()
+    }
+
+    /// The CRD's defaults and the descriptions that state them say what `model::defaults` says.
+    #[test]
+    fn the_crd_states_the_models_defaults() {
+        let defaults_of = [
+            ("server.image", Value::from(defaults::SERVER_IMAGE)),
+            ("server.replicas", Value::from(defaults::SERVER_REPLICAS)),
+            ("redis.image", Value::from(defaults::REDIS_IMAGE)),
+            ("redis.replicas", Value::from(defaults::REDIS_REPLICAS)),
+            ("redis.storage", Value::from(defaults::REDIS_STORAGE)),
+            ("registry.image", Value::from(defaults::REGISTRY_IMAGE)),
+            ("registry.replicas", Value::from(defaults::REGISTRY_REPLICAS)),
+            ("networkPolicy.enabled", Value::from(defaults::NETWORK_POLICY_ENABLED)),
+            ("deletionPolicy", Value::from(format!("{:?}", defaults::DELETION_POLICY))),
+        ];
+        for (path, expected) in defaults_of {
+            for schema in schemas(path) {
+                assert_eq!(schema["default"], expected, "default of spec.{path}");
+            }
+        }
+        let described = [
+            ("server.resources", defaults::SERVER_RESOURCES),
+            ("redis.resources", defaults::REDIS_RESOURCES),
+            ("registry.resources", defaults::REGISTRY_RESOURCES),
+        ];
+        for (path, resources) in described {
+            for schema in schemas(path) {
+                let description = schema["description"].as_str().unwrap_or_default().replace('\n', " ");
+                assert!(description.contains(&resources.describe()), "spec.{path} says {description:?}");
+            }
+        }
     }
 }

@@ -1,215 +1,239 @@
-//! The only place children are written: server-side apply with one field manager, skipped when
-//! the live object already matches.
-//!
-//! "Matches" is decided without a request: the live object (from the watch cache) must carry the
-//! hash of the desired object in an annotation, which catches every change of what the operator
-//! wants (including removed fields), and must still contain every desired value, which catches
-//! hand edits and deletions by others. Quantities compare by value, because the API server
-//! rewrites `1024Mi` as `1Gi`.
+//! The apply path: a live tenant gets its namespace, its children (quota, Redis, server,
+//! registry, network policies), its Auth registration and its status; children it no longer
+//! wants are swept.
 
-use std::fmt::Debug;
-
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
+use tracing::field::Empty;
 
+use super::children::{Child, Marks};
+use super::context::Context;
 use super::error::{Error, Result};
-use crate::quantity::same_quantity;
+use super::events::{self, Activity, Changes, Reason};
+use super::outcome::{Outcome, TERMINATION_POLL};
+use super::write::{self, Change};
+use super::{namespace, status};
+use crate::api::Tenant;
+use crate::model::TenantModel;
+use crate::model::state::{self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, Replicas, TenantState};
+use crate::resources::{network, quota, redis, registry, server};
 
-/// The field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "neurallog-tenant-operator";
-/// Annotation holding the hash of the desired object last applied.
-pub const APPLIED_HASH_ANNOTATION: &str = "neurallog.io/applied-hash";
-
-/// What a write did to the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Created,
-    Updated,
-    Unchanged,
-}
-
-/// The live object after [`apply`], and what changed.
-pub struct Applied<K> {
-    pub object: K,
-    pub change: Change,
-}
-
-/// Serialises `desired` and stamps it with the hash of its own content.
-fn stamped<K: Serialize>(desired: &K) -> serde_json::Result<Value> {
-    let mut value = serde_json::to_value(desired)?;
-    // serde_json's map is ordered by key, so the text (and the hash) is deterministic.
-    let digest = Sha256::digest(serde_json::to_vec(&value)?);
-    let hash: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
-        if let Some(annotations) = annotations.as_object_mut() {
-            annotations.insert(APPLIED_HASH_ANNOTATION.to_owned(), Value::String(hash));
+/// Brings a live tenant to its desired state.
+pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
+    let name = tenant.name_any();
+    let generation = tenant.meta().generation;
+    let current = tenant.state();
+    let model = match tenant.model() {
+        Ok(model) => model,
+        Err(invalid) => {
+            // Admission rejects what it can; what it cannot (a quota too small for the tenant's own
+            // pods, an object stored before a rule existed) is reported, and nothing is changed.
+            // Retrying cannot help: the next spec change wakes the tenant.
+            let message = format!("tenant {name}: {invalid}");
+            let failed = state::invalid_spec(current.as_ref(), generation, message, &status::now());
+            if status::write(&ctx.client, tenant, &failed).await? {
+                events::phase_change(&ctx.recorder, tenant, &failed).await;
+            }
+            ctx.backoff.reset(&name);
+            return Ok(Outcome::done(Action::await_change()));
         }
-    }
-    Ok(value)
-}
-
-fn is_empty(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
-}
-
-/// Whether `live` contains every value of `desired` (extra live fields are server defaults or
-/// other managers' fields and do not matter).
-pub fn covers(live: &Value, desired: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(key, dv)| match l.get(key) {
-            Some(lv) => covers(lv, dv),
-            None => is_empty(dv),
-        }),
-        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| covers(lv, dv)),
-        (Value::String(d), Value::String(l)) => d == l || same_quantity(d, l),
-        (d, Value::Null) => is_empty(d),
-        (d, l) => d == l,
-    }
-}
-
-/// Server-side applies `desired` unless `live` already matches it.
-pub async fn apply<K>(api: &Api<K>, tenant: &str, live: Option<&K>, desired: &K) -> Result<Applied<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
-{
-    let kind = short_kind::<K>();
-    let name = desired.name_any();
-    let body = stamped(desired).map_err(|source| Error::Serialize {
-        tenant: tenant.to_owned(),
-        kind,
-        name: name.clone(),
-        source,
-    })?;
-    if let Some(live) = live
-        && covers(&serde_json::to_value(live).unwrap_or(Value::Null), &body)
-    {
-        // No request, so no span: a converged tenant's trace stays short.
-        return Ok(Applied { object: live.clone(), change: Change::Unchanged });
-    }
-    let span = write_span("apply", kind, &name);
-    let object = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .instrument(span.clone())
-        .await
-        .map_err(|source| failed(&span, Error::Api { tenant: tenant.to_owned(), verb: "apply", kind, name, source }))?;
-    // The API server keeps the resourceVersion when an apply changes nothing.
-    let changed = live.is_none_or(|live| live.resource_version() != object.resource_version());
-    span.record("changed", changed);
-    let change = match (live, changed) {
-        (None, _) => Change::Created,
-        (Some(_), true) => Change::Updated,
-        (Some(_), false) => Change::Unchanged,
     };
-    Ok(Applied { object, change })
-}
 
-/// Creates `desired` (stamped like [`apply`] would) unless an object of that name exists, in which
-/// case `None` is returned and nothing is changed. Used where adopting an existing object would be
-/// wrong: the namespace, and the Secret whose password must never be regenerated.
-pub async fn create<K>(api: &Api<K>, tenant: &str, desired: &K) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
-{
-    let kind = short_kind::<K>();
-    let name = desired.name_any();
-    let span = write_span("create", kind, &name);
-    let body = stamped(desired).and_then(serde_json::from_value::<K>).map_err(|source| Error::Serialize {
-        tenant: tenant.to_owned(),
-        kind,
-        name: name.clone(),
-        source,
-    })?;
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-    match api.create(&params, &body).instrument(span.clone()).await {
-        Ok(created) => {
-            span.record("changed", true);
-            Ok(Some(created))
+    let mut changes = Changes::default();
+    let namespace = namespace::ensure(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
+    let workloads = if namespace == NamespaceState::Ready {
+        let mut children = Applier { ctx, model: &model, changes: &mut changes, marks: Marks::default() };
+        Some(children.apply_all().await?)
+    } else {
+        None
+    };
+    changes.publish(&ctx.recorder, tenant).await;
+    // After the children, so a slow Auth never delays the tenant's workloads.
+    let auth = ensure_registered(tenant, current.as_ref(), ctx)
+        .instrument(tracing::info_span!(
+            "auth",
+            registered = Empty,
+            otel.status_code = Empty,
+            otel.status_message = Empty
+        ))
+        .await;
+
+    let observed = Observation {
+        generation,
+        namespace_name: model.namespace.clone(),
+        namespace: namespace.clone(),
+        redis: workloads.map(|w| w.redis),
+        server: workloads.map(|w| w.server),
+        registry: workloads.map(|w| w.registry),
+        auth: auth.clone(),
+    };
+    let derived = state::derive(&observed, current.as_ref(), &status::now());
+    async {
+        if status::write(&ctx.client, tenant, &derived).await? {
+            publish_auth_change(ctx, tenant, current.as_ref(), &derived).await;
+            events::phase_change(&ctx.recorder, tenant, &derived).await;
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            span.record("changed", false);
-            Ok(None)
+        Ok::<_, Error>(())
+    }
+    .instrument(tracing::info_span!("status", phase = derived.phase.map(|p| p.as_str())))
+    .await?;
+    if let AuthState::Failed { message, .. } = auth {
+        return Ok(Outcome::fell_short(Action::requeue(ctx.backoff.next_delay(&name)), message));
+    }
+    ctx.backoff.reset(&name);
+    Ok(Outcome::done(match namespace {
+        NamespaceState::Terminating { .. } => Action::requeue(TERMINATION_POLL),
+        _ => Action::requeue(ctx.settings.resync_interval),
+    }))
+}
+
+/// Ready and desired pods of the tenant's workloads.
+#[derive(Clone, Copy)]
+struct Workloads {
+    redis: Replicas,
+    server: Replicas,
+    registry: Replicas,
+}
+
+/// Applies the children of one tenant, marking each, then sweeps the unmarked ones.
+struct Applier<'a> {
+    ctx: &'a Context,
+    model: &'a TenantModel,
+    changes: &'a mut Changes,
+    marks: Marks,
+}
+
+impl Applier<'_> {
+    /// Server-side applies `desired` (skipped when the cached object already matches).
+    async fn apply<K: Child>(&mut self, cache: &Store<K>, desired: K) -> Result<K> {
+        let name = desired.name_any();
+        self.marks.mark::<K>(&name);
+        let api = Api::<K>::namespaced(self.ctx.client.clone(), &self.model.namespace);
+        let live = cache.get(&ObjectRef::new(&name).within(&self.model.namespace));
+        let applied = write::apply(&api, &self.model.name, live.as_deref(), &desired).await?;
+        self.changes.record(applied.change, write::short_kind::<K>(), &name);
+        Ok(applied.object)
+    }
+
+    /// Applies `desired` if the tenant wants one; unmarked, the sweep removes what exists.
+    async fn apply_optional<K: Child>(&mut self, cache: &Store<K>, desired: Option<K>) -> Result<()> {
+        if let Some(desired) = desired {
+            self.apply(cache, desired).await?;
         }
-        Err(source) => Err(failed(&span, Error::Api { tenant: tenant.to_owned(), verb: "create", kind, name, source })),
+        Ok(())
+    }
+
+    /// The Redis password Secret is created once, never adopted or rewritten: regenerating the
+    /// password would lock the server out of its data.
+    async fn create_redis_secret(&mut self) -> Result<()> {
+        let (ctx, model) = (self.ctx, self.model);
+        let name = redis::secret_name(model);
+        self.marks.mark::<Secret>(&name);
+        if ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace)).is_some() {
+            return Ok(());
+        }
+        let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
+        if write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await?.is_some() {
+            self.changes.record(Change::Created, "Secret", &name);
+        }
+        Ok(())
+    }
+
+    async fn apply_all(&mut self) -> Result<Workloads> {
+        let (ctx, model) = (self.ctx, self.model);
+        let children = &ctx.children;
+        let platform = &ctx.settings.platform;
+        // The budget first, so the tenant's pods are admitted against it from the start.
+        async {
+            self.apply_optional::<ResourceQuota>(&children.resource_quotas, quota::resource_quota(model)).await?;
+            self.apply_optional::<LimitRange>(&children.limit_ranges, quota::limit_range(model)).await
+        }
+        .instrument(tracing::info_span!("quota"))
+        .await?;
+        let redis = async {
+            self.create_redis_secret().await?;
+            self.apply::<ConfigMap>(&children.config_maps, redis::config_map(model)).await?;
+            self.apply::<Service>(&children.services, redis::service(model)).await?;
+            self.apply::<StatefulSet>(&children.stateful_sets, redis::stateful_set(model)).await
+        }
+        .instrument(tracing::info_span!("redis"))
+        .await?;
+        let server = async {
+            self.apply::<Service>(&children.services, server::service(model)).await?;
+            self.apply::<Deployment>(&children.deployments, server::deployment(model, platform)).await
+        }
+        .instrument(tracing::info_span!("server"))
+        .await?;
+        let registry = async {
+            self.apply::<Service>(&children.services, registry::service(model)).await?;
+            let deployment =
+                self.apply::<Deployment>(&children.deployments, registry::deployment(model, platform)).await?;
+            self.apply_optional::<Ingress>(&children.ingresses, registry::ingress(model, platform)).await?;
+            Ok::<_, Error>(deployment)
+        }
+        .instrument(tracing::info_span!("registry"))
+        .await?;
+        async {
+            for policy in network::network_policies(model, platform) {
+                self.apply::<NetworkPolicy>(&children.network_policies, policy).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .instrument(tracing::info_span!("network_policies"))
+        .await?;
+        // Everything wanted is marked: what is left over (a removed rule, budget or domain) goes.
+        children.sweep(&ctx.client, &model.name, &model.namespace, &self.marks, self.changes).await?;
+
+        let replicas = |desired: i32, ready: Option<i32>| Replicas { desired, ready: ready.unwrap_or(0) };
+        Ok(Workloads {
+            redis: replicas(model.redis.replicas, redis.status.as_ref().and_then(|s| s.ready_replicas)),
+            server: replicas(model.server.replicas, server.status.as_ref().and_then(|s| s.ready_replicas)),
+            registry: replicas(model.registry.replicas, registry.status.as_ref().and_then(|s| s.ready_replicas)),
+        })
     }
 }
 
-/// The span of one write to the API server: verb, kind, name and whether it changed anything.
-pub fn write_span(verb: &'static str, kind: &'static str, name: &str) -> tracing::Span {
-    tracing::info_span!(
-        "write",
-        otel.name = format!("{verb} {kind} {name}"),
-        verb,
-        kind,
-        name = %name,
-        changed = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty
-    )
-}
-
-/// Marks `span` as failed with `error`, and hands the error on.
-pub fn failed(span: &tracing::Span, error: Error) -> Error {
-    span.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
-    error
-}
-
-/// The kind of `K` as a static string, for messages and span fields.
-pub fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    // Resource::kind returns a Cow that is borrowed for every compiled-in type.
-    match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "object",
+/// Registers the tenant with Auth unless its status already records the registration: a
+/// converged tenant costs Auth nothing, and only an unregistered one lists the tenants once.
+async fn ensure_registered(tenant: &Tenant, current: Option<&TenantState>, ctx: &Context) -> AuthState {
+    let Some(auth) = &ctx.auth else { return AuthState::NotConfigured };
+    if current.is_some_and(TenantState::auth_registered) {
+        tracing::Span::current().record("registered", "recorded in status");
+        return AuthState::Registered;
+    }
+    let name = tenant.name_any();
+    let registered = match auth.is_registered(&name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => auth.register(&name).await,
+        Err(error) => Err(error),
+    };
+    match registered {
+        Ok(()) => AuthState::Registered,
+        Err(error) => {
+            let span = tracing::Span::current();
+            span.record("otel.status_code", "ERROR").record("otel.status_message", error.to_string());
+            AuthState::Failed { reason: error.reason().to_owned(), message: error.to_string() }
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn live_objects_with_server_defaults_cover_the_desired_object() {
-        let desired = json!({"spec": {"ports": [{"port": 3030, "name": "http"}], "selector": {"app": "x"}}});
-        let live = json!({"spec": {"ports": [{"port": 3030, "name": "http", "protocol": "TCP"}],
-                                   "selector": {"app": "x"}, "clusterIP": "10.0.0.1"}});
-        assert!(covers(&live, &desired));
+/// Reports a new Auth registration, or a new way of failing it, as an Event.
+async fn publish_auth_change(ctx: &Context, tenant: &Tenant, before: Option<&TenantState>, after: &TenantState) {
+    let Some(after) = after.condition(AUTH_REGISTERED) else { return };
+    let before = before.and_then(|s| s.condition(AUTH_REGISTERED));
+    if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+        return;
     }
-
-    #[test]
-    fn hand_edits_and_removed_items_are_detected() {
-        let desired = json!({"spec": {"replicas": 2, "env": [{"name": "A"}, {"name": "B"}]}});
-        assert!(!covers(&json!({"spec": {"replicas": 5, "env": [{"name": "A"}, {"name": "B"}]}}), &desired));
-        assert!(!covers(&json!({"spec": {"replicas": 2, "env": [{"name": "A"}]}}), &desired));
-        assert!(!covers(&json!({"spec": {}}), &desired));
-    }
-
-    #[test]
-    fn quantities_compare_by_value_and_empty_values_match_absent_ones() {
-        let desired = json!({"limits": {"memory": "1024Mi", "cpu": "1.5"}, "emptyDir": {}, "list": []});
-        let live = json!({"limits": {"memory": "1Gi", "cpu": "1500m"}, "emptyDir": {}});
-        assert!(covers(&live, &desired));
-        assert!(!covers(&json!({"limits": {"memory": "1G", "cpu": "1500m"}}), &desired));
-    }
-
-    #[test]
-    fn the_hash_changes_with_the_content_and_detects_removed_fields() {
-        let with_optional = json!({"metadata": {"name": "a"}, "spec": {"optional": true}});
-        let without = json!({"metadata": {"name": "a"}, "spec": {}});
-        let (a, b) = (stamped(&with_optional).unwrap(), stamped(&without).unwrap());
-        assert_ne!(a["metadata"]["annotations"], b["metadata"]["annotations"]);
-        // The live object still has the removed field, but not the new hash: it must be applied.
-        assert!(!covers(&a, &b));
-        assert_eq!(stamped(&without).unwrap(), b);
-    }
+    let reason = match after.reason.as_str() {
+        "Registered" => Reason::Registered,
+        "AuthNotConfigured" => return,
+        failure => Reason::Failed(failure.to_owned()),
+    };
+    events::publish(&ctx.recorder, tenant, reason, Activity::Register, after.message.clone()).await;
 }

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfil
 use kube::api::ObjectMeta;
 
 use crate::model::TenantModel;
+use crate::quantity::Amount;
 
 /// Label naming the tenant an object belongs to.
 pub const TENANT_LABEL: &str = "neurallog.io/tenant";
@@ -107,32 +108,12 @@ pub fn restricted_container_security() -> SecurityContext {
 
 /// Kubernetes resource requirements from the model's resolved values.
 pub fn container_resources(r: &crate::model::ContainerResources) -> k8s_openapi::api::core::v1::ResourceRequirements {
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    let pair = |cpu: &str, memory: &str| {
-        BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.to_owned())),
-            ("memory".to_owned(), Quantity(memory.to_owned())),
-        ])
+    let pair = |cpu: &Amount, memory: &Amount| {
+        BTreeMap::from([("cpu".to_owned(), cpu.to_kube()), ("memory".to_owned(), memory.to_kube())])
     };
     k8s_openapi::api::core::v1::ResourceRequirements {
         requests: Some(pair(&r.cpu_request, &r.memory_request)),
         limits: Some(pair(&r.cpu_limit, &r.memory_limit)),
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod test_support {
-    use crate::api::v1;
-    use crate::model::TenantModel;
-    use kube::api::ObjectMeta;
-
-    pub fn model(name: &str, spec: v1::TenantSpec) -> TenantModel {
-        let tenant = v1::Tenant {
-            metadata: ObjectMeta { name: Some(name.into()), uid: Some(format!("uid-{name}")), ..Default::default() },
-            spec,
-            status: None,
-        };
-        TenantModel::from_v1(&tenant).expect("valid test tenant")
     }
 }

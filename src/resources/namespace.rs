@@ -69,12 +69,11 @@ pub fn created_for_name(namespace: &ObjectMeta, tenant: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1::TenantSpec;
-    use crate::resources::test_support::model;
+    use crate::fixtures::TestTenant;
 
     #[test]
     fn namespace_enforces_restricted_pod_security_and_records_the_tenant() {
-        let m = model("acme", TenantSpec::default());
+        let m = TestTenant::new("acme").valid_model();
         let ns = namespace(&m);
         let labels = ns.metadata.labels.as_ref().unwrap();
         assert_eq!(ns.metadata.name.as_deref(), Some("tenant-acme"));
@@ -88,12 +87,12 @@ mod tests {
 
     #[test]
     fn a_namespace_without_the_uid_or_with_another_uid_is_foreign() {
-        let m = model("acme", TenantSpec::default());
+        let m = TestTenant::new("acme").valid_model();
         let mut ns = namespace(&m);
         ns.metadata.annotations = None;
         assert!(!created_for(&ns.metadata, &m.uid));
         assert!(!created_for_name(&ns.metadata, "acme"));
-        let other = model("acme", TenantSpec::default());
+        let other = TestTenant::new("acme").valid_model();
         let mut other_ns = namespace(&other);
         other_ns.metadata.annotations =
             Some(BTreeMap::from([(TENANT_UID_ANNOTATION.to_owned(), "old-uid".to_owned())]));
@@ -107,6 +106,6 @@ mod tests {
         let kept = retained("acme", "old-uid");
         assert!(retained_for(&kept.metadata, "acme"));
         assert!(!retained_for(&kept.metadata, "other"));
-        assert!(!retained_for(&namespace(&model("acme", TenantSpec::default())).metadata, "acme"));
+        assert!(!retained_for(&namespace(&TestTenant::new("acme").valid_model()).metadata, "acme"));
     }
 }

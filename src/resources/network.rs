@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{Platform, child_meta, selector_labels, tenant_labels};
-use crate::model::{PeerRule, TenantModel};
+use crate::model::{PeerRule, Protocol, TenantModel};
 
 /// Label of every policy the operator manages, used to find stale ones.
 pub const COMPONENT_VALUE: &str = "network-policy";
@@ -55,12 +55,16 @@ fn peers(rule: &PeerRule) -> Vec<NetworkPolicyPeer> {
     }
 }
 
-fn port(protocol: &str, number: Option<i32>) -> NetworkPolicyPort {
-    NetworkPolicyPort { protocol: Some(protocol.to_owned()), port: number.map(IntOrString::Int), ..Default::default() }
+fn port(protocol: Protocol, number: Option<i32>) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.as_str().to_owned()),
+        port: number.map(IntOrString::Int),
+        ..Default::default()
+    }
 }
 
 fn ports(rule: &PeerRule) -> Option<Vec<NetworkPolicyPort>> {
-    (!rule.ports.is_empty()).then(|| rule.ports.iter().map(|(protocol, number)| port(protocol, *number)).collect())
+    (!rule.ports.is_empty()).then(|| rule.ports.iter().map(|(protocol, number)| port(*protocol, *number)).collect())
 }
 
 fn content_name(prefix: &str, rule: &PeerRule) -> String {
@@ -102,7 +106,7 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![NetworkPolicyPeer { pod_selector: Some(server_pods()), ..Default::default() }]),
-                    ports: Some(vec![port("TCP", Some(super::redis::PORT))]),
+                    ports: Some(vec![port(Protocol::Tcp, Some(super::redis::PORT))]),
                 }]),
                 ..NetworkPolicySpec::default()
             },
@@ -126,7 +130,7 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(from),
-                    ports: Some(vec![port("TCP", Some(port_number))]),
+                    ports: Some(vec![port(Protocol::Tcp, Some(port_number))]),
                 }]),
                 ..NetworkPolicySpec::default()
             },
@@ -164,7 +168,7 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
                             namespace_selector: Some(LabelSelector::default()),
                             ..Default::default()
                         }]),
-                        ports: Some(vec![port("UDP", Some(53)), port("TCP", Some(53))]),
+                        ports: Some(vec![port(Protocol::Udp, Some(53)), port(Protocol::Tcp, Some(53))]),
                     },
                     NetworkPolicyEgressRule {
                         to: Some(vec![NetworkPolicyPeer {
@@ -203,8 +207,8 @@ mod tests {
     //! in the test clusters, so reachability is checked here against the generated policies).
 
     use super::*;
-    use crate::api::v1::{self, NetworkPolicyRule, TenantSpec};
-    use crate::resources::test_support::model;
+    use crate::api::v1::{self, NetworkPolicyRule};
+    use crate::fixtures::TestTenant;
 
     struct Pod {
         namespace: &'static str,
@@ -273,10 +277,6 @@ mod tests {
         pod("tenant-acme", &[("app", "neurallog-registry"), ("neurallog.io/tenant", "acme")])
     }
 
-    fn spec(network: v1::NetworkPolicySpec) -> TenantSpec {
-        TenantSpec { network_policy: Some(network), ..TenantSpec::default() }
-    }
-
     fn rule(labels: &[(&str, &str)], namespaces: &[&str], ports: &[(v1::Protocol, i32)]) -> NetworkPolicyRule {
         let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         NetworkPolicyRule {
@@ -293,7 +293,8 @@ mod tests {
 
     fn policies(network: v1::NetworkPolicySpec, ingress_namespace: Option<&str>) -> Vec<NetworkPolicy> {
         let platform = Platform { ingress_namespace: ingress_namespace.map(Into::into), ..Platform::default() };
-        network_policies(&model("acme", spec(network)), &platform)
+        let network = serde_json::to_value(network).unwrap();
+        network_policies(&TestTenant::new("acme").set("networkPolicy", network).valid_model(), &platform)
     }
 
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {

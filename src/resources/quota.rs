@@ -8,15 +8,11 @@ use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, Res
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 
 use super::{COMPONENT_LABEL, child_meta, tenant_labels};
+use crate::model::defaults::CONTAINER_RESOURCES;
 use crate::model::{QuotaModel, TenantModel};
-use crate::quantity::Quantity;
+use crate::quantity::{Amount, Quantity};
 
 pub const COMPONENT: &str = "quota";
-/// Container defaults before the quota caps them: the same as the server's default resources.
-const DEFAULT_CPU_REQUEST: &str = "100m";
-const DEFAULT_CPU_LIMIT: &str = "500m";
-const DEFAULT_MEMORY_REQUEST: &str = "128Mi";
-const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
 
 fn labels(model: &TenantModel) -> BTreeMap<String, String> {
     let mut labels = tenant_labels(&model.name);
@@ -32,11 +28,11 @@ pub fn limit_range_name(model: &TenantModel) -> String {
     format!("{}-limits", model.name)
 }
 
-/// The smaller of two quantity strings (both known to parse; `cap` may be absent).
-fn capped(value: &str, cap: Option<&String>) -> String {
+/// The smaller of two quantities (`cap` may be absent).
+fn capped(value: Amount, cap: Option<&Amount>) -> Amount {
     match cap {
-        Some(cap) if Quantity::parse(cap).ok() < Quantity::parse(value).ok() => cap.clone(),
-        _ => value.to_owned(),
+        Some(cap) if cap.value() < value.value() => cap.clone(),
+        _ => value,
     }
 }
 
@@ -51,7 +47,7 @@ pub fn resource_quota(model: &TenantModel) -> Option<ResourceQuota> {
         ("requests.storage", &quota.requests_storage),
     ]
     .into_iter()
-    .filter_map(|(key, value)| value.as_ref().map(|v| (key.to_owned(), KubeQuantity(v.clone()))))
+    .filter_map(|(key, value)| value.as_ref().map(|v| (key.to_owned(), v.to_kube())))
     .collect();
     Some(ResourceQuota {
         metadata: child_meta(model, quota_name(model), labels(model)),
@@ -62,21 +58,24 @@ pub fn resource_quota(model: &TenantModel) -> Option<ResourceQuota> {
 
 /// Default request and limit of one resource, each capped by the quota and the request never
 /// above the limit.
-fn defaults(request: &str, limit: &str, request_cap: Option<&String>, limit_cap: Option<&String>) -> (String, String) {
-    let limit = capped(limit, limit_cap);
-    let request = capped(&capped(request, request_cap), Some(&limit));
+fn defaults(request: &str, limit: &str, request_cap: Option<&Amount>, limit_cap: Option<&Amount>) -> (Amount, Amount) {
+    // The defaults are constants known to parse; a zero stands in for the impossible failure.
+    let parse = |text: &str| Amount::parse(text).unwrap_or_else(|_| Amount::from(Quantity::default()));
+    let limit = capped(parse(limit), limit_cap);
+    let request = capped(capped(parse(request), request_cap), Some(&limit));
     (request, limit)
 }
 
 /// The LimitRange with container defaults, or `None` when the tenant sets no budget.
 pub fn limit_range(model: &TenantModel) -> Option<LimitRange> {
     let QuotaModel { requests_cpu, limits_cpu, requests_memory, limits_memory, .. } = model.quota.as_ref()?;
+    let container = CONTAINER_RESOURCES;
     let (cpu_request, cpu_limit) =
-        defaults(DEFAULT_CPU_REQUEST, DEFAULT_CPU_LIMIT, requests_cpu.as_ref(), limits_cpu.as_ref());
+        defaults(container.cpu_request, container.cpu_limit, requests_cpu.as_ref(), limits_cpu.as_ref());
     let (memory_request, memory_limit) =
-        defaults(DEFAULT_MEMORY_REQUEST, DEFAULT_MEMORY_LIMIT, requests_memory.as_ref(), limits_memory.as_ref());
-    let pair = |cpu: String, memory: String| {
-        BTreeMap::from([("cpu".to_owned(), KubeQuantity(cpu)), ("memory".to_owned(), KubeQuantity(memory))])
+        defaults(container.memory_request, container.memory_limit, requests_memory.as_ref(), limits_memory.as_ref());
+    let pair = |cpu: Amount, memory: Amount| {
+        BTreeMap::from([("cpu".to_owned(), cpu.to_kube()), ("memory".to_owned(), memory.to_kube())])
     };
     Some(LimitRange {
         metadata: child_meta(model, limit_range_name(model), labels(model)),
@@ -93,16 +92,13 @@ pub fn limit_range(model: &TenantModel) -> Option<LimitRange> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::api::v1::{ResourceLimit, ResourceRequirements, TenantSpec};
-    use crate::resources::test_support::model;
+    use crate::fixtures::TestTenant;
 
-    fn limit(request: Option<&str>, limit: Option<&str>) -> Option<ResourceLimit> {
-        Some(ResourceLimit { request: request.map(Into::into), limit: limit.map(Into::into) })
-    }
-
-    fn budget(resources: ResourceRequirements) -> TenantModel {
-        model("acme", TenantSpec { resources: Some(resources), ..TenantSpec::default() })
+    fn budget(resources: serde_json::Value) -> TenantModel {
+        TestTenant::new("acme").set("resources", resources).valid_model()
     }
 
     fn hard(model: &TenantModel) -> BTreeMap<String, String> {
@@ -110,21 +106,22 @@ mod tests {
         quota.into_iter().map(|(k, v)| (k, v.0)).collect()
     }
 
+    fn amount(text: &str) -> Amount {
+        Amount::parse(text).unwrap()
+    }
+
     #[test]
     fn no_budget_means_no_quota_and_no_limit_range() {
-        let m = model("acme", TenantSpec::default());
+        let m = TestTenant::new("acme").valid_model();
         assert!(resource_quota(&m).is_none() && limit_range(&m).is_none());
-        let empty = budget(ResourceRequirements::default());
+        let empty = budget(json!({}));
         assert!(resource_quota(&empty).is_none() && limit_range(&empty).is_none());
     }
 
     #[test]
     fn every_dimension_set_is_enforced_and_storage_uses_its_limit() {
-        let m = budget(ResourceRequirements {
-            cpu: limit(Some("2"), Some("4")),
-            memory: limit(Some("4Gi"), Some("8Gi")),
-            storage: limit(Some("5Gi"), Some("20Gi")),
-        });
+        let m = budget(json!({"cpu": {"request": "2", "limit": "4"}, "memory": {"request": "4Gi", "limit": "8Gi"},
+                              "storage": {"request": "5Gi", "limit": "20Gi"}}));
         let expected = [
             ("limits.cpu", "4"),
             ("limits.memory", "8Gi"),
@@ -133,31 +130,27 @@ mod tests {
             ("requests.storage", "20Gi"),
         ];
         assert_eq!(hard(&m), expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        let only_cpu_limit = budget(ResourceRequirements { cpu: limit(None, Some("4")), ..Default::default() });
+        let only_cpu_limit = TestTenant::new("acme").cpu_budget(None, Some("4")).valid_model();
         assert_eq!(hard(&only_cpu_limit).keys().collect::<Vec<_>>(), ["limits.cpu"]);
     }
 
     #[test]
     fn container_defaults_fit_a_small_budget() {
-        let m = budget(ResourceRequirements {
-            cpu: limit(Some("1"), Some("2")),
-            memory: limit(Some("700Mi"), Some("2Gi")),
-            ..Default::default()
-        });
+        let m = budget(json!({"cpu": {"request": "1", "limit": "2"}, "memory": {"request": "700Mi", "limit": "2Gi"}}));
         let item = &limit_range(&m).unwrap().spec.unwrap().limits[0];
         let get = |map: &Option<BTreeMap<String, KubeQuantity>>, key: &str| map.as_ref().unwrap()[key].0.clone();
         assert_eq!(get(&item.default_request, "cpu"), "100m");
         assert_eq!(get(&item.default, "memory"), "512Mi");
-        let tiny = budget(ResourceRequirements { cpu: limit(None, Some("2")), ..Default::default() });
+        let tiny = TestTenant::new("acme").cpu_budget(None, Some("2")).valid_model();
         let tiny_item = &limit_range(&tiny).unwrap().spec.unwrap().limits[0];
         assert_eq!(get(&tiny_item.default, "cpu"), "500m");
     }
 
     #[test]
     fn defaults_are_capped_and_the_request_never_exceeds_the_limit() {
-        let (request, limit) = defaults("100m", "500m", Some(&"50m".to_owned()), Some(&"80m".to_owned()));
+        let (request, limit) = defaults("100m", "500m", Some(&amount("50m")), Some(&amount("80m")));
         assert_eq!((request.as_str(), limit.as_str()), ("50m", "80m"));
-        let (request, limit) = defaults("100m", "500m", None, Some(&"60m".to_owned()));
+        let (request, limit) = defaults("100m", "500m", None, Some(&amount("60m")));
         assert_eq!((request.as_str(), limit.as_str()), ("60m", "60m"));
     }
 }

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
@@ -77,7 +76,7 @@ pub fn secret(model: &TenantModel, password: &str) -> Secret {
 
 /// Redis `maxmemory` in Redis units (`mb` is 2^20 bytes): 80 % of the container memory limit.
 pub fn maxmemory(model: &TenantModel) -> String {
-    let bytes = model.redis.resources.memory_limit_bytes() * MAXMEMORY_PERCENT / 100;
+    let bytes = model.redis.resources.memory_limit.value().whole_units() * MAXMEMORY_PERCENT / 100;
     format!("{}mb", (bytes >> 20).max(1))
 }
 
@@ -258,7 +257,7 @@ pub fn stateful_set(model: &TenantModel) -> StatefulSet {
                 spec: Some(PersistentVolumeClaimSpec {
                     access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
                     resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(model.redis.storage.clone()))])),
+                        requests: Some(BTreeMap::from([("storage".to_owned(), model.redis.storage.to_kube())])),
                         ..Default::default()
                     }),
                     ..PersistentVolumeClaimSpec::default()
@@ -280,34 +279,36 @@ pub fn stateful_set(model: &TenantModel) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1::{RedisSpec, ResourceLimit, ResourceRequirements, TenantSpec};
-    use crate::resources::test_support::model;
+    use serde_json::json;
 
-    fn redis_spec(memory_limit: &str, config: &[(&str, &str)]) -> TenantSpec {
-        TenantSpec {
-            redis: Some(RedisSpec {
-                resources: Some(ResourceRequirements {
-                    memory: Some(ResourceLimit { limit: Some(memory_limit.into()), request: Some("64Mi".into()) }),
-                    ..Default::default()
-                }),
-                config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+    use crate::fixtures::TestTenant;
+    use crate::model::TenantModel;
+
+    fn plain() -> TenantModel {
+        TestTenant::new("acme").valid_model()
+    }
+
+    fn redis(memory_limit: &str, config: &[(&str, &str)]) -> TenantModel {
+        let config: serde_json::Map<String, serde_json::Value> =
+            config.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        TestTenant::new("a")
+            .set(
+                "redis",
+                json!({"resources": {"memory": {"limit": memory_limit, "request": "64Mi"}}, "config": config}),
+            )
+            .valid_model()
     }
 
     #[test]
     fn maxmemory_is_eighty_percent_of_the_limit_in_redis_units() {
-        assert_eq!(maxmemory(&model("a", TenantSpec::default())), "204mb");
-        assert_eq!(maxmemory(&model("a", redis_spec("1Gi", &[]))), "819mb");
-        assert_eq!(maxmemory(&model("a", redis_spec("1G", &[]))), "762mb");
+        assert_eq!(maxmemory(&plain()), "204mb");
+        assert_eq!(maxmemory(&redis("1Gi", &[])), "819mb");
+        assert_eq!(maxmemory(&redis("1G", &[])), "762mb");
     }
 
     #[test]
     fn config_requires_auth_and_is_deterministic_with_user_overrides_in_place() {
-        let m =
-            model("a", redis_spec("256Mi", &[("timeout", "300"), ("maxmemory-policy", "noeviction"), ("hz", "20")]));
+        let m = redis("256Mi", &[("timeout", "300"), ("maxmemory-policy", "noeviction"), ("hz", "20")]);
         let conf = config(&m);
         assert!(conf.contains("include /etc/redis-auth/redis-auth.conf\n"));
         assert!(conf.contains("protected-mode yes\n"));
@@ -321,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_password_lives_only_in_the_secret() {
-        let m = model("a", TenantSpec::default());
+        let m = plain();
         let s = secret(&m, "s3cret");
         let data = s.data.unwrap();
         assert_eq!(data[PASSWORD_KEY].0, b"s3cret");
@@ -339,17 +340,16 @@ mod tests {
 
     #[test]
     fn a_config_change_changes_the_pod_template_checksum() {
-        let sts = |spec| stateful_set(&model("a", spec)).spec.unwrap().template.metadata.unwrap().annotations.unwrap();
-        let before = sts(redis_spec("256Mi", &[]));
-        let after = sts(redis_spec("256Mi", &[("timeout", "10")]));
+        let sts = |m: TenantModel| stateful_set(&m).spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+        let before = sts(redis("256Mi", &[]));
+        let after = sts(redis("256Mi", &[("timeout", "10")]));
         assert_ne!(before[CONFIG_CHECKSUM_ANNOTATION], after[CONFIG_CHECKSUM_ANNOTATION]);
-        assert_eq!(before, sts(redis_spec("256Mi", &[])));
+        assert_eq!(before, sts(redis("256Mi", &[])));
     }
 
     #[test]
     fn stateful_set_runs_non_root_under_the_restricted_profile() {
-        let m = model("acme", TenantSpec::default());
-        let sts = stateful_set(&m);
+        let sts = stateful_set(&plain());
         assert_eq!(sts.metadata.name.as_deref(), Some("acme-redis"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("tenant-acme"));
         assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));
@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn service_is_headless_on_the_redis_port() {
-        let svc = service(&model("acme", TenantSpec::default())).spec.unwrap();
+        let svc = service(&plain()).spec.unwrap();
         assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
         assert_eq!(svc.ports.unwrap()[0].port, 6379);
         assert_eq!(svc.selector.unwrap()["app"], "redis");

@@ -125,17 +125,15 @@ pub fn ingress(model: &TenantModel, platform: &Platform) -> Option<Ingress> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1::{RegistrySpec, TenantSpec};
-    use crate::resources::test_support::model;
+    use crate::fixtures::TestTenant;
 
     fn with_domain(domain: Option<&str>) -> TenantModel {
-        model(
-            "acme",
-            TenantSpec {
-                registry: Some(RegistrySpec { base_domain: domain.map(Into::into), ..RegistrySpec::default() }),
-                ..TenantSpec::default()
-            },
-        )
+        let tenant = TestTenant::new("acme");
+        match domain {
+            Some(domain) => tenant.set("registry.baseDomain", domain.into()),
+            None => tenant,
+        }
+        .valid_model()
     }
 
     fn value(env: &[EnvVar], name: &str) -> Option<String> {

@@ -96,8 +96,13 @@ pub fn deployment(model: &TenantModel, platform: &Platform) -> Deployment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1::{self, ServerSpec, TenantSpec};
-    use crate::resources::test_support::model;
+    use serde_json::json;
+
+    use crate::fixtures::TestTenant;
+
+    fn plain() -> TenantModel {
+        TestTenant::new("acme").valid_model()
+    }
 
     fn env_names(model: &TenantModel) -> Vec<String> {
         env(model, &Platform::default()).into_iter().map(|e| e.name).collect()
@@ -105,7 +110,7 @@ mod tests {
 
     #[test]
     fn env_follows_the_real_server_contract() {
-        let m = model("acme", TenantSpec::default());
+        let m = plain();
         let vars = env(&m, &Platform::default());
         let get = |n: &str| vars.iter().find(|e| e.name == n).unwrap().clone();
         assert_eq!(get("STORAGE_TYPE").value.as_deref(), Some("redis"));
@@ -126,16 +131,9 @@ mod tests {
 
     #[test]
     fn user_env_comes_after_the_built_in_entries_and_the_last_of_a_name_wins() {
-        let var =
-            |name: &str, value: &str| v1::EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
-        let spec = TenantSpec {
-            server: Some(ServerSpec {
-                env: vec![var("LOG_LEVEL", "debug"), var("FEATURE", "a"), var("FEATURE", "b")],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let vars = env(&model("acme", spec), &Platform::default());
+        let user_env = json!([{"name": "LOG_LEVEL", "value": "debug"}, {"name": "FEATURE", "value": "a"},
+                              {"name": "FEATURE", "value": "b"}]);
+        let vars = env(&TestTenant::new("acme").set("server.env", user_env).valid_model(), &Platform::default());
         let names: Vec<&str> = vars.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&names[names.len() - 2..], ["LOG_LEVEL", "FEATURE"]);
         assert_eq!(names.iter().filter(|n| **n == "LOG_LEVEL").count(), 1, "names are unique for server-side apply");
@@ -145,7 +143,7 @@ mod tests {
 
     #[test]
     fn probes_hit_the_path_the_server_serves() {
-        let d = deployment(&model("acme", TenantSpec::default()), &Platform::default());
+        let d = deployment(&plain(), &Platform::default());
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         for probe in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
             assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
@@ -154,15 +152,9 @@ mod tests {
 
     #[test]
     fn deployment_shape() {
-        let spec = TenantSpec {
-            server: Some(ServerSpec {
-                replicas: Some(3),
-                image: Some("example/server:2".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let d = deployment(&model("acme", spec), &Platform::default());
+        let m =
+            TestTenant::new("acme").set("server", json!({"replicas": 3, "image": "example/server:2"})).valid_model();
+        let d = deployment(&m, &Platform::default());
         assert_eq!(d.metadata.name.as_deref(), Some("acme-server"));
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
@@ -176,7 +168,7 @@ mod tests {
 
     #[test]
     fn service_exposes_port_3030_named_http() {
-        let svc = service(&model("acme", TenantSpec::default())).spec.unwrap();
+        let svc = service(&plain()).spec.unwrap();
         let port = &svc.ports.unwrap()[0];
         assert_eq!((port.port, port.name.as_deref()), (3030, Some("http")));
     }

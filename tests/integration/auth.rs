@@ -11,11 +11,8 @@ use neurallog_tenant_operator::controller::Settings;
 use serde_json::json;
 use testenv::auth::{AuthStandIn, Behaviour};
 
-use crate::support::{Harness, condition, phase, poll, wait_deleted, wait_for};
-
-fn tenant(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}})
-}
+use crate::support::{Controllers, Harness, condition, phase, poll, wait_deleted, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 fn settings(auth: &AuthStandIn, timeout: Duration) -> Settings {
     Settings {
@@ -32,9 +29,9 @@ fn registered(t: &neurallog_tenant_operator::api::v1::Tenant) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_registers_once_and_deregisters_on_delete() {
     let auth = AuthStandIn::start().await.unwrap();
-    let h = Harness::start(true).await;
+    let h = Harness::start(Controllers::Deletion).await;
     let operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
-    h.create_tenant(tenant("reg-once")).await.unwrap();
+    h.create_tenant(TestTenant::new("reg-once").manifest()).await.unwrap();
     wait_for(&h.tenants(), "reg-once", "is registered", registered).await;
     assert_eq!(auth.registered(), ["reg-once"]);
 
@@ -70,13 +67,13 @@ async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
     let auth = AuthStandIn::start().await.unwrap();
     auth.register_directly("known");
     auth.set_behaviour(Some("flaky"), Behaviour::Fail(503));
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
-    h.create_tenant(tenant("known")).await.unwrap();
+    h.create_tenant(TestTenant::new("known").manifest()).await.unwrap();
     wait_for(&h.tenants(), "known", "is registered", registered).await;
     assert_eq!(auth.count("POST", "/api/tenants"), 0, "an existing registration is found by the check");
 
-    h.create_tenant(tenant("flaky")).await.unwrap();
+    h.create_tenant(TestTenant::new("flaky").manifest()).await.unwrap();
     let degraded = wait_for(&h.tenants(), "flaky", "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
     let reason = condition(&degraded, "AuthRegistered").unwrap();
     assert_eq!(reason.reason, "AuthRejected", "{reason:?}");
@@ -94,15 +91,15 @@ async fn a_hung_auth_degrades_only_its_tenants_while_twenty_others_reach_running
     for hung in ["hung-a", "hung-b"] {
         auth.set_behaviour(Some(hung), Behaviour::Hang);
     }
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _kubelet = h.mark_workloads_ready();
     let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(2))).await;
     for hung in ["hung-a", "hung-b"] {
-        h.create_tenant(tenant(hung)).await.unwrap();
+        h.create_tenant(TestTenant::new(hung).manifest()).await.unwrap();
     }
     let others: Vec<String> = (0..20).map(|i| format!("busy-{i:02}")).collect();
     for name in &others {
-        h.create_tenant(tenant(name)).await.unwrap();
+        h.create_tenant(TestTenant::new(name).manifest()).await.unwrap();
     }
 
     for name in &others {

@@ -9,7 +9,8 @@ use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::resources::Platform;
 use serde_json::json;
 
-use crate::support::{Harness, condition, phase, poll, wait_for};
+use crate::support::{Controllers, Harness, condition, phase, poll, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 fn env_value(d: &Deployment, name: &str) -> Option<String> {
     let container = d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.clone();
@@ -18,15 +19,14 @@ fn env_value(d: &Deployment, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_registry_follows_its_base_domain_and_reports_readiness() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let platform = Platform {
         ingress_class: Some("nginx".into()),
         ingress_tls_secret: Some("wildcard-tls".into()),
         ..Platform::default()
     };
     let _operator = h.start_operator_with(Settings { concurrency: 4, platform, ..Settings::default() }).await;
-    h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "reg"},
-        "spec": {"registry": {"baseDomain": "neurallog.example"}}}))
+    h.create_tenant(TestTenant::new("reg").spec(json!({"registry": {"baseDomain": "neurallog.example"}})).manifest())
         .await
         .unwrap();
 
@@ -67,13 +67,10 @@ async fn the_registry_follows_its_base_domain_and_reports_readiness() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_and_limit_range_follow_the_spec_and_a_budget_too_small_is_explained() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
     let budget = |cpu_limit: &str| json!({"cpu": {"request": "1", "limit": cpu_limit}, "memory": {"request": "2Gi", "limit": "4Gi"}, "storage": {"limit": "10Gi"}});
-    h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "budget"},
-        "spec": {"resources": budget("4")}}))
-        .await
-        .unwrap();
+    h.create_tenant(TestTenant::new("budget").spec(json!({"resources": budget("4")})).manifest()).await.unwrap();
 
     let quotas = h.namespaced::<ResourceQuota>("tenant-budget");
     let hard = |q: &ResourceQuota, key: &str| q.spec.as_ref()?.hard.as_ref()?.get(key).map(|v| v.0.clone());

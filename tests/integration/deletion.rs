@@ -8,11 +8,8 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::support::{Harness, condition, poll, wait_deleted, wait_for};
-
-fn tenant(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec})
-}
+use crate::support::{Controllers, Harness, condition, poll, wait_deleted, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
@@ -20,7 +17,7 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
     // foreground deletions.
     let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("keep", json!({"deletionPolicy": "Retain"}))).await.unwrap();
+    h.create_tenant(TestTenant::new("keep").spec(json!({"deletionPolicy": "Retain"})).manifest()).await.unwrap();
     let claims = h.namespaced::<PersistentVolumeClaim>("tenant-keep");
     let claim = wait_for(&claims, "redis-data-keep-redis-0", "is created by the StatefulSet", |_| true).await;
     let first = h.tenants().get("keep").await.unwrap();
@@ -42,7 +39,7 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
     let config_maps = h.namespaced::<ConfigMap>("tenant-keep").list(&all).await.unwrap();
     assert!(config_maps.items.iter().all(|c| c.labels().get("neurallog.io/tenant").is_none()), "no managed ConfigMap");
 
-    h.create_tenant(tenant("keep", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("keep").manifest()).await.unwrap();
     let adopted = wait_for(&h.tenants(), "keep", "adopts the namespace", |t| {
         condition(t, "NamespaceReady").is_some_and(|c| c.status == "True")
     })
@@ -56,9 +53,9 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_recreated_while_its_old_namespace_terminates_waits_then_converges() {
-    let h = Harness::start(true).await;
+    let h = Harness::start(Controllers::Deletion).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("again", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("again").manifest()).await.unwrap();
     wait_for(&h.namespaced::<Deployment>("tenant-again"), "again-server", "is created", |_| true).await;
 
     // Something in the namespace holds its deletion, as a slow volume or a finalizer would.
@@ -83,7 +80,7 @@ async fn a_tenant_recreated_while_its_old_namespace_terminates_waits_then_conver
     h.tenants().patch("again", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     wait_deleted(&h.tenants(), "again", &first.uid().unwrap()).await;
 
-    h.create_tenant(tenant("again", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("again").manifest()).await.unwrap();
     let waiting = wait_for(&h.tenants(), "again", "waits for the old namespace", |t| {
         condition(t, "NamespaceReady").is_some_and(|c| c.reason == "NamespaceTerminating")
     })

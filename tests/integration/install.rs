@@ -2,9 +2,6 @@
 //! holds every permission the operator needs and no more: the operator, running with exactly that
 //! identity, takes a tenant through its whole life.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -12,45 +9,19 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use neurallog_tenant_operator::auth::AuthSettings;
 use neurallog_tenant_operator::controller::Settings;
+use neurallog_tenant_operator::fixtures::TestTenant;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
-use testenv::repo_root;
 
 use crate::support::{Harness, condition, poll, wait_deleted, wait_for};
-
-const SERVICE_ACCOUNT: &str = "system:serviceaccount:neurallog-system:neurallog-tenant-operator";
-
-fn kubectl(h: &Harness, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let mut child = Command::new(h.plane.kubectl())
-        .arg("--kubeconfig")
-        .arg(h.plane.admin_kubeconfig())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() {
     let h = Harness::bare(&["namespace", "garbagecollector"]).await;
-    let rendered = kubectl(&h, &["kustomize", repo_root().join("config/default").to_str().unwrap()], None);
-    kubectl(&h, &["apply", "--server-side", "-f", "-"], Some(rendered.as_bytes()));
-    kubectl(&h, &["wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s"], None);
+    h.install_default_config();
 
     // The operator runs as the installed ServiceAccount (impersonated), nothing else.
-    let mut config = h.plane.admin_config().await.unwrap();
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
-    config.auth_info.impersonate_groups =
-        Some(vec!["system:serviceaccounts".to_owned(), "system:authenticated".to_owned()]);
+    let config = h.service_account_config().await;
     let auth = AuthStandIn::start().await.unwrap();
     let settings = Settings {
         concurrency: 4,
@@ -65,12 +36,15 @@ async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() 
     let _operator = h.start_operator_as(config, settings).await;
 
     let rule = json!({"from": {"app": "prometheus"}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]});
-    h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "life"},
-        "spec": {"registry": {"baseDomain": "neurallog.example"},
+    h.create_tenant(
+        TestTenant::new("life")
+            .spec(json!({"registry": {"baseDomain": "neurallog.example"},
                  "resources": {"cpu": {"request": "2", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}},
-                 "networkPolicy": {"ingressRules": [rule]}}}))
-        .await
-        .unwrap();
+                 "networkPolicy": {"ingressRules": [rule]}}))
+            .manifest(),
+    )
+    .await
+    .unwrap();
     wait_for(&h.tenants(), "life", "is provisioned and registered", |t| {
         condition(t, "AuthRegistered").is_some_and(|c| c.status == "True") && condition(t, "RegistryReady").is_some()
     })

@@ -8,11 +8,8 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{Harness, phase, poll, wait_deleted, wait_for};
-
-fn tenant(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec})
-}
+use crate::support::{Controllers, Harness, phase, poll, wait_deleted, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 fn owned_by_tenant<K: Resource>(object: &K, tenant: &str) -> bool {
     object
@@ -32,12 +29,13 @@ fn env_value(d: &Deployment, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_provisions_every_child_with_the_expected_shape() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant(
-        "acme",
-        json!({"server": {"replicas": 2, "env": [{"name": "LOG_LEVEL", "value": "debug"}]}}),
-    ))
+    h.create_tenant(
+        TestTenant::new("acme")
+            .spec(json!({"server": {"replicas": 2, "env": [{"name": "LOG_LEVEL", "value": "debug"}]}}))
+            .manifest(),
+    )
     .await
     .unwrap();
 
@@ -95,9 +93,9 @@ async fn create_provisions_every_child_with_the_expected_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_changes_propagate_to_the_children() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("beta", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("beta").manifest()).await.unwrap();
     let deployments = h.namespaced::<Deployment>("tenant-beta");
     let statefulsets = h.namespaced::<StatefulSet>("tenant-beta");
     wait_for(&deployments, "beta-server", "is created", |_| true).await;
@@ -136,9 +134,9 @@ async fn spec_changes_propagate_to_the_children() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_deployment_and_a_hand_edited_replica_count_are_repaired() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("gamma", json!({"server": {"replicas": 2}}))).await.unwrap();
+    h.create_tenant(TestTenant::new("gamma").spec(json!({"server": {"replicas": 2}})).manifest()).await.unwrap();
     let deployments = h.namespaced::<Deployment>("tenant-gamma");
     let original = wait_for(&deployments, "gamma-server", "is created", |_| true).await;
 
@@ -159,9 +157,9 @@ async fn a_deleted_deployment_and_a_hand_edited_replica_count_are_repaired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_moves_the_phase_through_provisioning_degraded_running() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("delta", json!({"server": {"replicas": 2}}))).await.unwrap();
+    h.create_tenant(TestTenant::new("delta").spec(json!({"server": {"replicas": 2}})).manifest()).await.unwrap();
     wait_for(&h.tenants(), "delta", "is Provisioning", |t| phase(t).as_deref() == Some("Provisioning")).await;
 
     // No kubelet runs here: readiness is written to the status subresource, as controllers would.
@@ -204,9 +202,9 @@ async fn readiness_moves_the_phase_through_provisioning_degraded_running() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_removes_the_namespace_then_releases_the_finalizer() {
-    let h = Harness::start(true).await;
+    let h = Harness::start(Controllers::Deletion).await;
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("epsilon", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("epsilon").manifest()).await.unwrap();
     wait_for(&h.namespaced::<Deployment>("tenant-epsilon"), "epsilon-server", "is created", |_| true).await;
     let created = h.tenants().get("epsilon").await.unwrap();
 
@@ -220,7 +218,7 @@ async fn deletion_removes_the_namespace_then_releases_the_finalizer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_namespace_is_left_untouched_and_reported() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let namespaces = Api::<Namespace>::all(h.admin.clone());
     let foreign = Namespace {
         metadata: ObjectMeta {
@@ -232,7 +230,7 @@ async fn a_foreign_namespace_is_left_untouched_and_reported() {
     };
     let before = namespaces.create(&PostParams::default(), &foreign).await.unwrap();
     let _operator = h.start_operator().await;
-    h.create_tenant(tenant("zeta", json!({}))).await.unwrap();
+    h.create_tenant(TestTenant::new("zeta").manifest()).await.unwrap();
 
     let failed = wait_for(&h.tenants(), "zeta", "is Failed", |t| phase(t).as_deref() == Some("Failed")).await;
     let condition = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "NamespaceReady").unwrap();

@@ -6,6 +6,7 @@ mod auth;
 mod components;
 mod deletion;
 mod install;
+mod leader;
 mod lifecycle;
 mod network;
 mod support;

@@ -7,7 +7,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::support::{Harness, poll, wait_for};
+use crate::support::{Controllers, Harness, poll, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 async fn policy_names(api: &Api<NetworkPolicy>) -> Vec<String> {
     let mut names: Vec<String> =
@@ -27,11 +28,10 @@ async fn wait_policies(api: &Api<NetworkPolicy>, what: &str, check: impl Fn(&[St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn policies_follow_rule_changes_and_disabling_removes_them_all() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let _operator = h.start_operator().await;
     let rule = |app: &str| json!({"from": {"app": app}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]});
-    h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "iso"},
-        "spec": {"networkPolicy": {"allowedNamespaces": ["web"], "ingressRules": [rule("prometheus"), rule("grafana")]}}}))
+    h.create_tenant(TestTenant::new("iso").spec(json!({"networkPolicy": {"allowedNamespaces": ["web"], "ingressRules": [rule("prometheus"), rule("grafana")]}})).manifest())
         .await
         .unwrap();
     let policies = h.namespaced::<NetworkPolicy>("tenant-iso");

@@ -3,6 +3,9 @@
 //! every write it sends recorded.
 
 use std::fmt::Debug;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -20,6 +23,7 @@ use kube::{Client, Resource};
 use neurallog_tenant_operator::api::v1::Tenant;
 use neurallog_tenant_operator::controller::{self, Settings};
 use neurallog_tenant_operator::metrics::Metrics;
+use neurallog_tenant_operator::readiness::Readiness;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use testenv::{ControlPlane, Options, repo_root};
@@ -124,11 +128,23 @@ pub struct Harness {
     pub admin: Client,
 }
 
+/// Which kube-controller-manager controllers a test's control plane runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controllers {
+    /// None: the API server and etcd only.
+    None,
+    /// The namespace controller and the garbage collector, which deleting a tenant needs.
+    Deletion,
+}
+
 impl Harness {
-    /// A control plane with the CRD and the operator's role installed. `deletion` also runs the
-    /// namespace controller and garbage collector, which deleting a tenant needs.
-    pub async fn start(deletion: bool) -> Self {
-        Self::with_controllers(if deletion { &["namespace", "garbagecollector"] } else { &[] }).await
+    /// A control plane with the CRD and the operator's role installed.
+    pub async fn start(controllers: Controllers) -> Self {
+        Self::with_controllers(match controllers {
+            Controllers::None => &[],
+            Controllers::Deletion => &["namespace", "garbagecollector"],
+        })
+        .await
     }
 
     /// A control plane running these kube-controller-manager controllers, with the CRD and the
@@ -180,10 +196,11 @@ impl Harness {
             .finish();
         let metrics_for_run = metrics.clone();
         let run = async move {
-            let result = controller::run(client, settings, metrics_for_run, async move {
-                let _ = stopped.await;
-            })
-            .await;
+            let result =
+                controller::run(client, settings, metrics_for_run, Arc::new(Readiness::default()), async move {
+                    let _ = stopped.await;
+                })
+                .await;
             if let Err(error) = &result {
                 tracing::error!("operator stopped: {error:#}");
             }
@@ -209,6 +226,151 @@ impl Harness {
         let resource = ApiResource::erase::<Tenant>(&());
         let object: DynamicObject = serde_json::from_value(manifest).expect("manifest is an object");
         Api::<DynamicObject>::all_with(self.admin.clone(), &resource).create(&PostParams::default(), &object).await
+    }
+}
+
+/// The identity `kubectl apply -k config/default` creates for the operator.
+pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:neurallog-system:neurallog-tenant-operator";
+
+impl Harness {
+    /// Runs kubectl as the admin; panics with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let mut child = Command::new(self.plane.kubectl())
+            .arg("--kubeconfig")
+            .arg(self.plane.admin_kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Installs what `kubectl apply -k config/default` installs: CRD, RBAC, ServiceAccount,
+    /// manager Deployment (no pods run here).
+    pub fn install_default_config(&self) {
+        let rendered = self.kubectl(&["kustomize", repo_root().join("config/default").to_str().unwrap()], None);
+        self.kubectl(&["apply", "--server-side", "-f", "-"], Some(rendered.as_bytes()));
+        self.kubectl(&["wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s"], None);
+    }
+
+    /// The admin's client configuration, impersonating the installed ServiceAccount.
+    pub async fn service_account_config(&self) -> kube::Config {
+        let mut config = self.plane.admin_config().await.unwrap();
+        config.auth_info.impersonate = Some(SERVICE_ACCOUNT.to_owned());
+        config.auth_info.impersonate_groups =
+            Some(vec!["system:serviceaccounts".to_owned(), "system:authenticated".to_owned()]);
+        config
+    }
+
+    /// A kubeconfig file for the installed ServiceAccount (the admin, impersonating it), for
+    /// operator processes.
+    pub fn service_account_kubeconfig(&self) -> PathBuf {
+        let admin = std::fs::read_to_string(self.plane.admin_kubeconfig()).unwrap();
+        let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+        for user in kubeconfig["users"].as_sequence_mut().unwrap() {
+            user["user"]["as"] = SERVICE_ACCOUNT.into();
+            user["user"]["as-groups"] = vec!["system:serviceaccounts", "system:authenticated"].into();
+        }
+        let path = self.plane.dir().join("service-account.kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+}
+
+/// The operator binary running as a process, its log in the control plane's directory.
+pub struct OperatorProcess {
+    pub name: String,
+    pub log: PathBuf,
+    admin: String,
+    child: tokio::process::Child,
+}
+
+impl OperatorProcess {
+    /// Starts `tenant-operator run` with `args`, the pod name `name` and a free admin port.
+    pub fn start(h: &Harness, name: &str, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let admin = format!("127.0.0.1:{}", testenv::free_port().unwrap());
+        let log = h.plane.dir().join(format!("{name}.log"));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
+            .arg("run")
+            .args(["--admin-address", &admin, "--pod-name", name, "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("operator starts");
+        Self { name: name.to_owned(), log, admin, child }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().expect("still running").to_string()
+    }
+
+    /// SIGKILL: no shutdown, no lease release.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) {
+        let killed = Command::new("kill").args(["-TERM", &self.pid()]).status().unwrap();
+        assert!(killed.success());
+        let exit = tokio::time::timeout(DEADLINE, self.child.wait()).await.expect("exits after SIGTERM").unwrap();
+        assert!(exit.success(), "{}: clean exit after SIGTERM: {exit}", self.name);
+    }
+
+    /// GET of an admin path: status and body (None while it is not serving yet).
+    async fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        // The workspace's reqwest has no TLS provider of its own (see Cargo.toml).
+        neurallog_tenant_operator::tls::install_crypto_provider();
+        let response = reqwest::get(format!("http://{}{path}", self.admin)).await.ok()?;
+        Some((response.status().as_u16(), response.text().await.ok()?))
+    }
+
+    /// Its metrics, as `name{labels}` → value (None while it is not serving yet).
+    pub async fn metrics(&self) -> Option<std::collections::BTreeMap<String, f64>> {
+        let (_, text) = self.admin_get("/metrics").await?;
+        Some(
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .filter_map(|line| line.rsplit_once(' '))
+                .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+                .collect(),
+        )
+    }
+
+    /// Requests it sent with a method other than GET, by "METHOD resource".
+    pub async fn writes(&self) -> std::collections::BTreeMap<String, f64> {
+        let metrics = self.metrics().await.expect("metrics are served");
+        metrics
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let labels = name.strip_prefix("neurallog_tenant_operator_api_requests_total{")?.strip_suffix('}')?;
+                let label = |key: &str| {
+                    labels.split(',').find_map(|pair| {
+                        pair.strip_prefix(&format!("{key}=\"")).map(|v| v.trim_end_matches('"').to_owned())
+                    })
+                };
+                let (method, resource) = (label("method")?, label("resource")?);
+                (method != "GET").then(|| (format!("{method} {resource}"), value))
+            })
+            .collect()
+    }
+
+    /// Its `/readyz` answer: status code and body.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
+        self.admin_get("/readyz").await
     }
 }
 

@@ -3,7 +3,6 @@
 //! of a finished reconcile.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -11,7 +10,8 @@ use serde_json::{Value, json};
 use testenv::auth::{AuthStandIn, Behaviour};
 use testenv::jaeger::Jaeger;
 
-use crate::support::{DEADLINE, Harness, condition, phase, poll, wait_for};
+use crate::support::{Controllers, Harness, OperatorProcess, condition, phase, poll, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 const SERVICE: &str = "tenant-operator-under-test";
 
@@ -71,25 +71,20 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
     let jaeger = Jaeger::start().await.expect("jaeger starts");
     let auth = AuthStandIn::start().await.unwrap();
     auth.set_behaviour(Some("broken"), Behaviour::Fail(500));
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
 
-    let log_path = h.plane.dir().join("operator-process.log");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
-        .args(["run", "--admin-address", "127.0.0.1:0", "--auth-attempts", "1", "--kubeconfig"])
-        .arg(h.plane.operator_kubeconfig())
-        .args(["--auth-url", &auth.url()])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_grpc_endpoint())
-        .env("OTEL_SERVICE_NAME", SERVICE)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,neurallog_tenant_operator=debug,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator starts");
+    let auth_url = auth.url();
+    let args = ["--auth-attempts", "1", "--auth-url", &auth_url];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_grpc_endpoint()),
+        ("OTEL_SERVICE_NAME", SERVICE.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", "info,neurallog_tenant_operator=debug,kube=warn".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let operator = OperatorProcess::start(&h, "operator-process", h.plane.operator_kubeconfig(), &args, &env);
 
-    let tenant =
-        |name: &str| json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}});
+    let tenant = |name: &str| TestTenant::new(name).manifest();
     h.create_tenant(tenant("traced")).await.unwrap();
     wait_for(&h.tenants(), "traced", "is registered", |t| {
         condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
@@ -105,11 +100,8 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
     wait_for(&h.tenants(), "broken", "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
 
     // SIGTERM: reconciles in flight finish, their spans are flushed, the process exits.
-    let pid = operator.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let exit = tokio::time::timeout(DEADLINE, operator.wait()).await.expect("exits after SIGTERM").unwrap();
-    assert!(exit.success(), "clean exit: {exit}");
+    let log_path = operator.log.clone();
+    operator.terminate().await;
 
     // Every reconcile the operator finished, with its trace id, from its JSON log.
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -4,11 +4,8 @@
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::support::Harness;
-
-fn tenant(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec})
-}
+use crate::support::{Controllers, Harness};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 fn server(server: Value) -> Value {
     json!({"server": server})
@@ -20,68 +17,62 @@ fn rule(port: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let long_name = "a".repeat(47);
     let cases: Vec<(Value, &str)> = vec![
-        (tenant("1acme", json!({})), "metadata.name"),
-        (tenant("acme.corp", json!({})), "metadata.name"),
-        (tenant("acme-", json!({})), "metadata.name"),
-        (tenant(&long_name, json!({})), "metadata.name"),
-        (tenant("t1", server(json!({"replicas": 0}))), "spec.server.replicas"),
-        (tenant("t2", server(json!({"replicas": 101}))), "spec.server.replicas"),
-        (tenant("t3", json!({"redis": {"replicas": 2}})), "spec.redis.replicas"),
-        (tenant("t4", server(json!({"resources": {"cpu": {"limit": "lots"}}}))), "spec.server.resources.cpu.limit"),
-        (tenant("t5", json!({"redis": {"storage": "1GB"}})), "spec.redis.storage"),
+        (TestTenant::new("1acme").manifest(), "metadata.name"),
+        (TestTenant::new("acme.corp").manifest(), "metadata.name"),
+        (TestTenant::new("acme-").manifest(), "metadata.name"),
+        (TestTenant::new(&long_name).manifest(), "metadata.name"),
+        (TestTenant::new("t1").spec(server(json!({"replicas": 0}))).manifest(), "spec.server.replicas"),
+        (TestTenant::new("t2").spec(server(json!({"replicas": 101}))).manifest(), "spec.server.replicas"),
+        (TestTenant::new("t3").spec(json!({"redis": {"replicas": 2}})).manifest(), "spec.redis.replicas"),
+        (TestTenant::new("t4").spec(server(json!({"resources": {"cpu": {"limit": "lots"}}}))).manifest(), "spec.server.resources.cpu.limit"),
+        (TestTenant::new("t5").spec(json!({"redis": {"storage": "1GB"}})).manifest(), "spec.redis.storage"),
         (
-            tenant("t6", server(json!({"resources": {"cpu": {"request": "2", "limit": "500m"}}}))),
+            TestTenant::new("t6").spec(server(json!({"resources": {"cpu": {"request": "2", "limit": "500m"}}}))).manifest(),
             "spec.server.resources.cpu.request",
         ),
         (
-            tenant("t7", json!({"redis": {"resources": {"memory": {"request": "1Gi", "limit": "512Mi"}}}})),
+            TestTenant::new("t7").spec(json!({"redis": {"resources": {"memory": {"request": "1Gi", "limit": "512Mi"}}}})).manifest(),
             "spec.redis.resources.memory.request",
         ),
         (
-            tenant(
-                "t8",
-                server(
+            TestTenant::new("t8").spec(server(
                     json!({"env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
-                ),
-            ),
+                ),).manifest(),
             "spec.server.env[0]",
         ),
-        (tenant("t9", server(json!({"env": [{"name": "A", "valueFrom": {}}]}))), "spec.server.env[0].valueFrom"),
+        (TestTenant::new("t9").spec(server(json!({"env": [{"name": "A", "valueFrom": {}}]}))).manifest(), "spec.server.env[0].valueFrom"),
         (
-            tenant(
-                "t10",
-                server(json!({"env": [{"name": "A", "valueFrom": {
-                "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]})),
-            ),
+            TestTenant::new("t10").spec(server(json!({"env": [{"name": "A", "valueFrom": {
+                "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]})),).manifest(),
             "spec.server.env[0].valueFrom",
         ),
-        (tenant("t11", server(json!({"env": [{"name": "1=bad", "value": "x"}]}))), "spec.server.env[0].name"),
+        (TestTenant::new("t11").spec(server(json!({"env": [{"name": "1=bad", "value": "x"}]}))).manifest(), "spec.server.env[0].name"),
         (
-            tenant("t12", rule(json!({"protocol": "HTTP", "port": 80}))),
+            TestTenant::new("t12").spec(rule(json!({"protocol": "HTTP", "port": 80}))).manifest(),
             "spec.networkPolicy.ingressRules[0].ports[0].protocol",
         ),
         (
-            tenant("t13", rule(json!({"protocol": "TCP", "port": 70000}))),
+            TestTenant::new("t13").spec(rule(json!({"protocol": "TCP", "port": 70000}))).manifest(),
             "spec.networkPolicy.ingressRules[0].ports[0].port",
         ),
-        (tenant("t14", json!({"redis": {"config": {"rename-command": "FLUSHALL x"}}})), "spec.redis.config"),
-        (tenant("t15", json!({"redis": {"config": {"timeout": "0\nrequirepass x"}}})), "spec.redis.config"),
+        (TestTenant::new("t14").spec(json!({"redis": {"config": {"rename-command": "FLUSHALL x"}}})).manifest(), "spec.redis.config"),
+        (TestTenant::new("t15").spec(json!({"redis": {"config": {"timeout": "0\nrequirepass x"}}})).manifest(), "spec.redis.config"),
         (
-            tenant("t16", json!({"networkPolicy": {"allowedNamespaces": ["Bad_Namespace"]}})),
+            TestTenant::new("t16").spec(json!({"networkPolicy": {"allowedNamespaces": ["Bad_Namespace"]}})).manifest(),
             "spec.networkPolicy.allowedNamespaces[0]",
         ),
-        (tenant("t17", json!({"registry": {"baseDomain": "-example.com"}})), "spec.registry.baseDomain"),
-        (tenant("t18", server(json!({"image": ""}))), "spec.server.image"),
-        (tenant("t19", json!({"deletionPolicy": "Orphan"})), "spec.deletionPolicy"),
-        (tenant("t20", json!({"registry": {"replicas": 0}})), "spec.registry.replicas"),
+        (TestTenant::new("t17").spec(json!({"registry": {"baseDomain": "-example.com"}})).manifest(), "spec.registry.baseDomain"),
+        (TestTenant::new("t18").spec(server(json!({"image": ""}))).manifest(), "spec.server.image"),
+        (TestTenant::new("t19").spec(json!({"deletionPolicy": "Orphan"})).manifest(), "spec.deletionPolicy"),
+        (TestTenant::new("t20").spec(json!({"registry": {"replicas": 0}})).manifest(), "spec.registry.replicas"),
         (
-            tenant("t21", json!({"resources": {"storage": {"request": "20Gi", "limit": "10Gi"}}})),
+            TestTenant::new("t21").spec(json!({"resources": {"storage": {"request": "20Gi", "limit": "10Gi"}}})).manifest(),
             "spec.resources.storage.request",
         ),
-        (tenant("t22", json!({"resources": {"cpu": {"limit": "many"}}})), "spec.resources.cpu.limit"),
+        (TestTenant::new("t22").spec(json!({"resources": {"cpu": {"limit": "many"}}})).manifest(), "spec.resources.cpu.limit"),
     ];
     assert!(cases.len() >= 15);
     for (manifest, field) in cases {
@@ -94,8 +85,8 @@ async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
-    let h = Harness::start(false).await;
-    let created = h.create_tenant(tenant("valid", json!({}))).await.unwrap();
+    let h = Harness::start(Controllers::None).await;
+    let created = h.create_tenant(TestTenant::new("valid").manifest()).await.unwrap();
     let spec = &created.data["spec"];
     assert_eq!(spec["server"], json!({"replicas": 1, "image": "neurallog/server:latest"}));
     assert_eq!(spec["redis"], json!({"replicas": 1, "image": "redis:7-alpine", "storage": "1Gi"}));

@@ -12,12 +12,13 @@ use neurallog_tenant_operator::resources::Platform;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
 
-use crate::support::{Harness, condition, phase, wait_for};
+use crate::support::{Controllers, Harness, condition, phase, wait_for};
+use neurallog_tenant_operator::fixtures::TestTenant;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
     let auth = AuthStandIn::start().await.unwrap();
-    let h = Harness::start(false).await;
+    let h = Harness::start(Controllers::None).await;
     let settings = || Settings {
         concurrency: 4,
         platform: Platform { ingress_namespace: Some("ingress-nginx".into()), ..Platform::default() },
@@ -26,14 +27,13 @@ async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
     };
     let first = h.start_operator_with(settings()).await;
     // Every kind of child: quota and limit range, registry with Ingress, custom network rules.
-    h.create_tenant(json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "quiet"},
-        "spec": {
+    h.create_tenant(TestTenant::new("quiet").spec(json!({
             "redis": {"config": {"timeout": "60", "hz": "20"}},
             "registry": {"baseDomain": "neurallog.example"},
             "resources": {"cpu": {"request": "2", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}},
             "networkPolicy": {"allowedNamespaces": ["web"],
                               "ingressRules": [{"from": {"app": "prometheus"}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]}],
-                              "egressRules": [{"to": {"app": "api"}, "namespaces": ["payments"], "ports": [{"port": 443}]}]}}}))
+                              "egressRules": [{"to": {"app": "api"}, "namespaces": ["payments"], "ports": [{"port": 443}]}]}})).manifest())
     .await
     .unwrap();
     // The status is the last write of a reconcile; once it reports registration, all is applied.

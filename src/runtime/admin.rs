@@ -1,5 +1,6 @@
-//! The admin HTTP server: `/metrics` (Prometheus), `/healthz` (liveness) and `/readyz` (ready once
-//! the watch caches are filled).
+//! The admin HTTP server, on every replica: `/metrics` (Prometheus), `/healthz` (liveness) and
+//! `/readyz` (the part in leader election known and, where this process reconciles, the watch
+//! caches filled; the body says which).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
-async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.encode() {
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    match shared.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
@@ -24,8 +32,11 @@ async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-async fn ready(State(metrics): State<Arc<Metrics>>) -> StatusCode {
-    if metrics.caches_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+async fn ready(State(shared): State<Shared>) -> (StatusCode, &'static str) {
+    match shared.readiness.check() {
+        (true, why) => (StatusCode::OK, why),
+        (false, why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 /// Binds the admin address, so a taken port fails the start instead of a later request.
@@ -37,12 +48,13 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(ready))
-        .with_state(metrics);
+        .with_state(Shared { metrics, readiness });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("admin server failed")
 }

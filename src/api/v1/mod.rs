@@ -12,7 +12,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::defaults;
+use crate::model::REDIS_CONFIG_ALLOWED_KEYS;
+
+mod mapping;
 
 /// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
 /// shows the defaults the API server filled in.
@@ -89,10 +91,9 @@ pub struct TenantSpec {
 }
 
 /// What happens to a tenant's namespace and data when the Tenant is deleted.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Delete the namespace with everything in it, data included.
-    #[default]
     Delete,
     /// Keep the namespace and its PersistentVolumeClaims; remove everything else.
     Retain,
@@ -249,43 +250,21 @@ pub struct RedisSpec {
     /// accepted (see the allow-list in the validation message); values may not contain newlines.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 256}))]
-    #[x_kube(validation = Rule::new(REDIS_CONFIG_KEY_RULE).message(REDIS_CONFIG_KEY_MESSAGE))]
+    #[x_kube(validation = Rule::new(redis_config_key_rule()).message(Message::Message(redis_config_key_message())))]
     #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))")
         .message("spec.redis.config values must not contain line breaks"))]
     pub config: BTreeMap<String, String>,
 }
 
-/// The redis.conf directives a tenant may set. Everything that controls networking, files,
-/// authentication, modules or commands is reserved to the operator.
-pub const REDIS_CONFIG_ALLOWED_KEYS: &[&str] = &[
-    "maxmemory",
-    "maxmemory-policy",
-    "maxmemory-samples",
-    "maxclients",
-    "timeout",
-    "tcp-keepalive",
-    "databases",
-    "loglevel",
-    "save",
-    "appendonly",
-    "appendfsync",
-    "notify-keyspace-events",
-    "hz",
-    "lazyfree-lazy-eviction",
-    "lazyfree-lazy-expire",
-    "slowlog-log-slower-than",
-    "slowlog-max-len",
-    "latency-monitor-threshold",
-    "hash-max-listpack-entries",
-    "hash-max-listpack-value",
-    "list-max-listpack-size",
-    "set-max-intset-entries",
-    "zset-max-listpack-entries",
-    "zset-max-listpack-value",
-];
+/// CEL: every key is on the operator's allow-list.
+fn redis_config_key_rule() -> String {
+    let keys: Vec<String> = REDIS_CONFIG_ALLOWED_KEYS.iter().map(|k| format!("'{k}'")).collect();
+    format!("self.all(k, k in [{}])", keys.join(", "))
+}
 
-const REDIS_CONFIG_KEY_RULE: &str = "self.all(k, k in ['maxmemory', 'maxmemory-policy', 'maxmemory-samples', 'maxclients', 'timeout', 'tcp-keepalive', 'databases', 'loglevel', 'save', 'appendonly', 'appendfsync', 'notify-keyspace-events', 'hz', 'lazyfree-lazy-eviction', 'lazyfree-lazy-expire', 'slowlog-log-slower-than', 'slowlog-max-len', 'latency-monitor-threshold', 'hash-max-listpack-entries', 'hash-max-listpack-value', 'list-max-listpack-size', 'set-max-intset-entries', 'zset-max-listpack-entries', 'zset-max-listpack-value'])";
-const REDIS_CONFIG_KEY_MESSAGE: &str = "spec.redis.config keys must be one of: maxmemory, maxmemory-policy, maxmemory-samples, maxclients, timeout, tcp-keepalive, databases, loglevel, save, appendonly, appendfsync, notify-keyspace-events, hz, lazyfree-lazy-eviction, lazyfree-lazy-expire, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold, hash-max-listpack-entries, hash-max-listpack-value, list-max-listpack-size, set-max-intset-entries, zset-max-listpack-entries, zset-max-listpack-value";
+fn redis_config_key_message() -> String {
+    format!("spec.redis.config keys must be one of: {}", REDIS_CONFIG_ALLOWED_KEYS.join(", "))
+}
 
 /// The tenant's endpoint registry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -383,9 +362,8 @@ pub struct NetworkPolicyPort {
 }
 
 /// A network protocol.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    #[default]
     #[serde(rename = "TCP")]
     Tcp,
     #[serde(rename = "UDP")]
@@ -470,4 +448,65 @@ pub enum ComponentPhase {
     Degraded,
     /// Cannot be provisioned.
     Failed,
+}
+
+/// Schema defaults (`default:` in the CRD), from the one place defaults live.
+mod defaults {
+    use super::{DeletionPolicy, NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
+    use crate::model::{self, defaults as d};
+
+    pub fn server() -> Option<ServerSpec> {
+        Some(ServerSpec { replicas: server_replicas(), image: server_image(), ..ServerSpec::default() })
+    }
+    pub fn redis() -> Option<RedisSpec> {
+        Some(RedisSpec {
+            replicas: redis_replicas(),
+            image: redis_image(),
+            storage: redis_storage(),
+            ..RedisSpec::default()
+        })
+    }
+    pub fn registry() -> Option<RegistrySpec> {
+        Some(RegistrySpec { replicas: registry_replicas(), image: registry_image(), ..RegistrySpec::default() })
+    }
+    pub fn network_policy() -> Option<NetworkPolicySpec> {
+        Some(NetworkPolicySpec { enabled: network_policy_enabled(), ..NetworkPolicySpec::default() })
+    }
+    pub fn server_replicas() -> Option<i32> {
+        Some(d::SERVER_REPLICAS)
+    }
+    pub fn server_image() -> Option<String> {
+        Some(d::SERVER_IMAGE.to_owned())
+    }
+    pub fn redis_replicas() -> Option<i32> {
+        Some(d::REDIS_REPLICAS)
+    }
+    pub fn redis_image() -> Option<String> {
+        Some(d::REDIS_IMAGE.to_owned())
+    }
+    pub fn redis_storage() -> Option<String> {
+        Some(d::REDIS_STORAGE.to_owned())
+    }
+    pub fn registry_replicas() -> Option<i32> {
+        Some(d::REGISTRY_REPLICAS)
+    }
+    pub fn registry_image() -> Option<String> {
+        Some(d::REGISTRY_IMAGE.to_owned())
+    }
+    pub fn network_policy_enabled() -> Option<bool> {
+        Some(d::NETWORK_POLICY_ENABLED)
+    }
+    pub fn deletion_policy() -> Option<DeletionPolicy> {
+        Some(match d::DELETION_POLICY {
+            model::DeletionPolicy::Delete => DeletionPolicy::Delete,
+            model::DeletionPolicy::Retain => DeletionPolicy::Retain,
+        })
+    }
+    pub fn protocol() -> Option<Protocol> {
+        Some(match d::PROTOCOL {
+            model::Protocol::Tcp => Protocol::Tcp,
+            model::Protocol::Udp => Protocol::Udp,
+            model::Protocol::Sctp => Protocol::Sctp,
+        })
+    }
 }

@@ -1,0 +1,289 @@
+//! The kinds of child object a tenant has, listed once. The list drives the watch caches the
+//! reconciler reads instead of the API server, the watches that wake a tenant when one of its
+//! children changes, the wait until every cache is filled, and the mark-and-sweep prune: a
+//! reconcile marks every child it wants, and the sweep deletes the operator's other children of
+//! the tenant (all of them for a Retain deletion, which marks nothing).
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::Result;
+use super::events::Changes;
+use super::triggers::Triggers;
+use super::write::{self, Target, short_kind};
+use crate::api::{GROUP, KIND, Tenant};
+use crate::resources::{TENANT_LABEL, managed_selector};
+
+/// A namespaced kind the operator writes.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The children a reconcile wants, by kind and name: the sweep keeps these.
+#[derive(Debug, Default)]
+pub struct Marks(HashSet<(&'static str, String)>);
+
+impl Marks {
+    pub fn mark<K: Child>(&mut self, name: &str) {
+        self.0.insert((short_kind::<K>(), name.to_owned()));
+    }
+
+    fn contains<K: Child>(&self, name: &str) -> bool {
+        self.0.contains(&(short_kind::<K>(), name.to_owned()))
+    }
+}
+
+/// A watch that fills a cache with whole objects and yields every touched object.
+fn object_watch<K: Child>(
+    client: &Client,
+    config: watcher::Config,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
+    let (store, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), config).default_backoff().reflect(writer).touched_objects();
+    (store, stream)
+}
+
+/// A metadata-only watch (the API server sends no bodies) that fills a cache and yields every
+/// touched object. For kinds whose content the operator never reads back, such as Secrets, whose
+/// data it must not hold.
+pub fn metadata_watch<K>(
+    client: &Client,
+    config: watcher::Config,
+) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    // An Api of PartialObjectMeta sends metadata-only requests.
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    let stream = watcher(api, config).default_backoff().reflect(writer).touched_objects();
+    (store, stream)
+}
+
+/// The tenant that controls a child: its controller owner reference of kind Tenant in the API
+/// group, whatever the version (children written under an older storage version still count).
+/// kube's `owns` would key a cluster-scoped owner by the child's namespace too, so one tenant
+/// could be reconciled twice at once under two keys; mapping here keeps one key per tenant.
+pub fn controlling_tenant(child: &impl Resource) -> Option<ObjectRef<Tenant>> {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            let group = owner.api_version.split_once('/').map_or("", |(group, _)| group);
+            owner.controller == Some(true) && owner.kind == KIND && group == GROUP
+        })
+        .map(|owner| ObjectRef::new(&owner.name))
+}
+
+/// Maps a child's watch event to its tenant, noting it as that tenant's trigger.
+fn tenant_woken_by<C>(
+    triggers: &Arc<Triggers>,
+    kind: &'static str,
+) -> impl Fn(Result<C, watcher::Error>) -> std::future::Ready<Option<ObjectRef<Tenant>>> + Send + 'static
+where
+    C: Resource,
+{
+    let triggers = triggers.clone();
+    move |event| {
+        let tenant = event.ok().and_then(|child| {
+            let tenant = controlling_tenant(&child)?;
+            let namespace = child.meta().namespace.clone().unwrap_or_default();
+            let name = child.meta().name.clone().unwrap_or_default();
+            triggers.event(&tenant.name, || format!("{kind} {namespace}/{name} changed"));
+            Some(tenant)
+        });
+        std::future::ready(tenant)
+    }
+}
+
+/// The names of the operator's objects of one tenant in a cache, with whether each is already
+/// being deleted.
+fn managed<C>(store: &Store<C>, namespace: &str, tenant: &str) -> Vec<(String, bool)>
+where
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|object| object.meta().namespace.as_deref() == Some(namespace))
+        .filter(|object| object.labels().get(TENANT_LABEL).map(String::as_str) == Some(tenant))
+        .map(|object| (object.name_any(), object.meta().deletion_timestamp.is_some()))
+        .collect()
+}
+
+/// The sweep of one kind: deletes the tenant's unmarked objects of kind `K` listed in `store`
+/// (which may hold metadata only) and returns how many unmarked objects still exist.
+async fn sweep_kind<K, C>(
+    store: &Store<C>,
+    client: &Client,
+    (tenant, namespace): (&str, &str),
+    marks: &Marks,
+    params: DeleteParams,
+    changes: &mut Changes,
+) -> Result<usize>
+where
+    K: Child,
+    C: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let kind = short_kind::<K>();
+    let mut remaining = 0;
+    for (name, deleting) in managed(store, namespace, tenant) {
+        if marks.contains::<K>(&name) {
+            continue;
+        }
+        remaining += 1;
+        if deleting {
+            // Already on its way out: a second delete would only be another write.
+            continue;
+        }
+        let target = Target { tenant, verb: "delete", kind, name: &name };
+        if write::send_tolerating(target, &[404], api.delete(&name, &params), |_| true).await?.is_some() {
+            changes.deleted(kind, &name);
+        }
+    }
+    Ok(remaining)
+}
+
+/// Lists the child kinds once: `field: Kind => cached type, watch function, deletion params;`.
+macro_rules! child_kinds {
+    ($($field:ident: $kind:ty => $cached:ty, $watch:ident, $delete:ident;)+) => {
+        /// Watch caches of every child kind, filled by the controller's watches (children carry
+        /// the managed-by label, which the watches select on).
+        #[derive(Clone)]
+        pub struct Children {
+            $(pub $field: Store<$cached>,)+
+        }
+
+        impl Children {
+            /// Starts a watch per kind: the caches, and one stream of the tenants their events
+            /// concern.
+            pub fn watch(client: &Client, triggers: &Arc<Triggers>) -> (Self, BoxStream<'static, ObjectRef<Tenant>>) {
+                let selected = watcher::Config::default().labels(&managed_selector());
+                let mut wakes = Vec::new();
+                $(
+                    let ($field, events) = $watch::<$kind>(client, selected.clone());
+                    wakes.push(events.filter_map(tenant_woken_by(triggers, short_kind::<$kind>())).boxed());
+                )+
+                (Self { $($field,)+ }, futures::stream::select_all(wakes).boxed())
+            }
+
+            /// Waits until every cache holds a full list, so a restarted operator never mistakes
+            /// an unlisted child for a missing one and rewrites it.
+            pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+                $(self.$field.wait_until_ready().await?;)+
+                Ok(())
+            }
+
+            /// Deletes every child of `tenant` in `namespace` that is not marked, workloads in
+            /// the foreground (their pods go first); returns how many unmarked children still
+            /// exist.
+            pub async fn sweep(
+                &self,
+                client: &Client,
+                tenant: &str,
+                namespace: &str,
+                marks: &Marks,
+                changes: &mut Changes,
+            ) -> Result<usize> {
+                let mut remaining = 0;
+                $(
+                    remaining += sweep_kind::<$kind, $cached>(
+                        &self.$field, client, (tenant, namespace), marks, DeleteParams::$delete(), changes,
+                    )
+                    .await?;
+                )+
+                Ok(remaining)
+            }
+        }
+    };
+}
+
+child_kinds! {
+    deployments: Deployment => Deployment, object_watch, foreground;
+    stateful_sets: StatefulSet => StatefulSet, object_watch, foreground;
+    services: Service => Service, object_watch, background;
+    config_maps: ConfigMap => ConfigMap, object_watch, background;
+    secrets: Secret => PartialObjectMeta<Secret>, metadata_watch, background;
+    network_policies: NetworkPolicy => NetworkPolicy, object_watch, background;
+    ingresses: Ingress => Ingress, object_watch, background;
+    resource_quotas: ResourceQuota => ResourceQuota, object_watch, background;
+    limit_ranges: LimitRange => LimitRange, object_watch, background;
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    fn owned_by(api_version: &str, kind: &str, controller: bool) -> ConfigMap {
+        let mut config_map = ConfigMap::default();
+        config_map.metadata.namespace = Some("tenant-acme".into());
+        config_map.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "acme".into(),
+            uid: "uid".into(),
+            controller: Some(controller),
+            ..Default::default()
+        }]);
+        config_map
+    }
+
+    #[test]
+    fn children_map_to_their_controlling_tenant_in_any_version_without_a_namespace() {
+        assert!(controlling_tenant(&ConfigMap::default()).is_none());
+        for version in ["neurallog.io/v1", "neurallog.io/v2"] {
+            assert_eq!(controlling_tenant(&owned_by(version, "Tenant", true)), Some(ObjectRef::new("acme")));
+        }
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false)).is_none());
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true)).is_none());
+        assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true)).is_none());
+    }
+
+    #[test]
+    fn marks_are_per_kind() {
+        let mut marks = Marks::default();
+        marks.mark::<Service>("acme-server");
+        assert!(marks.contains::<Service>("acme-server"));
+        assert!(!marks.contains::<Deployment>("acme-server"));
+    }
+}

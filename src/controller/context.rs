@@ -1,0 +1,99 @@
+//! What every reconcile shares, and how the controller is configured.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use super::backoff::ErrorBackoff;
+use super::children::Children;
+use super::triggers::Triggers;
+use crate::auth::{AuthClient, AuthSettings};
+use crate::metrics::Metrics;
+use crate::resources::Platform;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tenants reconciled at the same time; one slow tenant holds one slot, never the others.
+    pub concurrency: u16,
+    /// Re-check of a converged tenant, a safety net behind the watches.
+    pub resync_interval: Duration,
+    /// Name of this operator instance in Events (the pod name in a cluster).
+    pub instance: Option<String>,
+    /// Cluster-level settings that shape every tenant's objects.
+    pub platform: Platform,
+    /// NeuralLog Auth; `None` skips registration.
+    pub auth: Option<AuthSettings>,
+    /// How long after its deletion started a tenant keeps retrying deregistration from Auth
+    /// before it is released anyway (with a Warning event), so an Auth outage cannot block
+    /// deletion forever.
+    pub auth_deregistration_deadline: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            resync_interval: Duration::from_secs(600),
+            instance: None,
+            platform: Platform::default(),
+            auth: None,
+            auth_deregistration_deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    /// Every namespace, metadata only: a foreign `tenant-<name>` is seen coming and going.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub children: Children,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub auth: Option<AuthClient>,
+    pub backoff: ErrorBackoff,
+    pub triggers: Arc<Triggers>,
+    pub metrics: Arc<Metrics>,
+    /// UIDs of deleted tenants already deregistered from Auth. The status records it too, but the
+    /// watch cache may not have that status yet when the next pass runs.
+    deregistered: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+        children: Children,
+        recorder: Recorder,
+        settings: Settings,
+        auth: Option<AuthClient>,
+        triggers: Arc<Triggers>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            namespaces,
+            children,
+            recorder,
+            settings,
+            auth,
+            backoff: ErrorBackoff::default(),
+            triggers,
+            metrics,
+            deregistered: Mutex::default(),
+        }
+    }
+
+    /// UIDs of the deleted tenants this process has deregistered from Auth.
+    pub fn deregistered(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.deregistered.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,169 @@
+//! The Events the controller records about a tenant: typed reasons, each with its event type, and
+//! every note ending with the reconcile's trace id, which leads from `kubectl describe` straight
+//! to the trace.
+
+use kube::Resource as _;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use super::write::Change;
+use crate::api::Tenant;
+use crate::model::state::{Phase, READY, TenantState};
+use crate::telemetry;
+
+/// Why an Event is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Created,
+    Updated,
+    Deleted,
+    /// The namespace of a deleted tenant is being deleted.
+    Deleting,
+    /// The namespace of a deleted tenant is kept, its workloads removed.
+    Retaining,
+    Registered,
+    Deregistered,
+    /// Deregistration kept failing past its deadline; the tenant was released anyway.
+    AuthDeregistrationAbandoned,
+    /// The tenant entered a phase.
+    Phase(Phase),
+    /// Something failed, named by the failure's own reason (`AuthTimeout`, `ApiRequestFailed`).
+    Failed(String),
+}
+
+impl Reason {
+    fn as_str(&self) -> &str {
+        match self {
+            Reason::Created => "Created",
+            Reason::Updated => "Updated",
+            Reason::Deleted => "Deleted",
+            Reason::Deleting => "Deleting",
+            Reason::Retaining => "Retaining",
+            Reason::Registered => "Registered",
+            Reason::Deregistered => "Deregistered",
+            Reason::AuthDeregistrationAbandoned => "AuthDeregistrationAbandoned",
+            Reason::Phase(phase) => phase.as_str(),
+            Reason::Failed(reason) => reason,
+        }
+    }
+
+    fn event_type(&self) -> EventType {
+        match self {
+            Reason::Failed(_)
+            | Reason::AuthDeregistrationAbandoned
+            | Reason::Phase(Phase::Failed | Phase::Degraded) => EventType::Warning,
+            _ => EventType::Normal,
+        }
+    }
+}
+
+/// What the controller was doing when it recorded an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Apply,
+    Reconcile,
+    Register,
+    Delete,
+}
+
+impl Activity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Activity::Apply => "Apply",
+            Activity::Reconcile => "Reconcile",
+            Activity::Register => "Register",
+            Activity::Delete => "Delete",
+        }
+    }
+}
+
+/// Records an Event about `tenant`. A failure to record is logged, never fatal.
+pub async fn publish(recorder: &Recorder, tenant: &Tenant, reason: Reason, activity: Activity, note: String) {
+    let note = match telemetry::current_ids() {
+        Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
+        None => note,
+    };
+    let event = Event {
+        type_: reason.event_type(),
+        reason: reason.as_str().to_owned(),
+        note: Some(note),
+        action: activity.as_str().to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
+        tracing::warn!(tenant = %tenant.meta().name.as_deref().unwrap_or_default(), %error, "cannot publish event");
+    }
+}
+
+/// Reports a phase change as an Event; failures and degradations as warnings.
+pub async fn phase_change(recorder: &Recorder, tenant: &Tenant, after: &TenantState) {
+    let before = tenant.state().and_then(|s| s.phase);
+    let Some(phase) = after.phase else { return };
+    if before == Some(phase) {
+        return;
+    }
+    let ready = after.condition(READY).map(|c| c.message.clone()).unwrap_or_default();
+    let note = format!("tenant is {}: {ready}", phase.as_str());
+    publish(recorder, tenant, Reason::Phase(phase), Activity::Reconcile, note).await;
+}
+
+/// What a reconcile changed, reported as one Event per kind of change.
+#[derive(Debug, Default)]
+pub struct Changes {
+    created: Vec<String>,
+    updated: Vec<String>,
+    deleted: Vec<String>,
+}
+
+impl Changes {
+    pub fn record(&mut self, change: Change, kind: &str, name: &str) {
+        match change {
+            Change::Created => self.created.push(format!("{kind} {name}")),
+            Change::Updated => self.updated.push(format!("{kind} {name}")),
+            Change::Unchanged => {}
+        }
+    }
+
+    pub fn deleted(&mut self, kind: &str, name: &str) {
+        self.deleted.push(format!("{kind} {name}"));
+    }
+
+    /// One Normal event per kind of change.
+    pub async fn publish(self, recorder: &Recorder, tenant: &Tenant) {
+        for (reason, verb, objects) in [
+            (Reason::Created, "created", self.created),
+            (Reason::Updated, "updated", self.updated),
+            (Reason::Deleted, "deleted", self.deleted),
+        ] {
+            if !objects.is_empty() {
+                let note = format!("{verb} {}", objects.join(", "));
+                publish(recorder, tenant, reason, Activity::Apply, note).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_list_only_what_changed() {
+        let mut changes = Changes::default();
+        changes.record(Change::Created, "Namespace", "tenant-a");
+        changes.record(Change::Unchanged, "Service", "a-redis");
+        changes.record(Change::Updated, "Deployment", "a-server");
+        changes.deleted("Ingress", "a-registry");
+        assert_eq!(changes.created, ["Namespace tenant-a"]);
+        assert_eq!(changes.updated, ["Deployment a-server"]);
+        assert_eq!(changes.deleted, ["Ingress a-registry"]);
+    }
+
+    #[test]
+    fn failures_and_bad_phases_are_warnings() {
+        assert_eq!(Reason::Failed("AuthTimeout".into()).event_type(), EventType::Warning);
+        assert_eq!(Reason::Phase(Phase::Degraded).event_type(), EventType::Warning);
+        assert_eq!(Reason::Phase(Phase::Running).event_type(), EventType::Normal);
+        assert_eq!(Reason::Phase(Phase::Running).as_str(), "Running");
+        assert_eq!(Reason::Deregistered.event_type(), EventType::Normal);
+    }
+}

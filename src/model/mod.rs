@@ -1,0 +1,438 @@
+//! The version-independent view of a tenant that the reconciler and the builders work on.
+//!
+//! Every API version maps into [`TenantModel`] (the mapping lives beside each version's types)
+//! with defaults applied and values parsed into types, so the builders never see an optional
+//! field or an unparsed string, and a tenant that slipped past admission (stored before a rule
+//! existed) is reported instead of panicking the operator. [`state`] is the other direction: the
+//! version-independent status each version renders.
+
+pub mod defaults;
+pub mod state;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::quantity::{Amount, Quantity};
+use defaults::ResourceDefaults;
+
+/// Longest tenant name whose child names are all valid (see the CRD's name rule).
+pub const MAX_TENANT_NAME_LEN: usize = 46;
+
+/// The redis.conf directives a tenant may set. Everything that controls networking, files,
+/// authentication, modules or commands is reserved to the operator.
+pub const REDIS_CONFIG_ALLOWED_KEYS: &[&str] = &[
+    "maxmemory",
+    "maxmemory-policy",
+    "maxmemory-samples",
+    "maxclients",
+    "timeout",
+    "tcp-keepalive",
+    "databases",
+    "loglevel",
+    "save",
+    "appendonly",
+    "appendfsync",
+    "notify-keyspace-events",
+    "hz",
+    "lazyfree-lazy-eviction",
+    "lazyfree-lazy-expire",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "latency-monitor-threshold",
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "list-max-listpack-size",
+    "set-max-intset-entries",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+];
+
+/// A tenant spec the operator cannot honour, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidSpec {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// A tenant with every default applied and every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantModel {
+    /// The tenant's name, also its ID towards NeuralLog services.
+    pub name: String,
+    /// The UID of the Tenant object; marks the namespace created for this incarnation.
+    pub uid: String,
+    /// Controller owner reference for namespaced children.
+    pub owner: OwnerReference,
+    /// `tenant-<name>`.
+    pub namespace: String,
+    pub server: ServerModel,
+    pub redis: RedisModel,
+    pub registry: RegistryModel,
+    pub network: NetworkModel,
+    /// The tenant-wide budget; `None` when the spec sets none.
+    pub quota: Option<QuotaModel>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What deleting the tenant does to its namespace and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    Delete,
+    Retain,
+}
+
+/// A network protocol, spelled as Kubernetes spells it (also in the content hash of policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+/// The endpoint registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryModel {
+    pub replicas: i32,
+    pub image: String,
+    pub resources: ContainerResources,
+    /// Public base domain; `None` means in-cluster endpoints and no Ingress.
+    pub base_domain: Option<String>,
+}
+
+/// Hard limits of the tenant namespace. Each is optional: only the dimensions the tenant sets
+/// are limited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuotaModel {
+    pub requests_cpu: Option<Amount>,
+    pub limits_cpu: Option<Amount>,
+    pub requests_memory: Option<Amount>,
+    pub limits_memory: Option<Amount>,
+    /// Total storage the tenant's PersistentVolumeClaims may request.
+    pub requests_storage: Option<Amount>,
+}
+
+/// Network isolation of the tenant namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkModel {
+    /// Whether the operator manages NetworkPolicies at all.
+    pub enabled: bool,
+    /// Namespaces whose pods may reach the server's HTTP port.
+    pub allowed_namespaces: Vec<String>,
+    pub ingress_rules: Vec<PeerRule>,
+    pub egress_rules: Vec<PeerRule>,
+}
+
+/// A custom rule: which pods (in which namespaces) on which ports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PeerRule {
+    /// Labels of the peer pods; empty selects every pod of those namespaces.
+    pub pods: BTreeMap<String, String>,
+    /// Namespaces of the peer pods; empty means the tenant namespace.
+    pub namespaces: Vec<String>,
+    /// (protocol, port) pairs; port `None` is every port; no pairs is every port and protocol.
+    pub ports: Vec<(Protocol, Option<i32>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerModel {
+    pub replicas: i32,
+    pub image: String,
+    pub resources: ContainerResources,
+    /// User variables, already in Kubernetes form, applied after the built-in ones.
+    pub env: Vec<core::EnvVar>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisModel {
+    pub replicas: i32,
+    pub image: String,
+    pub resources: ContainerResources,
+    pub storage: Amount,
+    /// User directives, already checked against the allow-list.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Requests and limits of one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerResources {
+    pub cpu_request: Amount,
+    pub cpu_limit: Amount,
+    pub memory_request: Amount,
+    pub memory_limit: Amount,
+}
+
+/// The name, UID and owner reference of a tenant, from its metadata (any API version).
+pub struct Identity {
+    pub name: String,
+    pub uid: String,
+    pub owner: OwnerReference,
+}
+
+impl Identity {
+    /// Checks that the name can form every child name and that the object has a UID.
+    pub fn of<K: Resource<DynamicType = ()>>(tenant: &K) -> Result<Self, InvalidSpec> {
+        let name = tenant.name_any();
+        check_tenant_name(&name)?;
+        let owner = tenant
+            .controller_owner_ref(&())
+            .ok_or_else(|| InvalidSpec::new("metadata.uid", "the tenant has no UID yet"))?;
+        Ok(Self { name, uid: owner.uid.clone(), owner })
+    }
+}
+
+impl TenantModel {
+    /// The model of a tenant from its identity and its mapped parts; checks what spans several
+    /// fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        identity: Identity,
+        server: ServerModel,
+        redis: RedisModel,
+        registry: RegistryModel,
+        network: NetworkModel,
+        quota: Option<QuotaModel>,
+        deletion_policy: DeletionPolicy,
+    ) -> Result<Self, InvalidSpec> {
+        let Identity { name, uid, owner } = identity;
+        let model = Self {
+            namespace: namespace_name(&name),
+            name,
+            uid,
+            owner,
+            server,
+            redis,
+            registry,
+            network,
+            quota: quota.filter(|q| *q != QuotaModel::default()),
+            deletion_policy,
+        };
+        model.check_components_fit_the_quota()?;
+        Ok(model)
+    }
+
+    /// Rejects a quota too small for the operator's own pods, which would otherwise leave a
+    /// rollout stuck on "exceeded quota" with nothing on the Tenant saying why. A Deployment's
+    /// rolling update briefly runs a quarter more pods (rounded up), so those count too.
+    fn check_components_fit_the_quota(&self) -> Result<(), InvalidSpec> {
+        let Some(quota) = &self.quota else { return Ok(()) };
+        let surge = |replicas: i32| i128::from(replicas) + (i128::from(replicas) + 3) / 4;
+        let pods = [
+            (&self.server.resources, surge(self.server.replicas)),
+            (&self.redis.resources, i128::from(self.redis.replicas)),
+            (&self.registry.resources, surge(self.registry.replicas)),
+        ];
+        let total = |value: fn(&ContainerResources) -> &Amount| {
+            pods.iter()
+                .fold(Quantity::default(), |sum, (resources, count)| sum.plus(value(resources).value().times(*count)))
+        };
+        let storage = self.redis.storage.value().times(self.redis.replicas.into());
+        let checks = [
+            ("spec.resources.cpu.request", &quota.requests_cpu, total(|r| &r.cpu_request), "CPU requests"),
+            ("spec.resources.cpu.limit", &quota.limits_cpu, total(|r| &r.cpu_limit), "CPU limits"),
+            ("spec.resources.memory.request", &quota.requests_memory, total(|r| &r.memory_request), "memory requests"),
+            ("spec.resources.memory.limit", &quota.limits_memory, total(|r| &r.memory_limit), "memory limits"),
+            ("spec.resources.storage", &quota.requests_storage, storage, "storage"),
+        ];
+        for (field, allowed, needed, what) in checks {
+            let Some(allowed) = allowed else { continue };
+            if needed > allowed.value() {
+                return Err(InvalidSpec::new(
+                    field,
+                    format!(
+                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas, plus one rolling-update pod per Deployment): raise it or lower the component resources",
+                        self.server.replicas, self.redis.replicas, self.registry.replicas
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The namespace that holds a tenant's workloads.
+pub fn namespace_name(tenant: &str) -> String {
+    format!("tenant-{tenant}")
+}
+
+fn check_tenant_name(name: &str) -> Result<(), InvalidSpec> {
+    let bytes = name.as_bytes();
+    let valid = name.len() <= MAX_TENANT_NAME_LEN
+        && bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes.last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && bytes.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidSpec::new(
+            "metadata.name",
+            format!(
+                "{name:?} cannot form tenant-<name> and the child names: use at most {MAX_TENANT_NAME_LEN} lowercase letters, digits and '-', starting with a letter"
+            ),
+        ))
+    }
+}
+
+/// Checks a replica count, `default` when unset.
+pub fn replicas(
+    field: &str,
+    value: Option<i32>,
+    default: i32,
+    range: std::ops::RangeInclusive<i32>,
+) -> Result<i32, InvalidSpec> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(InvalidSpec::new(field, format!("{value} is outside {}..={}", range.start(), range.end())))
+    }
+}
+
+/// Checks an image reference, `default` when unset.
+pub fn image(field: &str, value: Option<&str>, default: &str) -> Result<String, InvalidSpec> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(image) if image.trim().is_empty() || image.contains(char::is_whitespace) => {
+            Err(InvalidSpec::new(field, format!("{image:?} is not an image reference")))
+        }
+        Some(image) => Ok(image.to_owned()),
+    }
+}
+
+/// Parses a quantity, `default` when unset.
+pub fn amount(field: &str, value: Option<&str>, default: &str) -> Result<Amount, InvalidSpec> {
+    Amount::parse(value.unwrap_or(default)).map_err(|e| InvalidSpec::new(field, e.to_string()))
+}
+
+/// Parses an optional quantity.
+pub fn optional_amount(field: &str, value: Option<&str>) -> Result<Option<Amount>, InvalidSpec> {
+    value.map(|v| amount(field, Some(v), v)).transpose()
+}
+
+/// Resolves one resource (cpu or memory) of a container to a (request, limit) pair. A limit set
+/// alone below the default request pulls the request down with it, as Kubernetes does for a
+/// limit without request. `field` names the resource (`spec.server.resources.cpu`).
+pub fn request_and_limit(
+    field: &str,
+    request: Option<&str>,
+    limit: Option<&str>,
+    default_request: &str,
+    default_limit: &str,
+) -> Result<(Amount, Amount), InvalidSpec> {
+    let limit_amount = amount(&format!("{field}.limit"), limit, default_limit)?;
+    let request_amount = amount(&format!("{field}.request"), request, default_request)?;
+    if request_amount.value() > limit_amount.value() {
+        if request.is_none() {
+            return Ok((limit_amount.clone(), limit_amount));
+        }
+        return Err(InvalidSpec::new(
+            format!("{field}.request"),
+            format!("request {request_amount} must not be greater than limit {limit_amount}"),
+        ));
+    }
+    Ok((request_amount, limit_amount))
+}
+
+/// The requests and limits of a container from what the spec sets (`None` for each value left
+/// out) and the component's defaults. `field` names the component's resources.
+pub fn container_resources(
+    field: &str,
+    cpu: (Option<&str>, Option<&str>),
+    memory: (Option<&str>, Option<&str>),
+    defaults: &ResourceDefaults,
+) -> Result<ContainerResources, InvalidSpec> {
+    let (cpu_request, cpu_limit) =
+        request_and_limit(&format!("{field}.cpu"), cpu.0, cpu.1, defaults.cpu_request, defaults.cpu_limit)?;
+    let (memory_request, memory_limit) = request_and_limit(
+        &format!("{field}.memory"),
+        memory.0,
+        memory.1,
+        defaults.memory_request,
+        defaults.memory_limit,
+    )?;
+    Ok(ContainerResources { cpu_request, cpu_limit, memory_request, memory_limit })
+}
+
+/// Checks user redis.conf directives against the allow-list; values must stay on one line.
+pub fn redis_config(field: &str, config: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, InvalidSpec> {
+    for (key, value) in config {
+        if !REDIS_CONFIG_ALLOWED_KEYS.contains(&key.as_str()) {
+            return Err(InvalidSpec::new(
+                format!("{field}.{key}"),
+                "this directive is reserved to the operator or unknown",
+            ));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(InvalidSpec::new(format!("{field}.{key}"), "values must not contain line breaks"));
+        }
+    }
+    Ok(config.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::TestTenant;
+
+    #[test]
+    fn names_that_cannot_form_child_names_are_rejected() {
+        for name in ["1acme", "acme-", "Acme", "ac.me", &"a".repeat(MAX_TENANT_NAME_LEN + 1)] {
+            let err = TestTenant::new(name).model().unwrap_err();
+            assert_eq!(err.field, "metadata.name");
+        }
+        assert!(TestTenant::new(&"a".repeat(MAX_TENANT_NAME_LEN)).model().is_ok());
+    }
+
+    #[test]
+    fn a_limit_alone_below_the_default_request_pulls_the_request_down() {
+        let (request, limit) =
+            request_and_limit("spec.server.resources.cpu", None, Some("50m"), "100m", "500m").unwrap();
+        assert_eq!((request.as_str(), limit.as_str()), ("50m", "50m"));
+        let err = request_and_limit("spec.server.resources.cpu", Some("2"), Some("1"), "100m", "500m").unwrap_err();
+        assert_eq!(err.field, "spec.server.resources.cpu.request");
+    }
+
+    #[test]
+    fn a_budget_must_fit_the_tenants_own_pods_including_a_rolling_update() {
+        // Server (1 + 1 surge) x 500m + Redis 300m + registry (1 + 1 surge) x 200m = 1700m.
+        assert!(TestTenant::new("acme").cpu_budget(None, Some("1700m")).model().is_ok());
+        let err = TestTenant::new("acme").cpu_budget(None, Some("1600m")).model().unwrap_err();
+        assert_eq!(err.field, "spec.resources.cpu.limit");
+        assert!(err.message.contains("allows 1600m") && err.message.contains("need 1700m"), "{}", err.message);
+
+        let err = TestTenant::new("acme").storage_budget(Some("512Mi"), None).model().unwrap_err();
+        assert_eq!(err.field, "spec.resources.storage");
+    }
+
+    #[test]
+    fn redis_directives_off_the_allow_list_or_over_several_lines_are_refused() {
+        let config = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let err = redis_config("spec.redis.config", &config("rename-command", "FLUSHALL x")).unwrap_err();
+        assert_eq!(err.field, "spec.redis.config.rename-command");
+        let err = redis_config("spec.redis.config", &config("timeout", "0\nrequirepass x")).unwrap_err();
+        assert_eq!(err.field, "spec.redis.config.timeout");
+        assert!(redis_config("spec.redis.config", &config("timeout", "60")).is_ok());
+    }
+}

@@ -1,0 +1,437 @@
+//! The observed state of a tenant, independent of the API version that stores it: phase,
+//! conditions and per-component health, derived from what a reconcile observed. Pure, so every
+//! phase transition is unit-tested; timestamps of unchanged conditions are carried over, so a
+//! converged tenant derives exactly the state it already has and nothing is written.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const NAMESPACE_READY: &str = "NamespaceReady";
+pub const REDIS_READY: &str = "RedisReady";
+pub const SERVER_READY: &str = "ServerReady";
+pub const REGISTRY_READY: &str = "RegistryReady";
+pub const AUTH_REGISTERED: &str = "AuthRegistered";
+/// Reason of `AuthRegistered` once a deleted tenant is deregistered.
+const DEREGISTERED: &str = "Deregistered";
+
+/// Phase of a whole tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Provisioning,
+    Running,
+    Degraded,
+    Failed,
+    Terminating,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Running => "Running",
+            Phase::Degraded => "Degraded",
+            Phase::Failed => "Failed",
+            Phase::Terminating => "Terminating",
+        }
+    }
+}
+
+/// Phase of one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentPhase {
+    Pending,
+    Provisioning,
+    Running,
+    Degraded,
+    Failed,
+}
+
+/// Health of one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentState {
+    pub phase: ComponentPhase,
+    pub message: String,
+    pub ready_replicas: i32,
+    pub total_replicas: i32,
+}
+
+/// Everything the status of a tenant says, in any API version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantState {
+    pub phase: Option<Phase>,
+    pub conditions: Vec<Condition>,
+    pub namespace: Option<String>,
+    pub observed_generation: Option<i64>,
+    pub server: Option<ComponentState>,
+    pub redis: Option<ComponentState>,
+    pub registry: Option<ComponentState>,
+}
+
+impl TenantState {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether the tenant is recorded as registered with Auth (so no request is needed).
+    pub fn auth_registered(&self) -> bool {
+        self.condition(AUTH_REGISTERED).is_some_and(|c| c.status == "True")
+    }
+
+    /// Whether a deleted tenant is recorded as deregistered from Auth.
+    pub fn auth_deregistered(&self) -> bool {
+        self.condition(AUTH_REGISTERED).is_some_and(|c| c.reason == DEREGISTERED)
+    }
+}
+
+/// State of the tenant namespace as the reconcile found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceState {
+    /// Created by the operator for this tenant and usable.
+    Ready,
+    /// A namespace of that name exists and was not created for this tenant.
+    Conflict { message: String },
+    /// The tenant's namespace (or one left by an earlier tenant of the same name) is being
+    /// deleted; it is re-created once it is gone.
+    Terminating { message: String },
+}
+
+/// Ready and desired pods of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub desired: i32,
+    pub ready: i32,
+}
+
+/// Registration of the tenant with NeuralLog Auth, as the reconcile found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthState {
+    /// No Auth URL is configured, so registration is skipped.
+    NotConfigured,
+    Registered,
+    /// Registration failed; `reason` is the condition reason.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// What the reconcile observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub namespace_name: String,
+    pub namespace: NamespaceState,
+    /// `None` until the StatefulSet exists.
+    pub redis: Option<Replicas>,
+    /// `None` until the Deployment exists.
+    pub server: Option<Replicas>,
+    /// `None` until the Deployment exists.
+    pub registry: Option<Replicas>,
+    pub auth: AuthState,
+}
+
+fn component(name: &str, replicas: Option<Replicas>) -> ComponentState {
+    let (phase, message) = match replicas {
+        None => (ComponentPhase::Pending, format!("{name} has not been created yet")),
+        Some(r) if r.ready <= 0 => {
+            (ComponentPhase::Provisioning, format!("{name} is being provisioned: 0/{} replicas ready", r.desired))
+        }
+        Some(r) if r.ready < r.desired => {
+            (ComponentPhase::Degraded, format!("{name} is degraded: {}/{} replicas ready", r.ready, r.desired))
+        }
+        Some(r) => (ComponentPhase::Running, format!("{name} is running: {}/{} replicas ready", r.ready, r.desired)),
+    };
+    let (ready_replicas, total_replicas) = replicas.map_or((0, 0), |r| (r.ready, r.desired));
+    ComponentState { phase, message, ready_replicas, total_replicas }
+}
+
+/// A condition, keeping the previous transition time when its status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn component_condition(
+    previous: &[Condition],
+    type_: &str,
+    state: &ComponentState,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let reason = match state.phase {
+        ComponentPhase::Pending => "NotCreated",
+        ComponentPhase::Provisioning => "Provisioning",
+        ComponentPhase::Running => "Running",
+        ComponentPhase::Degraded => "Degraded",
+        ComponentPhase::Failed => "Failed",
+    };
+    let running = state.phase == ComponentPhase::Running;
+    condition(previous, type_, running, reason, state.message.clone(), generation, now)
+}
+
+/// The state a tenant should have given what was observed and its current state.
+pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time) -> TenantState {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_phase = current.and_then(|s| s.phase);
+    let generation = observed.generation;
+    let redis = component("Redis", observed.redis);
+    let server = component("Server", observed.server);
+    let registry = component("Registry", observed.registry);
+
+    let (namespace_condition, blocked_phase) = match &observed.namespace {
+        NamespaceState::Ready => {
+            let message = format!("namespace {} is ready", observed.namespace_name);
+            (condition(previous, NAMESPACE_READY, true, "Created", message, generation, now), None)
+        }
+        NamespaceState::Conflict { message } => (
+            condition(previous, NAMESPACE_READY, false, "NamespaceConflict", message.clone(), generation, now),
+            Some(Phase::Failed),
+        ),
+        NamespaceState::Terminating { message } => (
+            condition(previous, NAMESPACE_READY, false, "NamespaceTerminating", message.clone(), generation, now),
+            Some(Phase::Pending),
+        ),
+    };
+
+    let auth_condition = match &observed.auth {
+        AuthState::NotConfigured => condition(
+            previous,
+            AUTH_REGISTERED,
+            false,
+            "AuthNotConfigured",
+            "no NeuralLog Auth URL is configured (--auth-url), so the tenant is not registered".to_owned(),
+            generation,
+            now,
+        ),
+        AuthState::Registered => condition(
+            previous,
+            AUTH_REGISTERED,
+            true,
+            "Registered",
+            "the tenant is registered with NeuralLog Auth".to_owned(),
+            generation,
+            now,
+        ),
+        AuthState::Failed { reason, message } => {
+            condition(previous, AUTH_REGISTERED, false, reason, message.clone(), generation, now)
+        }
+    };
+    let auth_failed = matches!(observed.auth, AuthState::Failed { .. });
+
+    let components = [(&redis, "Redis"), (&server, "Server"), (&registry, "Registry")];
+    let all_running = components.iter().all(|(c, _)| c.phase == ComponentPhase::Running);
+    let any_degraded = components.iter().any(|(c, _)| c.phase == ComponentPhase::Degraded);
+    let was_up = matches!(previous_phase, Some(Phase::Running | Phase::Degraded));
+    let phase = blocked_phase.unwrap_or(if all_running && !auth_failed {
+        Phase::Running
+    } else if any_degraded || was_up || auth_failed {
+        Phase::Degraded
+    } else {
+        Phase::Provisioning
+    });
+
+    let (ready_reason, ready_message) = match phase {
+        Phase::Running => ("AllComponentsReady", "every component is ready".to_owned()),
+        _ if blocked_phase.is_some() => ("NamespaceNotReady", namespace_condition.message.clone()),
+        _ if auth_failed => ("AuthNotRegistered", auth_condition.message.clone()),
+        _ => {
+            let waiting: Vec<&str> =
+                components.iter().filter(|(c, _)| c.phase != ComponentPhase::Running).map(|(_, name)| *name).collect();
+            ("ComponentsNotReady", format!("waiting for {}", waiting.join(", ")))
+        }
+    };
+
+    TenantState {
+        conditions: vec![
+            condition(previous, READY, phase == Phase::Running, ready_reason, ready_message, generation, now),
+            namespace_condition,
+            component_condition(previous, REDIS_READY, &redis, generation, now),
+            component_condition(previous, SERVER_READY, &server, generation, now),
+            component_condition(previous, REGISTRY_READY, &registry, generation, now),
+            auth_condition,
+        ],
+        phase: Some(phase),
+        namespace: Some(observed.namespace_name.clone()),
+        observed_generation: generation,
+        redis: Some(redis),
+        server: Some(server),
+        registry: Some(registry),
+    }
+}
+
+/// State of a tenant whose spec cannot be honoured: `Failed`, with the field named.
+pub fn invalid_spec(
+    current: Option<&TenantState>,
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> TenantState {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut state = current.cloned().unwrap_or_default();
+    state.conditions.retain(|c| c.type_ != READY);
+    state.conditions.insert(0, condition(previous, READY, false, "InvalidSpec", message, generation, now));
+    state.phase = Some(Phase::Failed);
+    state.observed_generation = generation;
+    state
+}
+
+/// State of a tenant being deleted.
+pub fn terminating(current: Option<&TenantState>) -> TenantState {
+    let mut state = current.cloned().unwrap_or_default();
+    state.phase = Some(Phase::Terminating);
+    state
+}
+
+/// State of a deleted tenant once Auth has forgotten it.
+pub fn deregistered(current: Option<&TenantState>, message: String, now: &Time) -> TenantState {
+    let previous = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = current.and_then(|s| s.observed_generation);
+    let mut state = terminating(current);
+    state.conditions.retain(|c| c.type_ != AUTH_REGISTERED);
+    state.conditions.push(condition(previous, AUTH_REGISTERED, false, DEREGISTERED, message, generation, now));
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_000).unwrap())
+    }
+    fn later() -> Time {
+        Time(jiff::Timestamp::from_second(2_000).unwrap())
+    }
+
+    fn observed(redis: Option<(i32, i32)>, server: Option<(i32, i32)>) -> Observation {
+        let replicas = |(ready, desired)| Replicas { ready, desired };
+        Observation {
+            generation: Some(3),
+            namespace_name: "tenant-acme".into(),
+            namespace: NamespaceState::Ready,
+            redis: redis.map(replicas),
+            server: server.map(replicas),
+            registry: Some(Replicas { ready: 1, desired: 1 }),
+            auth: AuthState::Registered,
+        }
+    }
+
+    fn phase_of(o: &Observation, current: Option<&TenantState>) -> Phase {
+        derive(o, current, &now()).phase.unwrap()
+    }
+
+    #[test]
+    fn nothing_ready_is_provisioning_partial_is_degraded_all_is_running() {
+        assert_eq!(phase_of(&observed(None, None), None), Phase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((0, 1)), Some((0, 2))), None), Phase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((0, 2))), None), Phase::Provisioning);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((1, 2))), None), Phase::Degraded);
+        assert_eq!(phase_of(&observed(Some((1, 1)), Some((2, 2))), None), Phase::Running);
+    }
+
+    #[test]
+    fn a_failed_auth_registration_degrades_a_ready_tenant_and_says_why() {
+        let mut o = observed(Some((1, 1)), Some((1, 1)));
+        o.auth = AuthState::Failed { reason: "AuthTimeout".into(), message: "tenant acme: register timed out".into() };
+        let state = derive(&o, None, &now());
+        assert_eq!(state.phase, Some(Phase::Degraded));
+        let ready = &state.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AuthNotRegistered"));
+        let auth = state.condition(AUTH_REGISTERED).unwrap();
+        assert_eq!((auth.reason.as_str(), auth.message.as_str()), ("AuthTimeout", "tenant acme: register timed out"));
+        assert!(!state.auth_registered());
+    }
+
+    #[test]
+    fn without_auth_configured_the_tenant_still_runs_and_the_condition_says_so() {
+        let mut o = observed(Some((1, 1)), Some((1, 1)));
+        o.auth = AuthState::NotConfigured;
+        let state = derive(&o, None, &now());
+        assert_eq!(state.phase, Some(Phase::Running));
+        let auth = state.condition(AUTH_REGISTERED).unwrap();
+        assert_eq!((auth.status.as_str(), auth.reason.as_str()), ("False", "AuthNotConfigured"));
+    }
+
+    #[test]
+    fn registration_and_deregistration_are_read_back_from_the_state() {
+        let state = derive(&observed(None, None), None, &now());
+        assert!(state.auth_registered() && !state.auth_deregistered());
+        let gone = deregistered(Some(&state), "deregistered".into(), &later());
+        assert!(!gone.auth_registered() && gone.auth_deregistered());
+        assert_eq!(gone.phase, Some(Phase::Terminating));
+        assert_eq!(gone.conditions.iter().filter(|c| c.type_ == AUTH_REGISTERED).count(), 1);
+    }
+
+    #[test]
+    fn losing_readiness_after_running_is_degraded_not_provisioning() {
+        let running = derive(&observed(Some((1, 1)), Some((1, 1))), None, &now());
+        assert_eq!(phase_of(&observed(Some((0, 1)), Some((1, 1))), Some(&running)), Phase::Degraded);
+    }
+
+    #[test]
+    fn namespace_problems_block_the_phase() {
+        let mut o = observed(None, None);
+        o.namespace = NamespaceState::Conflict { message: "namespace tenant-acme exists".into() };
+        let state = derive(&o, None, &now());
+        assert_eq!(state.phase, Some(Phase::Failed));
+        let ns = state.condition(NAMESPACE_READY).unwrap();
+        assert_eq!((ns.status.as_str(), ns.reason.as_str()), ("False", "NamespaceConflict"));
+        o.namespace = NamespaceState::Terminating { message: "waiting".into() };
+        assert_eq!(phase_of(&o, None), Phase::Pending);
+    }
+
+    #[test]
+    fn component_states_report_ready_and_total_replicas() {
+        let state = derive(&observed(Some((1, 1)), Some((1, 3))), None, &now());
+        let server = state.server.unwrap();
+        assert_eq!((server.ready_replicas, server.total_replicas), (1, 3));
+        assert_eq!(server.phase, ComponentPhase::Degraded);
+        assert_eq!(server.message, "Server is degraded: 1/3 replicas ready");
+    }
+
+    #[test]
+    fn an_unchanged_observation_derives_an_identical_state() {
+        let o = observed(Some((1, 1)), Some((0, 1)));
+        let first = derive(&o, None, &now());
+        assert_eq!(derive(&o, Some(&first), &later()), first);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_condition_status_changes() {
+        let first = derive(&observed(Some((0, 1)), Some((0, 1))), None, &now());
+        let second = derive(&observed(Some((1, 1)), Some((0, 1))), Some(&first), &later());
+        let time = |s: &TenantState, t: &str| s.condition(t).unwrap().last_transition_time.clone();
+        assert_eq!(time(&second, REDIS_READY), later());
+        assert_eq!(time(&second, SERVER_READY), now());
+        assert!(second.conditions.iter().all(|c| c.observed_generation == Some(3)));
+    }
+
+    #[test]
+    fn invalid_spec_fails_the_tenant_and_names_the_field() {
+        let state = invalid_spec(None, Some(2), "spec.redis.replicas: 3 is outside 1..=1".into(), &now());
+        assert_eq!(state.phase, Some(Phase::Failed));
+        assert_eq!(state.conditions[0].reason, "InvalidSpec");
+        assert!(state.conditions[0].message.contains("spec.redis.replicas"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The process: what runs on every replica and what runs only on the leader, under one shutdown.
+//!
+//! - Every replica: the [`admin`] server (`/metrics`, `/healthz`, `/readyz`) and the leader
+//!   election ([`lease`]); the conversion webhook server joins them here.
+//! - The leader only (or the one process, with leader election off): the controller; the
+//!   storage-version migrator joins it here. Losing the lease drops the controller at once, so a
+//!   replica that is no longer the leader stops writing mid-reconcile.
+//! - On SIGTERM or Ctrl-C: the controller finishes the reconciles in flight, then the Lease is
+//!   released (the next leader starts without waiting it out), then the servers stop and the
+//!   traces are flushed.
+
+mod admin;
+pub mod client;
+pub mod lease;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::FutureExt as _;
+use futures::future::Shared;
+use kube::Client;
+
+use crate::controller::{self, Settings};
+use crate::metrics::Metrics;
+use crate::readiness::{Readiness, Role};
+use crate::telemetry::{self, Pod, TelemetryArgs};
+use client::KubeSource;
+use lease::LeaseSettings;
+
+/// Everything the process needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kube: KubeSource,
+    pub admin_address: SocketAddr,
+    pub controller: Settings,
+    /// `None` runs without leader election: exactly one process may run then.
+    pub leader_election: Option<LeaseSettings>,
+    pub telemetry: TelemetryArgs,
+    /// The pod this process runs in, for its traces.
+    pub pod: Pod,
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c.await.unwrap_or_default(),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or_default();
+}
+
+/// Runs the process until SIGTERM or Ctrl-C, or until the controller cannot start.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before any TLS client exists: the OTLP exporter's and the Auth client's share ring with kube.
+    crate::tls::install_crypto_provider();
+    let telemetry = telemetry::init(&config.telemetry, &config.pod)?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    let client = client::build(&config.kube, metrics.clone()).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        concurrency = config.controller.concurrency,
+        auth = config.controller.auth.as_ref().map_or("not configured", |a| a.base_url.as_str()),
+        "starting the tenant operator"
+    );
+    let shutdown = shutdown_signal().boxed().shared();
+
+    // Every replica.
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_listener = admin::bind(config.admin_address).await?;
+    let admin = tokio::spawn(admin::serve(admin_listener, metrics.clone(), readiness.clone(), async {
+        let _ = serving_stopped.await;
+    }));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let election = match config.leader_election {
+        Some(settings) => {
+            tracing::info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "leader election on");
+            Some(tokio::spawn(lease::elect(client.clone(), settings, readiness.clone(), async {
+                let _ = released.await;
+            })))
+        }
+        None => {
+            tracing::info!("leader election off: this process reconciles on its own, so run exactly one");
+            readiness.set_role(Role::Alone);
+            None
+        }
+    };
+
+    // The leader only.
+    let result = lead(client, config.controller, metrics, readiness, shutdown).await;
+    tracing::info!("controller stopped");
+
+    // Released only now, after the reconciles in flight have finished.
+    let _ = release.send(());
+    if let Some(election) = election {
+        election.await.context("leader election task failed")?;
+    }
+    let _ = stop_serving.send(());
+    let admin_result = admin.await.context("admin server task failed")?;
+    telemetry.shutdown().await;
+    result.and(admin_result)
+}
+
+type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Runs the controller whenever this process reconciles, until `shutdown`. Returns early with
+/// the controller's error when it cannot start (the CRD is missing, say).
+async fn lead(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut roles = readiness.roles();
+    loop {
+        tokio::select! {
+            () = shutdown.clone() => return Ok(()),
+            role = roles.wait_for(|role| role.reconciles()) => if role.is_err() { return Ok(()) },
+        }
+        metrics.set_leader(true);
+        let mut lost_roles = readiness.roles();
+        let lost = lost_roles.wait_for(|role| !role.reconciles());
+        let controller =
+            controller::run(client.clone(), settings.clone(), metrics.clone(), readiness.clone(), shutdown.clone());
+        let stopped = tokio::select! {
+            result = controller => Some(result),
+            _ = lost => None,
+        };
+        metrics.set_leader(false);
+        readiness.set_caches_synced(false);
+        match stopped {
+            Some(result) => return result,
+            None => tracing::warn!("no longer the leader: stopped reconciling"),
+        }
+    }
+}
