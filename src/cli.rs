@@ -158,7 +158,7 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Before any TLS client exists: the OTLP exporter's and the Auth client's share ring with kube.
-    crate::auth::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let telemetry = telemetry::init(&args.telemetry, args.instance.as_deref())?;
     let client = client(&args).await?;
     let settings = Settings {

@@ -18,3 +18,4 @@ pub mod model;
 pub mod quantity;
 pub mod resources;
 pub mod telemetry;
+pub mod tls;
