@@ -180,7 +180,7 @@ impl AuthClient {
         accept: impl Fn(StatusCode) -> bool,
     ) -> Result<(StatusCode, Vec<u8>), AuthError> {
         let span = tracing::Span::current();
-        retry::run(self.attempts, |attempt| {
+        retry::run(self.attempts, tokio::time::sleep, |attempt| {
             span.record("attempt", attempt);
             self.attempt(&span, &request, &accept)
         })
@@ -217,13 +217,14 @@ impl AuthClient {
         let exchange = async {
             let response = builder.send().await?;
             let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?.to_vec()))
+            let retry_after = retry::retry_after(status, response.headers(), jiff::Timestamp::now());
+            Ok::<_, reqwest::Error>((status, retry_after, response.bytes().await?.to_vec()))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(Failure::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(Failure::Timeout),
             Ok(Err(error)) => Err(Failure::Transport { message: error_chain(&error), transient: !error.is_builder() }),
-            Ok(Ok((status, body))) => {
+            Ok(Ok((status, retry_after, body))) => {
                 span.record("status", status.as_u16());
                 if accept(status) {
                     return Ok((status, body));
@@ -234,7 +235,7 @@ impl AuthClient {
                     // Probably rotated: the next call reads the Secret again.
                     cache.forget(token);
                 }
-                Err(Failure::Status { status, body: excerpt(&body) })
+                Err(Failure::Status { status, body: excerpt(&body), retry_after })
             }
         }
     }
@@ -353,6 +354,22 @@ mod tests {
         assert!(matches!(error, AuthError::Rejected { status: 400, attempts: 1, .. }), "{error}");
         assert!(error.to_string().contains("cannot deregister tenant bad"), "{error}");
         assert_eq!(auth.count("DELETE", "/api/tenants/bad"), 1);
+    }
+
+    /// That the header reaches the retry; the waits it yields are checked in `retry`, unslept.
+    #[tokio::test]
+    async fn retries_when_retry_after_asks() {
+        let auth = AuthStandIn::start().await.expect("stand-in");
+        auth.set_behaviour(Some("busy"), Behaviour::FailWithRetryAfter(429, 1));
+        auth.set_behaviour(Some("down"), Behaviour::FailWithRetryAfter(503, 1));
+        let client = client(&auth, 2);
+        let (busy, down) = tokio::join!(client.register("busy"), client.deregister("down"));
+        let busy = busy.expect_err("Auth keeps asking to wait");
+        assert!(matches!(busy, AuthError::Rejected { status: 429, attempts: 2, .. }), "{busy}");
+        let down = down.expect_err("Auth stays unavailable");
+        assert!(matches!(down, AuthError::Rejected { status: 503, attempts: 2, .. }), "{down}");
+        assert_eq!(auth.count("POST", TENANTS), 2, "retried once after the wait");
+        assert_eq!(auth.count("DELETE", "/api/tenants/down"), 2);
     }
 
     #[tokio::test]

@@ -91,6 +91,8 @@ pub(super) enum Failure {
     Status {
         status: StatusCode,
         body: String,
+        /// The wait a `429` or `503` asked for, already capped (see `retry::retry_after`).
+        retry_after: Option<Duration>,
     },
     /// The bearer token could not be read; nothing was sent.
     Token {
@@ -105,7 +107,7 @@ impl Failure {
         match self {
             Failure::Timeout => AuthError::Timeout { tenant, operation, timeout, attempts },
             Failure::Transport { message, .. } => AuthError::Unreachable { tenant, operation, attempts, message },
-            Failure::Status { status, body } => {
+            Failure::Status { status, body, .. } => {
                 AuthError::Rejected { tenant, operation, status: status.as_u16(), attempts, body }
             }
             Failure::Token { secret, message } => AuthError::Token {

@@ -8,9 +8,10 @@
 //! - `DELETE {base}/api/tenants/<id>` → `200` (or `204`); `404` means it is already gone.
 //!
 //! Every call retries transient failures (connection errors, timeouts, `5xx`, `429`) within a
-//! fixed budget and fails with an [`AuthError`] that names the tenant and the operation, so the
-//! message can go straight into a condition or an Event. The optional bearer token is read from a
-//! Kubernetes Secret and re-read after Auth rejects it, so a rotated token needs no restart.
+//! fixed budget, waiting as long as a `429` or `503` asks in `Retry-After`, and fails with an
+//! [`AuthError`] that names the tenant and the operation, so the message can go straight into a
+//! condition or an Event. The optional bearer token is read from a Kubernetes Secret and re-read
+//! after Auth rejects it, so a rotated token needs no restart.
 //!
 //! The parts: `client` speaks the contract, `token` finds the bearer token, `retry` decides
 //! whether and when to try again, `error` says what went wrong.
@@ -37,6 +38,7 @@ pub struct AuthSettings {
     /// Limit of one attempt (connect, request and response body); also of reading the token.
     pub timeout: Duration,
     /// Attempts per call, the first included; `0` counts as `1`. Only transient failures are
-    /// retried, so a call costs at most `attempts × (timeout + 2 s)`.
+    /// retried; between attempts the call waits a jittered backoff (under 4 s) or what a
+    /// `Retry-After` asks (at most 10 s), so a call costs at most `attempts × (timeout + 10 s)`.
     pub attempts: u32,
 }
