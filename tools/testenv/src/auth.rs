@@ -37,6 +37,9 @@ pub enum Behaviour {
     Normal,
     /// Answer with this HTTP status (500 if it is not a valid status code) and do nothing else.
     Fail(u16),
+    /// Like `Fail`, with `Retry-After: <seconds>`: a rate-limited (`429`) or overloaded (`503`)
+    /// service that says when to come back.
+    FailWithRetryAfter(u16, u64),
     /// Never answer, until the stand-in is dropped (then `503`): a hung service, for timeouts.
     Hang,
     /// Wait this long, then follow the contract: a slow but healthy service.
@@ -217,6 +220,12 @@ async fn handle(
         Behaviour::Fail(code) => {
             return error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected failure");
         }
+        Behaviour::FailWithRetryAfter(code, seconds) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = error(status, "injected failure");
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            return response;
+        }
         Behaviour::Hang => {
             shared.stopped().await;
             return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
@@ -344,6 +353,11 @@ mod tests {
         auth.set_behaviour(Some("exempt"), Behaviour::Normal);
         assert_eq!(client.get(format!("{url}/api/tenants")).send().await?.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(post(&client, &url, "exempt").send().await?.status(), StatusCode::CREATED);
+
+        auth.set_behaviour(Some("busy"), Behaviour::FailWithRetryAfter(429, 7));
+        let busy = post(&client, &url, "busy").send().await?;
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("7"));
 
         auth.clear_behaviours();
         assert_eq!(post(&client, &url, "broken").send().await?.status(), StatusCode::CREATED);
