@@ -9,7 +9,8 @@ CACHE ?= $(HOME)/.cache/neurallog-tenant-operator
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 
-# The release being built (from Cargo.toml) and the operator image the CSV and config/manager name.
+# The version being built (from Cargo.toml: x.y.z-dev between releases) and the operator image the
+# CSV and config/manager name.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
@@ -62,15 +63,11 @@ bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from confi
 catalog: ## Recompute the catalog's package and channels from catalog/releases.yaml.
 	tools/catalog.sh .
 
-release: ## Cut a release: make release VERSION=x.y.z (Cargo version, bundle, catalog entry and graph).
-	@grep -q "^- version: $(VERSION)$$" catalog/releases.yaml && { echo "$(VERSION) is already released"; exit 1; } || true
-	sed -i 's/^version = ".*"/version = "$(VERSION)"/' Cargo.toml
-	cargo update --workspace --offline --quiet
-	echo "- version: $(VERSION)" >> catalog/releases.yaml
-	tools/bundle.sh . $(VERSION) neurallog/tenant-operator:$(VERSION)
-	tools/catalog.sh . --add-bundle $(VERSION)
+release: ## Cut a release from a clean tree: make release VERSION=x.y.z (Cargo version, bundle, frozen catalog entry, graph).
+	$(if $(filter command line,$(origin VERSION)),,$(error make release needs VERSION=x.y.z on the command line))
+	tools/release.sh $(VERSION)
 
-check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catalog/ (opm), and check both are fresh.
+check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catalog/ (opm), check both fresh and released bundles unchanged.
 	tools/check-packaging.sh $(VERSION) $(IMG)
 
 lint: ## cargo fmt --check and clippy with warnings as errors.

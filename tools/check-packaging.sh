@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The OLM packaging is valid and generated: the bundle passes operator-sdk's OperatorHub validators
-# with no error and no warning, the catalog passes `opm validate`, and regenerating the bundle,
-# the manager image and the catalog from the sources gives exactly the committed files.
+# The OLM packaging is valid, generated and frozen where released:
+#
+# - the bundle in bundle/ passes operator-sdk's OperatorHub validators with no error and no
+#   warning, and the catalog passes `opm validate`;
+# - every released bundle in the catalog is byte for byte what catalog/releases.yaml's sha256
+#   says, every listed (non-yanked) release has its bundle file and there is no other file;
+# - regenerating bundle/, bundle.Dockerfile and the manager image for the current version, and
+#   the catalog's package and channels, from the sources gives exactly the committed files;
+# - if the current version is released, bundle/ is still that release's bundle: a change to
+#   config/ after a release needs the next (development) version first.
 #
 #   tools/check-packaging.sh <version> <image>
 set -euo pipefail
@@ -10,8 +17,12 @@ version="${1:?usage: tools/check-packaging.sh <version> <image>}"
 image="${2:?image}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/tools"
+package=neurallog-tenant-operator
+bundles="catalog/$package/bundles"
 operator_sdk="$("$tools/build.sh" operator-sdk)/operator-sdk"
-min_kube="$(sed -n 's/^  minKubeVersion: //p' "$root/config/manifests/bases/neurallog-tenant-operator.clusterserviceversion.yaml")"
+opm="$("$tools/build.sh" opm)/opm"
+min_kube="$(sed -n 's/^  minKubeVersion: //p' "$root/config/manifests/bases/$package.clusterserviceversion.yaml")"
+status=0
 
 validation="$("$operator_sdk" bundle validate "$root/bundle" --select-optional suite=operatorframework \
   --optional-values=k8s-version="$min_kube" 2>&1)" || { echo "$validation"; exit 1; }
@@ -21,18 +32,38 @@ if grep -qiE 'level=(warning|error)' <<<"$validation"; then
   exit 1
 fi
 
+# Released bundles are frozen; the messages name each file (relative to the repository).
+if ! (cd "$root" && cargo run --quiet --locked -p release -- check-bundles --package "$package" \
+  --releases catalog/releases.yaml --bundles "$bundles"); then
+  echo "check-packaging: $bundles differs from what catalog/releases.yaml records" >&2
+  status=1
+fi
+
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 cp -r "$root/config" "$root/catalog" "$scratch/"
 "$tools/bundle.sh" "$scratch" "$version" "$image"
-# The catalog is checked from the committed tree, with this release's bundle re-rendered.
-"$tools/catalog.sh" "$scratch" --add-bundle "$version" >/dev/null
-stale=0
+# Package and channels only (and opm validate): bundles enter the catalog through `make release`.
+if ! "$tools/catalog.sh" "$scratch" >/dev/null; then
+  echo "check-packaging: the catalog is not valid (opm validate, above)" >&2
+  status=1
+fi
 for path in bundle bundle.Dockerfile config/manager/kustomization.yaml catalog; do
   if ! diff -r "$root/$path" "$scratch/$path" >"$scratch/diff" 2>&1; then
     echo "check-packaging: $path is stale; run \`make bundle catalog\` and commit the result:" >&2
     cut -c1-160 "$scratch/diff" | head -40 >&2
-    stale=1
+    status=1
   fi
 done
-exit "$stale"
+
+released="$bundles/$package.v$version.yaml"
+if [[ -e "$root/$released" ]]; then
+  "$opm" render "$scratch/bundle" -o yaml >"$scratch/current.yaml"
+  if ! cmp -s "$root/$released" "$scratch/current.yaml"; then
+    echo "check-packaging: $version is released and $released is frozen, but the sources now" \
+      "generate a different bundle for it: set the next development version (x.y.z-dev, above" \
+      "$version) in Cargo.toml and run \`make bundle\`" >&2
+    status=1
+  fi
+fi
+exit "$status"

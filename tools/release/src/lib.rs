@@ -49,12 +49,23 @@
 //! 6. **Errors.** Two releases with the same version are rejected ([`GraphError::Duplicate`]);
 //!    so is build metadata ([`GraphError::BuildMetadata`]): OLM ignores it when comparing
 //!    versions, and `+` is not allowed in a bundle (CSV) name.
+//!
+//! # Released bundles are frozen
+//!
+//! Each release also records the commit it was built from and the SHA-256 of its bundle file in
+//! the catalog (`<package>.v<version>.yaml`). [`check_bundles`] compares the catalog's bundles
+//! directory with the list: every non-yanked release has its file, byte for byte the recorded
+//! digest; a yanked release has none (rule 5); no other file is there. [`add_release`] is the
+//! only writer of a new item, used by `make release` once the bundle is rendered.
 
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::Context as _;
 use semver::Version;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// The channel that carries every release, pre-releases included: for testing a release early.
 pub const CANDIDATE: &str = "candidate";
@@ -75,6 +86,12 @@ pub struct Release {
     /// Withdrawn: kept in the list (rather than deleted) so that later releases still skip it and
     /// clusters that installed it keep an upgrade edge.
     pub yanked: bool,
+    /// The commit the release was built from: 40 lowercase hex digits (`git rev-parse HEAD` when
+    /// `make release` ran).
+    pub commit: String,
+    /// The SHA-256 of the released bundle file in the catalog, 64 lowercase hex digits: a released
+    /// bundle never changes, and [`check_bundles`] says so when it does.
+    pub sha256: String,
 }
 
 /// One `entries` item of an `olm.channel` blob; empty fields are left out of the YAML.
@@ -195,18 +212,39 @@ pub fn render_channels(package: &str, channels: &[Channel]) -> String {
         .collect()
 }
 
-/// One item of the releases file, before its version is parsed.
+/// One item of the releases file, before its fields are checked.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReleaseRecord {
     version: String,
     #[serde(default)]
     yanked: bool,
+    commit: String,
+    sha256: String,
 }
 
-/// Parses a releases file: a YAML list of `{version: X.Y.Z[-pre], yanked: bool}` (`yanked`
-/// defaults to false). Unknown keys are rejected so that a misspelt `yanked` cannot silently
-/// leave a withdrawn bundle in the channels.
+/// Whether `text` is `len` lowercase hex digits (how git prints a commit id and sha256sum a digest).
+fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks a commit id as recorded in the releases file: a full (40-digit) lowercase hex id, so it
+/// names one commit for good (an abbreviated id can become ambiguous).
+pub fn check_commit(commit: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(is_lower_hex(commit, 40), "commit {commit:?} is not a full commit id (40 lowercase hex digits)");
+    Ok(())
+}
+
+/// Checks a digest as recorded in the releases file: 64 lowercase hex digits.
+fn check_sha256(sha256: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(is_lower_hex(sha256, 64), "sha256 {sha256:?} is not a SHA-256 digest (64 lowercase hex digits)");
+    Ok(())
+}
+
+/// Parses a releases file: a YAML list of `{version: X.Y.Z[-pre], commit: <40 hex>, sha256: <64
+/// hex>, yanked: bool}` (`yanked` defaults to false; the other fields are required). Unknown keys
+/// are rejected so that a misspelt `yanked` cannot silently leave a withdrawn bundle in the
+/// channels, nor a misspelt `sha256` leave a released bundle unchecked.
 pub fn parse_releases(yaml: &str) -> anyhow::Result<Vec<Release>> {
     let records: Vec<ReleaseRecord> = serde_yaml::from_str(yaml).context("expected a YAML list of releases")?;
     records
@@ -215,7 +253,10 @@ pub fn parse_releases(yaml: &str) -> anyhow::Result<Vec<Release>> {
         .map(|(index, record)| {
             let version = Version::parse(&record.version)
                 .with_context(|| format!("release #{}: {:?} is not a semver version", index + 1, record.version))?;
-            Ok(Release { version, yanked: record.yanked })
+            check_commit(&record.commit)
+                .and_then(|()| check_sha256(&record.sha256))
+                .with_context(|| format!("release #{} ({version})", index + 1))?;
+            Ok(Release { version, yanked: record.yanked, commit: record.commit, sha256: record.sha256 })
         })
         .collect()
 }
@@ -224,6 +265,150 @@ pub fn parse_releases(yaml: &str) -> anyhow::Result<Vec<Release>> {
 pub fn read_releases(path: &Path) -> anyhow::Result<Vec<Release>> {
     let yaml = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_releases(&yaml).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The file of the catalog's bundles directory that holds the released bundle of `version`:
+/// `<package>.v<version>.yaml`.
+pub fn bundle_file_name(package: &str, version: &Version) -> String {
+    format!("{}.yaml", bundle_name(package, version))
+}
+
+/// What is wrong with one file of the catalog's bundles directory; see [`check_bundles`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleProblem {
+    /// A non-yanked release without its bundle file.
+    #[error("missing: release {version} is listed in the releases file but its bundle file is not in the catalog")]
+    Missing { file: String, version: Version },
+    /// A released bundle that is no longer what was released.
+    #[error(
+        "changed since release {version}: its sha256 is {actual}, the releases file records {recorded}; \
+         a released bundle never changes (restore it with git, or release a new version)"
+    )]
+    Changed { file: String, version: Version, recorded: String, actual: String },
+    /// A yanked release whose bundle is still in the catalog (it must be in no channel, rule 5).
+    #[error("release {version} is yanked: its bundle must be removed from the catalog")]
+    Yanked { file: String, version: Version },
+    /// A file that is no release's bundle.
+    #[error("not the bundle of any release in the releases file; bundles are added only by `make release`")]
+    Unlisted { file: String },
+}
+
+impl BundleProblem {
+    /// The file name (in the bundles directory) the problem is about.
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Missing { file, .. }
+            | Self::Changed { file, .. }
+            | Self::Yanked { file, .. }
+            | Self::Unlisted { file } => file,
+        }
+    }
+}
+
+/// Compares the contents of the catalog's bundles directory (file name → bytes) with the release
+/// list: every non-yanked release has its [`bundle_file_name`] with exactly the recorded sha256, no
+/// yanked release has one, and there is no other file. Problems come in file name order.
+pub fn check_bundles(package: &str, releases: &[Release], files: &BTreeMap<String, Vec<u8>>) -> Vec<BundleProblem> {
+    let by_file: BTreeMap<String, &Release> =
+        releases.iter().map(|release| (bundle_file_name(package, &release.version), release)).collect();
+    let mut problems: Vec<BundleProblem> = files
+        .iter()
+        .filter_map(|(file, bytes)| {
+            let file = file.clone();
+            let Some(release) = by_file.get(&file) else {
+                return Some(BundleProblem::Unlisted { file });
+            };
+            let version = release.version.clone();
+            if release.yanked {
+                return Some(BundleProblem::Yanked { file, version });
+            }
+            let actual = sha256_hex(bytes);
+            (actual != release.sha256).then(|| BundleProblem::Changed {
+                file,
+                version,
+                recorded: release.sha256.clone(),
+                actual,
+            })
+        })
+        .collect();
+    problems.extend(
+        by_file
+            .iter()
+            .filter(|(file, release)| !release.yanked && !files.contains_key(*file))
+            .map(|(file, release)| BundleProblem::Missing { file: file.clone(), version: release.version.clone() }),
+    );
+    problems.sort_by(|a, b| a.file().cmp(b.file()));
+    problems
+}
+
+/// Reads every entry of the bundles directory `dir` (file name → bytes); a directory that does not
+/// exist holds no bundle. A subdirectory or a name that is not UTF-8 is an error: only bundle
+/// files belong there.
+pub fn read_bundles(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        result => result.with_context(|| format!("reading {}", dir.display()))?,
+    };
+    entries
+        .map(|entry| {
+            let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .with_context(|| format!("{}: not a UTF-8 file name", path.display()))?
+                .to_owned();
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((name, bytes))
+        })
+        .collect()
+}
+
+/// The releases-file item of a new release, in the layout of the hand-written file.
+fn release_item(version: &Version, commit: &str, sha256: &str) -> String {
+    format!("- version: {version}\n  commit: {commit}\n  sha256: {sha256}\n")
+}
+
+/// Checks that `version` can be released: it is not listed yet, and the list with it still has an
+/// upgrade graph (no build metadata).
+pub fn check_new_release(package: &str, releases: &[Release], version: &Version) -> anyhow::Result<()> {
+    anyhow::ensure!(!releases.iter().any(|r| r.version == *version), "{version} is already released");
+    let placeholder = Release { version: version.clone(), yanked: false, commit: String::new(), sha256: String::new() };
+    let mut with_new = releases.to_vec();
+    with_new.push(placeholder);
+    channels(package, &with_new)?;
+    Ok(())
+}
+
+/// Appends the release of `version`, built from `commit`, whose bundle is `bundle` (its SHA-256
+/// is recorded), to the releases file `yaml`, and returns the new text. The existing text
+/// (comments included) is kept as it is.
+pub fn add_release(
+    package: &str,
+    yaml: &str,
+    version: &Version,
+    commit: &str,
+    bundle: &[u8],
+) -> anyhow::Result<String> {
+    let releases = parse_releases(yaml)?;
+    check_new_release(package, &releases, version)?;
+    check_commit(commit)?;
+    let mut text = yaml.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&release_item(version, commit, &sha256_hex(bundle)));
+    // The file stays one the parser reads back with the new release last.
+    let reread = parse_releases(&text).context("the releases file with the new release does not parse")?;
+    anyhow::ensure!(
+        reread.len() == releases.len() + 1 && reread.last().is_some_and(|r| r.version == *version),
+        "the releases file is not a plain YAML list: {version} cannot be appended to it"
+    );
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
 //! `release`: release tooling for the operator's OLM catalog.
 //!
-//! `release channels --package <name> --releases <file>` prints the `olm.channel` blobs computed
-//! from the releases file (see the library documentation for the rules) to stdout.
+//! - `release channels --package <name> --releases <file>` prints the `olm.channel` blobs computed
+//!   from the releases file (see the library documentation for the rules) to stdout.
+//! - `release check-bundles --package <name> --releases <file> --bundles <dir>` fails, naming each
+//!   file, unless the bundles directory holds exactly the released bundles, byte for byte.
+//! - `release add --package <name> --releases <file> --version <v> --commit <id> --bundle <file>`
+//!   appends a release, with the SHA-256 of its bundle file, to the releases file (`--check` only
+//!   checks that the version can be released).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use semver::Version;
 
 /// Release tooling for the operator's OLM file-based catalog.
 #[derive(Parser)]
@@ -24,9 +30,44 @@ enum Command {
         /// The OLM package name; bundles are named `<package>.v<version>`.
         #[arg(long)]
         package: String,
-        /// YAML list of releases: `- version: 0.1.0` with an optional `yanked: true`.
+        /// YAML list of releases: `- version: 0.1.0`, its `commit` and `sha256`, an optional `yanked: true`.
         #[arg(long)]
         releases: PathBuf,
+    },
+    /// Check that the bundles directory holds the bundle of every non-yanked release, byte for byte
+    /// what the releases file's sha256 says, and no other file.
+    CheckBundles {
+        /// The OLM package name; bundle files are named `<package>.v<version>.yaml`.
+        #[arg(long)]
+        package: String,
+        /// The releases file.
+        #[arg(long)]
+        releases: PathBuf,
+        /// The catalog's bundles directory.
+        #[arg(long)]
+        bundles: PathBuf,
+    },
+    /// Append a release to the releases file, with the commit it is built from and the sha256 of
+    /// its bundle file in the catalog.
+    Add {
+        /// The OLM package name.
+        #[arg(long)]
+        package: String,
+        /// The releases file.
+        #[arg(long)]
+        releases: PathBuf,
+        /// The version being released.
+        #[arg(long)]
+        version: Version,
+        /// The full id of the commit the release is built from.
+        #[arg(long, required_unless_present = "check")]
+        commit: Option<String>,
+        /// The released bundle file (in the catalog's bundles directory).
+        #[arg(long, required_unless_present = "check")]
+        bundle: Option<PathBuf>,
+        /// Only check that the version can be released; change nothing.
+        #[arg(long, conflicts_with_all = ["commit", "bundle"])]
+        check: bool,
     },
 }
 
@@ -40,6 +81,33 @@ fn main() -> anyhow::Result<()> {
                 .lock()
                 .write_all(release::render_channels(&package, &channels).as_bytes())
                 .context("writing to stdout")?;
+        }
+        Command::CheckBundles { package, releases, bundles } => {
+            let list = release::read_releases(&releases)?;
+            let problems = release::check_bundles(&package, &list, &release::read_bundles(&bundles)?);
+            if !problems.is_empty() {
+                // One line per file, and no error chain (nor backtrace) after them.
+                for problem in &problems {
+                    eprintln!("{}: {problem}", bundles.join(problem.file()).display());
+                }
+                std::process::exit(1);
+            }
+        }
+        Command::Add { package, releases, version, commit, bundle, check } => {
+            let yaml = std::fs::read_to_string(&releases).with_context(|| format!("reading {}", releases.display()))?;
+            let context = || format!("releasing {version} in {}", releases.display());
+            if check {
+                let list = release::parse_releases(&yaml).with_context(context)?;
+                release::check_new_release(&package, &list, &version).with_context(context)?;
+            } else {
+                // clap requires both without --check.
+                let (Some(commit), Some(bundle)) = (commit, bundle) else {
+                    anyhow::bail!("--commit and --bundle are required without --check");
+                };
+                let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+                let text = release::add_release(&package, &yaml, &version, &commit, &bytes).with_context(context)?;
+                std::fs::write(&releases, text).with_context(|| format!("writing {}", releases.display()))?;
+            }
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
 
 use proptest::prelude::*;
 
@@ -7,6 +8,10 @@ use super::*;
 const PKG: &str = "neurallog-tenant-operator";
 const OK: bool = false;
 const YANKED: bool = true;
+/// The commit and bundle digest of the releases built by [`releases`]; the channels ignore them.
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+/// `sha256sum` of an empty file.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// An expected entry: version, replaced version, skipRange, skipped versions.
 type Want = (&'static str, Option<&'static str>, Option<&'static str>, &'static [&'static str]);
@@ -166,8 +171,12 @@ fn name(text: &str) -> String {
     bundle_name(PKG, &version(text))
 }
 
+fn release(text: &str, yanked: bool) -> Release {
+    Release { version: version(text), yanked, commit: COMMIT.to_owned(), sha256: EMPTY_SHA256.to_owned() }
+}
+
 fn releases(list: &[(&str, bool)]) -> Vec<Release> {
-    list.iter().map(|&(text, yanked)| Release { version: version(text), yanked }).collect()
+    list.iter().map(|&(text, yanked)| release(text, yanked)).collect()
 }
 
 /// The channels a case expects, in the order [`channels`] returns them.
@@ -269,23 +278,155 @@ entries:
     assert_eq!(render_channels(PKG, &[]), "");
 }
 
+/// A releases-file item with [`COMMIT`] and [`EMPTY_SHA256`], and `extra` lines (indented).
+fn item(version: &str, extra: &str) -> String {
+    format!("- version: {version}\n  commit: {COMMIT}\n  sha256: {EMPTY_SHA256}\n{extra}")
+}
+
 #[test]
 fn parses_releases_files() {
-    let list =
-        parse_releases("- version: 0.1.0\n  yanked: false\n- version: 0.2.0-rc.1\n- version: 0.1.1\n  yanked: true\n")
-            .unwrap();
+    let yaml = [
+        "# comment\n".to_owned(),
+        item("0.1.0", "  yanked: false\n"),
+        item("0.2.0-rc.1", ""),
+        item("0.1.1", "  yanked: true\n"),
+    ]
+    .concat();
+    let list = parse_releases(&yaml).unwrap();
     assert_eq!(list, releases(&[("0.1.0", OK), ("0.2.0-rc.1", OK), ("0.1.1", YANKED)]));
     assert_eq!(parse_releases("[]").unwrap(), []);
+    // Keys in any order, flow style; a commit id of digits only stays the text it is, not a number.
+    let digits = "1234567890".repeat(4);
+    let list = parse_releases(&format!("- {{sha256: {EMPTY_SHA256}, commit: {digits}, version: 0.3.0}}\n")).unwrap();
+    assert_eq!(list[0].commit, digits);
 
+    let short_commit = "- version: 0.1.0\n  commit: 3916b03\n  sha256: x\n";
+    let upper_sha = format!("- version: 0.1.0\n  commit: {COMMIT}\n  sha256: {}\n", EMPTY_SHA256.to_uppercase());
+    let no_sha = format!("- version: 0.1.0\n  commit: {COMMIT}\n");
+    let no_commit = format!("- version: 0.1.0\n  sha256: {EMPTY_SHA256}\n");
     for (case, yaml, message) in [
-        ("misspelt key", "- version: 0.1.0\n  yank: true\n", "unknown field `yank`"),
-        ("not a version", "- version: 0.1.0\n- version: v0.2\n", "release #2: \"v0.2\" is not a semver version"),
-        ("a YAML float", "- version: 1.0\n", "release #1: \"1.0\" is not a semver version"),
-        ("not a list", "version: 0.1.0\n", "expected a YAML list of releases"),
+        ("misspelt key", item("0.1.0", "  yank: true\n"), "unknown field `yank`"),
+        ("misspelt sha256", item("0.1.0", "  sha265: x\n"), "unknown field `sha265`"),
+        ("not a version", item("0.1.0", "") + &item("v0.2", ""), "release #2: \"v0.2\" is not a semver version"),
+        ("a YAML float", item("1.0", ""), "release #1: \"1.0\" is not a semver version"),
+        ("not a list", "version: 0.1.0\n".to_owned(), "expected a YAML list of releases"),
+        ("no sha256", no_sha, "missing field `sha256`"),
+        ("no commit", no_commit, "missing field `commit`"),
+        (
+            "abbreviated commit",
+            short_commit.to_owned(),
+            "release #1 (0.1.0): commit \"3916b03\" is not a full commit id",
+        ),
+        ("upper-case digest", upper_sha, "release #1 (0.1.0): sha256 \"E3B0"),
     ] {
-        let error = format!("{:#}", parse_releases(yaml).unwrap_err());
+        let error = format!("{:#}", parse_releases(&yaml).unwrap_err());
         assert!(error.contains(message), "{case}: {error}");
     }
+}
+
+#[test]
+fn reads_the_committed_releases_file() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/releases.yaml");
+    let list = read_releases(&path).unwrap();
+    let first = list.first().expect("0.1.0 is released");
+    assert_eq!((first.version.to_string(), first.yanked), ("0.1.0".to_owned(), false));
+    assert_eq!(first.commit, "3916b0317dfbaab753e4ea2e35853e421cce3d84");
+    let error = format!("{:#}", read_releases(Path::new("/nonexistent/releases.yaml")).unwrap_err());
+    assert!(error.contains("reading /nonexistent/releases.yaml"), "{error}");
+}
+
+#[test]
+fn sha256_is_sha256sum() {
+    assert_eq!(sha256_hex(b""), EMPTY_SHA256);
+    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+/// A bundles directory: file names and contents.
+fn files(list: &[(impl AsRef<str>, &str)]) -> BTreeMap<String, Vec<u8>> {
+    list.iter().map(|(file, text)| (file.as_ref().to_owned(), text.as_bytes().to_vec())).collect()
+}
+
+#[test]
+fn released_bundles_are_checked_byte_for_byte() {
+    let file = |v: &str| bundle_file_name(PKG, &version(v));
+    assert_eq!(file("0.1.0"), "neurallog-tenant-operator.v0.1.0.yaml");
+    let mut list = releases(&[("0.1.0", OK), ("0.1.1", YANKED), ("0.2.0", OK)]);
+    list[2].sha256 = sha256_hex(b"bundle 0.2.0\n");
+    let exact = [(file("0.1.0"), ""), (file("0.2.0"), "bundle 0.2.0\n")];
+    assert_eq!(check_bundles(PKG, &list, &files(&exact)), []);
+    assert_eq!(check_bundles(PKG, &[], &BTreeMap::new()), []);
+
+    // One byte changed, a release without its file, a yanked bundle left, a file of no release.
+    let wrong =
+        [(file("0.2.0"), "bundle 0.2.1\n"), (file("0.1.1"), ""), (file("0.3.0"), ""), ("notes.txt".to_owned(), "")];
+    let problems = check_bundles(PKG, &list, &files(&wrong));
+    let want = vec![
+        BundleProblem::Missing { file: file("0.1.0"), version: version("0.1.0") },
+        BundleProblem::Yanked { file: file("0.1.1"), version: version("0.1.1") },
+        BundleProblem::Changed {
+            file: file("0.2.0"),
+            version: version("0.2.0"),
+            recorded: sha256_hex(b"bundle 0.2.0\n"),
+            actual: sha256_hex(b"bundle 0.2.1\n"),
+        },
+        BundleProblem::Unlisted { file: file("0.3.0") },
+        BundleProblem::Unlisted { file: "notes.txt".to_owned() },
+    ];
+    assert_eq!(problems, want);
+    let files_named: Vec<&str> = problems.iter().map(BundleProblem::file).collect();
+    assert_eq!(files_named, [&file("0.1.0"), &file("0.1.1"), &file("0.2.0"), &file("0.3.0"), "notes.txt"]);
+    let changed = problems[2].to_string();
+    assert!(changed.starts_with("changed since release 0.2.0: its sha256 is "), "{changed}");
+}
+
+#[test]
+fn reads_bundles_directories() {
+    let dir = std::env::temp_dir().join(format!("release-bundles-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(read_bundles(&dir).unwrap(), BTreeMap::new(), "a missing directory holds no bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), "a\n").unwrap();
+    std::fs::write(dir.join("b.yaml"), "").unwrap();
+    assert_eq!(read_bundles(&dir).unwrap(), files(&[("a.yaml", "a\n"), ("b.yaml", "")]));
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    assert!(read_bundles(&dir).is_err(), "a subdirectory is not a bundle file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn adds_releases() {
+    let head = "# Every released version.\n".to_owned() + &item("0.1.0", "");
+    let bundle = b"bundle 0.2.0\n";
+    let text = add_release(PKG, &head, &version("0.2.0"), COMMIT, bundle).unwrap();
+    let want_item = format!("- version: 0.2.0\n  commit: {COMMIT}\n  sha256: {}\n", sha256_hex(bundle));
+    assert_eq!(text, head.clone() + &want_item, "appended, the existing text kept");
+    let list = parse_releases(&text).unwrap();
+    assert_eq!((list.len(), list[1].sha256.as_str()), (2, sha256_hex(bundle).as_str()));
+    // A file without a final newline, or with only comments.
+    assert_eq!(add_release(PKG, head.trim_end(), &version("0.2.0"), COMMIT, bundle).unwrap(), text);
+    assert_eq!(
+        add_release(PKG, "# none yet\n", &version("0.1.0"), COMMIT, b"").unwrap(),
+        "# none yet\n".to_owned() + &item("0.1.0", "")
+    );
+
+    for (case, yaml, new, commit, message) in [
+        ("already released", head.clone(), "0.1.0", COMMIT, "0.1.0 is already released"),
+        ("yanked counts as released", item("0.1.0", "  yanked: true\n"), "0.1.0", COMMIT, "0.1.0 is already released"),
+        ("build metadata", head.clone(), "0.2.0+abc", COMMIT, "build metadata"),
+        ("abbreviated commit", head.clone(), "0.2.0", "3916b03", "not a full commit id"),
+        (
+            "flow-style list",
+            format!("[{{version: 0.1.0, commit: {COMMIT}, sha256: {EMPTY_SHA256}}}]\n"),
+            "0.2.0",
+            COMMIT,
+            "does not parse",
+        ),
+        ("broken file", item("0.1.0", "  yank: true\n"), "0.2.0", COMMIT, "unknown field `yank`"),
+    ] {
+        let error = format!("{:#}", add_release(PKG, &yaml, &version(new), commit, bundle).unwrap_err());
+        assert!(error.contains(message), "{case}: {error}");
+    }
+    assert!(check_new_release(PKG, &releases(&[("0.1.0", OK)]), &version("0.2.0-rc.1")).is_ok());
 }
 
 proptest! {
@@ -301,7 +442,7 @@ proptest! {
                     0 => format!("{major}.{minor}.{patch}"),
                     n => format!("{major}.{minor}.{patch}-rc.{n}"),
                 };
-                Release { version: version(&text), yanked }
+                release(&text, yanked)
             })
             .collect();
         let got = channels(PKG, &list).unwrap();
