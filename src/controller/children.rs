@@ -205,8 +205,8 @@ macro_rules! child_kinds {
                 (Self { $($field,)+ }, futures::stream::select_all(wakes).boxed())
             }
 
-            /// Waits until every cache holds a full list, so a restarted operator never mistakes
-            /// an unlisted child for a missing one and rewrites it.
+            /// Waits until every cache holds a full list. A store wakes only its latest waiter:
+            /// one task waits here and tells the others.
             pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
                 $(self.$field.wait_until_ready().await?;)+
                 Ok(())

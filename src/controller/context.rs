@@ -9,6 +9,7 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
+use tokio::sync::watch;
 
 use super::backoff::ErrorBackoff;
 use super::children::Children;
@@ -55,6 +56,8 @@ pub struct Context {
     /// Every namespace, metadata only: a foreign `tenant-<name>` is seen coming and going.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub children: Children,
+    /// Turns true once every watch cache holds a full list.
+    synced: watch::Receiver<bool>,
     pub recorder: Recorder,
     pub settings: Settings,
     pub auth: Option<AuthClient>,
@@ -72,6 +75,7 @@ impl Context {
         client: Client,
         namespaces: Store<PartialObjectMeta<Namespace>>,
         children: Children,
+        synced: watch::Receiver<bool>,
         recorder: Recorder,
         settings: Settings,
         auth: Option<AuthClient>,
@@ -82,6 +86,7 @@ impl Context {
             client,
             namespaces,
             children,
+            synced,
             recorder,
             settings,
             auth,
@@ -90,6 +95,12 @@ impl Context {
             metrics,
             deregistered: Mutex::default(),
         }
+    }
+
+    /// Waits until every watch cache holds a full list, so a restarted operator never mistakes
+    /// an unlisted child for a missing one and rewrites it; `false` if the caches are gone.
+    pub async fn caches_synced(&self) -> bool {
+        self.synced.clone().wait_for(|synced| *synced).await.is_ok()
     }
 
     /// UIDs of the deleted tenants this process has deregistered from Auth.

@@ -102,28 +102,42 @@ pub async fn run(
             },
         );
 
-    let synced = (children.clone(), namespaces.clone(), readiness.clone());
-    let sync_watch = tokio::spawn(async move {
-        let (children, namespaces, readiness) = synced;
-        if children.ready().await.is_ok() && namespaces.wait_until_ready().await.is_ok() {
-            readiness.set_caches_synced(true);
-        }
+    // The watches of children and namespaces are driven here, not by the kube Controller, so
+    // their caches fill whatever the Controller is doing; their events reach it as wake-ups.
+    let (wake, wakes) = futures::channel::mpsc::unbounded();
+    let drive_watches = futures::stream::select(child_wakes, namespace_wakes).for_each(move |tenant| {
+        // Fails only once the Controller is gone, when nothing needs waking any more.
+        let _ = wake.unbounded_send(tenant);
+        std::future::ready(())
     });
+    // The only waiter on the stores' readiness (a store wakes its latest waiter only);
+    // reconciles and /readyz learn it from here.
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let wait_for_sync = {
+        let (children, namespaces, readiness) = (children.clone(), namespaces.clone(), readiness.clone());
+        async move {
+            if children.ready().await.is_ok() && namespaces.wait_until_ready().await.is_ok() {
+                tracing::info!("watch caches synced");
+                readiness.set_caches_synced(true);
+                synced_tx.send_replace(true);
+            }
+        }
+    };
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
     let context = Arc::new(Context::new(
         client.clone(),
         namespaces,
         children,
+        synced,
         Recorder::new(client, reporter),
         settings,
         auth,
         triggers,
         metrics,
     ));
-    Controller::for_stream(tenant_events, tenant_store)
-        .reconcile_on(child_wakes)
-        .reconcile_on(namespace_wakes)
+    let controller = Controller::for_stream(tenant_events, tenant_store)
+        .reconcile_on(wakes)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -134,9 +148,12 @@ pub async fn run(
                 Err(controller::Error::ReconcilerFailed(..)) => {}
                 Err(error) => tracing::warn!(%error, "controller error"),
             }
-        })
-        .await;
-    sync_watch.abort();
+        });
+    // Everything lives in this future: dropped (when leadership is lost), it all stops at once.
+    tokio::select! {
+        () = controller => {}
+        _ = futures::future::join(drive_watches, wait_for_sync) => {}
+    }
     readiness.set_caches_synced(false);
     Ok(())
 }

@@ -72,7 +72,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
 /// The finalizer first, then the apply or the cleanup path.
 async fn pass(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let name = tenant.name_any();
-    ctx.children.ready().await.map_err(|_| Error::CachesGone { tenant: name.clone() })?;
+    if !ctx.caches_synced().await {
+        return Err(Error::CachesGone { tenant: name });
+    }
     let has_finalizer = finalizer::has_finalizer(tenant);
     if tenant.meta().deletion_timestamp.is_some() {
         return if has_finalizer {

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use crate::readiness::{Readiness, Role};
@@ -78,48 +78,62 @@ pub async fn elect(
         }
         let config = watcher::Config::default().fields(&format!("metadata.name={lease_name}"));
         let mut holders = std::pin::pin!(watcher(leases.clone(), config).default_backoff().applied_objects());
+        // One `changed` future lives until it completes: dropping it mid-renewal would make the
+        // next one renew again at once, and every renewal is a watch event.
+        let mut changed = Box::pin(manager.changed());
         loop {
-            let leading = readiness.role() == Role::Leader;
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = &mut release => {
+                () = &mut release => Step::Release,
+                result = &mut changed => Step::Changed(result),
+                Some(Ok(lease)) = holders.next() => Step::Holder(lease.spec.and_then(|spec| spec.holder_identity)),
+            };
+            let leading = readiness.role() == Role::Leader;
+            match step {
+                Step::Release => {
+                    // The pending `changed` may hold the manager's state lock: gone before releasing.
+                    drop(changed);
                     if leading {
                         match manager.release().await {
                             Ok(()) => tracing::info!(lease = %lease_name, "released the leader Lease"),
-                            Err(error) => tracing::warn!(%error, lease = %lease_name, "cannot release the leader Lease; it expires on its own"),
+                            Err(error) => {
+                                tracing::warn!(%error, lease = %lease_name, "cannot release the leader Lease; it expires on its own")
+                            }
                         }
                     }
                     return;
                 }
-                changed = manager.changed() => match changed {
-                    Ok(true) => {
-                        tracing::info!(lease = %lease_name, identity = %settings.identity, "became the leader");
-                        readiness.set_role(Role::Leader);
-                    }
-                    Ok(false) => {
-                        tracing::warn!(lease = %lease_name, "lost the leader Lease");
-                        readiness.set_role(Role::Follower);
-                    }
-                    Err(error) => {
-                        // Whether the claim still holds is unknown: stop writing now, start over.
-                        tracing::warn!(%error, lease = %lease_name, "cannot renew or read the leader Lease; stepping down");
-                        readiness.set_role(Role::Follower);
-                        break;
-                    }
-                },
-                Some(Ok(lease)) = holders.next() => {
-                    let holder = lease.spec.as_ref().and_then(|spec| spec.holder_identity.clone());
-                    if leading && holder.as_deref() != Some(settings.identity.as_str()) {
-                        tracing::warn!(lease = %lease.name_any(), holder = ?holder, "the leader Lease names another holder; stepping down");
-                        readiness.set_role(Role::Follower);
-                        break;
-                    }
-                    if !leading && holder.is_none() {
-                        // Released by its holder: start over, which takes it without waiting.
-                        break;
-                    }
+                Step::Changed(Ok(true)) => {
+                    tracing::info!(lease = %lease_name, identity = %settings.identity, "became the leader");
+                    readiness.set_role(Role::Leader);
                 }
+                Step::Changed(Ok(false)) => {
+                    tracing::warn!(lease = %lease_name, "lost the leader Lease");
+                    readiness.set_role(Role::Follower);
+                }
+                Step::Changed(Err(error)) => {
+                    // Whether the claim still holds is unknown: stop writing now, start over.
+                    tracing::warn!(%error, lease = %lease_name, "cannot renew or read the leader Lease; stepping down");
+                    readiness.set_role(Role::Follower);
+                    break;
+                }
+                Step::Holder(holder) if leading && holder.as_deref() != Some(settings.identity.as_str()) => {
+                    tracing::warn!(lease = %lease_name, holder = ?holder, "the leader Lease names another holder; stepping down");
+                    readiness.set_role(Role::Follower);
+                    break;
+                }
+                // Released by its holder: start over, which takes it without waiting.
+                Step::Holder(None) if !leading => break,
+                Step::Holder(_) => continue,
             }
+            changed = Box::pin(manager.changed());
         }
     }
+}
+
+/// What woke the election loop.
+enum Step {
+    Release,
+    Changed(kube_lease_manager::Result<bool>),
+    Holder(Option<String>),
 }
