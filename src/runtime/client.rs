@@ -41,7 +41,12 @@ async fn config(source: &KubeSource) -> anyhow::Result<Config> {
 
 /// Builds the client, its requests counted in `metrics`.
 pub async fn build(source: &KubeSource, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
-    let builder = ClientBuilder::try_from(config(source).await?).context("cannot build a Kubernetes client")?;
+    counted(config(source).await?, metrics)
+}
+
+/// A client for `config` whose requests are counted in `metrics`.
+pub fn counted(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+    let builder = ClientBuilder::try_from(config).context("cannot build a Kubernetes client")?;
     Ok(builder.with_layer(&CountRequests(metrics)).build())
 }
 

@@ -72,10 +72,9 @@ pub async fn elect(
                 }
             }
         };
-        // Reached the API server: not the leader until the Lease says so.
-        if readiness.role() != Role::Leader {
-            readiness.set_role(Role::Follower);
-        }
+        // Reached the API server: not the leader until the Lease says so (every way out of the
+        // loop below as the leader has stepped down already).
+        readiness.set_role(Role::Follower);
         let config = watcher::Config::default().fields(&format!("metadata.name={lease_name}"));
         let mut holders = std::pin::pin!(watcher(leases.clone(), config).default_backoff().applied_objects());
         // One `changed` future lives until it completes: dropping it mid-renewal would make the

@@ -3,6 +3,8 @@
 //! leader is replaced and the tenants created meanwhile converge; a leader stopped with SIGTERM
 //! releases the Lease, so the next one does not wait it out.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use neurallog_tenant_operator::fixtures::TestTenant;
@@ -57,7 +59,7 @@ async fn one_leader_writes_a_killed_one_is_replaced_and_a_stopped_one_hands_over
     assert!(follower_writes.keys().all(|w| w.ends_with(" leases")), "the follower wrote: {follower_writes:?}");
     let leader_writes = leader.writes().await;
     assert!(leader_writes.keys().any(|w| w == "PATCH tenants/status"), "the leader wrote: {leader_writes:?}");
-    let leading = |metrics: Option<std::collections::BTreeMap<String, f64>>| {
+    let leading = |metrics: Option<BTreeMap<String, f64>>| {
         metrics.and_then(|m| m.get("neurallog_tenant_operator_leader").copied())
     };
     assert_eq!(leading(leader.metrics().await), Some(1.0));

@@ -2,20 +2,19 @@
 //! `config/`, and the controller running in-process as the RBAC-restricted operator user, with
 //! every write it sends recorded.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::client::ClientBuilder;
 use kube::core::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,53 +37,30 @@ static OPERATORS: AtomicUsize = AtomicUsize::new(0);
 /// small and run tests in parallel; a passing test never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Every non-read request a client sent, as "METHOD /path".
-#[derive(Clone, Default)]
-pub struct WriteLog(Arc<Mutex<Vec<String>>>);
-
-impl WriteLog {
-    pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl<S> tower::Layer<S> for WriteLog {
-    type Service = RecordWrites<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RecordWrites { inner, log: self.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct RecordWrites<S> {
-    inner: S,
-    log: WriteLog,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RecordWrites<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.method();
-        if !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS) {
-            self.log.0.lock().unwrap().push(format!("{method} {}", request.uri().path()));
-        }
-        self.inner.call(request)
-    }
+/// Requests a process sent with a method other than GET, as "METHOD resource" → count, from its
+/// metrics in the OpenMetrics text form.
+fn writes_in(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let labels = name.strip_prefix("neurallog_tenant_operator_api_requests_total{")?.strip_suffix('}')?;
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")).map(|v| v.trim_end_matches('"')))
+            };
+            let (method, resource) = (label("method")?, label("resource")?);
+            if method == "GET" {
+                return None;
+            }
+            Some((format!("{method} {resource}"), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// An operator instance running in-process.
 pub struct Operator {
-    pub writes: WriteLog,
     pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -103,6 +79,11 @@ impl Operator {
                 .expect("operator task")
                 .expect("operator run");
         }
+    }
+
+    /// The writes it sent so far, by "METHOD resource".
+    pub fn writes(&self) -> BTreeMap<String, f64> {
+        writes_in(&self.metrics.encode().expect("metrics encode"))
     }
 
     /// Waits until the operator has finished more than `count` reconciles.
@@ -180,9 +161,8 @@ impl Harness {
 
     /// Starts the controller with `settings` and the identity of `config`, recording its writes.
     pub async fn start_operator_as(&self, config: kube::Config, settings: Settings) -> Operator {
-        let writes = WriteLog::default();
-        let client = ClientBuilder::try_from(config).expect("client").with_layer(&writes).build();
         let metrics = Arc::new(Metrics::default());
+        let client = neurallog_tenant_operator::runtime::client::counted(config, metrics.clone()).expect("client");
         let (stop, stopped) = oneshot::channel::<()>();
         // The operator logs into the control plane's directory, which a failing test keeps.
         let log = std::fs::File::create(
@@ -207,7 +187,7 @@ impl Harness {
             result
         };
         let task = tokio::spawn(run.with_subscriber(subscriber));
-        Operator { writes, metrics, stop: Some(stop), task: Some(task) }
+        Operator { metrics, stop: Some(stop), task: Some(task) }
     }
 
     pub fn tenants(&self) -> Api<Tenant> {
@@ -339,7 +319,7 @@ impl OperatorProcess {
     }
 
     /// Its metrics, as `name{labels}` → value (None while it is not serving yet).
-    pub async fn metrics(&self) -> Option<std::collections::BTreeMap<String, f64>> {
+    pub async fn metrics(&self) -> Option<BTreeMap<String, f64>> {
         let (_, text) = self.admin_get("/metrics").await?;
         Some(
             text.lines()
@@ -351,21 +331,9 @@ impl OperatorProcess {
     }
 
     /// Requests it sent with a method other than GET, by "METHOD resource".
-    pub async fn writes(&self) -> std::collections::BTreeMap<String, f64> {
-        let metrics = self.metrics().await.expect("metrics are served");
-        metrics
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let labels = name.strip_prefix("neurallog_tenant_operator_api_requests_total{")?.strip_suffix('}')?;
-                let label = |key: &str| {
-                    labels.split(',').find_map(|pair| {
-                        pair.strip_prefix(&format!("{key}=\"")).map(|v| v.trim_end_matches('"').to_owned())
-                    })
-                };
-                let (method, resource) = (label("method")?, label("resource")?);
-                (method != "GET").then(|| (format!("{method} {resource}"), value))
-            })
-            .collect()
+    pub async fn writes(&self) -> BTreeMap<String, f64> {
+        let (_, text) = self.admin_get("/metrics").await.expect("metrics are served");
+        writes_in(&text)
     }
 
     /// Its `/readyz` answer: status code and body.
