@@ -68,7 +68,7 @@ async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
     auth.register_directly("known");
     auth.set_behaviour(Some("flaky"), Behaviour::Fail(503));
     let h = Harness::start(Controllers::None).await;
-    let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
+    let operator = h.start_operator_with(settings(&auth, Duration::from_secs(5))).await;
     h.create_tenant(TestTenant::new("known").manifest()).await.unwrap();
     wait_for(&h.tenants(), "known", "is registered", registered).await;
     assert_eq!(auth.count("POST", "/api/tenants"), 0, "an existing registration is found by the check");
@@ -78,6 +78,15 @@ async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
     let reason = condition(&degraded, "AuthRegistered").unwrap();
     assert_eq!(reason.reason, "AuthRejected", "{reason:?}");
     assert!(reason.message.contains("flaky") && reason.message.contains("503"), "{}", reason.message);
+    // The reconcile metric agrees with the condition (and the trace): a registration that failed
+    // is a reconcile that failed.
+    poll("the failed registration counted as a failed reconcile", async || {
+        let text = operator.metrics.encode().ok()?;
+        let errors =
+            text.lines().find_map(|l| l.strip_prefix("neurallog_tenant_operator_reconciles_total{result=\"error\"} "));
+        errors.filter(|count| *count != "0").map(drop)
+    })
+    .await;
 
     // Auth recovers: the backoff retry registers the tenant.
     auth.clear_behaviours();
