@@ -16,8 +16,9 @@ const LEASE: &str = "neurallog-tenant-operator";
 
 fn start(h: &Harness, name: &str) -> OperatorProcess {
     let kubeconfig = h.service_account_kubeconfig();
-    // A short lease, so that the test does not wait long for a killed leader's claim to run out.
-    let args = ["--leader-elect", "--lease-duration-seconds", "4", "--lease-renew-before-seconds", "2"];
+    // A lease short enough that the test waits little for a killed leader's claim to run out, with
+    // room enough that a renewal delayed by a busy machine does not hand the lease over early.
+    let args = ["--leader-elect", "--lease-duration-seconds", "10", "--lease-renew-before-seconds", "5"];
     OperatorProcess::start(h, name, &kubeconfig, &args, &[("POD_NAMESPACE", NAMESPACE), ("RUST_LOG", "info,kube=warn")])
 }
 
@@ -72,7 +73,7 @@ async fn one_leader_writes_a_killed_one_is_replaced_and_a_stopped_one_hands_over
     assert_eq!(holder(&leases).await.as_deref(), Some(follower.name.as_str()));
 
     // SIGTERM: the leader finishes, releases the Lease and exits; right after its exit the Lease
-    // no longer names it (unreleased, it would for another 4 seconds), and the waiting replica
+    // no longer names it (unreleased, it would for up to 10 seconds more), and the waiting replica
     // takes it and converges a new tenant.
     let standby = start(&h, "operator-c");
     poll("the new replica is a follower", async || standby.readyz().await.filter(|(code, _)| *code == 200)).await;
