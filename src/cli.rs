@@ -207,3 +207,51 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["tenant-operator", "run"].iter().chain(args)).expect("arguments parse");
+        match cli.command {
+            Command::Run(args) => *args,
+            Command::Crd => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn leader_election_takes_its_identity_and_namespace_from_the_pod() {
+        let args = ["--leader-elect", "--pod-name", "op-0", "--pod-namespace", "neurallog-system", "--kubeconfig", "k"];
+        let lease = run_args(&args).config().unwrap().leader_election.unwrap();
+        assert_eq!((lease.identity.as_str(), lease.namespace.as_str()), ("op-0", "neurallog-system"));
+        assert_eq!((lease.duration, lease.renew_before), (Duration::from_secs(15), Duration::from_secs(5)));
+        assert!(run_args(&["--kubeconfig", "k"]).config().unwrap().leader_election.is_none());
+    }
+
+    #[test]
+    fn leader_election_without_identity_namespace_or_renewal_room_is_refused() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["--leader-elect", "--pod-namespace", "ns"], "POD_NAME"),
+            (&["--leader-elect", "--pod-name", "op-0"], "POD_NAMESPACE"),
+            (
+                &[
+                    "--leader-elect",
+                    "--pod-name",
+                    "op-0",
+                    "--pod-namespace",
+                    "ns",
+                    "--lease-duration-seconds",
+                    "5",
+                    "--lease-renew-before-seconds",
+                    "5",
+                ],
+                "must be below",
+            ),
+        ];
+        for (args, expected) in cases {
+            let error = run_args(args).config().unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}
