@@ -1,6 +1,7 @@
-//! The apply path: a live tenant gets its namespace, its children (quota, Redis, server,
-//! registry, network policies), its Auth registration and its status; children it no longer
-//! wants are swept.
+//! The apply path: a live tenant gets its namespace, its network isolation (before any
+//! workload), its other children (quota, Redis, server, registry), its Auth registration and its
+//! status; children it no longer wants are swept. A child the API server refuses does not stop
+//! the others, the registration or the status, which names it.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Secret, Service};
@@ -47,9 +48,11 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
 
     let mut changes = Changes::default();
     let namespace = namespace::ensure(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
+    let mut failures = Vec::new();
     let workloads = if namespace == NamespaceState::Ready {
-        let mut children = Applier { ctx, model: &model, changes: &mut changes, marks: Marks::default() };
-        Some(children.apply_all().await?)
+        let mut children =
+            Applier { ctx, model: &model, changes: &mut changes, marks: Marks::default(), failures: &mut failures };
+        Some(children.apply_all().await)
     } else {
         None
     };
@@ -68,10 +71,11 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         generation,
         namespace_name: model.namespace.clone(),
         namespace: namespace.clone(),
-        redis: workloads.map(|w| w.redis),
-        server: workloads.map(|w| w.server),
-        registry: workloads.map(|w| w.registry),
+        redis: workloads.and_then(|w| w.redis),
+        server: workloads.and_then(|w| w.server),
+        registry: workloads.and_then(|w| w.registry),
         auth: auth.clone(),
+        failures: failures.iter().map(ToString::to_string).collect(),
     };
     let derived = state::derive(&observed, current.as_ref(), &status::now());
     async {
@@ -83,8 +87,17 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
     .instrument(tracing::info_span!("status", phase = derived.phase.map(|p| p.as_str())))
     .await?;
-    if let AuthState::Failed { message, .. } = auth {
-        return Ok(Outcome::fell_short(Action::requeue(ctx.backoff.next_delay(&name)), message));
+    for failure in &failures {
+        let reason = Reason::Failed(failure.reason().to_owned());
+        events::publish(&ctx.recorder, tenant, reason, Activity::Apply, failure.to_string()).await;
+    }
+    let shortfall = failures.iter().map(ToString::to_string).chain(match auth {
+        AuthState::Failed { message, .. } => Some(message),
+        _ => None,
+    });
+    let shortfall: Vec<String> = shortfall.collect();
+    if !shortfall.is_empty() {
+        return Ok(Outcome::fell_short(Action::requeue(ctx.backoff.next_delay(&name)), shortfall.join("; ")));
     }
     ctx.backoff.reset(&name);
     Ok(Outcome::done(match namespace {
@@ -93,109 +106,125 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }))
 }
 
-/// Ready and desired pods of the tenant's workloads.
+/// Ready and desired pods of the tenant's workloads; `None` for one that does not exist.
 #[derive(Clone, Copy)]
 struct Workloads {
-    redis: Replicas,
-    server: Replicas,
-    registry: Replicas,
+    redis: Option<Replicas>,
+    server: Option<Replicas>,
+    registry: Option<Replicas>,
 }
 
-/// Applies the children of one tenant, marking each, then sweeps the unmarked ones.
+/// Applies the children of one tenant, marking each, then sweeps the unmarked ones. A write the
+/// API server refuses is kept in `failures`, and the others go on.
 struct Applier<'a> {
     ctx: &'a Context,
     model: &'a TenantModel,
     changes: &'a mut Changes,
     marks: Marks,
+    failures: &'a mut Vec<Error>,
 }
 
 impl Applier<'_> {
-    /// Server-side applies `desired` (skipped when the cached object already matches).
-    async fn apply<K: Child>(&mut self, cache: &Store<K>, desired: K) -> Result<K> {
+    /// Server-side applies `desired` (skipped when the cached object already matches). Returns
+    /// the object as it now is: the applied one, or, when the write failed, the cached one.
+    async fn apply<K: Child>(&mut self, cache: &Store<K>, desired: K) -> Option<K> {
         let name = desired.name_any();
+        // Marked even when the write fails: the sweep must not delete what exists.
         self.marks.mark::<K>(&name);
         let api = Api::<K>::namespaced(self.ctx.client.clone(), &self.model.namespace);
         let live = cache.get(&ObjectRef::new(&name).within(&self.model.namespace));
-        let applied = write::apply(&api, &self.model.name, live.as_deref(), &desired).await?;
-        self.changes.record(applied.change, write::short_kind::<K>(), &name);
-        Ok(applied.object)
+        match write::apply(&api, &self.model.name, live.as_deref(), &desired).await {
+            Ok(applied) => {
+                self.changes.record(applied.change, write::short_kind::<K>(), &name);
+                Some(applied.object)
+            }
+            Err(error) => {
+                self.failures.push(error);
+                live.map(|live| (*live).clone())
+            }
+        }
     }
 
     /// Applies `desired` if the tenant wants one; unmarked, the sweep removes what exists.
-    async fn apply_optional<K: Child>(&mut self, cache: &Store<K>, desired: Option<K>) -> Result<()> {
+    async fn apply_optional<K: Child>(&mut self, cache: &Store<K>, desired: Option<K>) {
         if let Some(desired) = desired {
-            self.apply(cache, desired).await?;
+            self.apply(cache, desired).await;
         }
-        Ok(())
     }
 
     /// The Redis password Secret is created once, never adopted or rewritten: regenerating the
     /// password would lock the server out of its data.
-    async fn create_redis_secret(&mut self) -> Result<()> {
+    async fn create_redis_secret(&mut self) {
         let (ctx, model) = (self.ctx, self.model);
         let name = redis::secret_name(model);
         self.marks.mark::<Secret>(&name);
         if ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace)).is_some() {
-            return Ok(());
+            return;
         }
         let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
-        if write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await?.is_some() {
-            self.changes.record(Change::Created, "Secret", &name);
+        match write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await {
+            Ok(Some(_)) => self.changes.record(Change::Created, "Secret", &name),
+            Ok(None) => {}
+            Err(error) => self.failures.push(error),
         }
-        Ok(())
     }
 
-    async fn apply_all(&mut self) -> Result<Workloads> {
+    async fn apply_all(&mut self) -> Workloads {
         let (ctx, model) = (self.ctx, self.model);
         let children = &ctx.children;
         let platform = &ctx.settings.platform;
-        // The budget first, so the tenant's pods are admitted against it from the start.
+        // Isolation first: no workload ever runs in the namespace without its policies.
         async {
-            self.apply_optional::<ResourceQuota>(&children.resource_quotas, quota::resource_quota(model)).await?;
-            self.apply_optional::<LimitRange>(&children.limit_ranges, quota::limit_range(model)).await
+            for policy in network::network_policies(model, platform) {
+                self.apply::<NetworkPolicy>(&children.network_policies, policy).await;
+            }
+        }
+        .instrument(tracing::info_span!("network_policies"))
+        .await;
+        // Then the budget, so the tenant's pods are admitted against it from the start.
+        async {
+            self.apply_optional::<ResourceQuota>(&children.resource_quotas, quota::resource_quota(model)).await;
+            self.apply_optional::<LimitRange>(&children.limit_ranges, quota::limit_range(model)).await;
         }
         .instrument(tracing::info_span!("quota"))
-        .await?;
+        .await;
         let redis = async {
-            self.create_redis_secret().await?;
-            self.apply::<ConfigMap>(&children.config_maps, redis::config_map(model)).await?;
-            self.apply::<Service>(&children.services, redis::service(model)).await?;
+            self.create_redis_secret().await;
+            self.apply::<ConfigMap>(&children.config_maps, redis::config_map(model)).await;
+            self.apply::<Service>(&children.services, redis::service(model)).await;
             self.apply::<StatefulSet>(&children.stateful_sets, redis::stateful_set(model)).await
         }
         .instrument(tracing::info_span!("redis"))
-        .await?;
+        .await;
         let server = async {
-            self.apply::<Service>(&children.services, server::service(model)).await?;
+            self.apply::<Service>(&children.services, server::service(model)).await;
             self.apply::<Deployment>(&children.deployments, server::deployment(model, platform)).await
         }
         .instrument(tracing::info_span!("server"))
-        .await?;
+        .await;
         let registry = async {
-            self.apply::<Service>(&children.services, registry::service(model)).await?;
+            self.apply::<Service>(&children.services, registry::service(model)).await;
             let deployment =
-                self.apply::<Deployment>(&children.deployments, registry::deployment(model, platform)).await?;
-            self.apply_optional::<Ingress>(&children.ingresses, registry::ingress(model, platform)).await?;
-            Ok::<_, Error>(deployment)
+                self.apply::<Deployment>(&children.deployments, registry::deployment(model, platform)).await;
+            self.apply_optional::<Ingress>(&children.ingresses, registry::ingress(model, platform)).await;
+            deployment
         }
         .instrument(tracing::info_span!("registry"))
-        .await?;
-        async {
-            for policy in network::network_policies(model, platform) {
-                self.apply::<NetworkPolicy>(&children.network_policies, policy).await?;
-            }
-            Ok::<_, Error>(())
+        .await;
+        // Everything wanted is marked (also what failed): what is left over (a removed rule,
+        // budget or domain) goes.
+        if let Err(error) = children.sweep(&ctx.client, &model.name, &model.namespace, &self.marks, self.changes).await
+        {
+            self.failures.push(error);
         }
-        .instrument(tracing::info_span!("network_policies"))
-        .await?;
-        // Everything wanted is marked: what is left over (a removed rule, budget or domain) goes.
-        children.sweep(&ctx.client, &model.name, &model.namespace, &self.marks, self.changes).await?;
 
+        // A workload that neither exists nor could be created counts as not created yet.
         let replicas = |desired: i32, ready: Option<i32>| Replicas { desired, ready: ready.unwrap_or(0) };
-        Ok(Workloads {
-            redis: replicas(model.redis.replicas, redis.status.as_ref().and_then(|s| s.ready_replicas)),
-            server: replicas(model.server.replicas, server.status.as_ref().and_then(|s| s.ready_replicas)),
-            registry: replicas(model.registry.replicas, registry.status.as_ref().and_then(|s| s.ready_replicas)),
-        })
+        Workloads {
+            redis: redis.map(|s| replicas(model.redis.replicas, s.status.and_then(|s| s.ready_replicas))),
+            server: server.map(|d| replicas(model.server.replicas, d.status.and_then(|s| s.ready_replicas))),
+            registry: registry.map(|d| replicas(model.registry.replicas, d.status.and_then(|s| s.ready_replicas))),
+        }
     }
 }
 

@@ -130,6 +130,8 @@ pub struct Observation {
     /// `None` until the Deployment exists.
     pub registry: Option<Replicas>,
     pub auth: AuthState,
+    /// Children the API server refused, each message naming the child and the answer.
+    pub failures: Vec<String>,
 }
 
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentState {
@@ -238,14 +240,15 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
         }
     };
     let auth_failed = matches!(observed.auth, AuthState::Failed { .. });
+    let apply_failed = !observed.failures.is_empty();
 
     let components = [(&redis, "Redis"), (&server, "Server"), (&registry, "Registry")];
     let all_running = components.iter().all(|(c, _)| c.phase == ComponentPhase::Running);
     let any_degraded = components.iter().any(|(c, _)| c.phase == ComponentPhase::Degraded);
     let was_up = matches!(previous_phase, Some(Phase::Running | Phase::Degraded));
-    let phase = blocked_phase.unwrap_or(if all_running && !auth_failed {
+    let phase = blocked_phase.unwrap_or(if all_running && !auth_failed && !apply_failed {
         Phase::Running
-    } else if any_degraded || was_up || auth_failed {
+    } else if any_degraded || was_up || auth_failed || apply_failed {
         Phase::Degraded
     } else {
         Phase::Provisioning
@@ -254,6 +257,7 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
     let (ready_reason, ready_message) = match phase {
         Phase::Running => ("AllComponentsReady", "every component is ready".to_owned()),
         _ if blocked_phase.is_some() => ("NamespaceNotReady", namespace_condition.message.clone()),
+        _ if apply_failed => ("ChildNotApplied", observed.failures.join("; ")),
         _ if auth_failed => ("AuthNotRegistered", auth_condition.message.clone()),
         _ => {
             let waiting: Vec<&str> =
@@ -334,6 +338,7 @@ mod tests {
             server: server.map(replicas),
             registry: Some(Replicas { ready: 1, desired: 1 }),
             auth: AuthState::Registered,
+            failures: Vec::new(),
         }
     }
 
@@ -381,6 +386,17 @@ mod tests {
         assert!(!gone.auth_registered() && gone.auth_deregistered());
         assert_eq!(gone.phase, Some(Phase::Terminating));
         assert_eq!(gone.conditions.iter().filter(|c| c.type_ == AUTH_REGISTERED).count(), 1);
+    }
+
+    #[test]
+    fn a_refused_child_keeps_a_ready_tenant_from_saying_running_and_is_named() {
+        let mut o = observed(Some((1, 1)), Some((1, 1)));
+        o.failures = vec!["tenant acme: apply ConfigMap acme-redis-config: denied (422)".into()];
+        let state = derive(&o, None, &now());
+        assert_eq!(state.phase, Some(Phase::Degraded));
+        let ready = &state.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ChildNotApplied"));
+        assert!(ready.message.contains("ConfigMap acme-redis-config") && ready.message.contains("denied"));
     }
 
     #[test]

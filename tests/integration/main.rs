@@ -9,6 +9,7 @@ mod install;
 mod leader;
 mod lifecycle;
 mod network;
+mod partial;
 mod support;
 mod tracing;
 mod validation;

@@ -340,6 +340,7 @@ mod tests {
             server: Some(Replicas { desired: 2, ready: 1 }),
             registry: None,
             auth: AuthState::Registered,
+            failures: Vec::new(),
         };
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(1).unwrap());
         let state = state::derive(&observed, None, &now);
