@@ -50,11 +50,6 @@ impl TestTenant {
         self.set("resources.storage", request_limit(request, limit))
     }
 
-    /// `spec.deletionPolicy: Retain`.
-    pub fn retained_on_deletion(self) -> Self {
-        self.set("deletionPolicy", json!("Retain"))
-    }
-
     /// The manifest, as `kubectl create` would send it.
     pub fn manifest(&self) -> Value {
         json!({"apiVersion": format!("{GROUP}/v1"), "kind": KIND, "metadata": {"name": self.name}, "spec": self.spec})

@@ -39,7 +39,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             let message = format!("tenant {name}: {invalid}");
             let failed = state::invalid_spec(current.as_ref(), generation, message, &status::now());
             if status::write(&ctx.client, tenant, &failed).await? {
-                events::phase_change(&ctx.recorder, tenant, &failed).await;
+                events::phase_change(&ctx.recorder, tenant, current.as_ref(), &failed).await;
             }
             ctx.backoff.reset(&name);
             return Ok(Outcome::done(Action::await_change()));
@@ -81,7 +81,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     async {
         if status::write(&ctx.client, tenant, &derived).await? {
             publish_auth_change(ctx, tenant, current.as_ref(), &derived).await;
-            events::phase_change(&ctx.recorder, tenant, &derived).await;
+            events::phase_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
         }
         Ok::<_, Error>(())
     }
@@ -91,11 +91,10 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         let reason = Reason::Failed(failure.reason().to_owned());
         events::publish(&ctx.recorder, tenant, reason, Activity::Apply, failure.to_string()).await;
     }
-    let shortfall = failures.iter().map(ToString::to_string).chain(match auth {
-        AuthState::Failed { message, .. } => Some(message),
-        _ => None,
-    });
-    let shortfall: Vec<String> = shortfall.collect();
+    let mut shortfall = observed.failures;
+    if let AuthState::Failed { message, .. } = auth {
+        shortfall.push(message);
+    }
     if !shortfall.is_empty() {
         return Ok(Outcome::fell_short(Action::requeue(ctx.backoff.next_delay(&name)), shortfall.join("; ")));
     }

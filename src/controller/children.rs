@@ -68,19 +68,28 @@ impl Marks {
     }
 }
 
-/// A watch that fills a cache with whole objects and yields every touched object.
+/// A watch of `api` that fills a cache and yields every touched object.
+pub fn cached_watch<C>(
+    api: Api<C>,
+    config: watcher::Config,
+) -> (Store<C>, impl Stream<Item = Result<C, watcher::Error>> + Send + 'static)
+where
+    C: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    (store, watcher(api, config).default_backoff().reflect(writer).touched_objects())
+}
+
+/// A watch that caches whole objects.
 fn object_watch<K: Child>(
     client: &Client,
     config: watcher::Config,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
-    let (store, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), config).default_backoff().reflect(writer).touched_objects();
-    (store, stream)
+    cached_watch(Api::all(client.clone()), config)
 }
 
-/// A metadata-only watch (the API server sends no bodies) that fills a cache and yields every
-/// touched object. For kinds whose content the operator never reads back, such as Secrets, whose
-/// data it must not hold.
+/// A metadata-only watch (an Api of PartialObjectMeta: the API server sends no bodies). For kinds
+/// whose content the operator never reads back, such as Secrets, whose data it must not hold.
 pub fn metadata_watch<K>(
     client: &Client,
     config: watcher::Config,
@@ -88,11 +97,7 @@ pub fn metadata_watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    // An Api of PartialObjectMeta sends metadata-only requests.
-    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    let stream = watcher(api, config).default_backoff().reflect(writer).touched_objects();
-    (store, stream)
+    cached_watch(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
 }
 
 /// The tenant that controls a child: its controller owner reference of kind Tenant in the API

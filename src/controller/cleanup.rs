@@ -29,7 +29,7 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let terminating = state::terminating(current.as_ref());
     let status_written = status::write(&ctx.client, tenant, &terminating).await?;
     if status_written {
-        events::phase_change(&ctx.recorder, tenant, &terminating).await;
+        events::phase_change(&ctx.recorder, tenant, current.as_ref(), &terminating).await;
     }
     let namespace = namespace_name(&name);
     let uid = tenant.uid().unwrap_or_default();

@@ -95,8 +95,8 @@ pub async fn publish(recorder: &Recorder, tenant: &Tenant, reason: Reason, activ
 }
 
 /// Reports a phase change as an Event; failures and degradations as warnings.
-pub async fn phase_change(recorder: &Recorder, tenant: &Tenant, after: &TenantState) {
-    let before = tenant.state().and_then(|s| s.phase);
+pub async fn phase_change(recorder: &Recorder, tenant: &Tenant, before: Option<&TenantState>, after: &TenantState) {
+    let before = before.and_then(|s| s.phase);
     let Some(phase) = after.phase else { return };
     if before == Some(phase) {
         return;

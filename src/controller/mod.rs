@@ -31,8 +31,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 pub use context::Settings;
@@ -88,19 +88,16 @@ pub async fn run(
             std::future::ready(tenant)
         }
     });
-    let (tenant_store, tenant_writer) = reflector::store();
-    let tenant_events =
-        watcher(tenants, watcher::Config::default()).default_backoff().reflect(tenant_writer).touched_objects().map_ok(
-            {
-                let triggers = triggers.clone();
-                move |tenant: Tenant| {
-                    triggers.event(&tenant.name_any(), || {
-                        format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
-                    });
-                    tenant
-                }
-            },
-        );
+    let (tenant_store, tenant_events) = children::cached_watch(tenants, watcher::Config::default());
+    let tenant_events = tenant_events.map_ok({
+        let triggers = triggers.clone();
+        move |tenant: Tenant| {
+            triggers.event(&tenant.name_any(), || {
+                format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
+            });
+            tenant
+        }
+    });
 
     // The watches of children and namespaces are driven here, not by the kube Controller, so
     // their caches fill whatever the Controller is doing; their events reach it as wake-ups.

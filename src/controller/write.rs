@@ -162,14 +162,13 @@ where
     let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&body));
     let request = api.patch(&name, &params, &patch);
     // The API server keeps the resourceVersion when an apply changes nothing.
-    let changed = |object: &K| live.is_none_or(|live| live.resource_version() != object.resource_version());
-    let object = send(target, request, changed).await?;
-    let change = match live {
+    let change = |object: &K| match live {
         None => Change::Created,
         Some(live) if live.resource_version() != object.resource_version() => Change::Updated,
         Some(_) => Change::Unchanged,
     };
-    Ok(Applied { object, change })
+    let object = send(target, request, |object| change(object) != Change::Unchanged).await?;
+    Ok(Applied { change: change(&object), object })
 }
 
 /// Creates `desired` (stamped like [`apply`] would) unless an object of that name exists, in which

@@ -136,8 +136,13 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
             },
         )
     };
-    policies.push(http_ingress("allow-server-ingress", server_pods(), registry_pods(), super::server::PORT));
-    policies.push(http_ingress("allow-registry-ingress", registry_pods(), server_pods(), super::registry::PORT));
+    policies.push(http_ingress("allow-server-ingress", server_pods(), registry_pods(), super::endpoints::SERVER_PORT));
+    policies.push(http_ingress(
+        "allow-registry-ingress",
+        registry_pods(),
+        server_pods(),
+        super::endpoints::REGISTRY_PORT,
+    ));
 
     for rule in &network.ingress_rules {
         policies.push(policy(

@@ -11,11 +11,11 @@ use k8s_openapi::api::networking::v1::{
     IngressTLS, ServiceBackendPort,
 };
 
+use super::endpoints::{self, REGISTRY_PORT};
 use super::workload::{self, HttpComponent, env_value};
-use super::{Platform, child_meta, component_labels, server};
+use super::{Platform, child_meta, component_labels};
 use crate::model::TenantModel;
 
-pub const PORT: i32 = 3031;
 pub const APP: &str = "neurallog-registry";
 pub const COMPONENT: &str = "registry";
 /// The `node` user of the Node.js base image the registry is built on.
@@ -23,16 +23,6 @@ const REGISTRY_USER: i64 = 1000;
 const HEALTH_PATH: &str = "/health";
 /// API version the registry announces to clients.
 const API_VERSION: &str = "v1";
-
-/// Name of the registry Service, Deployment and Ingress.
-pub fn name(model: &TenantModel) -> String {
-    format!("{}-registry", model.name)
-}
-
-/// The registry's in-cluster URL (the server's `REGISTRY_URL`).
-pub fn url(model: &TenantModel) -> String {
-    format!("http://{}.{}.svc:{PORT}", name(model), model.namespace)
-}
 
 /// The public host of the registry, when the tenant has a base domain.
 pub fn public_host(model: &TenantModel) -> Option<String> {
@@ -43,7 +33,7 @@ pub fn public_host(model: &TenantModel) -> Option<String> {
 /// `API_VERSION`, and the `SERVER_URL`/`AUTH_URL` overrides).
 pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
     let mut env = vec![
-        env_value("PORT", PORT.to_string()),
+        env_value("PORT", REGISTRY_PORT.to_string()),
         env_value("TENANT_ID", model.name.clone()),
         env_value("API_VERSION", API_VERSION),
         env_value("LOG_LEVEL", "info"),
@@ -51,7 +41,7 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
     match &model.registry.base_domain {
         Some(domain) => env.push(env_value("BASE_DOMAIN", domain.clone())),
         None => {
-            env.push(env_value("SERVER_URL", server::url(model)));
+            env.push(env_value("SERVER_URL", endpoints::server_url(model)));
             if let Some(auth_url) = &platform.auth_url {
                 env.push(env_value("AUTH_URL", auth_url.clone()));
             }
@@ -62,11 +52,11 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
 
 fn component<'a>(model: &'a TenantModel, platform: &Platform) -> HttpComponent<'a> {
     HttpComponent {
-        name: name(model),
+        name: endpoints::registry_name(model),
         component: COMPONENT,
         app: APP,
         container: "registry",
-        port: PORT,
+        port: REGISTRY_PORT,
         image: &model.registry.image,
         replicas: model.registry.replicas,
         resources: &model.registry.resources,
@@ -93,13 +83,13 @@ pub fn ingress(model: &TenantModel, platform: &Platform) -> Option<Ingress> {
     let labels = component_labels(&model.name, COMPONENT, APP);
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
-            name: name(model),
+            name: endpoints::registry_name(model),
             port: Some(ServiceBackendPort { name: Some(workload::PORT_NAME.to_owned()), number: None }),
         }),
         ..IngressBackend::default()
     };
     Some(Ingress {
-        metadata: child_meta(model, name(model), labels),
+        metadata: child_meta(model, endpoints::registry_name(model), labels),
         spec: Some(IngressSpec {
             ingress_class_name: platform.ingress_class.clone(),
             tls: platform

@@ -3,27 +3,17 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Service};
 
+use super::endpoints::{self, SERVER_PORT};
 use super::workload::{self, HttpComponent, env_value};
-use super::{Platform, redis, registry};
+use super::{Platform, redis};
 use crate::model::TenantModel;
 
-pub const PORT: i32 = 3030;
 pub const APP: &str = "neurallog-server";
 const COMPONENT: &str = "server";
 /// The `node` user of the Node.js base image the server is built on.
 const SERVER_USER: i64 = 1000;
 /// The server answers `GET /` when it is up; it has no dedicated health route.
 const HEALTH_PATH: &str = "/";
-
-/// Name of the server Service and Deployment.
-pub fn name(model: &TenantModel) -> String {
-    format!("{}-server", model.name)
-}
-
-/// The server's in-cluster URL.
-pub fn url(model: &TenantModel) -> String {
-    format!("http://{}.{}.svc:{PORT}", name(model), model.namespace)
-}
 
 /// The server's environment: the real server contract (Redis storage with authentication, the
 /// tenant's registry, the platform's Auth), then the user's entries. A user entry overrides a
@@ -32,7 +22,7 @@ pub fn url(model: &TenantModel) -> String {
 pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
     let mut built_in = vec![
         env_value("NODE_ENV", "production"),
-        env_value("PORT", PORT.to_string()),
+        env_value("PORT", SERVER_PORT.to_string()),
         env_value("STORAGE_TYPE", "redis"),
         env_value("REDIS_HOST", redis::name(model)),
         env_value("REDIS_PORT", redis::PORT.to_string()),
@@ -50,7 +40,7 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
         },
         env_value("LOG_LEVEL", "info"),
         env_value("TENANT_ID", model.name.clone()),
-        env_value("REGISTRY_URL", registry::url(model)),
+        env_value("REGISTRY_URL", endpoints::registry_url(model)),
     ];
     if let Some(auth_url) = &platform.auth_url {
         built_in.push(env_value("AUTH_URL", auth_url.clone()));
@@ -69,11 +59,11 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
 
 fn component<'a>(model: &'a TenantModel, platform: &Platform) -> HttpComponent<'a> {
     HttpComponent {
-        name: name(model),
+        name: endpoints::server_name(model),
         component: COMPONENT,
         app: APP,
         container: "server",
-        port: PORT,
+        port: SERVER_PORT,
         image: &model.server.image,
         replicas: model.server.replicas,
         resources: &model.server.resources,
