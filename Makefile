@@ -53,9 +53,9 @@ e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the
 	cargo build --locked --workspace --bins
 	tools/e2e.sh
 
-bench: tools ## Reconciles per second: tracing off, to an unreachable endpoint, to Jaeger (BENCH_TENANTS=40).
+bench: tools ## The fleet (BENCH_FLEET=200,1000,10000), then reconciles per second by tracing setup (BENCH_TENANTS=40).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench throughput
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench fleet --bench throughput
 
 bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from config/.
 	tools/bundle.sh . $(VERSION) $(IMG)

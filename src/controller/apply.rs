@@ -3,17 +3,19 @@
 //! status; children it no longer wants are swept. A child the API server refuses does not stop
 //! the others, the registration or the status, which names it.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use serde_json::Value;
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::children::{Child, Marks};
+use super::compact::Compact;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
@@ -48,13 +50,11 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
 
     let mut changes = Changes::default();
     let namespace = namespace::ensure(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
-    let mut failures = Vec::new();
-    let workloads = if namespace == NamespaceState::Ready {
-        let mut children =
-            Applier { ctx, model: &model, changes: &mut changes, marks: Marks::default(), failures: &mut failures };
-        Some(children.apply_all().await)
+    let (workloads, changes, failures) = if namespace == NamespaceState::Ready {
+        let applied = Applier::new(ctx, &model, changes).apply_all(generation).await;
+        (Some(applied.workloads), applied.changes, applied.failures)
     } else {
-        None
+        (None, changes, Vec::new())
     };
     changes.publish(&ctx.recorder, tenant).await;
     // After the children, so a slow Auth never delays the tenant's workloads.
@@ -113,39 +113,61 @@ struct Workloads {
     registry: Option<Replicas>,
 }
 
-/// Applies the children of one tenant, marking each, then sweeps the unmarked ones. A write the
-/// API server refuses is kept in `failures`, and the others go on.
+/// Applies the children of one tenant in stages, the writes of a stage at once, marking each
+/// child; then sweeps the unmarked ones. A write the API server refuses is kept in `failures`, and
+/// the others go on.
 struct Applier<'a> {
     ctx: &'a Context,
     model: &'a TenantModel,
-    changes: &'a mut Changes,
-    marks: Marks,
-    failures: &'a mut Vec<Error>,
+    // Shared by the concurrent writes of a stage; never locked across an await.
+    changes: Mutex<Changes>,
+    marks: Mutex<Marks>,
+    failures: Mutex<Vec<Error>>,
 }
 
-impl Applier<'_> {
+/// The lock of a record no holder can leave half-written (each holds it for one push).
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unlocked<T>(mutex: Mutex<T>) -> T {
+    mutex.into_inner().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What applying the children did.
+struct Applied {
+    workloads: Workloads,
+    changes: Changes,
+    failures: Vec<Error>,
+}
+
+impl<'a> Applier<'a> {
+    fn new(ctx: &'a Context, model: &'a TenantModel, changes: Changes) -> Self {
+        Self { ctx, model, changes: Mutex::new(changes), marks: Mutex::default(), failures: Mutex::default() }
+    }
+
     /// Server-side applies `desired` (skipped when the cached object already matches). Returns
-    /// the object as it now is: the applied one, or, when the write failed, the cached one.
-    async fn apply<K: Child>(&mut self, cache: &Store<K>, desired: K) -> Option<K> {
+    /// the object as it now is, as JSON: the applied one, or else the cached one.
+    async fn apply<K: Child>(&self, cache: &Store<Compact<K>>, desired: K) -> Option<Value> {
         let name = desired.name_any();
         // Marked even when the write fails: the sweep must not delete what exists.
-        self.marks.mark::<K>(&name);
+        locked(&self.marks).mark::<K>(&name);
         let api = Api::<K>::namespaced(self.ctx.client.clone(), &self.model.namespace);
-        let live = cache.get(&ObjectRef::new(&name).within(&self.model.namespace));
-        match write::apply(&api, &self.model.name, live.as_deref(), &desired).await {
+        let live = cache.get(&ObjectRef::new(&name).within(&self.model.namespace)).map(|live| live.to_json());
+        match write::apply(&api, &self.model.name, live.as_ref(), &desired).await {
             Ok(applied) => {
-                self.changes.record(applied.change, write::short_kind::<K>(), &name);
-                Some(applied.object)
+                locked(&self.changes).record(applied.change, write::short_kind::<K>(), &name);
+                applied.object.and_then(|object| serde_json::to_value(object).ok()).or(live)
             }
             Err(error) => {
-                self.failures.push(error);
-                live.map(|live| (*live).clone())
+                locked(&self.failures).push(error);
+                live
             }
         }
     }
 
     /// Applies `desired` if the tenant wants one; unmarked, the sweep removes what exists.
-    async fn apply_optional<K: Child>(&mut self, cache: &Store<K>, desired: Option<K>) {
+    async fn apply_optional<K: Child>(&self, cache: &Store<Compact<K>>, desired: Option<K>) {
         if let Some(desired) = desired {
             self.apply(cache, desired).await;
         }
@@ -153,77 +175,95 @@ impl Applier<'_> {
 
     /// The Redis password Secret is created once, never adopted or rewritten: regenerating the
     /// password would lock the server out of its data.
-    async fn create_redis_secret(&mut self) {
+    async fn create_redis_secret(&self) {
         let (ctx, model) = (self.ctx, self.model);
         let name = redis::secret_name(model);
-        self.marks.mark::<Secret>(&name);
+        locked(&self.marks).mark::<Secret>(&name);
         if ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace)).is_some() {
             return;
         }
         let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
         match write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await {
-            Ok(Some(_)) => self.changes.record(Change::Created, "Secret", &name),
+            Ok(Some(_)) => locked(&self.changes).record(Change::Created, "Secret", &name),
             Ok(None) => {}
-            Err(error) => self.failures.push(error),
+            Err(error) => locked(&self.failures).push(error),
         }
     }
 
-    async fn apply_all(&mut self) -> Workloads {
+    /// Three stages, each waiting for the one before: network isolation (no workload ever runs in
+    /// the namespace without its policies), the budget (the tenant's pods are admitted against it
+    /// from the start), then everything else.
+    async fn apply_all(self, generation: Option<i64>) -> Applied {
         let (ctx, model) = (self.ctx, self.model);
         let children = &ctx.children;
         let platform = &ctx.settings.platform;
-        // Isolation first: no workload ever runs in the namespace without its policies.
-        async {
-            for policy in network::network_policies(model, platform) {
-                self.apply::<NetworkPolicy>(&children.network_policies, policy).await;
-            }
-        }
-        .instrument(tracing::info_span!("network_policies"))
-        .await;
-        // Then the budget, so the tenant's pods are admitted against it from the start.
-        async {
-            self.apply_optional::<ResourceQuota>(&children.resource_quotas, quota::resource_quota(model)).await;
-            self.apply_optional::<LimitRange>(&children.limit_ranges, quota::limit_range(model)).await;
-        }
+        let policies = network::network_policies(model, platform);
+        futures::future::join_all(policies.into_iter().map(|policy| self.apply(&children.network_policies, policy)))
+            .instrument(tracing::info_span!("network_policies"))
+            .await;
+        futures::future::join(
+            self.apply_optional(&children.resource_quotas, quota::resource_quota(model)),
+            self.apply_optional(&children.limit_ranges, quota::limit_range(model)),
+        )
         .instrument(tracing::info_span!("quota"))
         .await;
         let redis = async {
-            self.create_redis_secret().await;
-            self.apply::<ConfigMap>(&children.config_maps, redis::config_map(model)).await;
-            self.apply::<Service>(&children.services, redis::service(model)).await;
-            self.apply::<StatefulSet>(&children.stateful_sets, redis::stateful_set(model)).await
+            let (_, _, _, stateful_set) = futures::join!(
+                self.create_redis_secret(),
+                self.apply(&children.config_maps, redis::config_map(model)),
+                self.apply(&children.services, redis::service(model)),
+                self.apply(&children.stateful_sets, redis::stateful_set(model)),
+            );
+            stateful_set
         }
-        .instrument(tracing::info_span!("redis"))
-        .await;
+        .instrument(tracing::info_span!("redis"));
         let server = async {
-            self.apply::<Service>(&children.services, server::service(model)).await;
-            self.apply::<Deployment>(&children.deployments, server::deployment(model, platform)).await
-        }
-        .instrument(tracing::info_span!("server"))
-        .await;
-        let registry = async {
-            self.apply::<Service>(&children.services, registry::service(model)).await;
-            let deployment =
-                self.apply::<Deployment>(&children.deployments, registry::deployment(model, platform)).await;
-            self.apply_optional::<Ingress>(&children.ingresses, registry::ingress(model, platform)).await;
+            let (_, deployment) = futures::join!(
+                self.apply(&children.services, server::service(model)),
+                self.apply(&children.deployments, server::deployment(model, platform)),
+            );
             deployment
         }
-        .instrument(tracing::info_span!("registry"))
-        .await;
+        .instrument(tracing::info_span!("server"));
+        let registry = async {
+            let (_, deployment, ()) = futures::join!(
+                self.apply(&children.services, registry::service(model)),
+                self.apply(&children.deployments, registry::deployment(model, platform)),
+                self.apply_optional(&children.ingresses, registry::ingress(model, platform)),
+            );
+            deployment
+        }
+        .instrument(tracing::info_span!("registry"));
+        let (redis, server, registry) = futures::join!(redis, server, registry);
+
         // Everything wanted is marked (also what failed): what is left over (a removed rule,
-        // budget or domain) goes.
-        if let Err(error) = children.sweep(&ctx.client, &model.name, &model.namespace, &self.marks, self.changes).await
-        {
-            self.failures.push(error);
+        // budget or domain) goes, unless this generation's leftovers are known to be gone.
+        let (marks, mut changes, mut failures) =
+            (unlocked(self.marks), unlocked(self.changes), unlocked(self.failures));
+        let swept = generation.is_some() && ctx.swept().get(&model.uid) == generation.as_ref();
+        if !swept {
+            match children.sweep(&ctx.client, &model.name, &model.namespace, &marks, &mut changes).await {
+                Ok(0) => {
+                    if let Some(generation) = generation {
+                        ctx.swept().insert(model.uid.clone(), generation);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => failures.push(error),
+            }
         }
 
         // A workload that neither exists nor could be created counts as not created yet.
-        let replicas = |desired: i32, ready: Option<i32>| Replicas { desired, ready: ready.unwrap_or(0) };
-        Workloads {
-            redis: redis.map(|s| replicas(model.redis.replicas, s.status.and_then(|s| s.ready_replicas))),
-            server: server.map(|d| replicas(model.server.replicas, d.status.and_then(|s| s.ready_replicas))),
-            registry: registry.map(|d| replicas(model.registry.replicas, d.status.and_then(|s| s.ready_replicas))),
-        }
+        let replicas = |desired: i32, live: &Value| {
+            let ready = live.pointer("/status/readyReplicas").and_then(Value::as_i64);
+            Replicas { desired, ready: ready.and_then(|ready| i32::try_from(ready).ok()).unwrap_or(0) }
+        };
+        let workloads = Workloads {
+            redis: redis.map(|live| replicas(model.redis.replicas, &live)),
+            server: server.map(|live| replicas(model.server.replicas, &live)),
+            registry: registry.map(|live| replicas(model.registry.replicas, &live)),
+        };
+        Applied { workloads, changes, failures }
     }
 }
 

@@ -22,6 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::compact::Compact;
 use super::error::Result;
 use super::events::Changes;
 use super::triggers::Triggers;
@@ -68,7 +69,25 @@ impl Marks {
     }
 }
 
-/// A watch of `api` that fills a cache and yields every touched object.
+/// Objects per page of a watch's first list. A page is held whole, managed fields included, until
+/// its objects are slimmed and cached: small pages keep that peak small at any fleet size.
+const LIST_PAGE: u32 = 100;
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reader of a cache looks at before it is cached: the managed fields (a record of
+/// every field per writer, often as large as the object) and kubectl's copy of the object.
+fn slim<C: Resource>(object: &mut C) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch of `api` that fills a cache (with [`slim`] objects, listed [`LIST_PAGE`] at a time) and
+/// yields every touched object.
 pub fn cached_watch<C>(
     api: Api<C>,
     config: watcher::Config,
@@ -77,15 +96,16 @@ where
     C: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    (store, watcher(api, config).default_backoff().reflect(writer).touched_objects())
+    let watch = watcher(api, config.page_size(LIST_PAGE)).default_backoff();
+    (store, watch.modify(slim).reflect(writer).touched_objects())
 }
 
-/// A watch that caches whole objects.
+/// A watch that caches whole objects, in their [`Compact`] form.
 fn object_watch<K: Child>(
     client: &Client,
     config: watcher::Config,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
-    cached_watch(Api::all(client.clone()), config)
+) -> (Store<Compact<K>>, impl Stream<Item = Result<Compact<K>, watcher::Error>> + Send + 'static) {
+    cached_watch(Api::<Compact<K>>::all(client.clone()), config)
 }
 
 /// A metadata-only watch (an Api of PartialObjectMeta: the API server sends no bodies). For kinds
@@ -242,15 +262,15 @@ macro_rules! child_kinds {
 }
 
 child_kinds! {
-    deployments: Deployment => Deployment, object_watch, foreground;
-    stateful_sets: StatefulSet => StatefulSet, object_watch, foreground;
-    services: Service => Service, object_watch, background;
-    config_maps: ConfigMap => ConfigMap, object_watch, background;
+    deployments: Deployment => Compact<Deployment>, object_watch, foreground;
+    stateful_sets: StatefulSet => Compact<StatefulSet>, object_watch, foreground;
+    services: Service => Compact<Service>, object_watch, background;
+    config_maps: ConfigMap => Compact<ConfigMap>, object_watch, background;
     secrets: Secret => PartialObjectMeta<Secret>, metadata_watch, background;
-    network_policies: NetworkPolicy => NetworkPolicy, object_watch, background;
-    ingresses: Ingress => Ingress, object_watch, background;
-    resource_quotas: ResourceQuota => ResourceQuota, object_watch, background;
-    limit_ranges: LimitRange => LimitRange, object_watch, background;
+    network_policies: NetworkPolicy => Compact<NetworkPolicy>, object_watch, background;
+    ingresses: Ingress => Compact<Ingress>, object_watch, background;
+    resource_quotas: ResourceQuota => Compact<ResourceQuota>, object_watch, background;
+    limit_ranges: LimitRange => Compact<LimitRange>, object_watch, background;
 }
 
 #[cfg(test)]
@@ -282,6 +302,21 @@ mod tests {
         assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false)).is_none());
         assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true)).is_none());
         assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true)).is_none());
+    }
+
+    #[test]
+    fn cached_objects_keep_neither_managed_fields_nor_kubectls_copy() {
+        let mut config_map = owned_by("neurallog.io/v1", "Tenant", true);
+        config_map.metadata.managed_fields = Some(vec![Default::default()]);
+        config_map.metadata.annotations = Some(
+            [(LAST_APPLIED.to_owned(), "{}".to_owned()), ("neurallog.io/applied-hash".to_owned(), "1".to_owned())]
+                .into(),
+        );
+        slim(&mut config_map);
+        assert!(config_map.metadata.managed_fields.is_none());
+        let annotations = config_map.metadata.annotations.unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["neurallog.io/applied-hash"]);
+        assert!(config_map.metadata.owner_references.is_some(), "what the reconciler reads stays");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
     }
     ctx.deregistered().remove(&uid);
+    ctx.swept().remove(&uid);
     ctx.backoff.reset(&name);
     Ok(Outcome::done(Action::await_change()))
 }
@@ -96,7 +97,7 @@ async fn retain_namespace(
     let namespace = existing.name.clone().unwrap_or_default();
     let uid = tenant.uid().unwrap_or_default();
     let api = Api::<Namespace>::all(ctx.client.clone());
-    let live = Namespace { metadata: existing.clone(), ..Namespace::default() };
+    let live = write::metadata_only::<Namespace>(existing);
     let marked = write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?;
     if marked.change != Change::Unchanged {
         let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");

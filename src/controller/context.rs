@@ -1,6 +1,6 @@
 //! What every reconcile shares, and how the controller is configured.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -67,6 +67,10 @@ pub struct Context {
     /// UIDs of deleted tenants already deregistered from Auth. The status records it too, but the
     /// watch cache may not have that status yet when the next pass runs.
     deregistered: Mutex<HashSet<String>>,
+    /// Per tenant UID, the generation whose leftover children a sweep has found all gone. A sweep
+    /// reads the cache of every child kind whole, so a converged tenant skips it until its spec
+    /// changes or another process takes over (children it no longer wants appear only then).
+    swept: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -94,6 +98,7 @@ impl Context {
             triggers,
             metrics,
             deregistered: Mutex::default(),
+            swept: Mutex::default(),
         }
     }
 
@@ -101,6 +106,11 @@ impl Context {
     /// an unlisted child for a missing one and rewrites it; `false` if the caches are gone.
     pub async fn caches_synced(&self) -> bool {
         self.synced.clone().wait_for(|synced| *synced).await.is_ok()
+    }
+
+    /// The generation of each tenant (by UID) whose leftovers are known to be gone.
+    pub fn swept(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.swept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// UIDs of the deleted tenants this process has deregistered from Auth.

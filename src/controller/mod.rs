@@ -11,6 +11,7 @@ mod apply;
 mod backoff;
 mod children;
 mod cleanup;
+mod compact;
 mod context;
 pub mod error;
 mod events;

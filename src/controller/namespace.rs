@@ -1,4 +1,4 @@
-//! The tenant namespace: found in the cache (or asked for when the cache lags behind a create),
+//! The tenant namespace: found in the cache (or read when a create finds it exists),
 //! created for this tenant, adopted when an earlier tenant of the same name retained it, and
 //! never touched when it belongs to someone else.
 
@@ -31,14 +31,18 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
     let api = Api::<Namespace>::all(ctx.client.clone());
     let desired = namespace::namespace(model);
     let name = &model.namespace;
-    let existing = match metadata(ctx, &model.name, name).await? {
+    // Not in the cache: created right away, without asking first (a new tenant's namespace is
+    // not there yet); if the cache only lagged behind, the create says so and it is read then.
+    let cached = ctx.namespaces.get(&ObjectRef::new(name)).map(|cached| cached.metadata.clone());
+    let existing = match cached {
         Some(existing) => existing,
         None => match write::create(&api, &model.name, &desired).await? {
             Some(_) => {
                 changes.record(Change::Created, "Namespace", name);
                 return Ok(NamespaceState::Ready);
             }
-            // Created by someone else in between: judge it like any existing namespace.
+            // It exists (the cache lagged, or someone else created it): judge it like any
+            // existing namespace.
             None => {
                 api.get_metadata(name)
                     .await
@@ -60,16 +64,15 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
                 message: format!("namespace {name} is being deleted; the operator re-creates it once it is gone"),
             });
         }
-        let live = Namespace { metadata: existing, ..Namespace::default() };
-        let applied = write::apply(&api, &model.name, Some(&live), &desired).await?;
+        let applied =
+            write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
         changes.record(applied.change, "Namespace", name);
         return Ok(NamespaceState::Ready);
     }
     if !terminating && namespace::retained_for(&existing, &model.name) {
         // Kept by an earlier tenant of this name with deletionPolicy Retain: taking it over, data
         // included, is what re-creating the tenant is for.
-        let live = Namespace { metadata: existing, ..Namespace::default() };
-        write::apply(&api, &model.name, Some(&live), &desired).await?;
+        write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
         let adopted = format!("{name} (adopted with the data retained by an earlier tenant)");
         changes.record(Change::Updated, "Namespace", &adopted);
         return Ok(NamespaceState::Ready);

@@ -12,7 +12,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,9 +36,9 @@ pub enum Change {
     Unchanged,
 }
 
-/// The live object after [`apply`], and what changed.
+/// What [`apply`] did: the object the API server answered with, unless nothing was sent.
 pub struct Applied<K> {
-    pub object: K,
+    pub object: Option<K>,
     pub change: Change,
 }
 
@@ -139,8 +139,9 @@ pub async fn send_tolerating<T>(
     send(target, request, |done| done.as_ref().is_some_and(changed)).await
 }
 
-/// Server-side applies `desired` unless `live` already matches it.
-pub async fn apply<K>(api: &Api<K>, tenant: &str, live: Option<&K>, desired: &K) -> Result<Applied<K>>
+/// Server-side applies `desired` unless `live` (the object as last seen, as JSON) already matches
+/// it.
+pub async fn apply<K>(api: &Api<K>, tenant: &str, live: Option<&Value>, desired: &K) -> Result<Applied<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -152,23 +153,31 @@ where
         name: name.clone(),
         source,
     })?;
-    if let Some(live) = live
-        && covers(&serde_json::to_value(live).unwrap_or(Value::Null), &body)
-    {
+    if live.is_some_and(|live| covers(live, &body)) {
         // No request, so no span: a converged tenant's trace stays short.
-        return Ok(Applied { object: live.clone(), change: Change::Unchanged });
+        return Ok(Applied { object: None, change: Change::Unchanged });
     }
     let target = Target { tenant, verb: "apply", kind, name: &name };
     let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&body));
     let request = api.patch(&name, &params, &patch);
     // The API server keeps the resourceVersion when an apply changes nothing.
+    let live_version = live.and_then(|live| live.pointer("/metadata/resourceVersion")).and_then(Value::as_str);
     let change = |object: &K| match live {
         None => Change::Created,
-        Some(live) if live.resource_version() != object.resource_version() => Change::Updated,
+        Some(_) if live_version != object.meta().resource_version.as_deref() => Change::Updated,
         Some(_) => Change::Unchanged,
     };
     let object = send(target, request, |object| change(object) != Change::Unchanged).await?;
-    Ok(Applied { change: change(&object), object })
+    Ok(Applied { change: change(&object), object: Some(object) })
+}
+
+/// The JSON [`apply`] compares with, of an object of kind `K` known by its metadata only.
+pub fn metadata_only<K: Resource<DynamicType = ()>>(metadata: &ObjectMeta) -> Value {
+    serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": serde_json::to_value(metadata).unwrap_or(Value::Null),
+    })
 }
 
 /// Creates `desired` (stamped like [`apply`] would) unless an object of that name exists, in which
@@ -202,6 +211,7 @@ pub fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::compact::Compact;
     use super::*;
     use serde_json::json;
 
@@ -227,6 +237,45 @@ mod tests {
         let live = json!({"limits": {"memory": "1Gi", "cpu": "1500m"}, "emptyDir": {}});
         assert!(covers(&live, &desired));
         assert!(!covers(&json!({"limits": {"memory": "1G", "cpu": "1500m"}}), &desired));
+    }
+
+    /// `desired` as the API server would store it (stamped) and the watch cache keep it.
+    fn cached<K: Resource<DynamicType = ()> + Serialize>(desired: &K) -> Value {
+        let stored = serde_json::to_string(&stamped(desired).expect("stamps")).expect("text");
+        serde_json::from_str::<Compact<K>>(&stored).expect("caches").to_json()
+    }
+
+    #[test]
+    fn every_child_once_applied_and_cached_counts_as_converged() {
+        use crate::resources::{Platform, network, redis, registry, server};
+        let model = crate::fixtures::TestTenant::new("acme")
+            .set("registry.baseDomain", json!("example.org"))
+            .cpu_budget(Some("1"), Some("4"))
+            .model()
+            .expect("a valid tenant");
+        let platform = Platform::default();
+        fn converged<K: Resource<DynamicType = ()> + Serialize>(desired: &K) {
+            let body = stamped(desired).expect("stamps");
+            assert!(covers(&cached(desired), &body), "{}", K::kind(&()));
+        }
+        network::network_policies(&model, &platform).iter().for_each(converged);
+        converged(&crate::resources::quota::resource_quota(&model).expect("a quota"));
+        converged(&crate::resources::quota::limit_range(&model).expect("limits"));
+        converged(&redis::config_map(&model));
+        converged(&redis::service(&model));
+        converged(&redis::stateful_set(&model));
+        converged(&server::service(&model));
+        converged(&server::deployment(&model, &platform));
+        converged(&registry::service(&model));
+        converged(&registry::deployment(&model, &platform));
+        converged(&registry::ingress(&model, &platform).expect("an ingress"));
+        let namespace = crate::resources::namespace::namespace(&model);
+        let stored: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(stamped(&namespace).expect("stamps")).expect("a namespace");
+        assert!(covers(
+            &metadata_only::<k8s_openapi::api::core::v1::Namespace>(&stored.metadata),
+            &stamped(&namespace).expect("stamps")
+        ));
     }
 
     #[test]

@@ -326,7 +326,10 @@ fn parses_releases_files() {
 
 #[test]
 fn reads_the_committed_releases_file() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/releases.yaml");
+    // Cargo's variable at run time, not at compile time: a test binary cached outside the clone
+    // may have been compiled in another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+    let path = Path::new(&manifest_dir).join("../../catalog/releases.yaml");
     let list = read_releases(&path).unwrap();
     let first = list.first().expect("0.1.0 is released");
     assert_eq!((first.version.to_string(), first.yanked), ("0.1.0".to_owned(), false));

@@ -144,16 +144,13 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, creds: &CertAndKey) -
     )
 }
 
-fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Child> {
-    let log = fs::File::create(dir.join(format!("{name}.log")))?;
-    let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+/// Makes the kernel kill the process `command` starts when the thread that spawns it dies, so a
+/// crashed or killed test or benchmark never leaves a process behind (Linux; elsewhere a no-op).
+pub fn dies_with_parent(command: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes the
-        // kernel kill the child when the spawning thread dies, so a crashed or killed test run
-        // never leaves an API server behind.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -161,6 +158,13 @@ fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Res
             });
         }
     }
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Child> {
+    let log = fs::File::create(dir.join(format!("{name}.log")))?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    dies_with_parent(&mut command);
     command.spawn().with_context(|| format!("cannot start {}", program.display()))
 }
 
@@ -348,6 +352,12 @@ impl ControlPlane {
     /// Kubeconfig of the user [`OPERATOR_USER`], who may do only what RBAC grants it.
     pub fn operator_kubeconfig(&self) -> &Path {
         &self.operator_kubeconfig
+    }
+
+    /// The name and process id of every process of the plane (etcd, kube-apiserver, ...), for
+    /// benchmarks that account for their CPU time.
+    pub fn process_ids(&self) -> Vec<(String, u32)> {
+        self.processes.iter().map(|(name, child)| (name.clone(), child.id())).collect()
     }
 
     /// The pinned kubectl.
