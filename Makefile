@@ -53,7 +53,7 @@ e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the
 	cargo build --locked --workspace --bins
 	tools/e2e.sh
 
-bench: tools ## The fleet (BENCH_FLEET=200,1000,10000), then reconciles per second by tracing setup (BENCH_TENANTS=40).
+bench: tools ## The fleet (BENCH_FLEET=200,1000), then reconciles per second by tracing setup (BENCH_TENANTS=40).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench fleet --bench throughput
 

@@ -17,7 +17,8 @@
 //!   writes that took (want: none);
 //! - CPU: seconds used by each process while the fleet converged and while each floor ran.
 //!
-//! Run with `make bench`. `BENCH_FLEET` lists the sizes (default `200,1000,10000`); the write
+//! Run with `make bench`. `BENCH_FLEET` lists the sizes (default `200,1000`; `10000` is left out
+//! until the benchmark's own convergence detection finishes at that size); the write
 //! floor is measured up to 1,000 tenants. `BENCH_CONCURRENCY` sets the operator's
 //! `--concurrency` (default: its own). Figures are reported, never asserted; `docs/performance.md`
 //! explains them.
@@ -48,7 +49,7 @@ use testenv::{ControlPlane, Options, repo_root};
 type Cpu = std::collections::BTreeMap<String, Duration>;
 
 /// Fleet sizes unless `BENCH_FLEET` says otherwise.
-const DEFAULT_SIZES: &[u64] = &[200, 1000, 10_000];
+const DEFAULT_SIZES: &[u64] = &[200, 1000];
 /// The largest fleet whose write floor is measured (the goal compares up to 1,000).
 const FLOOR_UP_TO: u64 = 1000;
 /// Tenants the benchmark creates at once, in the floor and the operator run alike.
