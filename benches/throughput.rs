@@ -24,11 +24,9 @@ use kube::core::ApiResource;
 use neurallog_tenant_operator::api::v1::{Tenant, TenantPhase};
 use neurallog_tenant_operator::fixtures::TestTenant;
 use serde_json::json;
-use support::{
-    CpuClock, DEADLINE, Operator, cpu_between, env_number, free_port, mib, print_table, tail, writes_between,
-};
+use support::{CpuClock, DEADLINE, Operator, cpu_between, env_number, mib, print_table, tail, writes_between};
 use testenv::jaeger::Jaeger;
-use testenv::{ControlPlane, Options, repo_root};
+use testenv::{ControlPlane, Options, free_port, repo_root};
 
 /// Tenants per configuration unless `BENCH_TENANTS` says otherwise.
 const DEFAULT_TENANTS: u64 = 40;

@@ -3,13 +3,12 @@
 //! asserted.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use testenv::ControlPlane;
+use testenv::{ControlPlane, free_port};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Child;
 
@@ -32,11 +31,6 @@ pub fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(error) => Err(anyhow!("{name}: {error}")),
     }
-}
-
-/// A loopback port that was free a moment ago (and that nobody listens on now).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `GET http://127.0.0.1:<port><path>`: the status code and the body.
