@@ -135,7 +135,7 @@ fn unlocked<T>(mutex: Mutex<T>) -> T {
 }
 
 /// What applying the children did.
-struct Applied {
+struct AppliedChildren {
     workloads: Workloads,
     changes: Changes,
     failures: Vec<Error>,
@@ -193,7 +193,7 @@ impl<'a> Applier<'a> {
     /// Three stages, each waiting for the one before: network isolation (no workload ever runs in
     /// the namespace without its policies), the budget (the tenant's pods are admitted against it
     /// from the start), then everything else.
-    async fn apply_all(self, generation: Option<i64>) -> Applied {
+    async fn apply_all(self, generation: Option<i64>) -> AppliedChildren {
         let (ctx, model) = (self.ctx, self.model);
         let children = &ctx.children;
         let platform = &ctx.settings.platform;
@@ -263,7 +263,7 @@ impl<'a> Applier<'a> {
             server: server.map(|live| replicas(model.server.replicas, &live)),
             registry: registry.map(|live| replicas(model.registry.replicas, &live)),
         };
-        Applied { workloads, changes, failures }
+        AppliedChildren { workloads, changes, failures }
     }
 }
 
