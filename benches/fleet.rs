@@ -139,7 +139,7 @@ where
 async fn create_with_children(client: &Client, name: &str, platform: &Platform, write: Write) -> anyhow::Result<()> {
     let tenant = create_tenant(client, name).await?;
     let model = tenant.model().map_err(|invalid| anyhow!("{name}: {invalid}"))?;
-    send(Api::all(client.clone()), namespace::namespace(&model), write).await?;
+    send(Api::all(client.clone()), namespace::namespace(&model, None), write).await?;
     let ns = model.namespace.as_str();
     let mut posts = Vec::new();
     for policy in network::network_policies(&model, platform) {

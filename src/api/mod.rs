@@ -68,12 +68,18 @@ mod tests {
             ("registry.image", Value::from(defaults::REGISTRY_IMAGE)),
             ("registry.replicas", Value::from(defaults::REGISTRY_REPLICAS)),
             ("networkPolicy.enabled", Value::from(defaults::NETWORK_POLICY_ENABLED)),
-            ("deletionPolicy", Value::from(format!("{:?}", defaults::DELETION_POLICY))),
         ];
         for (path, expected) in defaults_of {
             for schema in schemas(path) {
                 assert_eq!(schema["default"], expected, "default of spec.{path}");
             }
+        }
+        // Left out, the policy in force stays: a schema default would replace it on every update.
+        for schema in schemas("deletionPolicy") {
+            assert!(schema.get("default").is_none(), "spec.deletionPolicy has no schema default");
+            let description = schema["description"].as_str().unwrap_or_default().replace('\n', " ");
+            let stated = format!("`{:?}` for a new tenant", defaults::DELETION_POLICY);
+            assert!(description.contains(&stated), "spec.deletionPolicy says {description:?}");
         }
         let described = [
             ("server.resources", defaults::SERVER_RESOURCES),

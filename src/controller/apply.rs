@@ -20,8 +20,8 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
 use super::outcome::{Outcome, TERMINATION_POLL};
-use super::write::{self, Change};
-use super::{namespace, status};
+use super::write;
+use super::{namespace, password, status};
 use crate::api::Tenant;
 use crate::model::TenantModel;
 use crate::model::state::{self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, Replicas, TenantState};
@@ -51,7 +51,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let mut changes = Changes::default();
     let namespace = namespace::ensure(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
     let (workloads, changes, failures) = if namespace == NamespaceState::Ready {
-        let applied = Applier::new(ctx, &model, changes).apply_all(generation).await;
+        let applied = Applier::new(ctx, tenant, &model, changes).apply_all(generation).await;
         (Some(applied.workloads), applied.changes, applied.failures)
     } else {
         (None, changes, Vec::new())
@@ -118,6 +118,7 @@ struct Workloads {
 /// the others go on.
 struct Applier<'a> {
     ctx: &'a Context,
+    tenant: &'a Tenant,
     model: &'a TenantModel,
     // Shared by the concurrent writes of a stage; never locked across an await.
     changes: Mutex<Changes>,
@@ -142,8 +143,8 @@ struct AppliedChildren {
 }
 
 impl<'a> Applier<'a> {
-    fn new(ctx: &'a Context, model: &'a TenantModel, changes: Changes) -> Self {
-        Self { ctx, model, changes: Mutex::new(changes), marks: Mutex::default(), failures: Mutex::default() }
+    fn new(ctx: &'a Context, tenant: &'a Tenant, model: &'a TenantModel, changes: Changes) -> Self {
+        Self { ctx, tenant, model, changes: Mutex::new(changes), marks: Mutex::default(), failures: Mutex::default() }
     }
 
     /// Server-side applies `desired` (skipped when the cached object already matches). Returns
@@ -173,19 +174,12 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// The Redis password Secret is created once, never adopted or rewritten: regenerating the
-    /// password would lock the server out of its data.
-    async fn create_redis_secret(&self) {
-        let (ctx, model) = (self.ctx, self.model);
-        let name = redis::secret_name(model);
+    /// The Redis password Secret (see [`password`]).
+    async fn ensure_redis_secret(&self) {
+        let name = redis::secret_name(&self.model.name);
         locked(&self.marks).mark::<Secret>(&name);
-        if ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace)).is_some() {
-            return;
-        }
-        let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
-        match write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await {
-            Ok(Some(_)) => locked(&self.changes).record(Change::Created, "Secret", &name),
-            Ok(None) => {}
+        match password::ensure(self.ctx, self.tenant, self.model).await {
+            Ok(change) => locked(&self.changes).record(change, "Secret", &name),
             Err(error) => locked(&self.failures).push(error),
         }
     }
@@ -209,7 +203,7 @@ impl<'a> Applier<'a> {
         .await;
         let redis = async {
             let (_, _, _, stateful_set) = futures::join!(
-                self.create_redis_secret(),
+                self.ensure_redis_secret(),
                 self.apply(&children.config_maps, redis::config_map(model)),
                 self.apply(&children.services, redis::service(model)),
                 self.apply(&children.stateful_sets, redis::stateful_set(model)),

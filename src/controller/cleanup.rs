@@ -1,25 +1,28 @@
 //! The cleanup path. Per the tenant's deletion policy, the namespace is deleted (`Delete`) or kept
 //! with its volumes while every other object the operator made goes (`Retain`); the tenant is
 //! deregistered from Auth; the finalizer is released only once that is done. A namespace the
-//! operator did not create for this tenant is never touched.
+//! operator did not create for this tenant is never touched. Tenants deleted because their
+//! CustomResourceDefinition is (an uninstall) are not being deleted by their owners: their
+//! namespaces are kept whole and they stay registered.
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::ResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta};
 use kube::runtime::controller::Action;
+use kube::{CustomResourceExt as _, ResourceExt};
 use tracing::Instrument as _;
 
 use super::children::Marks;
 use super::context::Context;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
 use super::finalizer::{self, FinalizerPatch};
 use super::outcome::{NEWER_COPY_WAIT, Outcome, TERMINATION_POLL};
 use super::write::{self, Change, Target};
-use super::{namespace, status};
+use super::{namespace, password, status};
 use crate::api::Tenant;
 use crate::model::state::{self, TenantState};
-use crate::model::{DeletionPolicy, namespace_name};
+use crate::model::{DeletionPolicy, defaults, namespace_name};
 use crate::resources::namespace as builders;
 
 /// Takes a deleted tenant one step closer to having its finalizer released.
@@ -34,10 +37,20 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let namespace = namespace_name(&name);
     let uid = tenant.uid().unwrap_or_default();
     let ours = namespace::metadata(ctx, &name, &namespace).await?.filter(|ns| builders::created_for(ns, &uid));
+    let uninstall = uninstalling(ctx, &name).await?;
+    // Held while the tenant lived, the password Secret now goes with the namespace or the
+    // retained namespace's sweep, or stays unheld after an uninstall.
+    if ours.is_some() && !password::release(ctx, &name, &namespace).await? {
+        return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
+    }
     let mut changes = Changes::default();
     let removing = match ours {
         None => None,
-        Some(existing) => match tenant.deletion_policy() {
+        Some(existing) if uninstall => {
+            keep_whole(ctx, tenant, &existing).instrument(tracing::info_span!("keep_namespace")).await?;
+            None
+        }
+        Some(existing) => match policy_in_force(tenant, &existing) {
             DeletionPolicy::Delete => {
                 delete_namespace(ctx, tenant, &existing).instrument(tracing::info_span!("delete_namespace")).await?
             }
@@ -50,7 +63,9 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     };
     changes.publish(&ctx.recorder, tenant).await;
 
-    if let Some(later) = deregister(tenant, current.as_ref(), ctx).instrument(tracing::info_span!("auth")).await? {
+    if !uninstall
+        && let Some(later) = deregister(tenant, current.as_ref(), ctx).instrument(tracing::info_span!("auth")).await?
+    {
         return Ok(later);
     }
     if let Some(waiting) = removing {
@@ -68,6 +83,45 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     ctx.swept().remove(&uid);
     ctx.backoff.reset(&name);
     Ok(Outcome::done(Action::await_change()))
+}
+
+/// The policy the spec states, else the one recorded on the namespace, else the default.
+fn policy_in_force(tenant: &Tenant, namespace: &ObjectMeta) -> DeletionPolicy {
+    tenant.deletion_policy().or_else(|| builders::recorded_policy(namespace)).unwrap_or(defaults::DELETION_POLICY)
+}
+
+/// Whether the Tenant CustomResourceDefinition is being deleted (or is gone): every Tenant is then
+/// deleted by the API server, not by its owner. An answer the operator cannot get is an error,
+/// so no namespace is deleted on a guess.
+async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
+    let crd = Tenant::crd_name();
+    let api = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+    let found = api.get_metadata_opt(crd).await.map_err(|source| Error::Api {
+        tenant: tenant.to_owned(),
+        verb: "get",
+        kind: "CustomResourceDefinition",
+        name: crd.to_owned(),
+        source,
+    })?;
+    Ok(found.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()))
+}
+
+/// Keeps the namespace of a tenant deleted by an uninstall with everything in it, marked as
+/// retained so that the Tenant, created again after a reinstall, adopts it.
+async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<()> {
+    let name = tenant.name_any();
+    let namespace = existing.name.clone().unwrap_or_default();
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    let live = write::metadata_only::<Namespace>(existing);
+    let uid = tenant.uid().unwrap_or_default();
+    let marked = write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?;
+    if marked.change != Change::Unchanged {
+        let note = format!(
+            "the Tenant CustomResourceDefinition is being deleted (an uninstall, not a deletion of the tenant): keeping namespace {namespace} with everything in it, and the tenant's registration in NeuralLog Auth"
+        );
+        events::publish(&ctx.recorder, tenant, Reason::Uninstalled, Activity::Delete, note).await;
+    }
+    Ok(())
 }
 
 /// Deletes the tenant's namespace; `Some(what)` while it still exists.

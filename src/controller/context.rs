@@ -71,6 +71,9 @@ pub struct Context {
     /// reads the cache of every child kind whole, so a converged tenant skips it until its spec
     /// changes or another process takes over (children it no longer wants appear only then).
     swept: Mutex<HashMap<String, i64>>,
+    /// Keys of the conditions this process has already warned about once (a reconcile that finds
+    /// the same thing again stays quiet).
+    warned: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -99,6 +102,7 @@ impl Context {
             metrics,
             deregistered: Mutex::default(),
             swept: Mutex::default(),
+            warned: Mutex::default(),
         }
     }
 
@@ -111,6 +115,11 @@ impl Context {
     /// The generation of each tenant (by UID) whose leftovers are known to be gone.
     pub fn swept(&self) -> MutexGuard<'_, HashMap<String, i64>> {
         self.swept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `true` the first time it is asked about `key` in this process.
+    pub fn warned_once(&self, key: &str) -> bool {
+        self.warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.to_owned())
     }
 
     /// UIDs of the deleted tenants this process has deregistered from Auth.

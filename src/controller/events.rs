@@ -20,8 +20,16 @@ pub enum Reason {
     Deleting,
     /// The namespace of a deleted tenant is kept, its workloads removed.
     Retaining,
+    /// The tenant was deleted by an uninstall (its CustomResourceDefinition is being deleted):
+    /// its namespace is kept whole.
+    Uninstalled,
     Registered,
     Deregistered,
+    /// The Redis password Secret was deleted while its tenant uses it; its deletion is held.
+    PasswordHeld,
+    /// The Redis password Secret was lost; a new password was made and Redis and the server
+    /// restarted onto it.
+    PasswordReplaced,
     /// Deregistration kept failing past its deadline; the tenant was released anyway.
     AuthDeregistrationAbandoned,
     /// The tenant entered a phase.
@@ -38,6 +46,9 @@ impl Reason {
             Reason::Deleted => "Deleted",
             Reason::Deleting => "Deleting",
             Reason::Retaining => "Retaining",
+            Reason::Uninstalled => "Uninstalled",
+            Reason::PasswordHeld => "PasswordHeld",
+            Reason::PasswordReplaced => "PasswordReplaced",
             Reason::Registered => "Registered",
             Reason::Deregistered => "Deregistered",
             Reason::AuthDeregistrationAbandoned => "AuthDeregistrationAbandoned",
@@ -50,6 +61,8 @@ impl Reason {
         match self {
             Reason::Failed(_)
             | Reason::AuthDeregistrationAbandoned
+            | Reason::PasswordHeld
+            | Reason::PasswordReplaced
             | Reason::Phase(Phase::Failed | Phase::Degraded) => EventType::Warning,
             _ => EventType::Normal,
         }

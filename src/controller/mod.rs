@@ -18,6 +18,7 @@ mod events;
 mod finalizer;
 mod namespace;
 mod outcome;
+mod password;
 mod reconcile;
 mod status;
 mod triggers;

@@ -29,14 +29,13 @@ pub async fn metadata(ctx: &Context, tenant: &str, name: &str) -> Result<Option<
 /// Makes sure the tenant has its namespace, and says what state it is in.
 pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -> Result<NamespaceState> {
     let api = Api::<Namespace>::all(ctx.client.clone());
-    let desired = namespace::namespace(model);
     let name = &model.namespace;
     // Not in the cache: created right away, without asking first (a new tenant's namespace is
     // not there yet); if the cache only lagged behind, the create says so and it is read then.
     let cached = ctx.namespaces.get(&ObjectRef::new(name)).map(|cached| cached.metadata.clone());
     let existing = match cached {
         Some(existing) => existing,
-        None => match write::create(&api, &model.name, &desired).await? {
+        None => match write::create(&api, &model.name, &namespace::namespace(model, None)).await? {
             Some(_) => {
                 changes.record(Change::Created, "Namespace", name);
                 return Ok(NamespaceState::Ready);
@@ -64,14 +63,17 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
                 message: format!("namespace {name} is being deleted; the operator re-creates it once it is gone"),
             });
         }
+        let desired = namespace::namespace(model, Some(&existing));
         let applied =
             write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
         changes.record(applied.change, "Namespace", name);
         return Ok(NamespaceState::Ready);
     }
     if !terminating && namespace::retained_for(&existing, &model.name) {
-        // Kept by an earlier tenant of this name with deletionPolicy Retain: taking it over, data
-        // included, is what re-creating the tenant is for.
+        // Kept by an earlier tenant of this name (deletionPolicy Retain, or an uninstall): taking it over, data
+        // included, is what re-creating the tenant is for. The earlier tenant's policy does not
+        // carry over.
+        let desired = namespace::namespace(model, None);
         write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
         let adopted = format!("{name} (adopted with the data retained by an earlier tenant)");
         changes.record(Change::Updated, "Namespace", &adopted);

@@ -269,7 +269,7 @@ mod tests {
         converged(&registry::service(&model));
         converged(&registry::deployment(&model, &platform));
         converged(&registry::ingress(&model, &platform).expect("an ingress"));
-        let namespace = crate::resources::namespace::namespace(&model);
+        let namespace = crate::resources::namespace::namespace(&model, None);
         let stored: k8s_openapi::api::core::v1::Namespace =
             serde_json::from_value(stamped(&namespace).expect("stamps")).expect("a namespace");
         assert!(covers(

@@ -81,7 +81,9 @@ pub struct TenantModel {
     pub network: NetworkModel,
     /// The tenant-wide budget; `None` when the spec sets none.
     pub quota: Option<QuotaModel>,
-    pub deletion_policy: DeletionPolicy,
+    /// The deletion policy as the spec states it; `None` keeps the one in force (recorded on the
+    /// tenant namespace), so a replace that leaves the field out never changes it.
+    pub deletion_policy: Option<DeletionPolicy>,
 }
 
 /// What deleting the tenant does to its namespace and data.
@@ -214,7 +216,7 @@ impl TenantModel {
         registry: RegistryModel,
         network: NetworkModel,
         quota: Option<QuotaModel>,
-        deletion_policy: DeletionPolicy,
+        deletion_policy: Option<DeletionPolicy>,
     ) -> Result<Self, InvalidSpec> {
         let Identity { name, uid, owner } = identity;
         let model = Self {

@@ -41,9 +41,9 @@ pub fn name(model: &TenantModel) -> String {
     format!("{}-redis", model.name)
 }
 
-/// Name of the Secret holding the generated Redis password.
-pub fn secret_name(model: &TenantModel) -> String {
-    format!("{}-redis-auth", model.name)
+/// Name of the Secret holding the generated Redis password of `tenant`.
+pub fn secret_name(tenant: &str) -> String {
+    format!("{tenant}-redis-auth")
 }
 
 fn config_map_name(model: &TenantModel) -> String {
@@ -60,11 +60,19 @@ pub fn generate_password() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
 
-/// The password Secret. `password` is generated once and then read back from the live Secret,
-/// so it survives every reconcile.
+/// Finalizer holding the password Secret while its tenant exists: deleted, it stays (terminating,
+/// still readable by the pods) until the tenant is deleted.
+pub const PASSWORD_FINALIZER: &str = "neurallog.io/redis-password";
+
+/// The password Secret, created once with a generated `password`: immutable (the API server
+/// refuses an edit) and held by [`PASSWORD_FINALIZER`].
 pub fn secret(model: &TenantModel, password: &str) -> Secret {
     Secret {
-        metadata: child_meta(model, secret_name(model), labels(model)),
+        metadata: ObjectMeta {
+            finalizers: Some(vec![PASSWORD_FINALIZER.to_owned()]),
+            ..child_meta(model, secret_name(&model.name), labels(model))
+        },
+        immutable: Some(true),
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([
             (PASSWORD_KEY.to_owned(), ByteString(password.as_bytes().to_vec())),
@@ -166,7 +174,7 @@ pub fn stateful_set(model: &TenantModel) -> StatefulSet {
             name: "REDISCLI_AUTH".to_owned(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: secret_name(model),
+                    name: secret_name(&model.name),
                     key: PASSWORD_KEY.to_owned(),
                     optional: None,
                 }),
@@ -238,7 +246,7 @@ pub fn stateful_set(model: &TenantModel) -> StatefulSet {
                         Volume {
                             name: "redis-auth".to_owned(),
                             secret: Some(SecretVolumeSource {
-                                secret_name: Some(secret_name(model)),
+                                secret_name: Some(secret_name(&model.name)),
                                 default_mode: Some(0o440),
                                 ..SecretVolumeSource::default()
                             }),

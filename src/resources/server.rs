@@ -30,7 +30,7 @@ pub fn env(model: &TenantModel, platform: &Platform) -> Vec<EnvVar> {
             name: "REDIS_PASSWORD".to_owned(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: redis::secret_name(model),
+                    name: redis::secret_name(&model.name),
                     key: redis::PASSWORD_KEY.to_owned(),
                     optional: None,
                 }),

@@ -1,15 +1,22 @@
 //! Deleting tenants safely: `Retain` keeps the namespace and the Redis volume, a re-created tenant
-//! adopts them, and a tenant re-created while its old namespace terminates waits, then converges.
+//! adopts them, a replace that leaves the policy out keeps it, an uninstall deletes no namespace,
+//! and a tenant re-created while its old namespace terminates waits, then converges.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::{CustomResourceExt as _, ResourceExt};
+use neurallog_tenant_operator::api::v1::Tenant;
 use serde_json::json;
+use testenv::repo_root;
 
 use crate::support::{Controllers, Harness, condition, poll, wait_deleted, wait_for};
 use neurallog_tenant_operator::fixtures::TestTenant;
+
+const POLICY: &str = "neurallog.io/deletion-policy";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
@@ -108,4 +115,113 @@ async fn a_tenant_recreated_while_its_old_namespace_terminates_waits_then_conver
     let namespace = namespaces.get("tenant-again").await.unwrap();
     assert_eq!(namespace.annotations()["neurallog.io/tenant-uid"], converged.uid().unwrap());
     wait_for(&h.namespaced::<Deployment>("tenant-again"), "again-server", "is re-created", |_| true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uninstall_deletes_no_namespace_and_a_reinstalled_tenant_adopts_its_data() {
+    let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
+    let _operator = h.start_operator().await;
+    let policies = [("dropped", json!({})), ("kept", json!({"deletionPolicy": "Retain"}))];
+    let mut claims = Vec::new();
+    for (name, spec) in &policies {
+        h.create_tenant(TestTenant::new(name).spec(spec.clone()).manifest()).await.unwrap();
+        let api = h.namespaced::<PersistentVolumeClaim>(&format!("tenant-{name}"));
+        let claim = wait_for(&api, &format!("redis-data-{name}-redis-0"), "is created", |_| true).await;
+        wait_for(&h.tenants(), name, "has its finalizer", |t| !t.finalizers().is_empty()).await;
+        claims.push((api, claim));
+    }
+
+    // `kubectl delete crd`, as `kubectl delete -k config/default` does while the operator runs:
+    // the API server deletes every Tenant, and the operator sees each deletion.
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    let crd = crds.get(Tenant::crd_name()).await.unwrap();
+    crds.delete(Tenant::crd_name(), &DeleteParams::default()).await.unwrap();
+    wait_deleted(&crds, Tenant::crd_name(), &crd.uid().unwrap()).await;
+
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    for ((name, _), (api, claim)) in policies.iter().zip(&claims) {
+        let namespace = namespaces.get(&format!("tenant-{name}")).await.unwrap();
+        assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}: an uninstall deletes no namespace");
+        assert_eq!(namespace.labels().get("neurallog.io/retained").map(String::as_str), Some("true"), "{name}");
+        let kept = api.get(&claim.name_any()).await.unwrap();
+        assert_eq!(kept.uid(), claim.uid(), "{name}: the Redis volume claim is kept");
+    }
+    let uninstalled = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap();
+    let notes = uninstalled.items.iter().filter(|e| e.reason.as_deref() == Some("Uninstalled")).count();
+    assert_eq!(notes, 2, "one Uninstalled event per tenant");
+
+    // Reinstalled, the tenants created again adopt their namespaces and volumes.
+    h.plane.install_crd(&repo_root().join("config/crd/bases/neurallog.io_tenants.yaml")).await.unwrap();
+    for ((name, spec), (api, claim)) in policies.iter().zip(&claims) {
+        h.create_tenant(TestTenant::new(name).spec(spec.clone()).manifest()).await.unwrap();
+        let adopted = wait_for(&h.tenants(), name, "adopts its namespace", |t| {
+            condition(t, "NamespaceReady").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        let namespace = namespaces.get(&format!("tenant-{name}")).await.unwrap();
+        assert_eq!(namespace.annotations()["neurallog.io/tenant-uid"], adopted.uid().unwrap());
+        assert_eq!(api.get(&claim.name_any()).await.unwrap().uid(), claim.uid(), "{name}: same data volume");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replace_that_leaves_the_deletion_policy_out_keeps_retain_and_delete_takes_an_explicit_value() {
+    let h = Harness::start(Controllers::Deletion).await;
+    let _operator = h.start_operator().await;
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    let recorded = async |want: &str| {
+        wait_for(&namespaces, "tenant-admin", &format!("records {want}"), |n| {
+            n.annotations().get(POLICY).map(String::as_str) == Some(want)
+        })
+        .await
+    };
+    h.create_tenant(TestTenant::new("admin").spec(json!({"deletionPolicy": "Retain"})).manifest()).await.unwrap();
+    recorded("Retain").await;
+
+    // The NeuralLog web admin replaces the whole object through v1: metadata with the name only,
+    // and a spec that knows nothing of the deletion policy.
+    let resource = ApiResource::erase::<Tenant>(&());
+    let raw = Api::<DynamicObject>::all_with(h.admin.clone(), &resource);
+    // As the web admin does: read, replace, and again on a conflict.
+    let replace_as_web_admin = async || {
+        poll("the web admin's replace goes through", async || {
+            let current = h.tenants().get("admin").await.unwrap();
+            let payload = json!({
+                "apiVersion": "neurallog.io/v1",
+                "kind": "Tenant",
+                "metadata": {"name": "admin", "resourceVersion": current.resource_version()},
+                "spec": {"displayName": "Admin", "server": {"replicas": 2}},
+            });
+            let payload: DynamicObject = serde_json::from_value(payload).unwrap();
+            match raw.replace("admin", &PostParams::default(), &payload).await {
+                Err(kube::Error::Api(status)) if status.code == 409 => None,
+                replaced => Some(replaced.unwrap()),
+            }
+        })
+        .await
+    };
+    let replaced = replace_as_web_admin().await;
+    assert!(replaced.data["spec"].get("deletionPolicy").is_none(), "nothing defaults the left-out policy");
+    wait_for(&h.tenants(), "admin", "sees the new generation with its finalizer back", |t| {
+        t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation && !t.finalizers().is_empty()
+    })
+    .await;
+    assert_eq!(recorded("Retain").await.annotations()[POLICY], "Retain", "the replace kept Retain");
+
+    // Only an explicit value changes it.
+    let delete = json!({"spec": {"deletionPolicy": "Delete"}});
+    h.tenants().patch("admin", &PatchParams::default(), &Patch::Merge(&delete)).await.unwrap();
+    recorded("Delete").await;
+    let retain = json!({"spec": {"deletionPolicy": "Retain"}});
+    h.tenants().patch("admin", &PatchParams::default(), &Patch::Merge(&retain)).await.unwrap();
+    recorded("Retain").await;
+    let uid = replace_as_web_admin().await.uid().unwrap();
+    wait_for(&h.tenants(), "admin", "has its finalizer back", |t| !t.finalizers().is_empty()).await;
+
+    // Deleted after the replace, the tenant is retained, not deleted.
+    h.tenants().delete("admin", &DeleteParams::default()).await.unwrap();
+    wait_deleted(&h.tenants(), "admin", &uid).await;
+    let namespace = namespaces.get("tenant-admin").await.unwrap();
+    assert!(namespace.metadata.deletion_timestamp.is_none(), "the namespace is kept");
+    assert_eq!(namespace.labels().get("neurallog.io/retained").map(String::as_str), Some("true"));
 }

@@ -10,6 +10,7 @@ mod leader;
 mod lifecycle;
 mod network;
 mod partial;
+mod password;
 mod support;
 mod tracing;
 mod validation;

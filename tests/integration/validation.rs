@@ -92,7 +92,8 @@ async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
     assert_eq!(spec["redis"], json!({"replicas": 1, "image": "redis:7-alpine", "storage": "1Gi"}));
     assert_eq!(spec["networkPolicy"], json!({"enabled": true}));
     assert_eq!(spec["registry"], json!({"replicas": 1, "image": "neurallog/registry:latest"}));
-    assert_eq!(spec["deletionPolicy"], "Delete");
+    // Left out, the deletion policy in force stays (the namespace records it): no schema default.
+    assert!(spec.get("deletionPolicy").is_none(), "{spec}");
 
     let resize = json!({"spec": {"redis": {"storage": "5Gi"}}});
     let error = h.tenants().patch("valid", &PatchParams::default(), &Patch::Merge(&resize)).await.unwrap_err();

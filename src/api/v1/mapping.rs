@@ -60,13 +60,12 @@ impl Tenant {
         )
     }
 
-    /// The deletion policy, readable even when the rest of the spec is not.
-    pub fn deletion_policy(&self) -> DeletionPolicy {
-        match self.spec.deletion_policy {
-            Some(super::DeletionPolicy::Delete) => DeletionPolicy::Delete,
-            Some(super::DeletionPolicy::Retain) => DeletionPolicy::Retain,
-            None => defaults::DELETION_POLICY,
-        }
+    /// The deletion policy the spec states, readable even when the rest of the spec is not.
+    pub fn deletion_policy(&self) -> Option<DeletionPolicy> {
+        self.spec.deletion_policy.map(|policy| match policy {
+            super::DeletionPolicy::Delete => DeletionPolicy::Delete,
+            super::DeletionPolicy::Retain => DeletionPolicy::Retain,
+        })
     }
 
     /// The state the status records, if any.
@@ -282,7 +281,7 @@ mod tests {
             .map(|a| a.as_str().to_owned());
         assert_eq!(spelled, ["100m", "500m", "128Mi", "512Mi"]);
         assert_eq!(model.redis.resources.memory_limit.as_str(), "256Mi");
-        assert_eq!(model.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(model.deletion_policy, None, "left out: the policy in force stays");
         assert!(model.owner.controller.unwrap());
     }
 

@@ -82,15 +82,19 @@ pub struct TenantSpec {
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 
-    /// What deleting the Tenant does to its data. `Delete` removes the namespace and everything in
-    /// it. `Retain` removes the workloads and the Auth registration but keeps the namespace and its
-    /// PersistentVolumeClaims (the Redis data); a Tenant created again with the same name adopts
-    /// the retained namespace and its data.
-    #[serde(default = "defaults::deletion_policy", skip_serializing_if = "Option::is_none")]
+    /// What deleting the Tenant does to its data; left out, the policy in force stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
-/// What happens to a tenant's namespace and data when the Tenant is deleted.
+/// What deleting the Tenant does to its data. `Delete` removes the namespace and everything in it.
+/// `Retain` removes the workloads and the Auth registration but keeps the namespace and its
+/// PersistentVolumeClaims (the Redis data); a Tenant created again with the same name adopts the
+/// retained namespace and its data. Left out, the policy in force stays: `Delete` for a new
+/// tenant, otherwise the last one set, so a replace of the whole object that omits the field never
+/// turns `Retain` into `Delete`. The policy in force is recorded on the tenant namespace
+/// (annotation `neurallog.io/deletion-policy`). Deleting the CustomResourceDefinition (an
+/// uninstall) deletes no namespace, whatever the policy.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Delete the namespace with everything in it, data included.
@@ -452,7 +456,7 @@ pub enum ComponentPhase {
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
 mod defaults {
-    use super::{DeletionPolicy, NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
+    use super::{NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
     use crate::model::{self, defaults as d};
 
     pub fn server() -> Option<ServerSpec> {
@@ -495,12 +499,6 @@ mod defaults {
     }
     pub fn network_policy_enabled() -> Option<bool> {
         Some(d::NETWORK_POLICY_ENABLED)
-    }
-    pub fn deletion_policy() -> Option<DeletionPolicy> {
-        Some(match d::DELETION_POLICY {
-            model::DeletionPolicy::Delete => DeletionPolicy::Delete,
-            model::DeletionPolicy::Retain => DeletionPolicy::Retain,
-        })
     }
     pub fn protocol() -> Option<Protocol> {
         Some(match d::PROTOCOL {

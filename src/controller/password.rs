@@ -1,0 +1,122 @@
+//! The Redis password Secret. Redis and the server read the password when their pods start, so a
+//! password that changed under them would lock the next restarted pod out of the data. The Secret
+//! is therefore created once, immutable (an edit is refused by the API server), and held by a
+//! finalizer while its tenant exists (a deleted Secret stays, terminating and readable, until
+//! the tenant is deleted). Should it be lost all the same (its finalizer removed by hand), a new
+//! password is created and Redis and the server are restarted together, so both use it.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::context::Context;
+use super::error::Result;
+use super::events::{self, Activity, Reason};
+use super::write::{self, Change, Target};
+use crate::api::Tenant;
+use crate::model::TenantModel;
+use crate::resources::endpoints;
+use crate::resources::redis::{self, PASSWORD_FINALIZER};
+
+/// Pod-template annotation whose change restarts Redis and the server onto a new password.
+pub const RESTARTED_FOR_PASSWORD: &str = "neurallog.io/redis-password-changed-at";
+
+/// Makes sure the tenant's password Secret exists and is held. Returns the change, for the
+/// reconcile's Events.
+pub async fn ensure(ctx: &Context, tenant: &Tenant, model: &TenantModel) -> Result<Change> {
+    let name = redis::secret_name(&model.name);
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
+    let cached = ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace));
+    let Some(existing) = cached.map(|secret| secret.metadata.clone()) else {
+        let redis_running =
+            ctx.children.stateful_sets.get(&ObjectRef::new(&redis::name(model)).within(&model.namespace));
+        let created = write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await?;
+        if created.is_none() {
+            // It exists and the cache lags: the next pass sees it.
+            return Ok(Change::Unchanged);
+        }
+        if redis_running.is_some() {
+            restart_onto_new_password(ctx, tenant, model).await?;
+        }
+        return Ok(Change::Created);
+    };
+    let held = is_held(&existing);
+    if existing.deletion_timestamp.is_some() {
+        if held && ctx.warned_once(existing.uid.as_deref().unwrap_or_default()) {
+            let note = format!(
+                "Secret {name} in {} was deleted while the tenant uses it: its deletion is held (finalizer {PASSWORD_FINALIZER}) until the tenant is deleted, so Redis and the server keep their password",
+                model.namespace
+            );
+            events::publish(&ctx.recorder, tenant, Reason::PasswordHeld, Activity::Apply, note).await;
+        }
+        // Unheld, it is gone soon, and the next pass replaces it.
+        return Ok(Change::Unchanged);
+    }
+    if held {
+        return Ok(Change::Unchanged);
+    }
+    // Made by 0.1.0, or its finalizer removed by hand: held from now on, its password unchanged.
+    let mut finalizers = existing.finalizers.clone().unwrap_or_default();
+    finalizers.push(PASSWORD_FINALIZER.to_owned());
+    let body = json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": existing.resource_version},
+        "immutable": true,
+    });
+    let target = Target { tenant: &model.name, verb: "hold", kind: "Secret", name: &name };
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+    let request = api.patch(&name, &params, &patch);
+    // A conflict means a newer copy is on its way; the pass it wakes holds that one.
+    let held = write::send_tolerating(target, &[404, 409], request, |_| true).await?;
+    Ok(if held.is_some() { Change::Updated } else { Change::Unchanged })
+}
+
+/// Lets the password Secret of a deleted tenant go with its namespace (or the retained
+/// namespace's sweep); an uninstall leaves it in place, unheld. `false` while it is still held
+/// (the cached copy was stale: the next pass releases the newer one).
+pub async fn release(ctx: &Context, tenant: &str, namespace: &str) -> Result<bool> {
+    let name = redis::secret_name(tenant);
+    let Some(secret) = ctx.children.secrets.get(&ObjectRef::new(&name).within(namespace)) else {
+        return Ok(true);
+    };
+    if !is_held(&secret.metadata) {
+        return Ok(true);
+    }
+    let kept: Vec<&String> = secret.metadata.finalizers.iter().flatten().filter(|f| *f != PASSWORD_FINALIZER).collect();
+    let body = json!({"metadata": {"finalizers": kept, "resourceVersion": secret.metadata.resource_version}});
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let target = Target { tenant, verb: "release", kind: "Secret", name: &name };
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+    let released = write::send_tolerating(target, &[409], api.patch(&name, &params, &patch), |_| true).await?;
+    Ok(released.is_some())
+}
+
+/// Restarts Redis and the server so that both read the new password (the Redis data is on its
+/// volume, untouched). A merge patch under its own field manager: the operator's applies neither
+/// own nor remove the annotation.
+async fn restart_onto_new_password(ctx: &Context, tenant: &Tenant, model: &TenantModel) -> Result<()> {
+    let now = jiff::Timestamp::now().to_string();
+    let body = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_FOR_PASSWORD: now}}}}});
+    let params =
+        PatchParams { field_manager: Some("neurallog-password-rotation".to_owned()), ..PatchParams::default() };
+    let patch = Patch::Merge(&body);
+    let (redis_name, server_name) = (redis::name(model), endpoints::server_name(model));
+    let stateful_sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &model.namespace);
+    let target = Target { tenant: &model.name, verb: "restart", kind: "StatefulSet", name: &redis_name };
+    write::send_tolerating(target, &[404], stateful_sets.patch(&redis_name, &params, &patch), |_| true).await?;
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &model.namespace);
+    let target = Target { tenant: &model.name, verb: "restart", kind: "Deployment", name: &server_name };
+    write::send_tolerating(target, &[404], deployments.patch(&server_name, &params, &patch), |_| true).await?;
+    let note = format!(
+        "the Redis password Secret {} was lost and created anew with a new password; restarting {redis_name} and {server_name} so both use it (the data is kept)",
+        redis::secret_name(&model.name)
+    );
+    events::publish(&ctx.recorder, tenant, Reason::PasswordReplaced, Activity::Apply, note).await;
+    Ok(())
+}
+
+/// Whether the operator's finalizer holds a Secret.
+fn is_held(meta: &ObjectMeta) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == PASSWORD_FINALIZER)
+}
