@@ -1,12 +1,10 @@
 //! [`AuthClient`]: the Auth contract over HTTP, one span per call, with trace-context headers.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_http::HeaderInjector;
 use reqwest::{StatusCode, Url};
-use rustls_platform_verifier::BuilderVerifierExt as _;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -16,22 +14,10 @@ use super::AuthSettings;
 use super::error::{AuthError, Failure, Operation, error_chain, excerpt};
 use super::retry;
 use super::token::TokenCache;
+use crate::tls::{self, Trust};
 
 /// The user Auth makes the first administrator of a tenant it registers.
 const ADMIN_USER: &str = "system";
-
-/// TLS for reqwest on ring, the crypto provider kube already uses (see the root Cargo.toml).
-/// `https` trusts the system's CA certificates; for `http` nothing is trusted, as nothing is ever
-/// verified (redirects are not followed), so a system without CA certificates still works.
-fn tls_config(https: bool) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
-    Ok(if https {
-        builder.with_platform_verifier()?.with_no_client_auth()
-    } else {
-        builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
-    })
-}
 
 /// Body of a registration.
 #[derive(Serialize)]
@@ -99,8 +85,9 @@ impl AuthClient {
             .pop_if_empty()
             .extend(["api", "tenants"]);
 
-        let tls = tls_config(base.scheme() == "https")
-            .map_err(|error| AuthError::ClientSetup { message: format!("TLS: {error}") })?;
+        let trust = if base.scheme() == "https" { Trust::System } else { Trust::Nobody };
+        let tls =
+            tls::client_config(trust).map_err(|error| AuthError::ClientSetup { message: format!("TLS: {error}") })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(settings.timeout)

@@ -194,3 +194,106 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
         .count();
     assert!(joined > 0, "traceparent of the Auth requests: {:?}", auth.traceparents());
 }
+
+/// Traces reach a collector behind TLS with a private CA, over gRPC and HTTP, with the traces
+/// variables winning over the general ones and an API-key header that never reaches the log; with
+/// the wrong CA the failure is reported once, with its cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_reach_a_collector_behind_tls_and_a_wrong_ca_is_reported_once() {
+    let pki = testenv::Pki::new().unwrap();
+    let jaeger = Jaeger::start_with_tls(Some(&pki.loopback_server("jaeger").unwrap())).await.expect("jaeger starts");
+    let h = Harness::start(Controllers::None).await;
+    let ca = h.plane.dir().join("collector-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let other_ca = h.plane.dir().join("other-ca.pem");
+    std::fs::write(&other_ca, testenv::Pki::new().unwrap().ca_pem).unwrap();
+    const API_KEY: &str = "api-key-that-must-not-be-logged";
+    let headers = format!("x-api-key={API_KEY}");
+    let http_traces = format!("{}/v1/traces", jaeger.otlp_http_endpoint());
+    let grpc = jaeger.otlp_grpc_endpoint();
+
+    // Each run: its name, the exporter variables, and whether its traces reach Jaeger.
+    type Run<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
+    let runs: [Run; 3] = [
+        (
+            "grpc",
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &grpc),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca.to_str().unwrap()),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", other_ca.to_str().unwrap()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", &headers),
+                ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+            ],
+            true,
+        ),
+        (
+            "http",
+            vec![
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &http_traces),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap()),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &headers),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+            ],
+            true,
+        ),
+        (
+            "wrong-ca",
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &grpc),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", other_ca.to_str().unwrap()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", &headers),
+            ],
+            false,
+        ),
+    ];
+    for (run, vars, reaches) in runs {
+        let service = format!("tls-{run}");
+        let mut env = vars.clone();
+        env.extend([
+            ("OTEL_SERVICE_NAME", service.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "info,kube=warn,neurallog_tenant_operator::telemetry=debug"),
+        ]);
+        let operator = OperatorProcess::start(&h, &format!("operator-{run}"), h.plane.operator_kubeconfig(), &[], &env);
+        h.create_tenant(TestTenant::new(&service).manifest()).await.unwrap();
+        wait_for(&h.tenants(), &service, "is provisioned", |t| {
+            t.status.as_ref().and_then(|s| s.observed_generation).is_some()
+        })
+        .await;
+        if reaches {
+            poll(&format!("{run}: a reconcile's trace in Jaeger"), async || {
+                let traces = jaeger.traces(&service).await.unwrap();
+                traces.iter().any(|t| root(t).is_some_and(|r| r["operationName"] == "reconcile")).then_some(())
+            })
+            .await;
+        } else {
+            // Batch after batch fails (each poll makes a reconcile, whose spans are the next
+            // batch) until one of them has been reported again at debug level.
+            let log = operator.log.clone();
+            let mut round = 0;
+            poll(&format!("{run}: several batches fail"), async || {
+                round += 1;
+                let touch = json!({"metadata": {"annotations": {"round": round.to_string()}}});
+                h.tenants().patch(&service, &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+                std::fs::read_to_string(&log).unwrap().contains("trace export still failing").then_some(())
+            })
+            .await;
+        }
+        let log_path = operator.log.clone();
+        operator.terminate().await;
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(!log.contains(API_KEY), "{run}: the API key is never logged:\n{log}");
+        let reports: Vec<&str> = log.lines().filter(|l| l.contains("cannot export traces")).collect();
+        if reaches {
+            assert!(reports.is_empty(), "{run}: {reports:?}");
+        } else {
+            assert_eq!(reports.len(), 1, "{run}: reported once:\n{log}");
+            assert!(reports[0].contains("ERROR"), "{}", reports[0]);
+            assert!(reports[0].to_lowercase().contains("certificate"), "the cause is named: {}", reports[0]);
+            assert!(jaeger.traces(&service).await.unwrap().is_empty(), "{run}: nothing reached Jaeger");
+            println!("{run}: {}", reports[0]);
+        }
+    }
+}

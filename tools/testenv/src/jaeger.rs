@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use reqwest::{StatusCode, Url};
 
-use crate::{free_port, keep_if_panicking, spawn, tool_dir};
+use crate::{CertAndKey, free_port, keep_if_panicking, spawn, tool_dir};
 
 /// How long Jaeger may take to answer after it was started (it usually needs well under a second).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +29,8 @@ pub struct Jaeger {
     otlp_grpc_port: u16,
     otlp_http_port: u16,
     query_http_port: u16,
+    /// Whether the OTLP receivers serve TLS.
+    tls: bool,
     client: reqwest::Client,
 }
 
@@ -56,7 +58,17 @@ impl Ports {
     /// tests need: no Jaeger/Zipkin receivers, sampling, zpages or expvar, and no internal
     /// telemetry (its Prometheus endpoint would take the fixed port 8888; its own tracing would
     /// export to the default OTLP ports, possibly into another Jaeger).
-    fn config_yaml(&self) -> String {
+    ///
+    /// `tls`: the directory holding `otlp.crt` and `otlp.key`, which both OTLP receivers then
+    /// serve TLS with.
+    fn config_yaml(&self, tls: Option<&Path>) -> String {
+        let tls = tls.map_or_else(String::new, |dir| {
+            format!(
+                "\n        tls:\n          cert_file: {}\n          key_file: {}",
+                dir.join("otlp.crt").display(),
+                dir.join("otlp.key").display()
+            )
+        });
         format!(
             r#"service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
@@ -93,9 +105,9 @@ receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:{otlp_grpc}
+        endpoint: 127.0.0.1:{otlp_grpc}{tls}
       http:
-        endpoint: 127.0.0.1:{otlp_http}
+        endpoint: 127.0.0.1:{otlp_http}{tls}
 
 exporters:
   jaeger_storage_exporter:
@@ -123,6 +135,12 @@ impl Jaeger {
     /// The binary comes from `$TESTENV_JAEGER_BIN` (a directory) when set, else from
     /// `tools/build.sh jaeger`.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_tls(None).await
+    }
+
+    /// Starts Jaeger with OTLP receivers that serve TLS with `tls` (when given), and waits until
+    /// its receivers and query API are up.
+    pub async fn start_with_tls(tls: Option<&CertAndKey>) -> anyhow::Result<Self> {
         let bin = tool_dir("jaeger", "TESTENV_JAEGER_BIN")?.join("jaeger");
         // The workspace builds reqwest with `rustls-no-provider`, which makes any client panic
         // until a process-wide crypto provider is installed (even for plain HTTP).
@@ -130,7 +148,7 @@ impl Jaeger {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut attempt = 1;
         loop {
-            match Self::try_start(&bin, client.clone()).await {
+            match Self::try_start(&bin, client.clone(), tls).await {
                 Ok(jaeger) => return Ok(jaeger),
                 Err(StartError::PortTaken(err)) if attempt < START_ATTEMPTS => {
                     tracing::debug!("jaeger lost a port race, retrying: {err:#}");
@@ -141,12 +159,16 @@ impl Jaeger {
         }
     }
 
-    async fn try_start(bin: &Path, client: reqwest::Client) -> Result<Self, StartError> {
+    async fn try_start(bin: &Path, client: reqwest::Client, tls: Option<&CertAndKey>) -> Result<Self, StartError> {
         let prepare = || -> anyhow::Result<(tempfile::TempDir, Ports, PathBuf)> {
             let temp = tempfile::Builder::new().prefix("testenv-jaeger-").tempdir()?;
             let ports = Ports::pick()?;
+            if let Some(tls) = tls {
+                fs::write(temp.path().join("otlp.crt"), &tls.cert_pem)?;
+                fs::write(temp.path().join("otlp.key"), &tls.key_pem)?;
+            }
             let config = temp.path().join("config.yaml");
-            fs::write(&config, ports.config_yaml())?;
+            fs::write(&config, ports.config_yaml(tls.map(|_| temp.path())))?;
             Ok((temp, ports, config))
         };
         let (temp, ports, config) = prepare().map_err(StartError::Other)?;
@@ -160,6 +182,7 @@ impl Jaeger {
             otlp_grpc_port: ports.otlp_grpc,
             otlp_http_port: ports.otlp_http,
             query_http_port: ports.query_http,
+            tls: tls.is_some(),
             client,
         };
         match jaeger.wait_ready(ports.health).await {
@@ -204,14 +227,18 @@ impl Jaeger {
         request.is_ok_and(|response| response.status().is_success())
     }
 
-    /// OTLP/gRPC endpoint, `http://127.0.0.1:<port>`.
+    /// OTLP/gRPC endpoint, `http://127.0.0.1:<port>` (`https` with TLS).
     pub fn otlp_grpc_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.otlp_grpc_port)
+        format!("{}://127.0.0.1:{}", self.otlp_scheme(), self.otlp_grpc_port)
     }
 
-    /// OTLP/HTTP base URL, `http://127.0.0.1:<port>` (traces go to `/v1/traces`).
+    /// OTLP/HTTP base URL, `http://127.0.0.1:<port>` (`https` with TLS; traces go to `/v1/traces`).
     pub fn otlp_http_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.otlp_http_port)
+        format!("{}://127.0.0.1:{}", self.otlp_scheme(), self.otlp_http_port)
+    }
+
+    fn otlp_scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Base URL of the query service (HTTP API under `/api`), `http://127.0.0.1:<port>`.

@@ -66,18 +66,21 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-struct Pki {
-    ca_pem: String,
+/// A test certificate authority.
+pub struct Pki {
+    /// Its certificate, PEM.
+    pub ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-struct CertAndKey {
-    cert_pem: String,
-    key_pem: String,
+/// A certificate and its private key, PEM.
+pub struct CertAndKey {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl Pki {
-    fn new() -> anyhow::Result<Self> {
+    pub fn new() -> anyhow::Result<Self> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, "testenv-ca");
@@ -86,6 +89,11 @@ impl Pki {
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_pem = params.self_signed(&key)?.pem();
         Ok(Self { ca_pem, issuer: Issuer::new(params, key) })
+    }
+
+    /// A serving certificate for loopback (`127.0.0.1` and `localhost`).
+    pub fn loopback_server(&self, common_name: &str) -> anyhow::Result<CertAndKey> {
+        self.issue(common_name, None, vec!["127.0.0.1".into(), "localhost".into()], true)
     }
 
     fn issue(
@@ -222,7 +230,7 @@ impl ControlPlane {
         }
 
         let pki = Pki::new()?;
-        let serving = pki.issue("kube-apiserver", None, vec!["127.0.0.1".into(), "localhost".into()], true)?;
+        let serving = pki.loopback_server("kube-apiserver")?;
         let admin = pki.issue("testenv-admin", Some("system:masters"), vec![], false)?;
         let operator = pki.issue(OPERATOR_USER, None, vec![], false)?;
         let sa_key = KeyPair::generate()?;

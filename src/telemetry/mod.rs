@@ -1,6 +1,8 @@
 //! Logging and tracing: human-readable or JSON logs, and OTLP trace export when an endpoint is
-//! configured (the standard `OTEL_*` variables or the matching flags). Without an endpoint no
-//! exporter runs at all.
+//! configured (the standard `OTEL_*` variables or the matching flags; [`export`]). Without an
+//! endpoint no exporter runs at all.
+
+mod export;
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -8,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use self::export::ExportSettings;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -46,7 +49,11 @@ pub struct TelemetryArgs {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
     /// OTLP endpoint that receives traces, such as http://localhost:4317 (gRPC) or
-    /// http://localhost:4318 (HTTP; `/v1/traces` is appended). Tracing is off without it.
+    /// http://localhost:4318 (HTTP; `/v1/traces` is appended). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    /// a full URL, wins over it. Tracing is off without either. The exporter also reads
+    /// OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE (a PEM file of the CAs to trust), _HEADERS
+    /// (key=value,...; never logged), _TIMEOUT (milliseconds, default 3000), _COMPRESSION (gzip or
+    /// none) and OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// OTLP protocol.
@@ -151,30 +158,13 @@ fn resource(args: &TelemetryArgs, pod: &Pod) -> Resource {
     builder.build()
 }
 
-fn tracer_provider(args: &TelemetryArgs, endpoint: &str, pod: &Pod) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = match args.otlp_protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
-    .with_context(|| format!("cannot build the OTLP exporter for {endpoint}"))?;
+fn tracer_provider(args: &TelemetryArgs, export: &ExportSettings, pod: &Pod) -> anyhow::Result<SdkTracerProvider> {
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(export.exporter()?)
         .with_resource(resource(args, pod))
         .with_sampler(sampler(&args.sampler, args.sampler_arg)?)
         .build())
 }
-
-/// Limit of one export, so an unreachable collector costs bounded time (also at shutdown).
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Installs the global subscriber and the W3C trace-context propagator; traces record `pod`. Must run inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(args: &TelemetryArgs, pod: &Pod) -> anyhow::Result<Telemetry> {
@@ -189,8 +179,8 @@ pub fn init(args: &TelemetryArgs, pod: &Pod) -> anyhow::Result<Telemetry> {
             tracing_subscriber::fmt::layer().json().with_span_list(false).with_writer(std::io::stderr).boxed()
         }
     };
-    let provider =
-        args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(|e| tracer_provider(args, e, pod)).transpose()?;
+    let export = ExportSettings::resolve(args, &|name| std::env::var(name).ok())?;
+    let provider = export.as_ref().map(|export| tracer_provider(args, export, pod)).transpose()?;
     let otel = provider.as_ref().map(|p| {
         // Every step of the operator; not kube's own "reconciling object" span (each reconcile is
         // its own root), nor the exporter's HTTP/2 stack, which would trace itself into the
@@ -206,10 +196,15 @@ pub fn init(args: &TelemetryArgs, pod: &Pod) -> anyhow::Result<Telemetry> {
         .with(otel)
         .try_init()
         .context("a global subscriber is already installed")?;
-    match &provider {
-        Some(_) => {
-            tracing::info!(endpoint = args.otlp_endpoint.as_deref(), protocol = ?args.otlp_protocol, "exporting traces over OTLP")
-        }
+    match &export {
+        Some(export) => tracing::info!(
+            endpoint = export.endpoint,
+            protocol = ?export.protocol,
+            ca = export.certificate.as_ref().map(|(_, path)| path.display().to_string()),
+            timeout_ms = u64::try_from(export.timeout.as_millis()).unwrap_or(u64::MAX),
+            compression = export.compression.map(|c| c.to_string()),
+            "exporting traces over OTLP"
+        ),
         None => tracing::info!("trace export is off (no OTEL_EXPORTER_OTLP_ENDPOINT)"),
     }
     Ok(Telemetry { provider })
