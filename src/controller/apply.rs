@@ -25,7 +25,7 @@ use super::{namespace, password, status};
 use crate::api::Tenant;
 use crate::model::TenantModel;
 use crate::model::state::{self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, Replicas, TenantState};
-use crate::resources::{network, quota, redis, registry, server};
+use crate::resources::{access, network, quota, redis, registry, server};
 
 /// Brings a live tenant to its desired state.
 pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
@@ -185,16 +185,23 @@ impl<'a> Applier<'a> {
     }
 
     /// Three stages, each waiting for the one before: network isolation (no workload ever runs in
-    /// the namespace without its policies), the budget (the tenant's pods are admitted against it
-    /// from the start), then everything else.
+    /// the namespace without its policies) with the operator's own access, the budget (the
+    /// tenant's pods are admitted against it from the start), then everything else.
     async fn apply_all(self, generation: Option<i64>) -> AppliedChildren {
         let (ctx, model) = (self.ctx, self.model);
         let children = &ctx.children;
         let platform = &ctx.settings.platform;
         let policies = network::network_policies(model, platform);
-        futures::future::join_all(policies.into_iter().map(|policy| self.apply(&children.network_policies, policy)))
-            .instrument(tracing::info_span!("network_policies"))
-            .await;
+        futures::future::join(
+            futures::future::join_all(
+                policies.into_iter().map(|policy| self.apply(&children.network_policies, policy)),
+            )
+            .instrument(tracing::info_span!("network_policies")),
+            // The operator's own read access to the password Secret, before it is needed.
+            self.apply(&children.role_bindings, access::role_binding(model, &ctx.identity))
+                .instrument(tracing::info_span!("access")),
+        )
+        .await;
         futures::future::join(
             self.apply_optional(&children.resource_quotas, quota::resource_quota(model)),
             self.apply_optional(&children.limit_ranges, quota::limit_range(model)),

@@ -12,8 +12,9 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -109,7 +110,7 @@ fn object_watch<K: Child>(
 }
 
 /// A metadata-only watch (an Api of PartialObjectMeta: the API server sends no bodies). For kinds
-/// whose content the operator never reads back, such as Secrets, whose data it must not hold.
+/// whose content the operator never reads back, such as namespaces.
 pub fn metadata_watch<K>(
     client: &Client,
     config: watcher::Config,
@@ -266,7 +267,7 @@ child_kinds! {
     stateful_sets: StatefulSet => Compact<StatefulSet>, object_watch, foreground;
     services: Service => Compact<Service>, object_watch, background;
     config_maps: ConfigMap => Compact<ConfigMap>, object_watch, background;
-    secrets: Secret => PartialObjectMeta<Secret>, metadata_watch, background;
+    role_bindings: RoleBinding => Compact<RoleBinding>, object_watch, background;
     network_policies: NetworkPolicy => Compact<NetworkPolicy>, object_watch, background;
     ingresses: Ingress => Compact<Ingress>, object_watch, background;
     resource_quotas: ResourceQuota => Compact<ResourceQuota>, object_watch, background;

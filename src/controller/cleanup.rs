@@ -109,19 +109,22 @@ async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
 /// Keeps the namespace of a tenant deleted by an uninstall with everything in it, marked as
 /// retained so that the Tenant, created again after a reinstall, adopts it.
 async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<()> {
-    let name = tenant.name_any();
     let namespace = existing.name.clone().unwrap_or_default();
-    let api = Api::<Namespace>::all(ctx.client.clone());
-    let live = write::metadata_only::<Namespace>(existing);
-    let uid = tenant.uid().unwrap_or_default();
-    let marked = write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?;
-    if marked.change != Change::Unchanged {
+    if mark_retained(ctx, tenant, existing).await? != Change::Unchanged {
         let note = format!(
             "the Tenant CustomResourceDefinition is being deleted (an uninstall, not a deletion of the tenant): keeping namespace {namespace} with everything in it, and the tenant's registration in NeuralLog Auth"
         );
         events::publish(&ctx.recorder, tenant, Reason::Uninstalled, Activity::Delete, note).await;
     }
     Ok(())
+}
+
+/// Marks the tenant's namespace as retained, for a Tenant of the same name to adopt.
+async fn mark_retained(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<Change> {
+    let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    let live = write::metadata_only::<Namespace>(existing);
+    Ok(write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?.change)
 }
 
 /// Deletes the tenant's namespace; `Some(what)` while it still exists.
@@ -149,15 +152,13 @@ async fn retain_namespace(
 ) -> Result<Option<String>> {
     let name = tenant.name_any();
     let namespace = existing.name.clone().unwrap_or_default();
-    let uid = tenant.uid().unwrap_or_default();
-    let api = Api::<Namespace>::all(ctx.client.clone());
-    let live = write::metadata_only::<Namespace>(existing);
-    let marked = write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?;
-    if marked.change != Change::Unchanged {
+    if mark_retained(ctx, tenant, existing).await? != Change::Unchanged {
         let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");
         events::publish(&ctx.recorder, tenant, Reason::Retaining, Activity::Delete, note).await;
     }
     let remaining = ctx.children.sweep(&ctx.client, &name, &namespace, &Marks::default(), changes).await?;
+    // Not in the caches (the operator does not watch Secrets): deleted by name, released above.
+    password::delete(ctx, &name, &namespace).await?;
     Ok((remaining > 0).then(|| format!("{remaining} objects in the retained namespace {namespace} to be deleted")))
 }
 

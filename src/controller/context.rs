@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::Subject;
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
@@ -53,6 +54,8 @@ impl Default for Settings {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    /// The identity the operator runs as, which each tenant namespace's RoleBinding names.
+    pub identity: Subject,
     /// Every namespace, metadata only: a foreign `tenant-<name>` is seen coming and going.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub children: Children,
@@ -80,6 +83,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
+        identity: Subject,
         namespaces: Store<PartialObjectMeta<Namespace>>,
         children: Children,
         synced: watch::Receiver<bool>,
@@ -91,6 +95,7 @@ impl Context {
     ) -> Self {
         Self {
             client,
+            identity,
             namespaces,
             children,
             synced,

@@ -29,8 +29,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::rbac::v1::Subject;
+use kube::api::{Api, ListParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -44,6 +46,7 @@ use crate::api::Tenant;
 use crate::auth::AuthClient;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::resources::access;
 use children::Children;
 use context::Context;
 use triggers::Triggers;
@@ -68,6 +71,7 @@ pub async fn run(
         .list_metadata(&ListParams::default().limit(1))
         .await
         .context("cannot list tenants.neurallog.io: is the CRD installed (tenant-operator crd | kubectl apply -f -) and may this identity list it?")?;
+    let identity = whoami(&client).await?;
     let auth = settings
         .auth
         .clone()
@@ -126,6 +130,7 @@ pub async fn run(
     let concurrency = settings.concurrency;
     let context = Arc::new(Context::new(
         client.clone(),
+        identity,
         namespaces,
         children,
         synced,
@@ -155,6 +160,18 @@ pub async fn run(
     }
     readiness.set_caches_synced(false);
     Ok(())
+}
+
+/// The identity this process runs as, as the API server authenticated it.
+async fn whoami(client: &Client) -> anyhow::Result<Subject> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .context("cannot ask the API server who the operator is (SelfSubjectReview)")?;
+    let username = review.status.and_then(|status| status.user_info).and_then(|user| user.username);
+    let username = username.context("the API server's SelfSubjectReview names no user")?;
+    tracing::info!(%username, "running as");
+    Ok(access::subject(&username))
 }
 
 #[cfg(test)]

@@ -70,9 +70,9 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
         return Ok(NamespaceState::Ready);
     }
     if !terminating && namespace::retained_for(&existing, &model.name) {
-        // Kept by an earlier tenant of this name (deletionPolicy Retain, or an uninstall): taking it over, data
-        // included, is what re-creating the tenant is for. The earlier tenant's policy does not
-        // carry over.
+        // Kept by an earlier tenant of this name (deletionPolicy Retain, or an uninstall): taking
+        // it over, data included, is what re-creating the tenant is for. The earlier tenant's
+        // policy does not carry over.
         let desired = namespace::namespace(model, None);
         write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
         let adopted = format!("{name} (adopted with the data retained by an earlier tenant)");

@@ -4,15 +4,19 @@
 //! finalizer while its tenant exists (a deleted Secret stays, terminating and readable, until
 //! the tenant is deleted). Should it be lost all the same (its finalizer removed by hand), a new
 //! password is created and Redis and the server are restarted together, so both use it.
+//!
+//! The operator may not watch Secrets (that would let it read every Secret in the cluster): it
+//! reads this one's metadata when it reconciles the tenant, through the RoleBinding in the tenant
+//! namespace ([`crate::resources::access`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::context::Context;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::events::{self, Activity, Reason};
 use super::write::{self, Change, Target};
 use crate::api::Tenant;
@@ -28,19 +32,15 @@ pub const RESTARTED_FOR_PASSWORD: &str = "neurallog.io/redis-password-changed-at
 pub async fn ensure(ctx: &Context, tenant: &Tenant, model: &TenantModel) -> Result<Change> {
     let name = redis::secret_name(&model.name);
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &model.namespace);
-    let cached = ctx.children.secrets.get(&ObjectRef::new(&name).within(&model.namespace));
-    let Some(existing) = cached.map(|secret| secret.metadata.clone()) else {
-        let redis_running =
-            ctx.children.stateful_sets.get(&ObjectRef::new(&redis::name(model)).within(&model.namespace));
-        let created = write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await?;
-        if created.is_none() {
-            // It exists and the cache lags: the next pass sees it.
-            return Ok(Change::Unchanged);
+    let existing = match read(&api, &model.name, &name).await? {
+        Read::Found(existing) => existing,
+        Read::Missing => return create(ctx, tenant, model, &api).await,
+        // Not readable yet (the RoleBinding that grants it is new): the create says whether it
+        // exists, and the next pass reads it.
+        Read::NotPermitted => {
+            let created = write::create(&api, &model.name, &redis::secret(model, &redis::generate_password())).await?;
+            return Ok(if created.is_some() { Change::Created } else { Change::Unchanged });
         }
-        if redis_running.is_some() {
-            restart_onto_new_password(ctx, tenant, model).await?;
-        }
-        return Ok(Change::Created);
     };
     let held = is_held(&existing);
     if existing.deletion_timestamp.is_some() {
@@ -66,30 +66,73 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, model: &TenantModel) -> Resu
     });
     let target = Target { tenant: &model.name, verb: "hold", kind: "Secret", name: &name };
     let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
-    let request = api.patch(&name, &params, &patch);
-    // A conflict means a newer copy is on its way; the pass it wakes holds that one.
-    let held = write::send_tolerating(target, &[404, 409], request, |_| true).await?;
+    // A conflict means it changed since it was read: the next pass holds the newer copy.
+    let held = write::send_tolerating(target, &[404, 409], api.patch(&name, &params, &patch), |_| true).await?;
     Ok(if held.is_some() { Change::Updated } else { Change::Unchanged })
 }
 
-/// Lets the password Secret of a deleted tenant go with its namespace (or the retained
-/// namespace's sweep); an uninstall leaves it in place, unheld. `false` while it is still held
-/// (the cached copy was stale: the next pass releases the newer one).
+/// A new password Secret. A Redis that already runs had the lost one, so it and the server are
+/// restarted onto the new one.
+async fn create(ctx: &Context, tenant: &Tenant, model: &TenantModel, api: &Api<Secret>) -> Result<Change> {
+    let redis_running = ctx.children.stateful_sets.get(&ObjectRef::new(&redis::name(model)).within(&model.namespace));
+    let created = write::create(api, &model.name, &redis::secret(model, &redis::generate_password())).await?;
+    if created.is_none() {
+        // Created meanwhile: the next pass reads it.
+        return Ok(Change::Unchanged);
+    }
+    if redis_running.is_some() {
+        restart_onto_new_password(ctx, tenant, model).await?;
+    }
+    Ok(Change::Created)
+}
+
+/// What reading the password Secret's metadata found.
+enum Read {
+    Found(Box<ObjectMeta>),
+    Missing,
+    /// Forbidden: the RoleBinding that grants the read is not in place (yet, or any more).
+    NotPermitted,
+}
+
+async fn read(api: &Api<Secret>, tenant: &str, name: &str) -> Result<Read> {
+    match api.get_metadata_opt(name).await {
+        Ok(Some(found)) => Ok(Read::Found(Box::new(found.metadata))),
+        Ok(None) => Ok(Read::Missing),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Read::NotPermitted),
+        Err(source) => {
+            Err(Error::Api { tenant: tenant.to_owned(), verb: "get", kind: "Secret", name: name.to_owned(), source })
+        }
+    }
+}
+
+/// Lets the password Secret of a deleted tenant go with its namespace (or with a retained
+/// namespace's workloads); an uninstall leaves it in place, unheld. `false` while it is still
+/// held (it changed since it was read: the next pass releases the newer copy).
 pub async fn release(ctx: &Context, tenant: &str, namespace: &str) -> Result<bool> {
     let name = redis::secret_name(tenant);
-    let Some(secret) = ctx.children.secrets.get(&ObjectRef::new(&name).within(namespace)) else {
-        return Ok(true);
-    };
-    if !is_held(&secret.metadata) {
-        return Ok(true);
-    }
-    let kept: Vec<&String> = secret.metadata.finalizers.iter().flatten().filter(|f| *f != PASSWORD_FINALIZER).collect();
-    let body = json!({"metadata": {"finalizers": kept, "resourceVersion": secret.metadata.resource_version}});
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let secret = match read(&api, tenant, &name).await? {
+        Read::Found(secret) if is_held(&secret) => secret,
+        // Gone, unheld, or no longer readable (a retained namespace's RoleBinding goes with its
+        // workloads, after this release).
+        Read::Found(_) | Read::Missing | Read::NotPermitted => return Ok(true),
+    };
+    let kept: Vec<&String> = secret.finalizers.iter().flatten().filter(|f| *f != PASSWORD_FINALIZER).collect();
+    let body = json!({"metadata": {"finalizers": kept, "resourceVersion": secret.resource_version}});
     let target = Target { tenant, verb: "release", kind: "Secret", name: &name };
     let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
     let released = write::send_tolerating(target, &[409], api.patch(&name, &params, &patch), |_| true).await?;
     Ok(released.is_some())
+}
+
+/// Deletes the password Secret of a tenant whose namespace is retained (after [`release`]),
+/// without reading it.
+pub async fn delete(ctx: &Context, tenant: &str, namespace: &str) -> Result<()> {
+    let name = redis::secret_name(tenant);
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let target = Target { tenant, verb: "delete", kind: "Secret", name: &name };
+    write::send_tolerating(target, &[404], api.delete(&name, &DeleteParams::background()), |_| true).await?;
+    Ok(())
 }
 
 /// Restarts Redis and the server so that both read the new password (the Redis data is on its

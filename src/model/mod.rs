@@ -335,7 +335,8 @@ pub fn optional_amount(field: &str, value: Option<&str>) -> Result<Option<Amount
 
 /// Resolves one resource (cpu or memory) of a container to a (request, limit) pair. A limit set
 /// alone below the default request pulls the request down with it, as Kubernetes does for a
-/// limit without request. `field` names the resource (`spec.server.resources.cpu`).
+/// limit without request; a request set alone above the default limit lifts the limit to it (the
+/// container may use what it asked for). `field` names the resource (`spec.server.resources.cpu`).
 pub fn request_and_limit(
     field: &str,
     request: Option<&str>,
@@ -348,6 +349,9 @@ pub fn request_and_limit(
     if request_amount.value() > limit_amount.value() {
         if request.is_none() {
             return Ok((limit_amount.clone(), limit_amount));
+        }
+        if limit.is_none() {
+            return Ok((request_amount.clone(), request_amount));
         }
         return Err(InvalidSpec::new(
             format!("{field}.request"),
@@ -408,10 +412,12 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_alone_below_the_default_request_pulls_the_request_down() {
+    fn a_limit_alone_below_the_default_request_pulls_the_request_down_and_a_request_alone_lifts_the_limit() {
         let (request, limit) =
             request_and_limit("spec.server.resources.cpu", None, Some("50m"), "100m", "500m").unwrap();
         assert_eq!((request.as_str(), limit.as_str()), ("50m", "50m"));
+        let (request, limit) = request_and_limit("spec.server.resources.cpu", Some("2"), None, "100m", "500m").unwrap();
+        assert_eq!((request.as_str(), limit.as_str()), ("2", "2"));
         let err = request_and_limit("spec.server.resources.cpu", Some("2"), Some("1"), "100m", "500m").unwrap_err();
         assert_eq!(err.field, "spec.server.resources.cpu.request");
     }

@@ -2,6 +2,7 @@
 //! objects the operator server-side applies; nothing here talks to the API server, so every shape
 //! is unit-tested without a cluster.
 
+pub mod access;
 pub mod endpoints;
 pub mod namespace;
 pub mod network;

@@ -2,11 +2,13 @@
 //! holds every permission the operator needs and no more: the operator, running with exactly that
 //! identity, takes a tenant through its whole life.
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use neurallog_tenant_operator::auth::AuthSettings;
 use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::fixtures::TestTenant;
@@ -19,6 +21,8 @@ use crate::support::{Harness, condition, poll, wait_deleted, wait_for};
 async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() {
     let h = Harness::bare(&["namespace", "garbagecollector"]).await;
     h.install_default_config();
+    // Every write below passes the admission policy too.
+    h.wait_confinement_enforced().await;
 
     // The operator runs as the installed ServiceAccount (impersonated), nothing else.
     let config = h.service_account_config().await;
@@ -91,4 +95,103 @@ async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() 
     let forbidden: Vec<&str> =
         events.iter().filter_map(|e| e.note.as_deref()).filter(|n| n.contains("(403)")).collect();
     assert!(forbidden.is_empty(), "forbidden requests: {forbidden:?}");
+}
+
+/// What the installed ServiceAccount must not do, by RBAC (reading Secrets anywhere, binding
+/// itself to any other role) and by the admission policy of `config/admission` (writing outside
+/// the tenant namespaces it created, or touching a namespace it did not create).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_installed_service_account_reaches_nothing_outside_the_tenant_namespaces() {
+    let h = Harness::bare(&[]).await;
+    h.install_default_config();
+    let operator = kube::Client::try_from(h.service_account_config().await).unwrap();
+    let refused = |result: Result<(), kube::Error>, what: &str| -> String {
+        match result {
+            Err(kube::Error::Api(status)) if status.code == 403 => status.message,
+            other => panic!("{what}: expected 403, got {other:?}"),
+        }
+    };
+    let message = h.wait_confinement_enforced().await;
+    assert!(message.contains("tenant namespaces it created") && message.contains("kube-system"), "{message}");
+    let system_deployments = Api::<Deployment>::namespaced(operator.clone(), "kube-system");
+    let deployment = intruder();
+    let create = system_deployments.create(&PostParams::default(), &deployment).await.map(drop);
+    refused(create, "create a Deployment in kube-system");
+
+    // Secrets: none readable outside the tenant namespaces, not even listed as metadata.
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "precious"}, "stringData": {"k": "v"}})).unwrap();
+    Api::<Secret>::namespaced(h.admin.clone(), "kube-system").create(&PostParams::default(), &secret).await.unwrap();
+    let system_secrets = Api::<Secret>::namespaced(operator.clone(), "kube-system");
+    refused(system_secrets.get("precious").await.map(drop), "read a Secret in kube-system");
+    refused(system_secrets.list(&ListParams::default()).await.map(drop), "list Secrets in kube-system");
+    let all_secrets = Api::<Secret>::all(operator.clone());
+    refused(all_secrets.list_metadata(&ListParams::default()).await.map(drop), "list every Secret's metadata");
+    let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    let patched = system_secrets.patch("precious", &PatchParams::default(), &Patch::Merge(&touch)).await.map(drop);
+    refused(patched, "patch (and so read back) a Secret in kube-system");
+
+    // Namespaces it did not create: not deleted, not relabelled; none created but tenant ones.
+    let namespaces = Api::<Namespace>::all(operator.clone());
+    let foreign: Namespace = serde_json::from_value(json!({"metadata": {"name": "foreign"}})).unwrap();
+    Api::<Namespace>::all(h.admin.clone()).create(&PostParams::default(), &foreign).await.unwrap();
+    refused(namespaces.delete("foreign", &DeleteParams::default()).await.map(drop), "delete a foreign namespace");
+    let claim = json!({"metadata": {"labels": {"neurallog.io/managed-by": "tenant-operator"}}});
+    let relabelled = namespaces.patch("foreign", &PatchParams::default(), &Patch::Merge(&claim)).await.map(drop);
+    refused(relabelled, "claim a foreign namespace by labelling it");
+    let managed = |name: &str| -> Namespace {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"neurallog.io/managed-by": "tenant-operator"}}}),
+        )
+        .unwrap()
+    };
+    let other = namespaces.create(&PostParams::default(), &managed("not-a-tenant")).await.map(drop);
+    refused(other, "create a namespace that is not tenant-<name>");
+    let unlabelled: Namespace = serde_json::from_value(json!({"metadata": {"name": "tenant-unlabelled"}})).unwrap();
+    refused(namespaces.create(&PostParams::default(), &unlabelled).await.map(drop), "create an unlabelled namespace");
+
+    // In a namespace of its own it may work, but bind itself to nothing but its Secrets reader.
+    namespaces.create(&PostParams::default(), &managed("tenant-own")).await.unwrap();
+    let binding = |role: &str| -> RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("to-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "neurallog-tenant-operator", "namespace": "neurallog-system"}],
+        }))
+        .unwrap()
+    };
+    let bindings = Api::<RoleBinding>::namespaced(operator.clone(), "tenant-own");
+    bindings.create(&PostParams::default(), &binding("neurallog-tenant-operator-tenant-secrets")).await.unwrap();
+    let escalated = bindings.create(&PostParams::default(), &binding("cluster-admin")).await.map(drop);
+    refused(escalated, "bind itself to cluster-admin");
+    let elsewhere = Api::<RoleBinding>::namespaced(operator.clone(), "kube-system");
+    let binding_elsewhere =
+        elsewhere.create(&PostParams::default(), &binding("neurallog-tenant-operator-tenant-secrets")).await.map(drop);
+    refused(binding_elsewhere, "grant itself Secrets in kube-system");
+}
+
+/// A Deployment the operator has no business creating.
+fn intruder() -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "intruder"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}},
+                 "spec": {"containers": [{"name": "x", "image": "x"}]}}}
+    }))
+    .unwrap()
+}
+
+impl Harness {
+    /// Waits until the admission policy of `config/admission` refuses the installed
+    /// ServiceAccount a (dry-run) Deployment in kube-system, which it does a moment after it is
+    /// created; returns the refusal.
+    async fn wait_confinement_enforced(&self) -> String {
+        let operator = kube::Client::try_from(self.service_account_config().await).unwrap();
+        let deployments = Api::<Deployment>::namespaced(operator, "kube-system");
+        let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+        poll("the admission policy is enforced", async || match deployments.create(&dry_run, &intruder()).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => Some(status.message),
+            _ => None,
+        })
+        .await
+    }
 }

@@ -2,6 +2,7 @@
 //! installs the CRD and ClusterRole from `config/`, and runs the controller in-process as the
 //! operator's restricted user.
 
+mod admitted;
 mod auth;
 mod components;
 mod deletion;

@@ -1,6 +1,8 @@
 //! The Redis password Secret on a real API server: an edit is refused, a deletion is held while
 //! the tenant exists, a Secret lost all the same is replaced with Redis and the server restarted
-//! onto the new password, and the tenant's own deletion lets it go.
+//! onto the new password, and the tenant's own deletion lets it go. The operator does not watch
+//! Secrets (least privilege), so what happens to one is seen at the tenant's next reconcile:
+//! the test brings that on by touching the tenant.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -47,6 +49,13 @@ async fn the_redis_password_is_never_changed_or_lost_under_the_pods_that_use_it(
 
     // A deletion is held: the pods can still read the same password, and the tenant says why.
     secrets.delete("pw-redis-auth", &DeleteParams::default()).await.unwrap();
+    let mut touches = 0;
+    let mut reconcile = async || {
+        touches += 1;
+        let touch = json!({"metadata": {"annotations": {"touched": touches.to_string()}}});
+        h.tenants().patch("pw", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    };
+    reconcile().await;
     let held = wait_for(&secrets, "pw-redis-auth", "is terminating", |s| s.metadata.deletion_timestamp.is_some()).await;
     assert_eq!(held.uid(), original.uid());
     assert_eq!(password(&held), password(&original));
@@ -69,6 +78,7 @@ async fn the_redis_password_is_never_changed_or_lost_under_the_pods_that_use_it(
     // restarted onto it; the registry, which does not use it, is left alone.
     let unhold = json!({"metadata": {"finalizers": null}});
     secrets.patch("pw-redis-auth", &PatchParams::default(), &Patch::Merge(&unhold)).await.unwrap();
+    reconcile().await;
     let original_uid = original.uid().unwrap();
     let replaced =
         wait_for(&secrets, "pw-redis-auth", "is created anew", |s| s.uid().as_ref() != Some(&original_uid)).await;
@@ -89,6 +99,7 @@ async fn the_redis_password_is_never_changed_or_lost_under_the_pods_that_use_it(
     // A Secret made before it was held (0.1.0's, or unheld by hand) is held again, its password
     // unchanged; and the operator's next applies keep the restart annotation it does not own.
     secrets.patch("pw-redis-auth", &PatchParams::default(), &Patch::Merge(&unhold)).await.unwrap();
+    reconcile().await;
     let again =
         wait_for(&secrets, "pw-redis-auth", "is held again", |s| s.finalizers().iter().any(|f| f == FINALIZER)).await;
     assert_eq!((again.uid(), password(&again)), (replaced.uid(), password(&replaced)));

@@ -1,7 +1,8 @@
 //! Manifests the operator cannot honour are rejected by the API server itself (OpenAPI schema and
 //! CEL rules of the generated CRD), each with a message naming the offending field.
 
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use neurallog_tenant_operator::api::v1::Tenant;
 use serde_json::{Value, json};
 
 use crate::support::{Controllers, Harness};
@@ -73,6 +74,23 @@ async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
             "spec.resources.storage.request",
         ),
         (TestTenant::new("t22").spec(json!({"resources": {"cpu": {"limit": "many"}}})).manifest(), "spec.resources.cpu.limit"),
+        // Found by the property test (admitted.rs): values no child object could carry.
+        (
+            TestTenant::new("t23").spec(json!({"networkPolicy": {"ingressRules": [{"from": {"app": "a b"}}]}})).manifest(),
+            "spec.networkPolicy.ingressRules[0].from",
+        ),
+        (
+            TestTenant::new("t24").spec(json!({"networkPolicy": {"egressRules": [{"to": {"-bad/key": "x"}}]}})).manifest(),
+            "spec.networkPolicy.egressRules[0].to",
+        ),
+        (TestTenant::new("t25").spec(server(json!({"image": "neurallog/server latest"}))).manifest(), "spec.server.image"),
+        (TestTenant::new("t26").spec(server(json!({"resources": {"cpu": {"limit": "2E"}}}))).manifest(), "spec.server.resources.cpu.limit"),
+        // Values that would silently destroy the tenant's logs.
+        (
+            TestTenant::new("t27").spec(json!({"redis": {"resources": {"memory": {"limit": "16Mi"}}}})).manifest(),
+            "spec.redis.resources.memory.limit",
+        ),
+        (TestTenant::new("t28").spec(json!({"redis": {"config": {"appendonly": "no"}}})).manifest(), "spec.redis.config.appendonly"),
     ];
     assert!(cases.len() >= 15);
     for (manifest, field) in cases {
@@ -99,4 +117,25 @@ async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
     let error = h.tenants().patch("valid", &PatchParams::default(), &Patch::Merge(&resize)).await.unwrap_err();
     let kube::Error::Api(status) = error else { panic!("not an API error: {error}") };
     assert!(status.message.contains("spec.redis.storage"), "{}", status.message);
+
+    // However the update is written: a full replace that sets the field, or its parent, to null
+    // or leaves it out gets the default again, which is a change of a 5Gi volume all the same.
+    h.create_tenant(TestTenant::new("big").spec(json!({"redis": {"storage": "5Gi"}})).manifest()).await.unwrap();
+    let resource = kube::core::ApiResource::erase::<Tenant>(&());
+    let raw = Api::<kube::api::DynamicObject>::all_with(h.admin.clone(), &resource);
+    for redis in [json!({"storage": null}), json!(null), json!({}), json!({"replicas": 1})] {
+        let current = h.tenants().get("big").await.unwrap();
+        let replace = json!({
+            "apiVersion": "neurallog.io/v1",
+            "kind": "Tenant",
+            "metadata": {"name": "big", "resourceVersion": current.metadata.resource_version},
+            "spec": {"redis": redis},
+        });
+        let replace: kube::api::DynamicObject = serde_json::from_value(replace).unwrap();
+        let error = raw.replace("big", &PostParams::default(), &replace).await.expect_err(&redis.to_string());
+        let kube::Error::Api(status) = error else { panic!("{redis}: not an API error: {error}") };
+        assert!(status.message.contains("spec.redis.storage"), "{redis}: {}", status.message);
+    }
+    let kept = h.tenants().get("big").await.unwrap();
+    assert_eq!(kept.spec.redis.and_then(|r| r.storage).as_deref(), Some("5Gi"));
 }

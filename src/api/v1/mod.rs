@@ -16,6 +16,24 @@ use crate::model::REDIS_CONFIG_ALLOWED_KEYS;
 
 mod mapping;
 
+/// A Kubernetes quantity the operator can compute with: at most 20 digits before the point and 18
+/// after it, and an exponent within ±18 (the rules on each quantity also bound its size).
+const QUANTITY_PATTERN: &str =
+    r"^([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})([eE][+-]?(1[0-8]|[0-9])|[KMGTPE]i|[numkMGTPE])?$";
+
+/// A Kubernetes label value (empty, or letters, digits, '-', '_' and '.' starting and ending with a
+/// letter or digit; at most 63 characters by the schema's maxLength).
+const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// CEL: every key of a label map is a Kubernetes label key (an optional DNS-subdomain prefix and
+/// `/`, then a name of at most 63 characters).
+const LABEL_KEYS_RULE: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || size(k.split('/')[0]) <= 253))";
+
+/// A container image reference: registry host (and port), path, tag and digest, as the
+/// container runtime parses them; no whitespace or other characters that a Deployment would
+/// carry but no runtime could pull.
+const IMAGE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+
 /// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
 /// shows the defaults the API server filled in.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -37,7 +55,13 @@ mod mapping;
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must start with a lowercase letter, contain only lowercase letters, digits and '-', and end with a letter or digit, so that tenant-<name> and the child object names are valid"),
     validation = Rule::new("size(self.metadata.name) <= 46")
-        .message("metadata.name must be at most 46 characters: the Redis StatefulSet <name>-redis needs room for its pods' controller-revision-hash label (63 characters)")
+        .message("metadata.name must be at most 46 characters: the Redis StatefulSet <name>-redis needs room for its pods' controller-revision-hash label (63 characters)"),
+    // On the whole object, so that no way of writing an update escapes it: a replace that leaves
+    // the field or its parent out gets the default again, and one that sets either to null
+    // would otherwise skip a rule on the field itself.
+    validation = Rule::new("!has(oldSelf.spec.redis) || !has(oldSelf.spec.redis.storage) || (has(self.spec.redis) && has(self.spec.redis.storage) && self.spec.redis.storage == oldSelf.spec.redis.storage)")
+        .message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator (an update that leaves it out or sets it or spec.redis to null would change it too)")
+        .field_path(".spec.redis.storage")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -124,12 +148,16 @@ pub struct ResourceRequirements {
 #[x_kube(validation = Rule::new(
     "!has(self.request) || !has(self.limit) || !isQuantity(self.request) || !isQuantity(self.limit) || quantity(self.request).compareTo(quantity(self.limit)) <= 0"
 ).message("request must not be greater than limit").field_path(".request"))]
+#[x_kube(validation = Rule::new("!has(self.limit) || !isQuantity(self.limit) || quantity(self.limit).compareTo(quantity('1E')) <= 0")
+    .message("limit must be at most 1E").field_path(".limit"))]
+#[x_kube(validation = Rule::new("!has(self.request) || !isQuantity(self.request) || quantity(self.request).compareTo(quantity('1E')) <= 0")
+    .message("request must be at most 1E").field_path(".request"))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceLimit {
     /// Maximum the container may use, as a Kubernetes quantity (for example `500m`, `512Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
     pub limit: Option<String>,
@@ -138,7 +166,7 @@ pub struct ResourceLimit {
     /// follows the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
     pub request: Option<String>,
@@ -155,7 +183,7 @@ pub struct ServerSpec {
 
     /// Container image of the NeuralLog server.
     #[serde(default = "defaults::server_image", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
     /// CPU and memory of each server container. Defaults: requests 100m CPU and 128Mi memory,
@@ -223,6 +251,9 @@ pub struct KeySelector {
 
 /// The Redis StatefulSet.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(self.resources) || !has(self.resources.memory) || !has(self.resources.memory.limit) || !isQuantity(self.resources.memory.limit) || quantity(self.resources.memory.limit).compareTo(quantity('64Mi')) >= 0"
+).message("spec.redis.resources.memory.limit must be at least 64Mi: Redis holds the tenant's logs in memory (maxmemory is 80% of the limit) and with less would evict them almost as soon as they are written").field_path(".resources.memory.limit"))]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
     /// Number of Redis pods. Only 1 is supported until replication exists: more pods would be
@@ -233,21 +264,24 @@ pub struct RedisSpec {
 
     /// Container image of Redis.
     #[serde(default = "defaults::redis_image", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
     /// CPU and memory of the Redis container. Defaults: requests 100m CPU and 128Mi memory,
-    /// limits 300m CPU and 256Mi memory. Redis `maxmemory` is set to 80% of the memory limit.
+    /// limits 300m CPU and 256Mi memory. Redis `maxmemory` is set to 80% of the memory limit,
+    /// which must be at least 64Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation.
+    /// Size of the Redis data volume, as a Kubernetes quantity. Cannot be changed after creation
+    /// (the rule is on the Tenant, so that no form of update escapes it).
     #[serde(default = "defaults::redis_storage", skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"),
+        regex(pattern = QUANTITY_PATTERN),
         length(max = 32)
     )]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator"))]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || quantity(self).compareTo(quantity('1E')) <= 0")
+        .message("spec.redis.storage must be at most 1E"))]
     pub storage: Option<String>,
 
     /// Extra redis.conf directives, one `key value` line each. Only tuning directives are
@@ -255,6 +289,8 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 256}))]
     #[x_kube(validation = Rule::new(redis_config_key_rule()).message(Message::Message(redis_config_key_message())))]
+    #[x_kube(validation = Rule::new("!('appendonly' in self) || self['appendonly'] == 'yes'")
+        .message("spec.redis.config.appendonly must be yes: with no, Redis keeps the tenant's logs only in memory between snapshots and a restart loses them"))]
     #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))")
         .message("spec.redis.config values must not contain line breaks"))]
     pub config: BTreeMap<String, String>,
@@ -280,7 +316,7 @@ pub struct RegistrySpec {
     pub replicas: Option<i32>,
     /// Container image of the registry.
     #[serde(default = "defaults::registry_image", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
     /// CPU and memory of each registry container. Defaults: requests 50m CPU and 64Mi memory,
     /// limits 200m CPU and 128Mi memory. Storage is ignored.
@@ -331,13 +367,15 @@ pub struct NetworkPolicyRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
-    /// Labels of the pods allowed to connect (ingress rules).
+    /// Labels of the pods allowed to connect (ingress rules): Kubernetes label keys and values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
+    #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message("every key of from must be a Kubernetes label key ([prefix/]name: a DNS subdomain of at most 253 characters, and a name of at most 63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit)"))]
     pub from: BTreeMap<String, String>,
-    /// Labels of the pods that may be reached (egress rules).
+    /// Labels of the pods that may be reached (egress rules): Kubernetes label keys and values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
+    #[x_kube(validation = Rule::new(LABEL_KEYS_RULE).message("every key of to must be a Kubernetes label key ([prefix/]name: a DNS subdomain of at most 253 characters, and a name of at most 63 letters, digits, '-', '_' or '.' starting and ending with a letter or digit)"))]
     pub to: BTreeMap<String, String>,
     /// Namespaces the peer pods (`from` or `to`) live in. Empty means the tenant namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -408,13 +408,22 @@ impl ControlPlane {
             .with_context(|| format!("CRD {name} disappeared"))
     }
 
-    /// Creates the ClusterRole in a YAML file and binds it to [`OPERATOR_USER`].
-    pub async fn grant_operator(&self, cluster_role_path: &Path) -> anyhow::Result<()> {
-        let role: ClusterRole = serde_yaml::from_str(&fs::read_to_string(cluster_role_path)?)
-            .with_context(|| format!("{} is not a ClusterRole", cluster_role_path.display()))?;
+    /// Grants [`OPERATOR_USER`] what the operator's ServiceAccount gets from `rbac_dir`
+    /// (`config/rbac`): the ClusterRole of `role.yaml`, bound to it cluster-wide, and the
+    /// ClusterRole of `tenant_secrets_role.yaml`, which the operator binds itself in each tenant
+    /// namespace.
+    pub async fn grant_operator(&self, rbac_dir: &Path) -> anyhow::Result<()> {
+        let read = |file: &str| -> anyhow::Result<ClusterRole> {
+            let path = rbac_dir.join(file);
+            serde_yaml::from_str(&fs::read_to_string(&path)?)
+                .with_context(|| format!("{} is not a ClusterRole", path.display()))
+        };
+        let (role, tenant_secrets) = (read("role.yaml")?, read("tenant_secrets_role.yaml")?);
         let client = self.admin_client().await?;
         let role_name = role.metadata.name.clone().unwrap_or_default();
-        Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await?;
+        let roles = Api::<ClusterRole>::all(client.clone());
+        roles.create(&PostParams::default(), &role).await?;
+        roles.create(&PostParams::default(), &tenant_secrets).await?;
         let binding = ClusterRoleBinding {
             metadata: ObjectMeta { name: Some(format!("{role_name}-testenv")), ..Default::default() },
             role_ref: RoleRef {

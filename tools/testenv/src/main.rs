@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let root = repo_root();
     plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.context("installing the CRD")?;
-    plane.grant_operator(&root.join("config/rbac/role.yaml")).await.context("granting the operator role")?;
+    plane.grant_operator(&root.join("config/rbac")).await.context("granting the operator role")?;
     // NeuralLog Auth is a third-party service; its stand-in lets the local run show registration.
     let auth = testenv::auth::AuthStandIn::start().await.context("starting the Auth stand-in")?;
     println!("auth: {}", auth.url());

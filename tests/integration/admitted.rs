@@ -1,0 +1,249 @@
+//! Everything the API server admits, the operator can build: Tenants generated from the CRD's own
+//! schema (valid values, near-valid ones, edge lengths, unusual characters) are created on the
+//! real API server; for every one it admits, the operator must accept it and every child it would
+//! write must pass a server-side dry-run create. The one refusal allowed is a budget too small for
+//! the tenant's own pods, which no schema rule can compute.
+
+use std::collections::BTreeSet;
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::ApiResource;
+use neurallog_tenant_operator::api::v1::Tenant;
+use neurallog_tenant_operator::resources::{Platform, access, namespace, network, quota, redis, registry, server};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{Map, Value, json};
+use testenv::repo_root;
+
+use crate::support::{Controllers, Harness};
+
+/// Tenants generated; the issue asks for at least 500.
+const CASES: usize = 500;
+
+/// Characters a near-valid string gets one of.
+const ODD: &[&str] = &["A", "_", ".", "-", " ", "é", "/", ":", "\n", "*", "0", "%"];
+
+/// A strategy for values of `schema` (an OpenAPI v3 schema of the CRD). Mostly valid by the
+/// schema's own keywords, sometimes just outside them; CEL rules are left to the API server.
+fn values(schema: &Value) -> BoxedStrategy<Value> {
+    if let Some(choices) = schema["enum"].as_array() {
+        let valid = proptest::sample::select(choices.clone());
+        return prop_oneof![19 => valid, 1 => Just(json!("Bogus"))].boxed();
+    }
+    match schema["type"].as_str() {
+        Some("object") if schema["properties"].is_object() => objects(schema),
+        Some("object") if schema["additionalProperties"].is_object() => maps(schema),
+        Some("array") => {
+            let most = schema["maxItems"].as_u64().unwrap_or(2).min(2) as usize;
+            prop::collection::vec(values(&schema["items"]), 0..=most).prop_map(Value::from).boxed()
+        }
+        Some("integer") => {
+            let (low, high) = (schema["minimum"].as_i64().unwrap_or(0), schema["maximum"].as_i64().unwrap_or(65_535));
+            let inside = (low..=high).prop_map(Value::from);
+            prop_oneof![16 => inside, 1 => Just(json!(low)), 1 => Just(json!(high)), 1 => Just(json!(low - 1)), 1 => Just(json!(high + 1))]
+                .boxed()
+        }
+        Some("boolean") => any::<bool>().prop_map(Value::from).boxed(),
+        Some("string") => strings(schema),
+        _ => Just(json!({})).boxed(),
+    }
+}
+
+fn objects(schema: &Value) -> BoxedStrategy<Value> {
+    let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, field)| {
+            let name = name.clone();
+            prop::option::weighted(0.35, values(field).prop_map(move |value| (name.clone(), value))).boxed()
+        })
+        .collect();
+    fields.prop_map(|fields| Value::Object(fields.into_iter().flatten().collect::<Map<_, _>>())).boxed()
+}
+
+/// A map's keys: mostly the words its CEL rules name (an allow-list), sometimes any word.
+fn maps(schema: &Value) -> BoxedStrategy<Value> {
+    let named: BTreeSet<String> = schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule["rule"].as_str())
+        .flat_map(|rule| rule.split('\'').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|word| !word.is_empty() && !word.contains(char::is_whitespace))
+        .collect();
+    let named: Vec<String> = if named.is_empty() { vec!["key".to_owned()] } else { named.into_iter().collect() };
+    let keys = prop_oneof![19 => proptest::sample::select(named), 1 => "[a-z][a-z-]{0,15}"];
+    let most = schema["maxProperties"].as_u64().unwrap_or(3).min(3) as usize;
+    prop::collection::btree_map(keys, values(&schema["additionalProperties"]), 0..=most)
+        .prop_map(|map| Value::Object(map.into_iter().collect()))
+        .boxed()
+}
+
+fn strings(schema: &Value) -> BoxedStrategy<Value> {
+    let max = schema["maxLength"].as_u64().unwrap_or(64) as usize;
+    let valid = match schema["pattern"].as_str() {
+        Some(pattern) => {
+            let unanchored = pattern.trim_start_matches('^').trim_end_matches('$');
+            proptest::string::string_regex(unanchored).expect("the CRD's patterns are regular").boxed()
+        }
+        None => "[a-zA-Z0-9 ./:=_-]{0,40}".boxed(),
+    };
+    let at_the_edge = {
+        let valid = valid.clone();
+        valid.prop_map(move |s: String| {
+            // As long as allowed, and one longer, from a valid string's first character.
+            let first = s.chars().next().unwrap_or('1');
+            let length = if s.len().is_multiple_of(2) { max } else { max + 1 };
+            std::iter::repeat_n(first, length).collect::<String>()
+        })
+    };
+    let near_valid = (valid.clone(), proptest::sample::select(ODD), any::<prop::sample::Index>()).prop_map(
+        |(s, odd, at): (String, &str, prop::sample::Index)| {
+            let mut chars: Vec<char> = s.chars().collect();
+            let at = at.index(chars.len() + 1);
+            chars.splice(at..at, odd.chars());
+            chars.into_iter().collect::<String>()
+        },
+    );
+    prop_oneof![36 => valid, 2 => at_the_edge, 2 => near_valid].prop_map(Value::from).boxed()
+}
+
+/// Every child the operator writes for a tenant, as JSON, with its plural and API group.
+fn children(tenant: &Tenant, operator: &k8s_openapi::api::rbac::v1::Subject) -> Result<Vec<Value>, String> {
+    let model = tenant.model().map_err(|invalid| invalid.to_string())?;
+    let platform = Platform {
+        ingress_namespace: Some("ingress-nginx".into()),
+        ingress_class: Some("nginx".into()),
+        ingress_tls_secret: Some("wildcard-tls".into()),
+        auth_url: Some("http://auth.neurallog.svc:3000".into()),
+    };
+    let json = |object: serde_json::Result<Value>| object.expect("a child serialises");
+    let mut all: Vec<Value> =
+        network::network_policies(&model, &platform).iter().map(|p| json(serde_json::to_value(p))).collect();
+    all.extend(quota::resource_quota(&model).map(|q| json(serde_json::to_value(q))));
+    all.extend(quota::limit_range(&model).map(|l| json(serde_json::to_value(l))));
+    all.push(json(serde_json::to_value(redis::secret(&model, &redis::generate_password()))));
+    all.push(json(serde_json::to_value(redis::config_map(&model))));
+    all.push(json(serde_json::to_value(redis::service(&model))));
+    all.push(json(serde_json::to_value(redis::stateful_set(&model))));
+    all.push(json(serde_json::to_value(server::service(&model))));
+    all.push(json(serde_json::to_value(server::deployment(&model, &platform))));
+    all.push(json(serde_json::to_value(registry::service(&model))));
+    all.push(json(serde_json::to_value(registry::deployment(&model, &platform))));
+    all.extend(registry::ingress(&model, &platform).map(|i| json(serde_json::to_value(i))));
+    all.push(json(serde_json::to_value(access::role_binding(&model, operator))));
+    all.insert(0, json(serde_json::to_value(namespace::namespace(&model, None))));
+    Ok(all)
+}
+
+/// The API resource of a child from its JSON (apiVersion and kind are set by the builders'
+/// types through serde).
+fn resource_of(child: &Value) -> ApiResource {
+    let kind = child["kind"].as_str().unwrap_or_default();
+    let api_version = child["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "NetworkPolicy" => "networkpolicies".to_owned(),
+        "Ingress" => "ingresses".to_owned(),
+        other => format!("{}s", other.to_lowercase()),
+    };
+    ApiResource {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        plural,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_child_of_every_admitted_tenant_passes_a_server_side_dry_run() {
+    let h = Harness::start(Controllers::None).await;
+    let crd: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("config/crd/bases/neurallog.io_tenants.yaml")).unwrap(),
+    )
+    .unwrap();
+    let served = crd["spec"]["versions"].as_array().unwrap().iter().find(|v| v["name"] == "v1").unwrap();
+    let spec_schema = served["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
+    let specs = values(&spec_schema);
+    // A fixed seed: a failure names the case and reproduces.
+    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let operator = access::subject("system:serviceaccount:neurallog-system:neurallog-tenant-operator");
+    let tenants = Api::<DynamicObject>::all_with(h.admin.clone(), &ApiResource::erase::<Tenant>(&()));
+
+    let (mut admitted, mut model_refused, mut dry_runs) = (0, Vec::new(), 0);
+    let mut failures = Vec::new();
+    for case in 0..CASES {
+        let spec = specs.new_tree(&mut runner).expect("a value").current();
+        let name = format!("gen-{case}");
+        let manifest =
+            json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec});
+        let object: DynamicObject = serde_json::from_value(manifest.clone()).unwrap();
+        match tenants.create(&PostParams::default(), &object).await {
+            Ok(_) => admitted += 1,
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => continue,
+            Err(other) => panic!("case {case}: {other}\n{manifest:#}"),
+        }
+        // As stored, with the defaults the API server filled in, and read the way the operator
+        // reads it.
+        let stored = tenants.get(&name).await.unwrap();
+        let tenant: Tenant = match serde_json::to_value(&stored).and_then(serde_json::from_value) {
+            Ok(tenant) => tenant,
+            Err(error) => {
+                failures
+                    .push(format!("case {case}: the operator cannot read the admitted tenant: {error}\n{manifest}"));
+                continue;
+            }
+        };
+        let children = match children(&tenant, &operator) {
+            Ok(children) => children,
+            // The one check no schema rule can make (it adds up the components' resources and
+            // replicas against the budget): the tenant is Failed with the shortfall named.
+            Err(refused) if refused.contains("the quota allows") => {
+                model_refused.push(format!("case {case}: {refused}"));
+                continue;
+            }
+            Err(refused) => {
+                failures.push(format!("case {case}: admitted, but the operator refuses it: {refused}\n{manifest}"));
+                continue;
+            }
+        };
+        for (index, child) in children.iter().enumerate() {
+            let resource = resource_of(child);
+            let object: DynamicObject = serde_json::from_value(child.clone()).unwrap();
+            let namespace = child["metadata"]["namespace"].as_str();
+            let api = match namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(h.admin.clone(), ns, &resource),
+                None => Api::<DynamicObject>::all_with(h.admin.clone(), &resource),
+            };
+            // The namespace (first) is created for real, so the others have a home.
+            let params = PostParams { dry_run: index > 0, ..PostParams::default() };
+            dry_runs += usize::from(index > 0);
+            if let Err(error) = api.create(&params, &object).await {
+                failures.push(format!(
+                    "case {case}: {} {} refused: {error}\ntenant spec: {}",
+                    resource.kind,
+                    child["metadata"]["name"],
+                    serde_json::to_string(&tenant.spec).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    println!(
+        "generated {CASES} tenants: {admitted} admitted, {} of them over their own budget, {dry_runs} children dry-run, {} failures",
+        model_refused.len(),
+        failures.len()
+    );
+    for refused in model_refused.iter().take(5) {
+        println!("  over budget: {refused}");
+    }
+    assert!(admitted >= CASES / 5, "the generator must reach past validation: only {admitted} admitted");
+    assert!(
+        failures.is_empty(),
+        "{} failures; the first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(8)].join("\n\n")
+    );
+}
