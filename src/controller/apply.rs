@@ -76,6 +76,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         registry: workloads.and_then(|w| w.registry),
         auth: auth.clone(),
         failures: failures.iter().map(ToString::to_string).collect(),
+        rollout_without_surge: model.rollout_without_surge.clone(),
     };
     let derived = state::derive(&observed, current.as_ref(), &status::now());
     async {

@@ -84,6 +84,9 @@ pub struct TenantModel {
     /// The deletion policy as the spec states it; `None` keeps the one in force (recorded on the
     /// tenant namespace), so a replace that leaves the field out never changes it.
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Why the Deployments roll out without surge, when the budget fits the tenant's pods but not
+    /// a rolling update's extra ones; `None` when it fits both (or there is no budget).
+    pub rollout_without_surge: Option<String>,
 }
 
 /// What deleting the tenant does to its namespace and data.
@@ -219,7 +222,7 @@ impl TenantModel {
         deletion_policy: Option<DeletionPolicy>,
     ) -> Result<Self, InvalidSpec> {
         let Identity { name, uid, owner } = identity;
-        let model = Self {
+        let mut model = Self {
             namespace: namespace_name(&name),
             name,
             uid,
@@ -230,6 +233,7 @@ impl TenantModel {
             network,
             quota: quota.filter(|q| *q != QuotaModel::default()),
             deletion_policy,
+            rollout_without_surge: None,
         };
         model.check_components_fit_the_quota()?;
         Ok(model)
@@ -237,14 +241,33 @@ impl TenantModel {
 
     /// Rejects a quota too small for the operator's own pods, which would otherwise leave a
     /// rollout stuck on "exceeded quota" with nothing on the Tenant saying why. A Deployment's
-    /// rolling update briefly runs a quarter more pods (rounded up), so those count too.
-    fn check_components_fit_the_quota(&self) -> Result<(), InvalidSpec> {
+    /// rolling update briefly runs a quarter more pods (rounded up): a budget that fits the pods
+    /// but not those keeps the tenant, and its Deployments roll out without surge.
+    fn check_components_fit_the_quota(&mut self) -> Result<(), InvalidSpec> {
         let Some(quota) = &self.quota else { return Ok(()) };
-        let surge = |replicas: i32| i128::from(replicas) + (i128::from(replicas) + 3) / 4;
+        if let Some(shortfall) = self.quota_shortfall(quota, false) {
+            return Err(shortfall);
+        }
+        self.rollout_without_surge = self.quota_shortfall(quota, true).map(|shortfall| {
+            format!(
+                "{}: {}; the server and the registry therefore roll out without surge, one pod replaced at a time (with a single replica, a short outage during each rollout)",
+                shortfall.field, shortfall.message
+            )
+        });
+        Ok(())
+    }
+
+    /// The first budget the tenant's own pods exceed, with (`surge`) or without the extra pods of
+    /// a Deployment's rolling update.
+    fn quota_shortfall(&self, quota: &QuotaModel, surge: bool) -> Option<InvalidSpec> {
+        let pods = |replicas: i32, rolls: bool| {
+            let replicas = i128::from(replicas);
+            if surge && rolls { replicas + (replicas + 3) / 4 } else { replicas }
+        };
         let pods = [
-            (&self.server.resources, surge(self.server.replicas)),
-            (&self.redis.resources, i128::from(self.redis.replicas)),
-            (&self.registry.resources, surge(self.registry.replicas)),
+            (&self.server.resources, pods(self.server.replicas, true)),
+            (&self.redis.resources, pods(self.redis.replicas, false)),
+            (&self.registry.resources, pods(self.registry.replicas, true)),
         ];
         let total = |value: fn(&ContainerResources) -> &Amount| {
             pods.iter()
@@ -258,19 +281,19 @@ impl TenantModel {
             ("spec.resources.memory.limit", &quota.limits_memory, total(|r| &r.memory_limit), "memory limits"),
             ("spec.resources.storage", &quota.requests_storage, storage, "storage"),
         ];
-        for (field, allowed, needed, what) in checks {
-            let Some(allowed) = allowed else { continue };
-            if needed > allowed.value() {
-                return Err(InvalidSpec::new(
+        let counted = if surge { ", plus the extra pods of a rolling update" } else { "" };
+        checks.into_iter().find_map(|(field, allowed, needed, what)| {
+            let allowed = allowed.as_ref()?;
+            (needed > allowed.value()).then(|| {
+                InvalidSpec::new(
                     field,
                     format!(
-                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas, plus one rolling-update pod per Deployment): raise it or lower the component resources",
+                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas{counted})",
                         self.server.replicas, self.redis.replicas, self.registry.replicas
                     ),
-                ));
-            }
-        }
-        Ok(())
+                )
+            })
+        })
     }
 }
 
@@ -423,12 +446,17 @@ mod tests {
     }
 
     #[test]
-    fn a_budget_must_fit_the_tenants_own_pods_including_a_rolling_update() {
+    fn a_budget_must_fit_the_tenants_own_pods_and_without_room_for_surge_rolls_out_without_it() {
         // Server (1 + 1 surge) x 500m + Redis 300m + registry (1 + 1 surge) x 200m = 1700m.
-        assert!(TestTenant::new("acme").cpu_budget(None, Some("1700m")).model().is_ok());
-        let err = TestTenant::new("acme").cpu_budget(None, Some("1600m")).model().unwrap_err();
+        let roomy = TestTenant::new("acme").cpu_budget(None, Some("1700m")).valid_model();
+        assert_eq!(roomy.rollout_without_surge, None);
+        // Without surge: 500m + 300m + 200m = 1000m.
+        let tight = TestTenant::new("acme").cpu_budget(None, Some("1600m")).valid_model();
+        let why = tight.rollout_without_surge.expect("no room for surge");
+        assert!(why.starts_with("spec.resources.cpu.limit") && why.contains("need 1700m"), "{why}");
+        let err = TestTenant::new("acme").cpu_budget(None, Some("999m")).model().unwrap_err();
         assert_eq!(err.field, "spec.resources.cpu.limit");
-        assert!(err.message.contains("allows 1600m") && err.message.contains("need 1700m"), "{}", err.message);
+        assert!(err.message.contains("allows 999m") && err.message.contains("need 1"), "{}", err.message);
 
         let err = TestTenant::new("acme").storage_budget(Some("512Mi"), None).model().unwrap_err();
         assert_eq!(err.field, "spec.resources.storage");

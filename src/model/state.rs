@@ -11,6 +11,8 @@ pub const REDIS_READY: &str = "RedisReady";
 pub const SERVER_READY: &str = "ServerReady";
 pub const REGISTRY_READY: &str = "RegistryReady";
 pub const AUTH_REGISTERED: &str = "AuthRegistered";
+/// Present (True) only while the budget leaves no room for a rolling update's extra pods.
+pub const ROLLOUT_WITHOUT_SURGE: &str = "RolloutWithoutSurge";
 /// Reason of `AuthRegistered` once a deleted tenant is deregistered.
 const DEREGISTERED: &str = "Deregistered";
 
@@ -132,6 +134,8 @@ pub struct Observation {
     pub auth: AuthState,
     /// Children the API server refused, each message naming the child and the answer.
     pub failures: Vec<String>,
+    /// Why the Deployments roll out without surge (the model's `rollout_without_surge`).
+    pub rollout_without_surge: Option<String>,
 }
 
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentState {
@@ -266,15 +270,20 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
         }
     };
 
+    let mut conditions = vec![
+        condition(previous, READY, phase == Phase::Running, ready_reason, ready_message, generation, now),
+        namespace_condition,
+        component_condition(previous, REDIS_READY, &redis, generation, now),
+        component_condition(previous, SERVER_READY, &server, generation, now),
+        component_condition(previous, REGISTRY_READY, &registry, generation, now),
+        auth_condition,
+    ];
+    if let Some(why) = &observed.rollout_without_surge {
+        let reason = "BudgetTooSmallForSurge";
+        conditions.push(condition(previous, ROLLOUT_WITHOUT_SURGE, true, reason, why.clone(), generation, now));
+    }
     TenantState {
-        conditions: vec![
-            condition(previous, READY, phase == Phase::Running, ready_reason, ready_message, generation, now),
-            namespace_condition,
-            component_condition(previous, REDIS_READY, &redis, generation, now),
-            component_condition(previous, SERVER_READY, &server, generation, now),
-            component_condition(previous, REGISTRY_READY, &registry, generation, now),
-            auth_condition,
-        ],
+        conditions,
         phase: Some(phase),
         namespace: Some(observed.namespace_name.clone()),
         observed_generation: generation,
@@ -339,7 +348,20 @@ mod tests {
             registry: Some(Replicas { ready: 1, desired: 1 }),
             auth: AuthState::Registered,
             failures: Vec::new(),
+            rollout_without_surge: None,
         }
+    }
+
+    #[test]
+    fn a_rollout_without_surge_is_a_condition_only_while_it_lasts() {
+        let mut tight = observed(Some((1, 1)), Some((1, 1)));
+        tight.rollout_without_surge = Some("spec.resources.cpu.limit: no room".into());
+        let state = derive(&tight, None, &now());
+        let surge = state.condition(ROLLOUT_WITHOUT_SURGE).expect("the condition");
+        assert_eq!((surge.status.as_str(), surge.reason.as_str()), ("True", "BudgetTooSmallForSurge"));
+        assert_eq!(state.phase, Some(Phase::Running), "the tenant is provisioned all the same");
+        let roomy = derive(&observed(Some((1, 1)), Some((1, 1))), Some(&state), &now());
+        assert!(roomy.condition(ROLLOUT_WITHOUT_SURGE).is_none());
     }
 
     fn phase_of(o: &Observation, current: Option<&TenantState>) -> Phase {

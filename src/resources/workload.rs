@@ -1,7 +1,7 @@
 //! The shape shared by the tenant's HTTP components (server and registry): a ClusterIP Service
 //! and a non-root Deployment with a read-only root filesystem, a writable `/tmp` and HTTP probes.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
     ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -132,6 +132,15 @@ pub fn deployment(model: &TenantModel, component: HttpComponent<'_>) -> Deployme
                     ..PodSpec::default()
                 }),
             },
+            // Only when the budget has no room for a rolling update's extra pod: one pod is
+            // replaced at a time instead. Otherwise Kubernetes' default (25% surge).
+            strategy: model.rollout_without_surge.as_ref().map(|_| DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()

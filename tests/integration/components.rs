@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::resources::Platform;
@@ -87,15 +88,41 @@ async fn quota_and_limit_range_follow_the_spec_and_a_budget_too_small_is_explain
     h.tenants().patch("budget", &PatchParams::default(), &Patch::Merge(&bigger)).await.unwrap();
     wait_for(&quotas, "budget-quota", "follows the new limit", |q| hard(q, "limits.cpu").as_deref() == Some("6")).await;
 
-    // Server 3 replicas (+1 surge) x 500m + Redis 300m + registry 2 x 200m = 2.7 CPU of limits.
-    let too_small = json!({"spec": {"server": {"replicas": 3}, "resources": budget("2")}});
+    // Server 3 x 500m + Redis 300m + registry 200m = 2 CPU of limits: the pods fit a budget of 2,
+    // a rolling update's extra pods (server +1, registry +1: 2.7) do not. Provisioned, rolled out
+    // without surge, and said so.
+    let tight = json!({"spec": {"server": {"replicas": 3}, "resources": budget("2")}});
+    h.tenants().patch("budget", &PatchParams::default(), &Patch::Merge(&tight)).await.unwrap();
+    let provisioned = wait_for(&h.tenants(), "budget", "rolls out without surge", |t| {
+        condition(t, "RolloutWithoutSurge").is_some_and(|c| c.status == "True")
+            && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
+    })
+    .await;
+    assert_ne!(phase(&provisioned).as_deref(), Some("Failed"));
+    let surge = condition(&provisioned, "RolloutWithoutSurge").unwrap();
+    assert_eq!(surge.reason, "BudgetTooSmallForSurge");
+    assert!(surge.message.contains("spec.resources.cpu.limit") && surge.message.contains("2700m"), "{}", surge.message);
+    let deployments = h.namespaced::<Deployment>("tenant-budget");
+    let rolling = |d: &Deployment| {
+        let update = d.spec.as_ref()?.strategy.as_ref()?.rolling_update.clone()?;
+        Some((update.max_surge?, update.max_unavailable?))
+    };
+    let one_at_a_time = Some((IntOrString::Int(0), IntOrString::Int(1)));
+    let server =
+        wait_for(&deployments, "budget-server", "scales to 3", |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3))
+            .await;
+    assert_eq!(rolling(&server), one_at_a_time);
+    assert_eq!(rolling(&deployments.get("budget-registry").await.unwrap()), one_at_a_time);
+
+    // Too small for the pods themselves: Failed, and nothing is rolled out against it.
+    let too_small = json!({"spec": {"server": {"replicas": 4}}});
     h.tenants().patch("budget", &PatchParams::default(), &Patch::Merge(&too_small)).await.unwrap();
     let failed = wait_for(&h.tenants(), "budget", "is Failed", |t| phase(t).as_deref() == Some("Failed")).await;
     let ready = condition(&failed, "Ready").unwrap();
     assert_eq!(ready.reason, "InvalidSpec");
-    assert!(ready.message.contains("spec.resources.cpu.limit") && ready.message.contains("2700m"), "{}", ready.message);
-    let server = h.namespaced::<Deployment>("tenant-budget").get("budget-server").await.unwrap();
-    assert_eq!(server.spec.unwrap().replicas, Some(1), "nothing is rolled out against a quota it cannot fit");
+    assert!(ready.message.contains("spec.resources.cpu.limit") && ready.message.contains("2500m"), "{}", ready.message);
+    let server = deployments.get("budget-server").await.unwrap();
+    assert_eq!(server.spec.unwrap().replicas, Some(3), "nothing is rolled out against a quota it cannot fit");
 
     let no_budget = json!({"spec": {"server": {"replicas": 1}, "resources": null}});
     h.tenants().patch("budget", &PatchParams::default(), &Patch::Merge(&no_budget)).await.unwrap();
@@ -105,4 +132,13 @@ async fn quota_and_limit_range_follow_the_spec_and_a_budget_too_small_is_explain
         (quota.is_none() && range.is_none()).then_some(())
     })
     .await;
+    // With room again, Kubernetes' default rollout (25% surge) and no condition.
+    let default = Some((IntOrString::String("25%".into()), IntOrString::String("25%".into())));
+    wait_for(&deployments, "budget-server", "surges again", |d| rolling(d) == default).await;
+    let roomy = wait_for(&h.tenants(), "budget", "has room for surge", |t| {
+        t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
+            && phase(t).as_deref() != Some("Failed")
+    })
+    .await;
+    assert!(condition(&roomy, "RolloutWithoutSurge").is_none());
 }

@@ -340,6 +340,7 @@ mod tests {
             registry: None,
             auth: AuthState::Registered,
             failures: Vec::new(),
+            rollout_without_surge: Some("spec.resources.cpu.limit: no room for surge".into()),
         };
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(1).unwrap());
         let state = state::derive(&observed, None, &now);
