@@ -14,7 +14,7 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run run-once test e2e bench lint fmt bundle catalog release check-packaging
+.PHONY: help tools build generate run run-once test e2e bench chaos lint fmt bundle catalog release check-packaging
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,11 @@ e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the
 bench: tools ## The fleet (BENCH_FLEET=200,1000), then reconciles per second by tracing setup (BENCH_TENANTS=40).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench fleet --bench throughput
+
+chaos: tools ## Faults at full size: SIGKILL the operator 20 times while 100 tenants converge and 20 more while 20 are deleted.
+	CHAOS_TENANTS=$${CHAOS_TENANTS:-100} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_DELETIONS=$${CHAOS_DELETIONS:-20} \
+		TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --locked --test integration chaos:: -- --nocapture
 
 bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from config/.
 	tools/bundle.sh . $(VERSION) $(IMG)

@@ -95,15 +95,18 @@ async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hung_auth_degrades_only_its_tenants_while_twenty_others_reach_running() {
+async fn an_auth_hung_for_more_tenants_than_the_concurrency_degrades_only_them_while_twenty_others_reach_running() {
     let auth = AuthStandIn::start().await.unwrap();
-    for hung in ["hung-a", "hung-b"] {
+    // Six hung tenants, four reconcile slots (settings): the hung ones can hold every slot at
+    // once, for the Auth timeout; the others must still get through.
+    const HUNG: [&str; 6] = ["hung-a", "hung-b", "hung-c", "hung-d", "hung-e", "hung-f"];
+    for hung in HUNG {
         auth.set_behaviour(Some(hung), Behaviour::Hang);
     }
     let h = Harness::start(Controllers::None).await;
     let _kubelet = h.mark_workloads_ready();
     let _operator = h.start_operator_with(settings(&auth, Duration::from_secs(2))).await;
-    for hung in ["hung-a", "hung-b"] {
+    for hung in HUNG {
         h.create_tenant(TestTenant::new(hung).manifest()).await.unwrap();
     }
     let others: Vec<String> = (0..20).map(|i| format!("busy-{i:02}")).collect();
@@ -114,7 +117,7 @@ async fn a_hung_auth_degrades_only_its_tenants_while_twenty_others_reach_running
     for name in &others {
         wait_for(&h.tenants(), name, "is Running", |t| phase(t).as_deref() == Some("Running") && registered(t)).await;
     }
-    for hung in ["hung-a", "hung-b"] {
+    for hung in HUNG {
         let t = wait_for(&h.tenants(), hung, "is Degraded", |t| phase(t).as_deref() == Some("Degraded")).await;
         let auth_condition = condition(&t, "AuthRegistered").unwrap();
         assert_eq!(auth_condition.reason, "AuthTimeout", "{auth_condition:?}");

@@ -4,6 +4,7 @@
 
 mod admitted;
 mod auth;
+mod chaos;
 mod components;
 mod deletion;
 mod install;
