@@ -133,6 +133,8 @@ pub struct Options {
 /// A running etcd + kube-apiserver (+ kube-controller-manager).
 pub struct ControlPlane {
     processes: Vec<(String, Child)>,
+    /// How kube-apiserver was started, to start it again ([`ControlPlane::restart_apiserver`]).
+    apiserver: (PathBuf, Vec<String>),
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     server: String,
@@ -169,7 +171,8 @@ pub fn dies_with_parent(command: &mut Command) {
 }
 
 fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Child> {
-    let log = fs::File::create(dir.join(format!("{name}.log")))?;
+    // Appended to: a restarted process keeps the log of its earlier run.
+    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     dies_with_parent(&mut command);
@@ -254,6 +257,7 @@ impl ControlPlane {
         let path = |p: &Path| p.display().to_string();
         let mut plane = Self {
             processes: Vec::new(),
+            apiserver: (PathBuf::new(), Vec::new()),
             dir: dir.clone(),
             _temp: temp,
             server: server.clone(),
@@ -294,10 +298,11 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--allow-privileged=false".into(),
         ];
-        plane.processes.push((
-            "kube-apiserver".into(),
-            spawn("kube-apiserver", &kube_bin.join("kube-apiserver"), &apiserver_args, &dir)?,
-        ));
+        let apiserver_bin = kube_bin.join("kube-apiserver");
+        plane
+            .processes
+            .push(("kube-apiserver".into(), spawn("kube-apiserver", &apiserver_bin, &apiserver_args, &dir)?));
+        plane.apiserver = (apiserver_bin, apiserver_args);
         plane.wait_ready().await?;
 
         if !options.controllers.is_empty() {
@@ -316,6 +321,22 @@ impl ControlPlane {
             ));
         }
         Ok(plane)
+    }
+
+    /// Stops kube-apiserver (SIGKILL: no graceful close of its watches) and starts it again on
+    /// the same port and store, as a crash or an upgrade of the control plane would; returns once
+    /// it is ready. Its clients keep their configuration; their watches break and must recover.
+    pub async fn restart_apiserver(&mut self) -> anyhow::Result<()> {
+        let (program, args) = self.apiserver.clone();
+        let (_, child) = self
+            .processes
+            .iter_mut()
+            .find(|(name, _)| name == "kube-apiserver")
+            .context("no kube-apiserver to restart")?;
+        child.kill()?;
+        child.wait()?;
+        *child = spawn("kube-apiserver", &program, &args, &self.dir)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
