@@ -215,8 +215,9 @@ async fn a_tenant_with_absurd_status_and_children_stalls_nothing() {
 }
 
 /// kube-apiserver restarted (etcd kept) while tenants converge: the operator recovers without a
-/// restart of its own, and changes made right after, while its watches are still broken
-/// (re-listed or resumed from an old resourceVersion), are not missed.
+/// restart of its own, and changes made right after, while its watches are still broken, are not
+/// missed. The new API server's watch caches start at the current revision, so the watches that
+/// resume from their last resourceVersion get 410 (too old resource version) and list again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_api_server_is_survived_and_no_change_in_the_gap_is_missed() {
     let mut h = Harness::start(Controllers::Deletion).await;
