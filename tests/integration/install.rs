@@ -195,3 +195,41 @@ impl Harness {
         .await
     }
 }
+
+/// `kubectl delete -k config/default` while the operator runs (as the installed ServiceAccount):
+/// the CRD goes, and with it every Tenant, but no tenant namespace or volume is deleted, whichever
+/// the operator sees first: the CRD terminating (it keeps each namespace whole) or its own RBAC
+/// gone (it can delete nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_kustomize_install_deletes_no_tenant_namespace() {
+    use k8s_apiextensions::CustomResourceDefinition;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as k8s_apiextensions;
+
+    let h = Harness::bare(&["namespace", "garbagecollector"]).await;
+    h.install_default_config();
+    h.wait_confinement_enforced().await;
+    let _operator = h.start_operator_as(h.service_account_config().await, Settings::default()).await;
+    for (name, policy) in [("gone-delete", "Delete"), ("gone-retain", "Retain")] {
+        h.create_tenant(TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest()).await.unwrap();
+        wait_for(&h.tenants(), name, "is provisioned", |t| condition(t, "NamespaceReady").is_some()).await;
+    }
+    let rendered = h.kubectl(&["kustomize", testenv::repo_root().join("config/default").to_str().unwrap()], None);
+    h.kubectl(&["delete", "--wait=false", "-f", "-"], Some(rendered.as_bytes()));
+
+    // Done when nothing more can happen: the CRD is gone (every Tenant released), or the
+    // operator's ClusterRoleBinding is (it may delete nothing any more).
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(h.admin.clone());
+    poll("the uninstall has run its course", async || {
+        let crd_gone = crds.get_opt("tenants.neurallog.io").await.unwrap().is_none();
+        let rbac_gone = bindings.get_opt("neurallog-tenant-operator").await.unwrap().is_none();
+        (crd_gone || rbac_gone).then_some(())
+    })
+    .await;
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    for name in ["gone-delete", "gone-retain"] {
+        let kept = namespaces.get(&format!("tenant-{name}")).await.unwrap();
+        assert!(kept.metadata.deletion_timestamp.is_none(), "{name}: an uninstall deletes no namespace");
+    }
+}
