@@ -29,6 +29,13 @@ fn random_pause() -> Duration {
     Duration::from_millis(rand::rng().random_range(50..1500))
 }
 
+/// The operator binary as a process, registering with `auth`.
+fn start(h: &Harness, auth: &AuthStandIn, name: &str) -> OperatorProcess {
+    let auth_url = auth.url();
+    let args = ["--auth-url", auth_url.as_str(), "--auth-attempts", "2"];
+    OperatorProcess::start(h, name, h.plane.operator_kubeconfig(), &args, &[])
+}
+
 /// Kills the operator `kills` times at random points, starting a new one after each; returns the
 /// one left running.
 async fn kill_repeatedly(
@@ -38,13 +45,10 @@ async fn kill_repeatedly(
     kills: usize,
     round: &str,
 ) -> OperatorProcess {
-    let auth_url = auth.url();
-    let args = ["--auth-url", auth_url.as_str(), "--auth-attempts", "2"];
     for kill in 0..kills {
         tokio::time::sleep(random_pause()).await;
         operator.kill().await;
-        operator =
-            OperatorProcess::start(h, &format!("operator-{round}-{kill}"), h.plane.operator_kubeconfig(), &args, &[]);
+        operator = start(h, auth, &format!("operator-{round}-{kill}"));
     }
     operator
 }
@@ -67,9 +71,7 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
         (setting("CHAOS_TENANTS", 16), setting("CHAOS_KILLS", 4), setting("CHAOS_DELETIONS", 6));
     let h = Harness::start(Controllers::Deletion).await;
     let auth = AuthStandIn::start().await.unwrap();
-    let auth_url = auth.url();
-    let args = ["--auth-url", auth_url.as_str(), "--auth-attempts", "2"];
-    let operator = OperatorProcess::start(&h, "operator-first", h.plane.operator_kubeconfig(), &args, &[]);
+    let operator = start(&h, &auth, "operator-first");
 
     // Half Delete, half Retain, created at once.
     let names: Vec<String> = (0..tenants).map(|i| format!("chaos-{i}")).collect();
