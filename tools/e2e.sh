@@ -8,7 +8,7 @@
 #               of a channel `head`, a gRPC CatalogSource with spec.address, an AllNamespaces
 #               OperatorGroup and a Subscription to that channel: the operator installed is the one
 #               being built, with its own RBAC (a released bundle needs its own release's binary,
-#               which the upgrade test of issue 15 is to build and run);
+#               which the OLM upgrade test, still to come, is to build and run);
 #  4. install   InstallPlan, CSV Succeeded, Tenant CRD established, operator Deployment available
 #               (its pod simulated by kwok);
 #  5. operator  the real tenant-operator binary with the CSV Deployment's args and env, as the CSV's
