@@ -51,12 +51,11 @@ impl ExportSettings {
     /// set, which turns trace export off. A value that cannot be honoured is an error naming its
     /// variable.
     pub fn resolve(args: &TelemetryArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Option<Self>> {
+        // Spelled as the general variable's flag accepts it.
         let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").filter(|v| !v.is_empty()) {
-            Some(value) => match value.as_str() {
-                "grpc" => OtlpProtocol::Grpc,
-                "http/protobuf" => OtlpProtocol::HttpProtobuf,
-                other => bail!("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL={other:?}: use grpc or http/protobuf"),
-            },
+            Some(value) => <OtlpProtocol as clap::ValueEnum>::from_str(&value, false).map_err(|_| {
+                anyhow::anyhow!("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL={value:?}: use grpc or http/protobuf")
+            })?,
             None => args.otlp_protocol,
         };
         // The traces endpoint is used as it is; the general one is a base URL, to which HTTP adds

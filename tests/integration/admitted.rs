@@ -110,8 +110,16 @@ fn strings(schema: &Value) -> BoxedStrategy<Value> {
     prop_oneof![36 => valid, 2 => at_the_edge, 2 => near_valid].prop_map(Value::from).boxed()
 }
 
-/// Every child the operator writes for a tenant, as JSON, with its plural and API group.
-fn children(tenant: &Tenant, operator: &k8s_openapi::api::rbac::v1::Subject) -> Result<Vec<Value>, String> {
+/// A child as JSON, with the API resource it is created through.
+fn entry<K: kube::Resource<DynamicType = ()> + serde::Serialize>(child: &K) -> (ApiResource, Value) {
+    (ApiResource::erase::<K>(&()), serde_json::to_value(child).expect("a child serialises"))
+}
+
+/// Every child the operator writes for a tenant, the namespace first.
+fn children(
+    tenant: &Tenant,
+    operator: &k8s_openapi::api::rbac::v1::Subject,
+) -> Result<Vec<(ApiResource, Value)>, String> {
     let model = tenant.model().map_err(|invalid| invalid.to_string())?;
     let platform = Platform {
         ingress_namespace: Some("ingress-nginx".into()),
@@ -119,43 +127,21 @@ fn children(tenant: &Tenant, operator: &k8s_openapi::api::rbac::v1::Subject) -> 
         ingress_tls_secret: Some("wildcard-tls".into()),
         auth_url: Some("http://auth.neurallog.svc:3000".into()),
     };
-    let json = |object: serde_json::Result<Value>| object.expect("a child serialises");
-    let mut all: Vec<Value> =
-        network::network_policies(&model, &platform).iter().map(|p| json(serde_json::to_value(p))).collect();
-    all.extend(quota::resource_quota(&model).map(|q| json(serde_json::to_value(q))));
-    all.extend(quota::limit_range(&model).map(|l| json(serde_json::to_value(l))));
-    all.push(json(serde_json::to_value(redis::secret(&model, &redis::generate_password()))));
-    all.push(json(serde_json::to_value(redis::config_map(&model))));
-    all.push(json(serde_json::to_value(redis::service(&model))));
-    all.push(json(serde_json::to_value(redis::stateful_set(&model))));
-    all.push(json(serde_json::to_value(server::service(&model))));
-    all.push(json(serde_json::to_value(server::deployment(&model, &platform))));
-    all.push(json(serde_json::to_value(registry::service(&model))));
-    all.push(json(serde_json::to_value(registry::deployment(&model, &platform))));
-    all.extend(registry::ingress(&model, &platform).map(|i| json(serde_json::to_value(i))));
-    all.push(json(serde_json::to_value(access::role_binding(&model, operator))));
-    all.insert(0, json(serde_json::to_value(namespace::namespace(&model, None))));
+    let mut all = vec![entry(&namespace::namespace(&model, None))];
+    all.extend(network::network_policies(&model, &platform).iter().map(entry));
+    all.extend(quota::resource_quota(&model).as_ref().map(entry));
+    all.extend(quota::limit_range(&model).as_ref().map(entry));
+    all.push(entry(&redis::secret(&model, &redis::generate_password())));
+    all.push(entry(&redis::config_map(&model)));
+    all.push(entry(&redis::service(&model)));
+    all.push(entry(&redis::stateful_set(&model)));
+    all.push(entry(&server::service(&model)));
+    all.push(entry(&server::deployment(&model, &platform)));
+    all.push(entry(&registry::service(&model)));
+    all.push(entry(&registry::deployment(&model, &platform)));
+    all.extend(registry::ingress(&model, &platform).as_ref().map(entry));
+    all.push(entry(&access::role_binding(&model, operator)));
     Ok(all)
-}
-
-/// The API resource of a child from its JSON (apiVersion and kind are set by the builders'
-/// types through serde).
-fn resource_of(child: &Value) -> ApiResource {
-    let kind = child["kind"].as_str().unwrap_or_default();
-    let api_version = child["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        "NetworkPolicy" => "networkpolicies".to_owned(),
-        "Ingress" => "ingresses".to_owned(),
-        other => format!("{}s", other.to_lowercase()),
-    };
-    ApiResource {
-        group: group.to_owned(),
-        version: version.to_owned(),
-        api_version: api_version.to_owned(),
-        kind: kind.to_owned(),
-        plural,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -210,13 +196,12 @@ async fn every_child_of_every_admitted_tenant_passes_a_server_side_dry_run() {
                 continue;
             }
         };
-        for (index, child) in children.iter().enumerate() {
-            let resource = resource_of(child);
+        for (index, (resource, child)) in children.iter().enumerate() {
             let object: DynamicObject = serde_json::from_value(child.clone()).unwrap();
             let namespace = child["metadata"]["namespace"].as_str();
             let api = match namespace {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(h.admin.clone(), ns, &resource),
-                None => Api::<DynamicObject>::all_with(h.admin.clone(), &resource),
+                Some(ns) => Api::<DynamicObject>::namespaced_with(h.admin.clone(), ns, resource),
+                None => Api::<DynamicObject>::all_with(h.admin.clone(), resource),
             };
             // The namespace (first) is created for real, so the others have a home.
             let params = PostParams { dry_run: index > 0, ..PostParams::default() };

@@ -202,9 +202,8 @@ impl Harness {
 /// gone (it can delete nothing).
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_kustomize_install_deletes_no_tenant_namespace() {
-    use k8s_apiextensions::CustomResourceDefinition;
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as k8s_apiextensions;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     let h = Harness::bare(&["namespace", "garbagecollector"]).await;
     h.install_default_config();
