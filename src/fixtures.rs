@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{GROUP, KIND, Tenant};
+use crate::api::{GROUP, KIND, STORAGE_VERSION, Tenant, conversion};
 use crate::model::{InvalidSpec, TenantModel};
 
 /// A Tenant under construction: a name and a `v1` spec (the version users and the web admin
@@ -55,13 +55,22 @@ impl TestTenant {
         json!({"apiVersion": format!("{GROUP}/v1"), "kind": KIND, "metadata": {"name": self.name}, "spec": self.spec})
     }
 
-    /// The tenant as the API server would hand it to the controller: with a UID, defaults filled
-    /// in by deserialisation.
+    /// The tenant as the API server would hand it to the controller: with a UID, converted from
+    /// `v1` to the stored version by the conversion webhook's code, defaults filled in by
+    /// deserialisation.
     pub fn tenant(&self) -> Tenant {
         let mut manifest = self.manifest();
         manifest["metadata"]["uid"] = json!(format!("uid-{}", self.name));
-        // The manifest is built from a name and a spec object, which always deserialise.
-        serde_json::from_value(manifest).unwrap_or_else(|error| panic!("test tenant {}: {error}", self.name))
+        let stored = format!("{GROUP}/{STORAGE_VERSION}");
+        conversion::convert(&manifest, &stored)
+            .and_then(|converted| {
+                serde_json::from_value(converted).map_err(|error| conversion::ConversionError::Invalid {
+                    object: self.name.clone(),
+                    field: "(object)".into(),
+                    message: error.to_string(),
+                })
+            })
+            .unwrap_or_else(|error| panic!("test tenant {}: {error}", self.name))
     }
 
     /// The model of the tenant.

@@ -1,13 +1,19 @@
-//! The Tenant API. Each version's types live in their own module, beside their mapping to the
-//! version-independent [`crate::model`]. The controller works on the stored version only, through
-//! the aliases below, so changing the storage version is a change here and nowhere else in it.
+//! The Tenant API. Each version's types live in their own module; the storage version's beside its
+//! mapping to the version-independent [`crate::model`], the others beside nothing: they reach the
+//! controller only through [`conversion`]. The controller works on the stored version only,
+//! through the aliases below, so changing the storage version is a change here and nowhere else in
+//! it.
 
+mod common;
+pub mod conversion;
 pub mod v1;
+pub mod v2;
 
 use kube::CustomResourceExt;
+use kube::core::crd::merge_crds;
 
 /// The version the API server stores, and the only one the controller reads and writes.
-pub use v1 as stored;
+pub use v2 as stored;
 /// A Tenant in the stored version.
 pub type Tenant = stored::Tenant;
 /// A Tenant's status in the stored version.
@@ -18,9 +24,18 @@ pub const GROUP: &str = "neurallog.io";
 /// Kind of the Tenant in every version.
 pub const KIND: &str = "Tenant";
 
-/// The CRD as served by this release, in the YAML form committed at `config/crd/bases/`.
+/// The name of the stored version.
+pub const STORAGE_VERSION: &str = "v2";
+
+/// The CRD as served by this release: `v2` stored, `v1` served and deprecated.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    // Both versions are generated from types of one kind and group, so they always merge.
+    merge_crds(vec![v1::Tenant::crd(), v2::Tenant::crd()], STORAGE_VERSION).unwrap_or_else(|_| v2::Tenant::crd())
+}
+
+/// The CRD in the YAML form committed at `config/crd/bases/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&v1::Tenant::crd())
+    serde_yaml::to_string(&crd())
 }
 
 #[cfg(test)]

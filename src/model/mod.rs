@@ -12,6 +12,7 @@ pub mod state;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
@@ -49,6 +50,9 @@ pub const REDIS_CONFIG_ALLOWED_KEYS: &[&str] = &[
     "zset-max-listpack-entries",
     "zset-max-listpack-value",
 ];
+
+/// The label every namespace carries with its own name, by which network rules select namespaces.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// A tenant spec the operator cannot honour, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,15 +154,25 @@ pub struct NetworkModel {
     pub egress_rules: Vec<PeerRule>,
 }
 
-/// A custom rule: which pods (in which namespaces) on which ports.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// A custom rule: which pods (in which namespaces) on which ports. Serialised, it names the rule's
+/// NetworkPolicy (a content hash), so its form must not change for rules that exist.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PeerRule {
-    /// Labels of the peer pods; empty selects every pod of those namespaces.
-    pub pods: BTreeMap<String, String>,
-    /// Namespaces of the peer pods; empty means the tenant namespace.
-    pub namespaces: Vec<String>,
+    #[serde(flatten)]
+    pub peers: Peers,
     /// (protocol, port) pairs; port `None` is every port; no pairs is every port and protocol.
     pub ports: Vec<(Protocol, Option<i32>)>,
+}
+
+/// The peers of a custom rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Peers {
+    /// Pods with these labels (none: every pod) in each named namespace, or in the tenant
+    /// namespace when none is named: every rule `v1` can state, hashed as 0.1.0 hashed it.
+    Named { pods: BTreeMap<String, String>, namespaces: Vec<String> },
+    /// Any pod and namespace label selectors.
+    Selected { peers: Vec<NetworkPolicyPeer> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -275,11 +289,11 @@ impl TenantModel {
         };
         let storage = self.redis.storage.value().times(self.redis.replicas.into());
         let checks = [
-            ("spec.resources.cpu.request", &quota.requests_cpu, total(|r| &r.cpu_request), "CPU requests"),
-            ("spec.resources.cpu.limit", &quota.limits_cpu, total(|r| &r.cpu_limit), "CPU limits"),
-            ("spec.resources.memory.request", &quota.requests_memory, total(|r| &r.memory_request), "memory requests"),
-            ("spec.resources.memory.limit", &quota.limits_memory, total(|r| &r.memory_limit), "memory limits"),
-            ("spec.resources.storage", &quota.requests_storage, storage, "storage"),
+            ("spec.quota.requests.cpu", &quota.requests_cpu, total(|r| &r.cpu_request), "CPU requests"),
+            ("spec.quota.limits.cpu", &quota.limits_cpu, total(|r| &r.cpu_limit), "CPU limits"),
+            ("spec.quota.requests.memory", &quota.requests_memory, total(|r| &r.memory_request), "memory requests"),
+            ("spec.quota.limits.memory", &quota.limits_memory, total(|r| &r.memory_limit), "memory limits"),
+            ("spec.quota.requests.storage", &quota.requests_storage, storage, "storage"),
         ];
         let counted = if surge { ", plus the extra pods of a rolling update" } else { "" };
         checks.into_iter().find_map(|(field, allowed, needed, what)| {
@@ -356,19 +370,22 @@ pub fn optional_amount(field: &str, value: Option<&str>) -> Result<Option<Amount
     value.map(|v| amount(field, Some(v), v)).transpose()
 }
 
-/// Resolves one resource (cpu or memory) of a container to a (request, limit) pair. A limit set
-/// alone below the default request pulls the request down with it, as Kubernetes does for a
+/// Resolves one resource (`cpu` or `memory`) of a container to a (request, limit) pair. A limit
+/// set alone below the default request pulls the request down with it, as Kubernetes does for a
 /// limit without request; a request set alone above the default limit lifts the limit to it (the
-/// container may use what it asked for). `field` names the resource (`spec.server.resources.cpu`).
+/// container may use what it asked for). `field` names the container's resources
+/// (`spec.server.resources`), whose `requests.<resource>` and `limits.<resource>` are read.
 pub fn request_and_limit(
     field: &str,
+    resource: &str,
     request: Option<&str>,
     limit: Option<&str>,
     default_request: &str,
     default_limit: &str,
 ) -> Result<(Amount, Amount), InvalidSpec> {
-    let limit_amount = amount(&format!("{field}.limit"), limit, default_limit)?;
-    let request_amount = amount(&format!("{field}.request"), request, default_request)?;
+    let request_field = format!("{field}.requests.{resource}");
+    let limit_amount = amount(&format!("{field}.limits.{resource}"), limit, default_limit)?;
+    let request_amount = amount(&request_field, request, default_request)?;
     if request_amount.value() > limit_amount.value() {
         if request.is_none() {
             return Ok((limit_amount.clone(), limit_amount));
@@ -377,7 +394,7 @@ pub fn request_and_limit(
             return Ok((request_amount.clone(), request_amount));
         }
         return Err(InvalidSpec::new(
-            format!("{field}.request"),
+            request_field,
             format!("request {request_amount} must not be greater than limit {limit_amount}"),
         ));
     }
@@ -385,7 +402,8 @@ pub fn request_and_limit(
 }
 
 /// The requests and limits of a container from what the spec sets (`None` for each value left
-/// out) and the component's defaults. `field` names the component's resources.
+/// out, as (request, limit) pairs) and the component's defaults. `field` names the component's
+/// resources.
 pub fn container_resources(
     field: &str,
     cpu: (Option<&str>, Option<&str>),
@@ -393,14 +411,9 @@ pub fn container_resources(
     defaults: &ResourceDefaults,
 ) -> Result<ContainerResources, InvalidSpec> {
     let (cpu_request, cpu_limit) =
-        request_and_limit(&format!("{field}.cpu"), cpu.0, cpu.1, defaults.cpu_request, defaults.cpu_limit)?;
-    let (memory_request, memory_limit) = request_and_limit(
-        &format!("{field}.memory"),
-        memory.0,
-        memory.1,
-        defaults.memory_request,
-        defaults.memory_limit,
-    )?;
+        request_and_limit(field, "cpu", cpu.0, cpu.1, defaults.cpu_request, defaults.cpu_limit)?;
+    let (memory_request, memory_limit) =
+        request_and_limit(field, "memory", memory.0, memory.1, defaults.memory_request, defaults.memory_limit)?;
     Ok(ContainerResources { cpu_request, cpu_limit, memory_request, memory_limit })
 }
 
@@ -437,12 +450,13 @@ mod tests {
     #[test]
     fn a_limit_alone_below_the_default_request_pulls_the_request_down_and_a_request_alone_lifts_the_limit() {
         let (request, limit) =
-            request_and_limit("spec.server.resources.cpu", None, Some("50m"), "100m", "500m").unwrap();
+            request_and_limit("spec.server.resources", "cpu", None, Some("50m"), "100m", "500m").unwrap();
         assert_eq!((request.as_str(), limit.as_str()), ("50m", "50m"));
-        let (request, limit) = request_and_limit("spec.server.resources.cpu", Some("2"), None, "100m", "500m").unwrap();
+        let (request, limit) =
+            request_and_limit("spec.server.resources", "cpu", Some("2"), None, "100m", "500m").unwrap();
         assert_eq!((request.as_str(), limit.as_str()), ("2", "2"));
-        let err = request_and_limit("spec.server.resources.cpu", Some("2"), Some("1"), "100m", "500m").unwrap_err();
-        assert_eq!(err.field, "spec.server.resources.cpu.request");
+        let err = request_and_limit("spec.server.resources", "cpu", Some("2"), Some("1"), "100m", "500m").unwrap_err();
+        assert_eq!(err.field, "spec.server.resources.requests.cpu");
     }
 
     #[test]
@@ -453,13 +467,13 @@ mod tests {
         // Without surge: 500m + 300m + 200m = 1000m.
         let tight = TestTenant::new("acme").cpu_budget(None, Some("1600m")).valid_model();
         let why = tight.rollout_without_surge.expect("no room for surge");
-        assert!(why.starts_with("spec.resources.cpu.limit") && why.contains("need 1700m"), "{why}");
+        assert!(why.starts_with("spec.quota.limits.cpu") && why.contains("need 1700m"), "{why}");
         let err = TestTenant::new("acme").cpu_budget(None, Some("999m")).model().unwrap_err();
-        assert_eq!(err.field, "spec.resources.cpu.limit");
+        assert_eq!(err.field, "spec.quota.limits.cpu");
         assert!(err.message.contains("allows 999m") && err.message.contains("need 1"), "{}", err.message);
 
         let err = TestTenant::new("acme").storage_budget(Some("512Mi"), None).model().unwrap_err();
-        assert_eq!(err.field, "spec.resources.storage");
+        assert_eq!(err.field, "spec.quota.requests.storage");
     }
 
     #[test]

@@ -18,13 +18,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{Platform, child_meta, selector_labels, tenant_labels};
-use crate::model::{PeerRule, Protocol, TenantModel};
+use crate::model::{NAMESPACE_NAME_LABEL, PeerRule, Peers, Protocol, TenantModel};
 
 /// Label of every policy the operator manages, used to find stale ones.
 pub const COMPONENT_VALUE: &str = "network-policy";
 /// Label telling operator defaults (`default`) from user rules (`custom`).
 pub const POLICY_LABEL: &str = "neurallog.io/policy";
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn labels(model: &TenantModel, kind: &str) -> BTreeMap<String, String> {
     let mut labels = tenant_labels(&model.name);
@@ -45,13 +44,17 @@ fn namespace_peer(namespace: &str, pods: Option<LabelSelector>) -> NetworkPolicy
     }
 }
 
-/// Peers of a custom rule: the selected pods in each named namespace, or in the tenant namespace.
+/// Peers of a custom rule: the selected pods in each named namespace (or in the tenant
+/// namespace), or the rule's own selectors.
 fn peers(rule: &PeerRule) -> Vec<NetworkPolicyPeer> {
-    let pods = selector(rule.pods.clone());
-    if rule.namespaces.is_empty() {
-        vec![NetworkPolicyPeer { pod_selector: Some(pods), ..NetworkPolicyPeer::default() }]
-    } else {
-        rule.namespaces.iter().map(|ns| namespace_peer(ns, Some(pods.clone()))).collect()
+    match &rule.peers {
+        Peers::Named { pods, namespaces } if namespaces.is_empty() => {
+            vec![NetworkPolicyPeer { pod_selector: Some(selector(pods.clone())), ..NetworkPolicyPeer::default() }]
+        }
+        Peers::Named { pods, namespaces } => {
+            namespaces.iter().map(|ns| namespace_peer(ns, Some(selector(pods.clone())))).collect()
+        }
+        Peers::Selected { peers } => peers.clone(),
     }
 }
 

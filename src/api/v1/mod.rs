@@ -1,6 +1,8 @@
-//! `neurallog.io/v1` `Tenant`: wire-compatible with the original operator's schema (every field and
-//! JSON name kept), with the validation the original lacked and the `Degraded` tenant phase the
-//! web admin already shows.
+//! `neurallog.io/v1` `Tenant`, deprecated in favour of `v2` and served through the conversion
+//! webhook: wire-compatible with the original operator's schema (every field and JSON name kept),
+//! with the validation the original lacked and the `Degraded` tenant phase the web admin already
+//! shows. The controller never reads it; it exists as a schema and a conversion
+//! ([`crate::api::conversion`]).
 //!
 //! The CRD is generated from these types (`tenant-operator crd`); doc comments become the
 //! descriptions `kubectl explain` prints, so they are written for platform engineers.
@@ -12,27 +14,14 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::common::{
+    APPENDONLY_MESSAGE, APPENDONLY_RULE, DATA_KEY_PATTERN, ENV_NAME_PATTERN, IMAGE_PATTERN, LABEL_KEYS_RULE,
+    LABEL_VALUE_PATTERN, NAME_LENGTH_MESSAGE, NAME_LENGTH_RULE, NAME_PATTERN_MESSAGE, NAME_PATTERN_RULE,
+    NAMESPACE_PATTERN, ONE_LINE_RULE, QUANTITY_PATTERN, REDIS_ENUM_DIRECTIVES, REDIS_INTEGER_DIRECTIVES,
+    SUBDOMAIN_PATTERN, keys_rule,
+};
+pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, Protocol, TenantPhase};
 use crate::model::REDIS_CONFIG_ALLOWED_KEYS;
-
-mod mapping;
-
-/// A Kubernetes quantity the operator can compute with: at most 20 digits before the point and 18
-/// after it, and an exponent within ±18 (the rules on each quantity also bound its size).
-const QUANTITY_PATTERN: &str =
-    r"^([0-9]{1,20}(\.[0-9]{0,18})?|\.[0-9]{1,18})([eE][+-]?(1[0-8]|[0-9])|[KMGTPE]i|[numkMGTPE])?$";
-
-/// A Kubernetes label value (empty, or letters, digits, '-', '_' and '.' starting and ending with a
-/// letter or digit; at most 63 characters by the schema's maxLength).
-const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
-
-/// CEL: every key of a label map is a Kubernetes label key (an optional DNS-subdomain prefix and
-/// `/`, then a name of at most 63 characters).
-const LABEL_KEYS_RULE: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || size(k.split('/')[0]) <= 253))";
-
-/// A container image reference: registry host (and port), path, tag and digest, as the
-/// container runtime parses them; no whitespace or other characters that a Deployment would
-/// carry but no runtime could pull.
-const IMAGE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
 /// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
 /// shows the defaults the API server filled in.
@@ -47,15 +36,14 @@ const IMAGE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?(:[0-9]{1
     category = "neurallog",
     status = "TenantStatus",
     derive = "PartialEq",
+    deprecated = "neurallog.io/v1 Tenant is deprecated; use neurallog.io/v2 Tenant (the same objects; kubectl explain tenants.v2.neurallog.io)",
     doc = "A NeuralLog tenant: an isolated namespace tenant-<name> with its own NeuralLog server, Redis and endpoint registry, network isolation and quotas, registered with NeuralLog Auth; managed by the NeuralLog Tenant Operator.",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Tenant phase"),
     printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace", description = "Namespace holding the tenant's workloads"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
-        .message("metadata.name must start with a lowercase letter, contain only lowercase letters, digits and '-', and end with a letter or digit, so that tenant-<name> and the child object names are valid"),
-    validation = Rule::new("size(self.metadata.name) <= 46")
-        .message("metadata.name must be at most 46 characters: the Redis StatefulSet <name>-redis needs room for its pods' controller-revision-hash label (63 characters)"),
+    validation = Rule::new(NAME_PATTERN_RULE).message(NAME_PATTERN_MESSAGE),
+    validation = Rule::new(NAME_LENGTH_RULE).message(NAME_LENGTH_MESSAGE),
     // On the whole object, so that no way of writing an update escapes it: a replace that leaves
     // the field or its parent out gets the default again, and one that sets either to null
     // would otherwise skip a rule on the field itself.
@@ -109,22 +97,6 @@ pub struct TenantSpec {
     /// What deleting the Tenant does to its data; left out, the policy in force stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
-}
-
-/// What deleting the Tenant does to its data. `Delete` removes the namespace and everything in it.
-/// `Retain` removes the workloads and the Auth registration but keeps the namespace and its
-/// PersistentVolumeClaims (the Redis data); a Tenant created again with the same name adopts the
-/// retained namespace and its data. Left out, the policy in force stays: `Delete` for a new
-/// tenant, otherwise the last one set, so a replace of the whole object that omits the field never
-/// turns `Retain` into `Delete`. The policy in force is recorded on the tenant namespace
-/// (annotation `neurallog.io/deletion-policy`). Deleting the CustomResourceDefinition (an
-/// uninstall) deletes no namespace, whatever the policy.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeletionPolicy {
-    /// Delete the namespace with everything in it, data included.
-    Delete,
-    /// Keep the namespace and its PersistentVolumeClaims; remove everything else.
-    Retain,
 }
 
 /// CPU, memory and storage, each as a request and a limit.
@@ -205,7 +177,7 @@ pub struct ServerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Name of the variable.
-    #[schemars(regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"), length(min = 1, max = 256))]
+    #[schemars(regex(pattern = ENV_NAME_PATTERN), length(min = 1, max = 256))]
     pub name: String,
     /// Literal value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,12 +209,12 @@ pub struct EnvVarSource {
 pub struct KeySelector {
     /// Name of the ConfigMap or Secret.
     #[schemars(
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        regex(pattern = SUBDOMAIN_PATTERN),
         length(min = 1, max = 253)
     )]
     pub name: String,
     /// Key within it.
-    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    #[schemars(regex(pattern = DATA_KEY_PATTERN), length(min = 1, max = 253))]
     pub key: String,
     /// Whether the pod may start when the object or key is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,22 +260,37 @@ pub struct RedisSpec {
     /// accepted (see the allow-list in the validation message); values may not contain newlines.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 256}))]
-    #[x_kube(validation = Rule::new(redis_config_key_rule()).message(Message::Message(redis_config_key_message())))]
-    #[x_kube(validation = Rule::new("!('appendonly' in self) || self['appendonly'] == 'yes'")
-        .message("spec.redis.config.appendonly must be yes: with no, Redis keeps the tenant's logs only in memory between snapshots and a restart loses them"))]
-    #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))")
-        .message("spec.redis.config values must not contain line breaks"))]
+    #[x_kube(validation = Rule::new(keys_rule(REDIS_CONFIG_ALLOWED_KEYS)).message(Message::Message(redis_config_key_message())))]
+    #[x_kube(validation = Rule::new(APPENDONLY_RULE).message(APPENDONLY_MESSAGE))]
+    #[x_kube(validation = Rule::new(ONE_LINE_RULE).message("spec.redis.config values must not contain line breaks"))]
+    #[x_kube(validation = Rule::new(redis_typed_values_rule()).message(Message::Message(redis_typed_values_message())))]
     pub config: BTreeMap<String, String>,
-}
-
-/// CEL: every key is on the operator's allow-list.
-fn redis_config_key_rule() -> String {
-    let keys: Vec<String> = REDIS_CONFIG_ALLOWED_KEYS.iter().map(|k| format!("'{k}'")).collect();
-    format!("self.all(k, k in [{}])", keys.join(", "))
 }
 
 fn redis_config_key_message() -> String {
     format!("spec.redis.config keys must be one of: {}", REDIS_CONFIG_ALLOWED_KEYS.join(", "))
+}
+
+/// CEL: the directives `v2` types hold values of their type (one of the named words, or a decimal
+/// integer within bounds).
+fn redis_typed_values_rule() -> String {
+    let words = REDIS_ENUM_DIRECTIVES.iter().map(|(key, values)| {
+        let values: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+        format!("(!('{key}' in self) || self['{key}'] in [{}])", values.join(", "))
+    });
+    let integers = REDIS_INTEGER_DIRECTIVES.iter().map(|(key, min, max)| {
+        format!(
+            "(!('{key}' in self) || (self['{key}'].matches('^(0|[1-9][0-9]{{0,9}})$') && int(self['{key}']) >= {min} && int(self['{key}']) <= {max}))"
+        )
+    });
+    words.chain(integers).collect::<Vec<_>>().join(" && ")
+}
+
+fn redis_typed_values_message() -> String {
+    let words = REDIS_ENUM_DIRECTIVES.iter().map(|(key, values)| format!("{key} one of {}", values.join(", ")));
+    let integers =
+        REDIS_INTEGER_DIRECTIVES.iter().map(|(key, min, max)| format!("{key} an integer from {min} to {max}"));
+    format!("spec.redis.config values: {}", words.chain(integers).collect::<Vec<_>>().join("; "))
 }
 
 /// The tenant's endpoint registry.
@@ -328,7 +315,7 @@ pub struct RegistrySpec {
     /// no Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        regex(pattern = SUBDOMAIN_PATTERN),
         length(min = 1, max = 200)
     )]
     pub base_domain: Option<String>,
@@ -345,7 +332,7 @@ pub struct NetworkPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
-        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
+        inner(regex(pattern = NAMESPACE_PATTERN), length(min = 1, max = 63))
     )]
     pub allowed_namespaces: Vec<String>,
     /// Extra ingress rules for the server pods, one NetworkPolicy each.
@@ -381,7 +368,7 @@ pub struct NetworkPolicyRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
-        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
+        inner(regex(pattern = NAMESPACE_PATTERN), length(min = 1, max = 63))
     )]
     pub namespaces: Vec<String>,
     /// Ports the rule opens; none means all ports.
@@ -401,17 +388,6 @@ pub struct NetworkPolicyPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 65535))]
     pub port: Option<i32>,
-}
-
-/// A network protocol.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    #[serde(rename = "TCP")]
-    Tcp,
-    #[serde(rename = "UDP")]
-    Udp,
-    #[serde(rename = "SCTP")]
-    Sctp,
 }
 
 /// Observed state of a tenant, written only by the operator.
@@ -440,56 +416,6 @@ pub struct TenantStatus {
     /// Health of the endpoint registry Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_status: Option<ComponentStatus>,
-}
-
-/// Phase of a whole tenant.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TenantPhase {
-    /// Accepted; the namespace does not exist yet.
-    Pending,
-    /// Components are being created and none has failed.
-    Provisioning,
-    /// Every component is ready.
-    Running,
-    /// Some component is not fully ready after having been, or is only partly ready.
-    Degraded,
-    /// The operator cannot provision the tenant; the Ready condition says why.
-    Failed,
-    /// The tenant is being deleted.
-    Terminating,
-}
-
-/// Health of one component.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentStatus {
-    /// Phase of the component.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<ComponentPhase>,
-    /// Human-readable detail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Pods ready to serve.
-    #[serde(default)]
-    pub ready_replicas: i32,
-    /// Pods wanted.
-    #[serde(default)]
-    pub total_replicas: i32,
-}
-
-/// Phase of one component.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ComponentPhase {
-    /// Not created yet.
-    Pending,
-    /// Created, no pod ready yet.
-    Provisioning,
-    /// Every pod ready.
-    Running,
-    /// Some but not all pods ready.
-    Degraded,
-    /// Cannot be provisioned.
-    Failed,
 }
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
