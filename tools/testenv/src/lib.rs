@@ -4,20 +4,28 @@
 //! RBAC on. Every process lives in its own temporary directory and dies with the
 //! [`ControlPlane`] (or with the process that started it).
 //!
+//! The API server's connections into "the cluster" (webhooks given by a Service reference) go
+//! through a proxy in the test process, which sends a Service's traffic to a loopback address
+//! ([`ControlPlane::forward_service`]). The proxy runs on the Tokio runtime that started the
+//! plane: while a test blocks that runtime's only thread (`#[tokio::test]`, say, waiting on a
+//! child process), those connections wait too.
+//!
 //! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
 //! [`jaeger`] runs a real Jaeger v2 (OTLP in, query API out) for tests of the exported traces.
 
 pub mod auth;
+mod egress;
 pub mod jaeger;
 
 use std::fs;
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -96,6 +104,12 @@ impl Pki {
         self.issue(common_name, None, vec!["127.0.0.1".into(), "localhost".into()], true)
     }
 
+    /// A serving certificate for the Service `name` in `namespace`: the API server checks a
+    /// webhook given by a Service reference against `<name>.<namespace>.svc`.
+    pub fn service_server(&self, namespace: &str, name: &str) -> anyhow::Result<CertAndKey> {
+        self.issue(name, None, vec![format!("{name}.{namespace}.svc")], true)
+    }
+
     fn issue(
         &self,
         common_name: &str,
@@ -141,6 +155,9 @@ pub struct ControlPlane {
     admin_kubeconfig: PathBuf,
     operator_kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// Where the API server's connections into the cluster go; lives as long as the plane, across
+    /// restarts of the API server.
+    egress: egress::EgressProxy,
 }
 
 fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, creds: &CertAndKey) -> String {
@@ -247,6 +264,8 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &serving.key_pem)?;
         let sa = write("service-account.key", &sa_key.serialize_pem())?;
         let sa_pub = write("service-account.pub", &sa_key.public_key_pem())?;
+        let egress = egress::EgressProxy::start(&dir)?;
+        let egress_config = write("egress.yaml", &egress.selector_configuration()?)?;
 
         let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
         let server = format!("https://127.0.0.1:{api_port}");
@@ -264,6 +283,7 @@ impl ControlPlane {
             admin_kubeconfig: admin_kubeconfig.clone(),
             operator_kubeconfig,
             kubectl: kube_bin.join("kubectl"),
+            egress,
         };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -297,6 +317,7 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", path(&sa)),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--allow-privileged=false".into(),
+            format!("--egress-selector-config-file={}", path(&egress_config)),
         ];
         let apiserver_bin = kube_bin.join("kube-apiserver");
         plane
@@ -412,6 +433,47 @@ impl ControlPlane {
     /// A cluster-admin client.
     pub async fn admin_client(&self) -> anyhow::Result<Client> {
         Ok(Client::try_from(self.admin_config().await?)?)
+    }
+
+    /// Makes the API server's connections to `service` (a Service's `ClusterIP:port`, which routes
+    /// nowhere without kube-proxy) reach `to` instead, typically a webhook on `127.0.0.1`.
+    /// Connections to addresses not forwarded are dialed as they are.
+    pub fn forward(&self, service: SocketAddr, to: SocketAddr) {
+        self.egress.forward(service, to);
+    }
+
+    /// [`forward`](Self::forward)s the Service `name` in `namespace`, port `port` (its `port`,
+    /// which a webhook's service reference names, not its `targetPort`) to `to`, and returns the
+    /// `ClusterIP:port` the API server will ask for.
+    pub async fn forward_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        to: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let service = Api::<Service>::namespaced(self.admin_client().await?, namespace)
+            .get(name)
+            .await
+            .with_context(|| format!("cannot read Service {namespace}/{name}"))?;
+        let spec = service.spec.unwrap_or_default();
+        if !spec.ports.iter().flatten().any(|p| p.port == i32::from(port)) {
+            bail!("Service {namespace}/{name} has no port {port}");
+        }
+        let cluster_ip: IpAddr = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .with_context(|| format!("Service {namespace}/{name} has no cluster IP"))?;
+        let service = SocketAddr::new(cluster_ip, port);
+        self.forward(service, to);
+        Ok(service)
+    }
+
+    /// How many connections the API server opened to `target` (as it asked for it, before any
+    /// forwarding) through the egress proxy: proof that a call went through it.
+    pub fn connections(&self, target: SocketAddr) -> usize {
+        self.egress.connections(target)
     }
 
     /// Creates the CRD from a YAML file and waits until it is established.
