@@ -4,111 +4,20 @@
 //! write must pass a server-side dry-run create. The one refusal allowed is a budget too small for
 //! the tenant's own pods, which no schema rule can compute.
 
-use std::collections::BTreeSet;
-
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
-use neurallog_tenant_operator::api::v1::Tenant;
+use neurallog_tenant_operator::api::Tenant;
+use neurallog_tenant_operator::fixtures::generate::values;
 use neurallog_tenant_operator::resources::{Platform, access, namespace, network, quota, redis, registry, server};
-use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use testenv::repo_root;
 
 use crate::support::{Controllers, Harness};
 
 /// Tenants generated; the issue asks for at least 500.
 const CASES: usize = 500;
-
-/// Characters a near-valid string gets one of.
-const ODD: &[&str] = &["A", "_", ".", "-", " ", "é", "/", ":", "\n", "*", "0", "%"];
-
-/// A strategy for values of `schema` (an OpenAPI v3 schema of the CRD). Mostly valid by the
-/// schema's own keywords, sometimes just outside them; CEL rules are left to the API server.
-fn values(schema: &Value) -> BoxedStrategy<Value> {
-    if let Some(choices) = schema["enum"].as_array() {
-        let valid = proptest::sample::select(choices.clone());
-        return prop_oneof![19 => valid, 1 => Just(json!("Bogus"))].boxed();
-    }
-    match schema["type"].as_str() {
-        Some("object") if schema["properties"].is_object() => objects(schema),
-        Some("object") if schema["additionalProperties"].is_object() => maps(schema),
-        Some("array") => {
-            let most = schema["maxItems"].as_u64().unwrap_or(2).min(2) as usize;
-            prop::collection::vec(values(&schema["items"]), 0..=most).prop_map(Value::from).boxed()
-        }
-        Some("integer") => {
-            let (low, high) = (schema["minimum"].as_i64().unwrap_or(0), schema["maximum"].as_i64().unwrap_or(65_535));
-            let inside = (low..=high).prop_map(Value::from);
-            prop_oneof![16 => inside, 1 => Just(json!(low)), 1 => Just(json!(high)), 1 => Just(json!(low - 1)), 1 => Just(json!(high + 1))]
-                .boxed()
-        }
-        Some("boolean") => any::<bool>().prop_map(Value::from).boxed(),
-        Some("string") => strings(schema),
-        _ => Just(json!({})).boxed(),
-    }
-}
-
-fn objects(schema: &Value) -> BoxedStrategy<Value> {
-    let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = schema["properties"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(name, field)| {
-            let name = name.clone();
-            prop::option::weighted(0.35, values(field).prop_map(move |value| (name.clone(), value))).boxed()
-        })
-        .collect();
-    fields.prop_map(|fields| Value::Object(fields.into_iter().flatten().collect::<Map<_, _>>())).boxed()
-}
-
-/// A map's keys: mostly the words its CEL rules name (an allow-list), sometimes any word.
-fn maps(schema: &Value) -> BoxedStrategy<Value> {
-    let named: BTreeSet<String> = schema["x-kubernetes-validations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|rule| rule["rule"].as_str())
-        .flat_map(|rule| rule.split('\'').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|word| !word.is_empty() && !word.contains(char::is_whitespace))
-        .collect();
-    let named: Vec<String> = if named.is_empty() { vec!["key".to_owned()] } else { named.into_iter().collect() };
-    let keys = prop_oneof![19 => proptest::sample::select(named), 1 => "[a-z][a-z-]{0,15}"];
-    let most = schema["maxProperties"].as_u64().unwrap_or(3).min(3) as usize;
-    prop::collection::btree_map(keys, values(&schema["additionalProperties"]), 0..=most)
-        .prop_map(|map| Value::Object(map.into_iter().collect()))
-        .boxed()
-}
-
-fn strings(schema: &Value) -> BoxedStrategy<Value> {
-    let max = schema["maxLength"].as_u64().unwrap_or(64) as usize;
-    let valid = match schema["pattern"].as_str() {
-        Some(pattern) => {
-            let unanchored = pattern.trim_start_matches('^').trim_end_matches('$');
-            proptest::string::string_regex(unanchored).expect("the CRD's patterns are regular").boxed()
-        }
-        None => "[a-zA-Z0-9 ./:=_-]{0,40}".boxed(),
-    };
-    let at_the_edge = {
-        let valid = valid.clone();
-        valid.prop_map(move |s: String| {
-            // As long as allowed, and one longer, from a valid string's first character.
-            let first = s.chars().next().unwrap_or('1');
-            let length = if s.len().is_multiple_of(2) { max } else { max + 1 };
-            std::iter::repeat_n(first, length).collect::<String>()
-        })
-    };
-    let near_valid = (valid.clone(), proptest::sample::select(ODD), any::<prop::sample::Index>()).prop_map(
-        |(s, odd, at): (String, &str, prop::sample::Index)| {
-            let mut chars: Vec<char> = s.chars().collect();
-            let at = at.index(chars.len() + 1);
-            chars.splice(at..at, odd.chars());
-            chars.into_iter().collect::<String>()
-        },
-    );
-    prop_oneof![36 => valid, 2 => at_the_edge, 2 => near_valid].prop_map(Value::from).boxed()
-}
 
 /// A child as JSON, with the API resource it is created through.
 fn entry<K: kube::Resource<DynamicType = ()> + serde::Serialize>(child: &K) -> (ApiResource, Value) {
