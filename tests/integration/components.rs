@@ -101,7 +101,7 @@ async fn quota_and_limit_range_follow_the_spec_and_a_budget_too_small_is_explain
     assert_ne!(phase(&provisioned).as_deref(), Some("Failed"));
     let surge = condition(&provisioned, "RolloutWithoutSurge").unwrap();
     assert_eq!(surge.reason, "BudgetTooSmallForSurge");
-    assert!(surge.message.contains("spec.resources.cpu.limit") && surge.message.contains("2700m"), "{}", surge.message);
+    assert!(surge.message.contains("spec.quota.limits.cpu") && surge.message.contains("2700m"), "{}", surge.message);
     let deployments = h.namespaced::<Deployment>("tenant-budget");
     let rolling = |d: &Deployment| {
         let update = d.spec.as_ref()?.strategy.as_ref()?.rolling_update.clone()?;
@@ -120,7 +120,7 @@ async fn quota_and_limit_range_follow_the_spec_and_a_budget_too_small_is_explain
     let failed = wait_for(&h.tenants(), "budget", "is Failed", |t| phase(t).as_deref() == Some("Failed")).await;
     let ready = condition(&failed, "Ready").unwrap();
     assert_eq!(ready.reason, "InvalidSpec");
-    assert!(ready.message.contains("spec.resources.cpu.limit") && ready.message.contains("2500m"), "{}", ready.message);
+    assert!(ready.message.contains("spec.quota.limits.cpu") && ready.message.contains("2500m"), "{}", ready.message);
     let server = deployments.get("budget-server").await.unwrap();
     assert_eq!(server.spec.unwrap().replicas, Some(3), "nothing is rolled out against a quota it cannot fit");
 

@@ -6,6 +6,7 @@ mod admitted;
 mod auth;
 mod chaos;
 mod components;
+mod conversion;
 mod deletion;
 mod install;
 mod leader;

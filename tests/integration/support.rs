@@ -25,7 +25,8 @@ use neurallog_tenant_operator::metrics::Metrics;
 use neurallog_tenant_operator::readiness::Readiness;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use testenv::{ControlPlane, Options, repo_root};
+use neurallog_tenant_operator::webhook;
+use testenv::{ControlPlane, Options, Pki, repo_root};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::instrument::WithSubscriber as _;
@@ -108,6 +109,88 @@ impl Drop for Operator {
 pub struct Harness {
     pub plane: ControlPlane,
     pub admin: Client,
+    /// The conversion webhook the CRD calls, once the CRD is installed.
+    pub webhook: Option<ConversionWebhook>,
+}
+
+/// The operator's conversion webhook, served in-process over TLS on loopback with a certificate
+/// of the test CA, from a directory the way OLM mounts it; the CRD calls it by URL.
+pub struct ConversionWebhook {
+    pub pki: Pki,
+    pub cert_dir: PathBuf,
+    pub address: std::net::SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// How often the test webhook re-reads its certificate directory.
+pub const CERT_POLL: Duration = Duration::from_millis(200);
+
+impl ConversionWebhook {
+    /// Starts it with a fresh loopback certificate in `cert_dir`.
+    pub async fn start(cert_dir: PathBuf) -> Self {
+        let pki = Pki::new().expect("test CA");
+        std::fs::create_dir_all(&cert_dir).expect("certificate directory");
+        Self::write_pair(&pki, &cert_dir);
+        let settings = webhook::Settings { address: "127.0.0.1:0".parse().expect("address"), cert_dir: cert_dir.clone() };
+        let certificates = webhook::Certificates::Directory { path: cert_dir.clone(), poll_interval: CERT_POLL };
+        let server = webhook::Webhook::bind(&settings, certificates).await.expect("webhook binds");
+        let address = server.local_addr();
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(metrics.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self { pki, cert_dir, address, metrics, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Writes a new serving pair the way the kubelet updates a mounted Secret: a new directory,
+    /// then the `..data` symlink swapped atomically.
+    pub fn write_pair(pki: &Pki, cert_dir: &Path) {
+        let pair = pki.loopback_server("neurallog-tenant-operator-webhook").expect("serving certificate");
+        let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        let data = cert_dir.join(&stamp);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(data.join("tls.key"), &pair.key_pem).unwrap();
+        let link = cert_dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&stamp, &link).unwrap();
+        std::fs::rename(&link, cert_dir.join("..data")).unwrap();
+        for file in ["tls.crt", "tls.key"] {
+            let target = cert_dir.join(file);
+            if std::fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{file}"), &target).unwrap();
+            }
+        }
+    }
+
+    /// The CRD's `spec.conversion` calling this webhook.
+    pub fn conversion(&self) -> serde_json::Value {
+        let ca_bundle = k8s_openapi::ByteString(self.pki.ca_pem.clone().into_bytes());
+        json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {
+            "url": format!("https://{}{}", self.address, webhook::PATH),
+            "caBundle": ca_bundle,
+        }}})
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task).await.expect("webhook stops").expect("webhook task").expect("webhook");
+        }
+    }
+}
+
+impl Drop for ConversionWebhook {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 /// Which kube-controller-manager controllers a test's control plane runs.
@@ -132,11 +215,9 @@ impl Harness {
     /// A control plane running these kube-controller-manager controllers, with the CRD and the
     /// operator's role installed.
     pub async fn with_controllers(controllers: &[&str]) -> Self {
-        let harness = Self::bare(controllers).await;
-        let root = repo_root();
-        let plane = &harness.plane;
-        plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.expect("CRD installs");
-        plane.grant_operator(&root.join("config/rbac")).await.expect("role installs");
+        let mut harness = Self::bare(controllers).await;
+        harness.install_crd().await;
+        harness.plane.grant_operator(&repo_root().join("config/rbac")).await.expect("role installs");
         harness
     }
 
@@ -146,7 +227,21 @@ impl Harness {
         let plane =
             ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
         let admin = plane.admin_client().await.expect("admin client");
-        Self { plane, admin }
+        Self { plane, admin, webhook: None }
+    }
+
+    /// Starts the conversion webhook and installs the CRD from `config/` calling it.
+    pub async fn install_crd(&mut self) {
+        let webhook = ConversionWebhook::start(self.plane.dir().join("webhook-certs")).await;
+        let mut crd: serde_json::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(repo_root().join("config/crd/bases/neurallog.io_tenants.yaml")).expect("CRD file"),
+        )
+        .expect("CRD YAML");
+        crd["spec"]["conversion"] = webhook.conversion();
+        let path = self.plane.dir().join("crd-with-webhook.yaml");
+        std::fs::write(&path, serde_yaml::to_string(&crd).expect("CRD YAML")).expect("CRD written");
+        self.plane.install_crd(&path).await.expect("CRD installs");
+        self.webhook = Some(webhook);
     }
 
     /// Starts the controller as the operator user, recording its writes.
