@@ -2,6 +2,7 @@
 //! version-independent [`crate::model`]. The controller works on the stored version only, through
 //! the aliases below, so changing the storage version is a change here and nowhere else in it.
 
+pub mod conversion;
 pub mod v1;
 
 use kube::CustomResourceExt;
