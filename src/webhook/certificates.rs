@@ -217,10 +217,9 @@ impl DirectoryPoller {
                 ),
             },
             Seen::Missing if resolver.current().is_some() => {
-                tracing::warn!(%dir, "the webhook serving certificate is gone from {dir}; keeping the one in force");
+                tracing::warn!("the webhook serving certificate is gone from {dir}; keeping the one in force");
             }
             Seen::Missing => tracing::warn!(
-                %dir,
                 "no webhook serving certificate ({CERT_FILE}, {KEY_FILE}) in {dir} yet: TLS handshakes fail until one appears"
             ),
             Seen::Unreadable(error) => tracing::warn!(%dir, %error, "cannot read the webhook serving certificate"),

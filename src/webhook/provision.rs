@@ -521,6 +521,215 @@ mod tests {
         assert_ne!(desired_conversion(&settings, b"another CA"), desired);
     }
 
+    /// A fake API server holding one Secret and the CRD, for what the provisioner sends.
+    mod fake {
+        use std::sync::{Arc, Mutex};
+
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{Method, StatusCode, Uri};
+        use axum::response::{IntoResponse, Response};
+        use serde_json::{Value, json};
+
+        pub const NAMESPACE: &str = "neurallog-system";
+
+        #[derive(Default)]
+        pub struct Api {
+            pub secret: Option<Value>,
+            pub crd: Value,
+            /// The writes received, as `verb kind`.
+            pub writes: Vec<String>,
+            /// What another replica writes to the Secret just before this one's next write.
+            pub other_replica: Option<Value>,
+        }
+
+        pub type Shared = Arc<Mutex<Api>>;
+
+        pub fn client(api: &Shared) -> kube::Client {
+            let router = axum::Router::new().fallback(serve).with_state(api.clone());
+            kube::Client::new(router, NAMESPACE)
+        }
+
+        fn merge(target: &mut Value, patch: &Value) {
+            let Value::Object(patch) = patch else { return *target = patch.clone() };
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(target) = target {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        target.remove(key);
+                    } else {
+                        merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                    }
+                }
+            }
+        }
+
+        fn status(code: StatusCode, reason: &str) -> Response {
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "reason": reason, "message": reason, "code": code.as_u16()});
+            reply(code, &body)
+        }
+
+        fn reply(code: StatusCode, body: &Value) -> Response {
+            (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+
+        fn version(object: &Value) -> u64 {
+            object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0)
+        }
+
+        async fn serve(State(api): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+            let mut api = api.lock().unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let secrets = format!("/api/v1/namespaces/{NAMESPACE}/secrets");
+            let secret = format!("{secrets}/{}", super::DEFAULT_SECRET);
+            let crd = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}", super::CRD);
+            let path = uri.path();
+            if method != Method::GET {
+                let kind = if path == crd { "CRD" } else { "Secret" };
+                api.writes.push(format!("{method} {kind}"));
+                if let Some(mut winner) = api.other_replica.take() {
+                    let next = api.secret.as_ref().map_or(1, version) + 1;
+                    winner["metadata"]["resourceVersion"] = json!(next.to_string());
+                    api.secret = Some(winner);
+                }
+            }
+            match method {
+                Method::GET if path == secret => match &api.secret {
+                    Some(object) => reply(StatusCode::OK, object),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                },
+                Method::POST if path == secrets => {
+                    if api.secret.is_some() {
+                        return status(StatusCode::CONFLICT, "AlreadyExists");
+                    }
+                    let mut created = body;
+                    created["metadata"]["resourceVersion"] = json!("1");
+                    api.secret = Some(created.clone());
+                    reply(StatusCode::CREATED, &created)
+                }
+                Method::PATCH if path == secret => {
+                    let Some(current) = api.secret.as_mut() else { return status(StatusCode::NOT_FOUND, "NotFound") };
+                    if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                        return status(StatusCode::CONFLICT, "Conflict");
+                    }
+                    let next = version(current) + 1;
+                    merge(current, &body);
+                    current["metadata"]["resourceVersion"] = json!(next.to_string());
+                    reply(StatusCode::OK, current)
+                }
+                Method::GET if path == crd && api.crd.is_null() => status(StatusCode::NOT_FOUND, "NotFound"),
+                Method::GET if path == crd => reply(StatusCode::OK, &api.crd),
+                Method::PATCH if path == crd => {
+                    merge(&mut api.crd, &body);
+                    reply(StatusCode::OK, &api.crd)
+                }
+                _ => status(StatusCode::NOT_FOUND, "NotFound"),
+            }
+        }
+    }
+
+    fn crd() -> serde_json::Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": CRD, "resourceVersion": "7"},
+            "spec": {"group": "neurallog.io", "scope": "Cluster", "versions": [],
+                "names": {"plural": "tenants", "kind": "Tenant"}, "conversion": {"strategy": "None"}},
+        })
+    }
+
+    fn provisioner(api: &fake::Shared) -> (Provisioner, watch::Receiver<Option<PemPair>>) {
+        let (pairs, receiver) = watch::channel(None);
+        (Provisioner { client: fake::client(api), settings: settings(), pairs }, receiver)
+    }
+
+    fn stored(api: &fake::Shared) -> Stored {
+        let secret = api.lock().unwrap().secret.clone().unwrap();
+        Stored::from_secret(&serde_json::from_value(secret).unwrap())
+    }
+
+    fn crd_conversion(api: &fake::Shared) -> CustomResourceConversion {
+        serde_json::from_value(api.lock().unwrap().crd["spec"]["conversion"].clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_first_replica_creates_the_secret_serves_it_and_points_the_crd_then_stays_quiet() {
+        let api = fake::Shared::default();
+        api.lock().unwrap().crd = crd();
+        let (provisioner, served) = provisioner(&api);
+        provisioner.check().await.unwrap();
+        let created = stored(&api);
+        assert_eq!(freshness(&created, &settings().host(), SystemTime::now()), Ok(()));
+        assert_eq!(served.borrow().clone(), Some(created.pair()));
+        assert_eq!(crd_conversion(&api), desired_conversion(&settings(), &created.ca));
+        let secret: Secret = serde_json::from_value(api.lock().unwrap().secret.clone().unwrap()).unwrap();
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(api.lock().unwrap().writes, ["POST Secret", "PATCH CRD"]);
+
+        // Right already: reads only.
+        provisioner.check().await.unwrap();
+        assert_eq!(api.lock().unwrap().writes.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn of_two_replicas_racing_the_loser_serves_the_winners_certificate() {
+        let api = fake::Shared::default();
+        let winner = issue(&settings(), None, SystemTime::now()).unwrap();
+        let (provisioner, served) = provisioner(&api);
+        api.lock().unwrap().crd = crd();
+        api.lock().unwrap().other_replica = Some(serde_json::to_value(provisioner.new_secret(&winner)).unwrap());
+        provisioner.check().await.unwrap();
+        assert_eq!(stored(&api), winner);
+        assert_eq!(served.borrow().clone(), Some(winner.pair()));
+        assert_eq!(crd_conversion(&api), desired_conversion(&settings(), &winner.ca));
+        assert_eq!(api.lock().unwrap().writes, ["POST Secret", "PATCH CRD"]);
+    }
+
+    #[tokio::test]
+    async fn an_expiring_certificate_is_reissued_trusting_both_cas_and_a_lost_race_reads_the_winner() {
+        let api = fake::Shared::default();
+        let (provisioner, served) = provisioner(&api);
+        let now = SystemTime::now();
+        let expiring = issue(&settings(), None, now - (VALIDITY - RENEW_BEFORE) - DAY).unwrap();
+        let mut secret = serde_json::to_value(provisioner.new_secret(&expiring)).unwrap();
+        secret["metadata"]["resourceVersion"] = json!("3");
+        api.lock().unwrap().secret = Some(secret);
+        api.lock().unwrap().crd = crd();
+        provisioner.check().await.unwrap();
+        let renewed = stored(&api);
+        assert_ne!(renewed, expiring);
+        assert_eq!(freshness(&renewed, &settings().host(), now), Ok(()));
+        assert!(
+            verify(&expiring.cert, &renewed.ca, &settings().host(), now).is_ok(),
+            "the old certificate is still trusted"
+        );
+        assert_eq!(served.borrow().clone(), Some(renewed.pair()));
+        assert_eq!(crd_conversion(&api), desired_conversion(&settings(), &renewed.ca));
+
+        // Expiring again, and another replica reissues it first: this one reads and serves that.
+        let mut secret = serde_json::to_value(provisioner.new_secret(&expiring)).unwrap();
+        secret["metadata"]["resourceVersion"] = json!("10");
+        let winner = issue(&settings(), Some(&expiring), now).unwrap();
+        api.lock().unwrap().secret = Some(secret);
+        api.lock().unwrap().other_replica = Some(serde_json::to_value(provisioner.new_secret(&winner)).unwrap());
+        api.lock().unwrap().writes.clear();
+        provisioner.check().await.unwrap();
+        assert_eq!(stored(&api), winner);
+        assert_eq!(served.borrow().clone(), Some(winner.pair()));
+        assert_eq!(api.lock().unwrap().writes, ["PATCH Secret", "PATCH CRD"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_crd_is_an_error_after_the_certificate_is_served() {
+        let api = fake::Shared::default();
+        let (provisioner, served) = provisioner(&api);
+        let error = provisioner.check().await.unwrap_err();
+        assert!(matches!(error, ProvisionError::Crd { action: "read", .. }), "{error}");
+        assert!(served.borrow().is_some(), "served all the same");
+    }
+
     #[test]
     fn certificate_blocks_are_cut_as_written() {
         let text = "junk\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
