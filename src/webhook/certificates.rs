@@ -85,9 +85,9 @@ impl Certificates {
                 let first = pairs.borrow_and_update().clone();
                 match first {
                     Some(pair) => install(&resolver, &pair, "self-managed"),
-                    None => tracing::info!(
-                        "no self-managed webhook certificate yet: TLS handshakes fail until it is issued"
-                    ),
+                    None => {
+                        tracing::info!("self-managed webhook certificate not read yet: TLS handshakes fail until it is")
+                    }
                 }
                 let follower = resolver.clone();
                 let task = async move {

@@ -402,7 +402,7 @@ impl Provisioner {
         api.patch(CRD, &params, &Patch::Merge(&conversion_patch(&desired)))
             .await
             .map_err(|source| ProvisionError::Crd { action: "patch", source })?;
-        tracing::info!(crd = CRD, service = %self.settings.host(), "the CRD's conversion now goes through this webhook");
+        tracing::info!(crd = CRD, service = %self.settings.host(), "pointed the CRD's conversion at the webhook and its CA");
         Ok(())
     }
 }
