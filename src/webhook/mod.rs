@@ -33,8 +33,8 @@ use futures::future::BoxFuture;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use kube::core::Status;
 use kube::core::conversion::{ConversionResponse, ConversionReview};
+use kube::core::{Status, TypeMeta};
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -58,7 +58,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// long between requests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The only review version the API server is told to send (the CRD's `conversionReviewVersions`),
-/// and so the only one answered.
+/// and so the version of every reply.
 const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
 const REVIEW_KIND: &str = "ConversionReview";
 /// Time reviews in flight have to finish after the server is asked to stop.
@@ -185,34 +185,28 @@ struct Answered {
     failure: Option<String>,
 }
 
-/// The reply to one body: a `apiextensions.k8s.io/v1` ConversionReview always, with HTTP 200
-/// for a review (converted or refused by the conversion), 400 for a body that is not one.
+/// The reply to one body: HTTP 400 and a failed review for a body that is not a ConversionReview;
+/// otherwise HTTP 200 and what the conversion answers (which judges the review's version and
+/// request itself), always as an `apiextensions.k8s.io/v1` ConversionReview, the only version the
+/// API server is told to send and read.
 fn answer(body: &[u8]) -> (StatusCode, ConversionReview, Answered) {
-    let invalid = |message: String| {
-        let review = ConversionResponse::invalid(Status::failure(&message, "BadRequest").with_code(400)).into_review();
-        let answered = Answered { failure: Some(message), ..Answered::default() };
-        (StatusCode::BAD_REQUEST, review, answered)
-    };
     let review: ConversionReview = match serde_json::from_slice(body) {
         Ok(review) => review,
-        Err(error) => return invalid(format!("the body is not a ConversionReview: {error}")),
+        Err(error) => {
+            let message = format!("the body is not a ConversionReview: {error}");
+            let status = Status::failure(&message, "BadRequest").with_code(400);
+            let answered = Answered { failure: Some(message), ..Answered::default() };
+            return (StatusCode::BAD_REQUEST, ConversionResponse::invalid(status).into_review(), answered);
+        }
     };
-    if review.types.api_version != REVIEW_API_VERSION || review.types.kind != REVIEW_KIND {
-        return invalid(format!(
-            "only {REVIEW_API_VERSION} {REVIEW_KIND} is served, not {} {}",
-            review.types.api_version, review.types.kind
-        ));
+    let mut answered = Answered::default();
+    if let Some(request) = &review.request {
+        answered.uid = Some(request.uid.clone());
+        answered.desired_api_version = Some(request.desired_api_version.clone());
+        answered.objects = request.objects.len();
     }
-    let Some(request) = &review.request else {
-        return invalid(format!("the {REVIEW_KIND} has no request"));
-    };
-    let mut answered = Answered {
-        uid: Some(request.uid.clone()),
-        desired_api_version: Some(request.desired_api_version.clone()),
-        objects: request.objects.len(),
-        ..Answered::default()
-    };
-    let reply = crate::api::conversion::review(review);
+    let mut reply = crate::api::conversion::review(review);
+    reply.types = TypeMeta { api_version: REVIEW_API_VERSION.to_owned(), kind: REVIEW_KIND.to_owned() };
     match &reply.response {
         Some(response) if response.result.is_success() => answered.converted = response.converted_objects.len(),
         Some(response) => answered.failure = Some(response.result.message.clone()),

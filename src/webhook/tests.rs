@@ -117,32 +117,40 @@ async fn a_review_over_tls_gets_the_conversions_reply_and_is_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_is_not_a_v1_review_gets_a_clear_refusal() {
+async fn a_body_that_is_not_a_review_is_refused_and_a_wrong_review_is_the_conversions_to_judge() {
     let dir = tempdir();
     let (ca, pair) = issued(&[HOST]);
     publish(&dir, 1, &pair);
     let webhook = Running::start(&dir).await;
     let client = webhook.client(&ca, false);
 
-    let mut v1beta1 = review("b");
-    v1beta1["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
-    let cases = [
-        ("not json".to_owned(), "not a ConversionReview"),
-        (json!({"kind": "AdmissionReview"}).to_string(), "not a ConversionReview"),
-        (v1beta1.to_string(), "only apiextensions.k8s.io/v1 ConversionReview"),
-        (json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview"}).to_string(), "has no request"),
-    ];
-    for (body, expected) in cases {
+    // Not a ConversionReview at all: 400, and a failed v1 review saying so.
+    for body in ["not json".to_owned(), json!({"kind": "AdmissionReview"}).to_string(), "[]".to_owned()] {
         let (status, reply) = post(&client, &webhook.url(), body.clone()).await.unwrap();
         assert_eq!(status, 400, "{body}: {reply}");
-        assert_eq!(reply["apiVersion"], "apiextensions.k8s.io/v1");
+        assert_eq!(
+            (reply["apiVersion"].as_str(), reply["kind"].as_str()),
+            (Some("apiextensions.k8s.io/v1"), Some("ConversionReview"))
+        );
         let result = &reply["response"]["result"];
         assert_eq!((result["status"].as_str(), result["code"].as_u64()), (Some("Failure"), Some(400)), "{reply}");
         let message = result["message"].as_str().unwrap_or_default();
-        assert!(message.contains(expected), "{body}: {message}");
+        assert!(message.contains("the body is not a ConversionReview"), "{body}: {message}");
+    }
+    // A review of another version or without a request: the conversion refuses it, and the reply
+    // is a v1 review all the same.
+    let mut v1beta1 = review("b");
+    v1beta1["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
+    let no_request = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview"});
+    for body in [v1beta1, no_request] {
+        let (status, reply) = post(&client, &webhook.url(), body.to_string()).await.unwrap();
+        assert_eq!(status, 200, "{body}: {reply}");
+        assert_eq!(reply["apiVersion"], "apiextensions.k8s.io/v1", "{reply}");
+        assert_eq!(reply["response"]["result"]["status"], "Failure", "{reply}");
+        assert!(!reply["response"]["result"]["message"].as_str().unwrap_or_default().is_empty(), "{reply}");
     }
     let text = webhook.metrics.encode().unwrap();
-    assert!(text.contains("neurallog_tenant_operator_conversion_reviews_total{result=\"failure\"} 4"), "{text}");
+    assert!(text.contains("neurallog_tenant_operator_conversion_reviews_total{result=\"failure\"} 5"), "{text}");
     webhook.stop().await;
 }
 
