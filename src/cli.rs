@@ -11,6 +11,7 @@ use crate::controller::Settings;
 use crate::resources::Platform;
 use crate::runtime::{self, client::KubeSource, lease::LeaseSettings};
 use crate::telemetry::{Pod, TelemetryArgs};
+use crate::webhook::{self, provision};
 
 /// NeuralLog Tenant Operator: gives every NeuralLog tenant an isolated environment.
 #[derive(Debug, Parser)]
@@ -61,6 +62,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
+    pub webhook: WebhookArgs,
+    #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
     /// Name of this pod (downward API): the instance in Events and traces, and the identity in
     /// leader election.
@@ -94,6 +97,46 @@ pub struct LeaderElectionArgs {
     /// Seconds before its claim runs out that the leader renews it.
     #[arg(long, env = "TENANT_OPERATOR_LEASE_RENEW_BEFORE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=299))]
     pub lease_renew_before_seconds: u64,
+}
+
+/// The CRD conversion webhook, served by every replica.
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the conversion webhook (HTTPS, `POST /convert`).
+    #[arg(long, env = "TENANT_OPERATOR_WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
+    pub webhook_address: std::net::SocketAddr,
+    /// Directory of the webhook's serving certificate, `tls.crt` and `tls.key` (where OLM mounts
+    /// it); re-read when it changes. Unused with --webhook-service.
+    #[arg(long, env = "TENANT_OPERATOR_WEBHOOK_CERT_DIR", default_value = webhook::certificates::DEFAULT_DIR)]
+    pub webhook_cert_dir: PathBuf,
+    /// Self-managed certificate, for installs without OLM: the Service in front of the webhook,
+    /// in this pod's namespace. The operator then keeps a CA and serving certificate in a Secret
+    /// (--webhook-cert-secret), renews them, and points the Tenant CRD's conversion at this
+    /// Service. Never with OLM, which does both itself.
+    #[arg(long, env = "TENANT_OPERATOR_WEBHOOK_SERVICE")]
+    pub webhook_service: Option<String>,
+    /// The Secret of the self-managed certificate, in this pod's namespace.
+    #[arg(long, env = "TENANT_OPERATOR_WEBHOOK_CERT_SECRET", default_value = provision::DEFAULT_SECRET)]
+    pub webhook_cert_secret: String,
+}
+
+impl WebhookArgs {
+    fn settings(&self) -> webhook::Settings {
+        webhook::Settings { address: self.webhook_address, cert_dir: self.webhook_cert_dir.clone() }
+    }
+
+    fn self_managed(&self, pod: &Pod) -> anyhow::Result<Option<provision::SelfManaged>> {
+        let Some(service) = self.webhook_service.clone() else { return Ok(None) };
+        let namespace = pod.namespace.clone().context(
+            "--webhook-service needs the operator's namespace (the Service's and the Secret's): POD_NAMESPACE",
+        )?;
+        Ok(Some(provision::SelfManaged {
+            service,
+            namespace,
+            secret: self.webhook_cert_secret.clone(),
+            check_interval: provision::DEFAULT_CHECK_INTERVAL,
+        }))
+    }
 }
 
 /// Registration of tenants with NeuralLog Auth.
@@ -151,6 +194,8 @@ impl RunArgs {
         Ok(runtime::Config {
             kube: KubeSource { kubeconfig: self.kubeconfig, context: self.context },
             admin_address: self.admin_address,
+            webhook: self.webhook.settings(),
+            webhook_self_managed: self.webhook.self_managed(&pod)?,
             controller: Settings {
                 concurrency: self.concurrency,
                 resync_interval: Duration::from_secs(self.resync_seconds),
@@ -227,6 +272,23 @@ mod tests {
         assert_eq!((lease.identity.as_str(), lease.namespace.as_str()), ("op-0", "neurallog-system"));
         assert_eq!((lease.duration, lease.renew_before), (Duration::from_secs(15), Duration::from_secs(5)));
         assert!(run_args(&["--kubeconfig", "k"]).config().unwrap().leader_election.is_none());
+    }
+
+    #[test]
+    fn the_webhook_serves_the_mounted_certificate_unless_it_manages_its_own() {
+        let config = run_args(&["--kubeconfig", "k"]).config().unwrap();
+        assert_eq!(config.webhook, webhook::Settings::default());
+        assert_eq!(config.webhook.cert_dir, PathBuf::from("/tmp/k8s-webhook-server/serving-certs"));
+        assert!(config.webhook_self_managed.is_none());
+
+        let args = ["--webhook-address", "127.0.0.1:0", "--webhook-service", "hook", "--pod-namespace", "ops"];
+        let config = run_args(&args).config().unwrap();
+        assert_eq!(config.webhook.address, "127.0.0.1:0".parse().unwrap());
+        let managed = config.webhook_self_managed.unwrap();
+        assert_eq!((managed.host().as_str(), managed.secret.as_str()), ("hook.ops.svc", provision::DEFAULT_SECRET));
+
+        let error = run_args(&["--webhook-service", "hook"]).config().unwrap_err().to_string();
+        assert!(error.contains("POD_NAMESPACE"), "{error}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`resources`]: pure builders of the desired child objects of a tenant.
 //! - [`controller`]: the reconcile orchestration, the apply and cleanup paths, the API writes.
 //! - [`runtime`]: the process: client, admin server, leader election, controller, one shutdown.
+//! - [`webhook`]: the CRD conversion webhook server, on every replica, and its certificate.
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
 //! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
 //! - [`cli`]: the `tenant-operator` command line.
@@ -24,3 +25,4 @@ pub mod resources;
 pub mod runtime;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;

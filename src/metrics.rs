@@ -27,6 +27,9 @@ pub struct Metrics {
     duration: Histogram,
     leader: Gauge,
     api_requests: Family<RequestLabels, Counter>,
+    conversion_reviews: Family<ResultLabels, Counter>,
+    converted_objects: Counter,
+    conversion_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -52,7 +55,31 @@ impl Default for Metrics {
             "Requests this process sent to the Kubernetes API server, by method and resource",
             api_requests.clone(),
         );
-        Self { registry, reconciles, duration, leader, api_requests }
+        let conversion_reviews = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "conversion_reviews",
+            "ConversionReviews the conversion webhook answered, by result: success, or failure (refused by \
+             the conversion, or not a readable review)",
+            conversion_reviews.clone(),
+        );
+        let converted_objects = Counter::default();
+        registry.register("converted_objects", "Tenants the conversion webhook converted", converted_objects.clone());
+        let conversion_duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]);
+        registry.register(
+            "conversion_duration_seconds",
+            "Time the conversion webhook took to read and answer a ConversionReview",
+            conversion_duration.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            duration,
+            leader,
+            api_requests,
+            conversion_reviews,
+            converted_objects,
+            conversion_duration,
+        }
     }
 }
 
@@ -80,6 +107,14 @@ impl Metrics {
         self.api_requests.get_or_create(&labels).inc();
     }
 
+    /// Records one ConversionReview answered by the webhook, and the objects it converted.
+    pub fn conversion_reviewed(&self, success: bool, converted: u64, duration: Duration) {
+        let result = if success { "success" } else { "failure" };
+        self.conversion_reviews.get_or_create(&ResultLabels { result }).inc();
+        self.converted_objects.inc_by(converted);
+        self.conversion_duration.observe(duration.as_secs_f64());
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -101,6 +136,8 @@ mod tests {
         metrics.set_leader(true);
         metrics.api_request("PATCH", "deployments");
         metrics.api_request("PATCH", "deployments");
+        metrics.conversion_reviewed(true, 3, Duration::from_millis(2));
+        metrics.conversion_reviewed(false, 0, Duration::from_millis(1));
         assert_eq!(metrics.reconcile_count(), 3);
         let text = metrics.encode().unwrap();
         assert!(text.contains("neurallog_tenant_operator_reconciles_total{result=\"success\"} 2"), "{text}");
@@ -110,5 +147,9 @@ mod tests {
             text.contains("neurallog_tenant_operator_api_requests_total{method=\"PATCH\",resource=\"deployments\"} 2"),
             "{text}"
         );
+        assert!(text.contains("neurallog_tenant_operator_conversion_reviews_total{result=\"success\"} 1"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_conversion_reviews_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_converted_objects_total 3"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_conversion_duration_seconds_count 2"), "{text}");
     }
 }

@@ -28,12 +28,25 @@ rm -rf bundle
       --channels stable,candidate --default-channel stable --output-dir bundle >/dev/null 2>&1
 
 csv="bundle/manifests/$package.clusterserviceversion.yaml"
+# The block of the base CSV's spec field $1, as written, without comments.
+base_block() {
+  awk -v key="  $1:" '$0 == key {on = 1; print; next} on && /^  [a-zA-Z]/ {on = 0} on' "$base_csv" \
+    | grep -v '^ *#'
+}
 # operator-sdk rebuilds relatedImages from RELATED_IMAGE_* variables, which the operator does not
 # read; the list written in the base CSV (operator and default operand images) is carried over.
-related="$(awk '/^  relatedImages:/ {on = 1} on && /^  [a-zA-Z]/ && !/^  relatedImages:/ {on = 0} on' "$base_csv" \
-  | grep -v '^ *#')"
+related="$(base_block relatedImages)"
 awk -v block="$related" '/^  version: / && !done {print block; done = 1} {print}' "$csv" > "$csv.tmp"
 mv "$csv.tmp" "$csv"
+# operator-sdk derives webhookdefinitions only from webhook configurations and from CRDs whose
+# conversion names a Service of the manifests, and the bundle has neither: OLM makes the Service
+# and writes the CRD's conversion from the webhookdefinitions. Those of the base CSV (the conversion
+# webhook) are carried over, last in the spec, where operator-sdk sorts them.
+if [[ "$(tail -1 "$csv")" != "  version: $version" ]]; then
+  echo "tools/bundle.sh: the generated CSV no longer ends with its version; place webhookdefinitions anew" >&2
+  exit 1
+fi
+base_block webhookdefinitions >> "$csv"
 # operator-sdk stamps the time of generation; the release keeps the date written in the base CSV.
 created_at="$(sed -n 's/^    createdAt: //p' "$base_csv")"
 sed -i -e "s|^\(    createdAt: \).*|\1${created_at}|" \

@@ -283,10 +283,11 @@ contexts:
 current-context: e2e
 YAML
 admin_port="$(free_port)"
-# The Deployment's admin port (8081) is the pod's own; on this host the operator gets a free one.
+# The Deployment's admin (8081) and webhook (9443) ports are the pod's own; on this host the
+# operator gets free ones.
 printf '%s\n' "args: ${args[*]}" "env: ${env_args[*]}" "identity: system:serviceaccount:$install_ns:$service_account" >"$dir/operator.cmdline"
 start operator env -u KUBECONFIG "${env_args[@]}" TENANT_OPERATOR_ADMIN_ADDRESS="127.0.0.1:$admin_port" \
-  "$operator_bin" "${args[@]}" --kubeconfig "$dir/operator.kubeconfig"
+  TENANT_OPERATOR_WEBHOOK_ADDRESS=127.0.0.1:0 "$operator_bin" "${args[@]}" --kubeconfig "$dir/operator.kubeconfig"
 wait_for "the operator to be ready (/readyz)" ready "$admin_port"
 done_step "ready as system:serviceaccount:$install_ns:$service_account"
 

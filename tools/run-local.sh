@@ -41,7 +41,7 @@ echo "==> starting the operator (metrics on http://$admin_address/metrics, log i
 echo "    registering tenants with the NeuralLog Auth stand-in at $auth_url"
 echo "    exporting a trace per reconcile to Jaeger (OTLP $otlp_endpoint)"
 OTEL_EXPORTER_OTLP_ENDPOINT="$otlp_endpoint" "$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
-  --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
+  --webhook-address 127.0.0.1:0 --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying config/samples/"

@@ -207,6 +207,7 @@ impl Operator {
             .arg(plane.operator_kubeconfig())
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{admin_port}"))
+            .args(["--webhook-address", "127.0.0.1:0"])
             .args(extra);
         // Only the configuration decides: nothing the operator reads may leak in from the caller.
         for (key, _) in std::env::vars_os() {

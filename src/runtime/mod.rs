@@ -1,13 +1,14 @@
 //! The process: what runs on every replica and what runs only on the leader, under one shutdown.
 //!
-//! - Every replica: the [`admin`] server (`/metrics`, `/healthz`, `/readyz`) and the leader
-//!   election ([`lease`]); the conversion webhook server joins them here.
+//! - Every replica: the [`admin`] server (`/metrics`, `/healthz`, `/readyz`), the leader
+//!   election ([`lease`]) and the conversion webhook ([`crate::webhook`]; the API server calls
+//!   whichever replica the Service picks), with its self-managed certificate where configured.
 //! - The leader only (or the one process, with leader election off): the controller; the
 //!   storage-version migrator joins it here. Losing the lease drops the controller at once, so a
 //!   replica that is no longer the leader stops writing mid-reconcile.
 //! - On SIGTERM or Ctrl-C: the controller finishes the reconciles in flight, then the Lease is
-//!   released (the next leader starts without waiting it out), then the servers stop and the
-//!   traces are flushed.
+//!   released (the next leader starts without waiting it out), then the servers (admin and
+//!   webhook) stop and the traces are flushed.
 
 mod admin;
 pub mod client;
@@ -25,6 +26,7 @@ use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, Role};
 use crate::telemetry::{self, Pod, TelemetryArgs};
+use crate::webhook::{self, Certificates, Webhook, provision};
 use client::KubeSource;
 use lease::LeaseSettings;
 
@@ -33,6 +35,11 @@ use lease::LeaseSettings;
 pub struct Config {
     pub kube: KubeSource,
     pub admin_address: SocketAddr,
+    /// The conversion webhook's address and mounted certificate.
+    pub webhook: webhook::Settings,
+    /// The certificate issued and the CRD pointed at the webhook by the operator itself (installs
+    /// without OLM); `None` serves the mounted certificate and leaves the CRD alone.
+    pub webhook_self_managed: Option<provision::SelfManaged>,
     pub controller: Settings,
     /// `None` runs without leader election: exactly one process may run then.
     pub leader_election: Option<LeaseSettings>,
@@ -75,12 +82,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let shutdown = shutdown_signal().boxed().shared();
 
-    // Every replica.
+    // Every replica: both ports bound first, so a taken one fails the start.
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving_stopped = serving_stopped.map(drop).shared();
     let admin_listener = admin::bind(config.admin_address).await?;
-    let admin = tokio::spawn(admin::serve(admin_listener, metrics.clone(), readiness.clone(), async {
-        let _ = serving_stopped.await;
-    }));
+    let (certificates, provisioning) = match config.webhook_self_managed {
+        Some(settings) => {
+            let (certificates, provision) = provision::start(client.clone(), settings);
+            (certificates, Some(tokio::spawn(provision)))
+        }
+        None => {
+            tracing::info!(dir = %config.webhook.cert_dir.display(), "conversion webhook certificate from its mounted Secret");
+            (Certificates::directory(&config.webhook.cert_dir), None)
+        }
+    };
+    let webhook = Webhook::bind(&config.webhook, certificates).await?;
+    let webhook = tokio::spawn(webhook.serve(metrics.clone(), serving_stopped.clone()));
+    let admin = tokio::spawn(admin::serve(admin_listener, metrics.clone(), readiness.clone(), serving_stopped));
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let election = match config.leader_election {
         Some(settings) => {
@@ -105,10 +123,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(election) = election {
         election.await.context("leader election task failed")?;
     }
+    if let Some(provisioning) = provisioning {
+        provisioning.abort();
+    }
     let _ = stop_serving.send(());
     let admin_result = admin.await.context("admin server task failed")?;
+    let webhook_result = webhook.await.context("conversion webhook task failed")?;
     telemetry.shutdown().await;
-    result.and(admin_result)
+    result.and(admin_result).and(webhook_result)
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;

@@ -370,13 +370,14 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts `tenant-operator run` with `args`, the pod name `name` and a free admin port.
+    /// Starts `tenant-operator run` with `args`, the pod name `name`, a free admin port and a free
+    /// webhook port.
     pub fn start(h: &Harness, name: &str, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let admin = format!("127.0.0.1:{}", testenv::free_port().unwrap());
         let log = h.plane.dir().join(format!("{name}.log"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
             .arg("run")
-            .args(["--admin-address", &admin, "--pod-name", name, "--kubeconfig"])
+            .args(["--admin-address", &admin, "--webhook-address", "127.0.0.1:0", "--pod-name", name, "--kubeconfig"])
             .arg(kubeconfig)
             .args(args)
             .envs(env.iter().copied())
