@@ -9,7 +9,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use neurallog_tenant_operator::api::Tenant;
 use neurallog_tenant_operator::fixtures::generate::values;
 use neurallog_tenant_operator::resources::{Platform, access, namespace, network, quota, redis, registry, server};
-use proptest::strategy::ValueTree;
+use proptest::strategy::{Strategy as _, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use testenv::repo_root;

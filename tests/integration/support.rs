@@ -120,7 +120,6 @@ pub struct ConversionWebhook {
     pub cert_dir: PathBuf,
     pub address: std::net::SocketAddr,
     pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -138,11 +137,9 @@ impl ConversionWebhook {
         let server = webhook::Webhook::bind(&settings, certificates).await.expect("webhook binds");
         let address = server.local_addr();
         let metrics = Arc::new(Metrics::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(metrics.clone(), async move {
-            let _ = stopped.await;
-        }));
-        Self { pki, cert_dir, address, metrics, stop: Some(stop), task: Some(task) }
+        // Served until the harness drops it.
+        let task = tokio::spawn(server.serve(metrics.clone(), std::future::pending()));
+        Self { pki, cert_dir, address, metrics, task: Some(task) }
     }
 
     /// Writes a new serving pair the way the kubelet updates a mounted Secret: a new directory,
@@ -173,15 +170,6 @@ impl ConversionWebhook {
             "url": format!("https://{}{}", self.address, webhook::PATH),
             "caBundle": ca_bundle,
         }}})
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(DEADLINE, task).await.expect("webhook stops").expect("webhook task").expect("webhook");
-        }
     }
 }
 
