@@ -11,7 +11,6 @@ use kube::core::ApiResource;
 use kube::{CustomResourceExt as _, ResourceExt};
 use neurallog_tenant_operator::api::v1::Tenant;
 use serde_json::json;
-use testenv::repo_root;
 
 use crate::support::{Controllers, Harness, condition, poll, wait_deleted, wait_for};
 use neurallog_tenant_operator::fixtures::TestTenant;
@@ -119,7 +118,7 @@ async fn a_tenant_recreated_while_its_old_namespace_terminates_waits_then_conver
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_uninstall_deletes_no_namespace_and_a_reinstalled_tenant_adopts_its_data() {
-    let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
+    let mut h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
     let _operator = h.start_operator().await;
     let policies = [("dropped", json!({})), ("kept", json!({"deletionPolicy": "Retain"}))];
     let mut claims = Vec::new();
@@ -151,7 +150,7 @@ async fn an_uninstall_deletes_no_namespace_and_a_reinstalled_tenant_adopts_its_d
     assert_eq!(notes, 2, "one Uninstalled event per tenant");
 
     // Reinstalled, the tenants created again adopt their namespaces and volumes.
-    h.plane.install_crd(&repo_root().join("config/crd/bases/neurallog.io_tenants.yaml")).await.unwrap();
+    h.install_crd().await;
     for ((name, spec), (api, claim)) in policies.iter().zip(&claims) {
         h.create_tenant(TestTenant::new(name).spec(spec.clone()).manifest()).await.unwrap();
         let adopted = wait_for(&h.tenants(), name, "adopts its namespace", |t| {

@@ -19,8 +19,8 @@ use crate::support::{Harness, condition, poll, wait_deleted, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() {
-    let h = Harness::bare(&["namespace", "garbagecollector"]).await;
-    h.install_default_config();
+    let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
+    h.install_default_config().await;
     // Every write below passes the admission policy too.
     h.wait_confinement_enforced().await;
 
@@ -102,8 +102,8 @@ async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() 
 /// the tenant namespaces it created, or touching a namespace it did not create).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_installed_service_account_reaches_nothing_outside_the_tenant_namespaces() {
-    let h = Harness::bare(&[]).await;
-    h.install_default_config();
+    let mut h = Harness::bare(&[]).await;
+    h.install_default_config().await;
     let operator = kube::Client::try_from(h.service_account_config().await).unwrap();
     let refused = |result: Result<(), kube::Error>, what: &str| -> String {
         match result {
@@ -205,8 +205,8 @@ async fn deleting_the_kustomize_install_deletes_no_tenant_namespace() {
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-    let h = Harness::bare(&["namespace", "garbagecollector"]).await;
-    h.install_default_config();
+    let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
+    h.install_default_config().await;
     h.wait_confinement_enforced().await;
     let _operator = h.start_operator_as(h.service_account_config().await, Settings::default()).await;
     for (name, policy) in [("gone-delete", "Delete"), ("gone-retain", "Retain")] {

@@ -41,8 +41,8 @@ async fn converges(h: &Harness, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_leader_writes_a_killed_one_is_replaced_and_a_stopped_one_hands_over_at_once() {
-    let h = Harness::bare(&[]).await;
-    h.install_default_config();
+    let mut h = Harness::bare(&[]).await;
+    h.install_default_config().await;
     let leases = Api::<Lease>::namespaced(h.admin.clone(), NAMESPACE);
 
     let mut replicas = vec![start(&h, "operator-a"), start(&h, "operator-b")];

@@ -111,6 +111,8 @@ pub struct Harness {
     pub admin: Client,
     /// The conversion webhook the CRD calls, once the CRD is installed.
     pub webhook: Option<ConversionWebhook>,
+    /// The self-managed webhook of `config/default`, once installed.
+    self_managed: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The operator's conversion webhook, served in-process over TLS on loopback with a certificate
@@ -215,7 +217,7 @@ impl Harness {
         let plane =
             ControlPlane::start(Options { controllers, ..Options::default() }).await.expect("control plane starts");
         let admin = plane.admin_client().await.expect("admin client");
-        Self { plane, admin, webhook: None }
+        Self { plane, admin, webhook: None, self_managed: None }
     }
 
     /// Starts the conversion webhook and installs the CRD from `config/` calling it.
@@ -293,6 +295,9 @@ impl Harness {
     }
 }
 
+/// The Service `config/default` puts in front of the self-managed webhook.
+pub const WEBHOOK_SERVICE: &str = "neurallog-tenant-operator-webhook";
+
 /// The identity `kubectl apply -k config/default` creates for the operator.
 pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:neurallog-system:neurallog-tenant-operator";
 
@@ -318,11 +323,43 @@ impl Harness {
     }
 
     /// Installs what `kubectl apply -k config/default` installs: CRD, RBAC, ServiceAccount,
-    /// manager Deployment (no pods run here).
-    pub fn install_default_config(&self) {
+    /// webhook Service, manager Deployment (no pods run here); then runs, as the installed
+    /// ServiceAccount, what each replica runs of the self-managed webhook (certificate Secret, the
+    /// CRD's conversion, the HTTPS server), with the API server's calls to the webhook Service
+    /// routed to it. Returns once a conversion through the Service succeeds.
+    pub async fn install_default_config(&mut self) {
         let rendered = self.kubectl(&["kustomize", repo_root().join("config/default").to_str().unwrap()], None);
         self.kubectl(&["apply", "--server-side", "-f", "-"], Some(rendered.as_bytes()));
         self.kubectl(&["wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s"], None);
+        let client = Client::try_from(self.service_account_config().await).unwrap();
+        let settings = webhook::provision::SelfManaged {
+            service: WEBHOOK_SERVICE.into(),
+            namespace: "neurallog-system".into(),
+            secret: webhook::provision::DEFAULT_SECRET.into(),
+            check_interval: webhook::provision::DEFAULT_CHECK_INTERVAL,
+        };
+        let (certificates, provisioner) = webhook::provision::start(client, settings);
+        let settings = webhook::Settings { address: "127.0.0.1:0".parse().unwrap(), cert_dir: PathBuf::new() };
+        let server = webhook::Webhook::bind(&settings, certificates).await.expect("webhook binds");
+        let address = server.local_addr();
+        let metrics = Arc::new(Metrics::default());
+        let task = tokio::spawn(async move {
+            tokio::spawn(provisioner);
+            server.serve(metrics, std::future::pending()).await
+        });
+        self.plane.forward_service("neurallog-system", WEBHOOK_SERVICE, 443, address).await.expect("Service forwarded");
+        self.self_managed = Some(task);
+        // A v1 read of a v2 object goes through the webhook.
+        let v1 = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("neurallog.io", "v1", "Tenant"));
+        let probe = Api::<DynamicObject>::all_with(self.admin.clone(), &v1);
+        let manifest = json!({"apiVersion": "neurallog.io/v2", "kind": "Tenant", "metadata": {"name": "conversion-probe"}, "spec": {}});
+        let v2 = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("neurallog.io", "v2", "Tenant"));
+        Api::<DynamicObject>::all_with(self.admin.clone(), &v2)
+            .create(&PostParams::default(), &serde_json::from_value(manifest).unwrap())
+            .await
+            .expect("a v2 tenant needs no conversion");
+        poll("the self-managed webhook converts", async || probe.get("conversion-probe").await.ok()).await;
+        probe.delete("conversion-probe", &Default::default()).await.expect("probe deleted");
     }
 
     /// The admin's client configuration, impersonating the installed ServiceAccount.
