@@ -36,7 +36,8 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt};
-use neurallog_tenant_operator::api::v1::{Tenant, TenantPhase};
+use neurallog_tenant_operator::api::Tenant;
+use neurallog_tenant_operator::api::stored::TenantPhase;
 use neurallog_tenant_operator::fixtures::TestTenant;
 use neurallog_tenant_operator::resources::{Platform, namespace, network, quota, redis, registry, server};
 use serde::Serialize;
@@ -81,7 +82,7 @@ fn converged(tenant: &Tenant) -> bool {
 async fn create_tenant(client: &Client, name: &str) -> anyhow::Result<Tenant> {
     let resource = ApiResource::erase::<Tenant>(&());
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let object: DynamicObject = serde_json::from_value(TestTenant::new(name).manifest())?;
+    let object: DynamicObject = serde_json::from_value(TestTenant::new(name).stored_manifest())?;
     let created = api.create(&PostParams::default(), &object).await.with_context(|| format!("cannot create {name}"))?;
     Ok(created.try_parse()?)
 }

@@ -21,7 +21,8 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use neurallog_tenant_operator::api::v1::{Tenant, TenantPhase};
+use neurallog_tenant_operator::api::Tenant;
+use neurallog_tenant_operator::api::stored::TenantPhase;
 use neurallog_tenant_operator::fixtures::TestTenant;
 use serde_json::json;
 use support::{CpuClock, DEADLINE, Operator, cpu_between, env_number, mib, print_table, tail, writes_between};
@@ -114,7 +115,7 @@ async fn create_phase(operator: &mut Operator, tenants: &Api<Tenant>, names: &[S
     let start = Instant::now();
     futures::stream::iter(names)
         .map(|name| {
-            let manifest = TestTenant::new(name).manifest();
+            let manifest = TestTenant::new(name).stored_manifest();
             let dynamic = dynamic.clone();
             async move {
                 let object: DynamicObject = serde_json::from_value(manifest)?;

@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 
-use crate::support::{ConversionWebhook, Controllers, DEADLINE, Harness, poll, wait_for};
+use crate::support::{Controllers, ConversionWebhook, DEADLINE, Harness, poll, wait_for};
 
 fn version(h: &Harness, version: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("neurallog.io", version, "Tenant"));
@@ -45,9 +45,15 @@ async fn a_v1_and_a_v2_client_each_see_their_own_shape_and_nothing_is_lost() {
     // The v2 client sees v2's shapes.
     let as_v2 = v2s.get("acme").await.unwrap().data;
     let spec = &as_v2["spec"];
-    assert_eq!(spec["quota"], json!({"requests": {"cpu": "1", "storage": "20Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}));
+    assert_eq!(
+        spec["quota"],
+        json!({"requests": {"cpu": "1", "storage": "20Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}})
+    );
     assert_eq!(spec["server"]["resources"], json!({"requests": {"memory": "256Mi"}}));
-    assert_eq!(spec["redis"]["config"], json!({"maxmemoryPolicy": "allkeys-lru", "timeout": 300, "extra": {"save": "900 1"}}));
+    assert_eq!(
+        spec["redis"]["config"],
+        json!({"maxmemoryPolicy": "allkeys-lru", "timeout": 300, "extra": {"save": "900 1"}})
+    );
     assert_eq!(spec["registry"]["exposure"], json!({"baseDomain": "neurallog.app"}));
     assert_eq!(
         spec["networkPolicy"]["ingress"][0]["from"],
@@ -194,8 +200,10 @@ async fn a_certificate_rotated_under_a_converting_client_fails_no_request() {
         })
         .await;
         let at = lists.load(Ordering::Relaxed);
-        poll("the client converts after the rotation", async || (lists.load(Ordering::Relaxed) >= at + 5).then_some(()))
-            .await;
+        poll("the client converts after the rotation", async || {
+            (lists.load(Ordering::Relaxed) >= at + 5).then_some(())
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     tokio::time::timeout(DEADLINE, client).await.unwrap().unwrap();

@@ -23,9 +23,9 @@ use neurallog_tenant_operator::api::v1::Tenant;
 use neurallog_tenant_operator::controller::{self, Settings};
 use neurallog_tenant_operator::metrics::Metrics;
 use neurallog_tenant_operator::readiness::Readiness;
+use neurallog_tenant_operator::webhook;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use neurallog_tenant_operator::webhook;
 use testenv::{ControlPlane, Options, Pki, repo_root};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -134,7 +134,8 @@ impl ConversionWebhook {
         let pki = Pki::new().expect("test CA");
         std::fs::create_dir_all(&cert_dir).expect("certificate directory");
         Self::write_pair(&pki, &cert_dir);
-        let settings = webhook::Settings { address: "127.0.0.1:0".parse().expect("address"), cert_dir: cert_dir.clone() };
+        let settings =
+            webhook::Settings { address: "127.0.0.1:0".parse().expect("address"), cert_dir: cert_dir.clone() };
         let certificates = webhook::Certificates::Directory { path: cert_dir.clone(), poll_interval: CERT_POLL };
         let server = webhook::Webhook::bind(&settings, certificates).await.expect("webhook binds");
         let address = server.local_addr();
@@ -148,7 +149,8 @@ impl ConversionWebhook {
     /// then the `..data` symlink swapped atomically.
     pub fn write_pair(pki: &Pki, cert_dir: &Path) {
         let pair = pki.loopback_server("neurallog-tenant-operator-webhook").expect("serving certificate");
-        let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        let stamp =
+            format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
         let data = cert_dir.join(&stamp);
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("tls.crt"), &pair.cert_pem).unwrap();
