@@ -297,7 +297,8 @@ examples="$(k get csv "$csv" -n "$install_ns" -o jsonpath='{.metadata.annotation
 printf '{"apiVersion": "v1", "kind": "List", "items": %s}\n' "$examples" >"$dir/alm-examples.json"
 # The v2 example: a v1 one would need the conversion webhook, which the API server cannot reach
 # here (KWOK routes no Service).
-k create --dry-run=client -f "$dir/alm-examples.json" -o jsonpath='{.items[?(@.apiVersion=="neurallog.io/v2")]}' >"$dir/example-v2.json"
+k create --dry-run=client -f "$dir/alm-examples.json" -o jsonpath='{.apiVersion}{"\t"}{@}{"\n"}' \
+  | sed -n 's|^neurallog.io/v2\t||p' >"$dir/example-v2.json"
 created="$(k create -f "$dir/example-v2.json" -o name)"
 tenant="${created%%$'\n'*}"
 tenant="${tenant##*/}"
