@@ -36,12 +36,15 @@ k() { "$kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 auth_url="$(sed -n 's/^auth: //p' "$dir/testenv.out")"
 otlp_endpoint="$(sed -n 's/^otlp: //p' "$dir/testenv.out")"
 jaeger_url="$(sed -n 's/^jaeger: //p' "$dir/testenv.out")"
+webhook_address="$(sed -n 's/^webhook address: //p' "$dir/testenv.out")"
+webhook_certs="$(sed -n 's/^webhook certs: //p' "$dir/testenv.out")"
 
 echo "==> starting the operator (metrics on http://$admin_address/metrics, log in .local/run/operator.log)"
 echo "    registering tenants with the NeuralLog Auth stand-in at $auth_url"
 echo "    exporting a trace per reconcile to Jaeger (OTLP $otlp_endpoint)"
+echo "    serving the Tenant CRD's conversion webhook on https://$webhook_address/convert"
 OTEL_EXPORTER_OTLP_ENDPOINT="$otlp_endpoint" "$bin/tenant-operator" run --kubeconfig "$dir/operator.kubeconfig" --admin-address "$admin_address" \
-  --webhook-address 127.0.0.1:0 --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
+  --webhook-address "$webhook_address" --webhook-cert-dir "$webhook_certs" --auth-url "$auth_url" --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying config/samples/"
@@ -51,6 +54,9 @@ k wait tenant --all --for=condition=AuthRegistered --timeout=120s >/dev/null
 
 echo
 k get tenants
+echo
+echo "The same tenant through the deprecated v1 API (converted by the operator's webhook):"
+k get tenants.v1.neurallog.io acme -o jsonpath='{.spec.resources}{"\n"}{.spec.redis.config}{"\n"}'
 echo
 k get namespace,secret,configmap,service,statefulset,deployment,ingress,networkpolicy,resourcequota,limitrange,pvc \
   -n tenant-acme -l neurallog.io/tenant=acme

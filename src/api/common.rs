@@ -233,3 +233,42 @@ impl From<&ComponentStatus> for ComponentState {
         }
     }
 }
+
+/// Schema defaults (`default:` in the CRD) of the fields both versions share, from the one place
+/// defaults live; each version's own `defaults` module re-exports them beside its struct defaults.
+pub mod schema_defaults {
+    use super::Protocol;
+    use crate::model::{self, defaults as d};
+
+    pub fn server_replicas() -> Option<i32> {
+        Some(d::SERVER_REPLICAS)
+    }
+    pub fn server_image() -> Option<String> {
+        Some(d::SERVER_IMAGE.to_owned())
+    }
+    pub fn redis_replicas() -> Option<i32> {
+        Some(d::REDIS_REPLICAS)
+    }
+    pub fn redis_image() -> Option<String> {
+        Some(d::REDIS_IMAGE.to_owned())
+    }
+    pub fn redis_storage() -> Option<String> {
+        Some(d::REDIS_STORAGE.to_owned())
+    }
+    pub fn registry_replicas() -> Option<i32> {
+        Some(d::REGISTRY_REPLICAS)
+    }
+    pub fn registry_image() -> Option<String> {
+        Some(d::REGISTRY_IMAGE.to_owned())
+    }
+    pub fn network_policy_enabled() -> Option<bool> {
+        Some(d::NETWORK_POLICY_ENABLED)
+    }
+    pub fn protocol() -> Option<Protocol> {
+        Some(match d::PROTOCOL {
+            model::Protocol::Tcp => Protocol::Tcp,
+            model::Protocol::Udp => Protocol::Udp,
+            model::Protocol::Sctp => Protocol::Sctp,
+        })
+    }
+}

@@ -211,3 +211,45 @@ async fn a_certificate_rotated_under_a_converting_client_fails_no_request() {
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "{} of {} lists failed: {failures:?}", failures.len(), lists.load(Ordering::Relaxed));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_written_through_v2_gets_what_only_v2_can_say() {
+    let h = Harness::start(Controllers::None).await;
+    let operator = h.start_operator().await;
+    let sample: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(testenv::repo_root().join("config/samples/neurallog_v2_tenant.yaml")).unwrap(),
+    )
+    .unwrap();
+    version(&h, "v2").create(&PostParams::default(), &serde_json::from_value(sample).unwrap()).await.unwrap();
+
+    // A pod field as an environment variable.
+    let deployments = h.namespaced::<k8s_openapi::api::apps::v1::Deployment>("tenant-acme");
+    let server = wait_for(&deployments, "acme-server", "the server Deployment", |_| true).await;
+    let container = &server.spec.unwrap().template.spec.unwrap().containers[0];
+    let pod_name = container.env.iter().flatten().find(|e| e.name == "POD_NAME").expect("POD_NAME set");
+    let field = pod_name.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("from a pod field");
+    assert_eq!(field.field_path, "metadata.name");
+
+    // Namespaces selected by a label expression.
+    let policies = h.namespaced::<k8s_openapi::api::networking::v1::NetworkPolicy>("tenant-acme");
+    let egress = poll("the custom egress policy", async || {
+        let list = policies.list(&ListParams::default().labels("neurallog.io/policy=custom")).await.ok()?;
+        list.items.into_iter().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with("custom-egress")))
+    })
+    .await;
+    let peer = serde_json::to_value(&egress.spec.unwrap().egress.unwrap()[0].to.as_ref().unwrap()[0]).unwrap();
+    assert_eq!(
+        peer,
+        json!({"podSelector": {"matchLabels": {"app": "payments-webhooks"}},
+               "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["payments"]}]}})
+    );
+    let stored = Api::<Tenant>::all(h.admin.clone());
+    wait_for(&stored, "acme", "Provisioning", |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p == neurallog_tenant_operator::api::stored::TenantPhase::Provisioning)
+    })
+    .await;
+    operator.stop().await;
+}

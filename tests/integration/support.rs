@@ -145,35 +145,14 @@ impl ConversionWebhook {
         Self { pki, cert_dir, address, metrics, task: Some(task) }
     }
 
-    /// Writes a new serving pair the way the kubelet updates a mounted Secret: a new directory,
-    /// then the `..data` symlink swapped atomically.
+    /// Writes a new serving pair the way the kubelet updates a mounted Secret.
     pub fn write_pair(pki: &Pki, cert_dir: &Path) {
-        let pair = pki.loopback_server("neurallog-tenant-operator-webhook").expect("serving certificate");
-        let stamp =
-            format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-        let data = cert_dir.join(&stamp);
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("tls.crt"), &pair.cert_pem).unwrap();
-        std::fs::write(data.join("tls.key"), &pair.key_pem).unwrap();
-        let link = cert_dir.join("..data_tmp");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&stamp, &link).unwrap();
-        std::fs::rename(&link, cert_dir.join("..data")).unwrap();
-        for file in ["tls.crt", "tls.key"] {
-            let target = cert_dir.join(file);
-            if std::fs::symlink_metadata(&target).is_err() {
-                std::os::unix::fs::symlink(format!("..data/{file}"), &target).unwrap();
-            }
-        }
+        pki.write_loopback_pair(cert_dir, "neurallog-tenant-operator-webhook").expect("serving pair written");
     }
 
-    /// The CRD's `spec.conversion` calling this webhook.
-    pub fn conversion(&self) -> serde_json::Value {
-        let ca_bundle = k8s_openapi::ByteString(self.pki.ca_pem.clone().into_bytes());
-        json!({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {
-            "url": format!("https://{}{}", self.address, webhook::PATH),
-            "caBundle": ca_bundle,
-        }}})
+    /// The URL the CRD calls.
+    pub fn url(&self) -> String {
+        format!("https://{}{}", self.address, webhook::PATH)
     }
 }
 
@@ -225,14 +204,8 @@ impl Harness {
     /// Starts the conversion webhook and installs the CRD from `config/` calling it.
     pub async fn install_crd(&mut self) {
         let webhook = ConversionWebhook::start(self.plane.dir().join("webhook-certs")).await;
-        let mut crd: serde_json::Value = serde_yaml::from_str(
-            &std::fs::read_to_string(repo_root().join("config/crd/bases/neurallog.io_tenants.yaml")).expect("CRD file"),
-        )
-        .expect("CRD YAML");
-        crd["spec"]["conversion"] = webhook.conversion();
-        let path = self.plane.dir().join("crd-with-webhook.yaml");
-        std::fs::write(&path, serde_yaml::to_string(&crd).expect("CRD YAML")).expect("CRD written");
-        self.plane.install_crd(&path).await.expect("CRD installs");
+        let crd = repo_root().join("config/crd/bases/neurallog.io_tenants.yaml");
+        self.plane.install_crd_converting(&crd, &webhook.url(), &webhook.pki.ca_pem).await.expect("CRD installs");
         self.webhook = Some(webhook);
     }
 

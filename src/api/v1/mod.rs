@@ -420,8 +420,8 @@ pub struct TenantStatus {
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
 mod defaults {
-    use super::{NetworkPolicySpec, Protocol, RedisSpec, RegistrySpec, ServerSpec};
-    use crate::model::{self, defaults as d};
+    use super::{NetworkPolicySpec, RedisSpec, RegistrySpec, ServerSpec};
+    pub use crate::api::common::schema_defaults::*;
 
     pub fn server() -> Option<ServerSpec> {
         Some(ServerSpec { replicas: server_replicas(), image: server_image(), ..ServerSpec::default() })
@@ -439,36 +439,5 @@ mod defaults {
     }
     pub fn network_policy() -> Option<NetworkPolicySpec> {
         Some(NetworkPolicySpec { enabled: network_policy_enabled(), ..NetworkPolicySpec::default() })
-    }
-    pub fn server_replicas() -> Option<i32> {
-        Some(d::SERVER_REPLICAS)
-    }
-    pub fn server_image() -> Option<String> {
-        Some(d::SERVER_IMAGE.to_owned())
-    }
-    pub fn redis_replicas() -> Option<i32> {
-        Some(d::REDIS_REPLICAS)
-    }
-    pub fn redis_image() -> Option<String> {
-        Some(d::REDIS_IMAGE.to_owned())
-    }
-    pub fn redis_storage() -> Option<String> {
-        Some(d::REDIS_STORAGE.to_owned())
-    }
-    pub fn registry_replicas() -> Option<i32> {
-        Some(d::REGISTRY_REPLICAS)
-    }
-    pub fn registry_image() -> Option<String> {
-        Some(d::REGISTRY_IMAGE.to_owned())
-    }
-    pub fn network_policy_enabled() -> Option<bool> {
-        Some(d::NETWORK_POLICY_ENABLED)
-    }
-    pub fn protocol() -> Option<Protocol> {
-        Some(match d::PROTOCOL {
-            model::Protocol::Tcp => Protocol::Tcp,
-            model::Protocol::Udp => Protocol::Udp,
-            model::Protocol::Sctp => Protocol::Sctp,
-        })
     }
 }

@@ -590,8 +590,8 @@ pub struct TenantStatus {
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
 mod defaults {
-    use super::{NetworkPolicy, Protocol, Redis, Registry, Server};
-    use crate::model::{self, defaults as d};
+    use super::{NetworkPolicy, Redis, Registry, Server};
+    pub use crate::api::common::schema_defaults::*;
 
     pub fn server() -> Option<Server> {
         Some(Server { replicas: server_replicas(), image: server_image(), ..Server::default() })
@@ -604,36 +604,5 @@ mod defaults {
     }
     pub fn network_policy() -> Option<NetworkPolicy> {
         Some(NetworkPolicy { enabled: network_policy_enabled(), ..NetworkPolicy::default() })
-    }
-    pub fn server_replicas() -> Option<i32> {
-        Some(d::SERVER_REPLICAS)
-    }
-    pub fn server_image() -> Option<String> {
-        Some(d::SERVER_IMAGE.to_owned())
-    }
-    pub fn redis_replicas() -> Option<i32> {
-        Some(d::REDIS_REPLICAS)
-    }
-    pub fn redis_image() -> Option<String> {
-        Some(d::REDIS_IMAGE.to_owned())
-    }
-    pub fn redis_storage() -> Option<String> {
-        Some(d::REDIS_STORAGE.to_owned())
-    }
-    pub fn registry_replicas() -> Option<i32> {
-        Some(d::REGISTRY_REPLICAS)
-    }
-    pub fn registry_image() -> Option<String> {
-        Some(d::REGISTRY_IMAGE.to_owned())
-    }
-    pub fn network_policy_enabled() -> Option<bool> {
-        Some(d::NETWORK_POLICY_ENABLED)
-    }
-    pub fn protocol() -> Option<Protocol> {
-        Some(match d::PROTOCOL {
-            model::Protocol::Tcp => Protocol::Tcp,
-            model::Protocol::Udp => Protocol::Udp,
-            model::Protocol::Sctp => Protocol::Sctp,
-        })
     }
 }

@@ -27,7 +27,9 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, WebhookClientConfig, WebhookConversion,
+};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -128,6 +130,30 @@ impl Pki {
             vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+impl Pki {
+    /// Writes a new loopback serving pair (`tls.crt`, `tls.key`) into `dir` the way the kubelet
+    /// updates a mounted Secret: a new directory, then the `..data` symlink swapped atomically, so
+    /// a reader never sees half a pair.
+    pub fn write_loopback_pair(&self, dir: &Path, common_name: &str) -> anyhow::Result<()> {
+        let pair = self.loopback_server(common_name)?;
+        fs::create_dir_all(dir)?;
+        let stamp = format!("..{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        fs::create_dir_all(dir.join(&stamp))?;
+        fs::write(dir.join(&stamp).join("tls.crt"), &pair.cert_pem)?;
+        fs::write(dir.join(&stamp).join("tls.key"), &pair.key_pem)?;
+        let link = dir.join("..data_tmp");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&stamp, &link)?;
+        fs::rename(&link, dir.join("..data"))?;
+        for file in ["tls.crt", "tls.key"] {
+            if fs::symlink_metadata(dir.join(file)).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(file))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -478,8 +504,37 @@ impl ControlPlane {
 
     /// Creates the CRD from a YAML file and waits until it is established.
     pub async fn install_crd(&self, path: &Path) -> anyhow::Result<CustomResourceDefinition> {
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&fs::read_to_string(path)?)
-            .with_context(|| format!("{} is not a CRD", path.display()))?;
+        self.create_crd(Self::read_crd(path)?).await
+    }
+
+    /// Creates the CRD from a YAML file with its conversion webhook at `url` (HTTPS, its
+    /// certificate signed by `ca_pem`), and waits until it is established.
+    pub async fn install_crd_converting(
+        &self,
+        path: &Path,
+        url: &str,
+        ca_pem: &str,
+    ) -> anyhow::Result<CustomResourceDefinition> {
+        let mut crd = Self::read_crd(path)?;
+        crd.spec.conversion = Some(CustomResourceConversion {
+            strategy: "Webhook".into(),
+            webhook: Some(WebhookConversion {
+                conversion_review_versions: vec!["v1".into()],
+                client_config: Some(WebhookClientConfig {
+                    url: Some(url.to_owned()),
+                    ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
+                    service: None,
+                }),
+            }),
+        });
+        self.create_crd(crd).await
+    }
+
+    fn read_crd(path: &Path) -> anyhow::Result<CustomResourceDefinition> {
+        serde_yaml::from_str(&fs::read_to_string(path)?).with_context(|| format!("{} is not a CRD", path.display()))
+    }
+
+    async fn create_crd(&self, crd: CustomResourceDefinition) -> anyhow::Result<CustomResourceDefinition> {
         let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.create(&PostParams::default(), &crd).await.with_context(|| format!("cannot create CRD {name}"))?;

@@ -1,5 +1,6 @@
 //! `testenv up --dir DIR`: starts a local control plane, writes its kubeconfigs into DIR, installs
-//! the Tenant CRD and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger,
+//! the Tenant CRD (calling the operator's conversion webhook at the address it prints, with the
+//! certificate it writes) and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger,
 //! then runs until SIGTERM or Ctrl-C. Used by `make run`.
 //!
 //! `testenv free-port`: prints a free loopback port (for scripts such as `tools/e2e.sh`).
@@ -32,7 +33,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let root = repo_root();
-    plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await.context("installing the CRD")?;
+    // The operator's conversion webhook, as OLM would set it up: a serving certificate in a
+    // directory the operator reads (--webhook-cert-dir), an address it listens on
+    // (--webhook-address), and the CRD calling it there.
+    let pki = testenv::Pki::new()?;
+    let certs = dir.join("webhook-certs");
+    pki.write_loopback_pair(&certs, "neurallog-tenant-operator-webhook")?;
+    let webhook = format!("127.0.0.1:{}", testenv::free_port()?);
+    let crd = root.join("config/crd/bases/neurallog.io_tenants.yaml");
+    plane
+        .install_crd_converting(&crd, &format!("https://{webhook}/convert"), &pki.ca_pem)
+        .await
+        .context("installing the CRD")?;
+    println!("webhook address: {webhook}");
+    println!("webhook certs: {}", certs.display());
     plane.grant_operator(&root.join("config/rbac")).await.context("granting the operator role")?;
     // NeuralLog Auth is a third-party service; its stand-in lets the local run show registration.
     let auth = testenv::auth::AuthStandIn::start().await.context("starting the Auth stand-in")?;
