@@ -390,6 +390,25 @@ mod tests {
         assert!(allowed(&p, &redis(), &pod("internet", &[]), "TCP", 443));
     }
 
+    /// The names 0.1.0 gave custom policies (a hash of the rule's pods, namespaces and ports): an
+    /// upgrade renames no existing policy. Selector rules only `v2` states have names of their own.
+    #[test]
+    fn rules_v1_can_state_keep_the_names_0_1_0_gave_them() {
+        let p = policies(
+            v1::NetworkPolicySpec {
+                ingress_rules: vec![rule(&[("app", "a")], &["web"], &[(v1::Protocol::Tcp, 1)])],
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(names(&p).contains(&"custom-ingress-453a33ad06".to_owned()), "{:?}", names(&p));
+        let mut model = TestTenant::new("acme").valid_model();
+        model.network.ingress_rules =
+            vec![PeerRule { peers: Peers::Selected { peers: vec![NetworkPolicyPeer::default()] }, ports: Vec::new() }];
+        let selected = network_policies(&model, &Platform::default());
+        assert!(names(&selected).iter().any(|n| n.starts_with("custom-ingress-") && n != "custom-ingress-453a33ad06"));
+    }
+
     #[test]
     fn policies_are_named_by_content_not_position() {
         let a = rule(&[("app", "a")], &[], &[(v1::Protocol::Tcp, 1)]);
