@@ -43,6 +43,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 pub use certificates::Certificates;
 use certificates::Reloading;
 
+use crate::api::conversion;
 use crate::metrics::Metrics;
 
 /// The path the CRD's `spec.conversion.webhook.clientConfig` names.
@@ -57,9 +58,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a connection has to send a request's headers, which also closes a connection idle that
 /// long between requests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The only review version the API server is told to send (the CRD's `conversionReviewVersions`),
-/// and so the version of every reply.
-const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
+/// Every reply is a ConversionReview of the one version the API server is told to send (the
+/// CRD's `conversionReviewVersions`).
 const REVIEW_KIND: &str = "ConversionReview";
 /// Time reviews in flight have to finish after the server is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -205,8 +205,8 @@ fn answer(body: &[u8]) -> (StatusCode, ConversionReview, Answered) {
         answered.desired_api_version = Some(request.desired_api_version.clone());
         answered.objects = request.objects.len();
     }
-    let mut reply = crate::api::conversion::review(review);
-    reply.types = TypeMeta { api_version: REVIEW_API_VERSION.to_owned(), kind: REVIEW_KIND.to_owned() };
+    let mut reply = conversion::review(review);
+    reply.types = TypeMeta { api_version: conversion::REVIEW_API_VERSION.to_owned(), kind: REVIEW_KIND.to_owned() };
     match &reply.response {
         Some(response) if response.result.is_success() => answered.converted = response.converted_objects.len(),
         Some(response) => answered.failure = Some(response.result.message.clone()),

@@ -214,7 +214,7 @@ fn selector(selector: &LabelSelector) -> meta::LabelSelector {
                 .iter()
                 .map(|requirement| meta::LabelSelectorRequirement {
                     key: requirement.key.clone(),
-                    operator: format!("{:?}", requirement.operator),
+                    operator: word(&requirement.operator),
                     values: (!requirement.values.is_empty()).then(|| requirement.values.clone()),
                 })
                 .collect()
