@@ -178,6 +178,8 @@ pub struct ControlPlane {
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     server: String,
+    /// etcd's client URL (plain HTTP on loopback).
+    etcd_url: String,
     admin_kubeconfig: PathBuf,
     operator_kubeconfig: PathBuf,
     kubectl: PathBuf,
@@ -300,18 +302,19 @@ impl ControlPlane {
             write("operator.kubeconfig", &kubeconfig_yaml(&server, &pki.ca_pem, OPERATOR_USER, &operator))?;
 
         let path = |p: &Path| p.display().to_string();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let mut plane = Self {
             processes: Vec::new(),
             apiserver: (PathBuf::new(), Vec::new()),
             dir: dir.clone(),
             _temp: temp,
             server: server.clone(),
+            etcd_url: etcd_url.clone(),
             admin_kubeconfig: admin_kubeconfig.clone(),
             operator_kubeconfig,
             kubectl: kube_bin.join("kubectl"),
             egress,
         };
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_args: Vec<String> = vec![
             "--name=testenv".into(),
@@ -415,6 +418,62 @@ impl ControlPlane {
         &self.server
     }
 
+    /// etcd's client URL (plain HTTP on loopback), to read what the API server stored.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// The value etcd holds at `key` (`/registry/<group>/<resource>/<name>` for a cluster-scoped
+    /// custom resource), through etcd's JSON gateway; `None` when there is none.
+    pub async fn etcd_get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let body = serde_json::json!({"key": engine.encode(key)});
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot read {key} from etcd"))?
+            .error_for_status()?
+            .json()
+            .await?;
+        let Some(value) = answer.pointer("/kvs/0/value").and_then(serde_json::Value::as_str) else { return Ok(None) };
+        Ok(Some(engine.decode(value).with_context(|| format!("etcd's value of {key} is not base64"))?))
+    }
+
+    /// Replaces the installed CRD by the one in a YAML file, with its conversion webhook at `url`
+    /// (an update keeping the installed one's resourceVersion, the way an upgrade applies it).
+    pub async fn replace_crd_converting(
+        &self,
+        path: &Path,
+        url: &str,
+        ca_pem: &str,
+    ) -> anyhow::Result<CustomResourceDefinition> {
+        let mut crd = Self::read_crd(path)?;
+        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
+        let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let installed = api.get(&name).await.with_context(|| format!("cannot read CRD {name}"))?;
+        crd.metadata.resource_version = installed.metadata.resource_version;
+        api.replace(&name, &PostParams::default(), &crd).await.with_context(|| format!("cannot replace CRD {name}"))
+    }
+
+    fn webhook_conversion(url: &str, ca_pem: &str) -> CustomResourceConversion {
+        CustomResourceConversion {
+            strategy: "Webhook".into(),
+            webhook: Some(WebhookConversion {
+                conversion_review_versions: vec!["v1".into()],
+                client_config: Some(WebhookClientConfig {
+                    url: Some(url.to_owned()),
+                    ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
+                    service: None,
+                }),
+            }),
+        }
+    }
+
     /// The working directory: logs of every process, kubeconfigs, certificates.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -516,17 +575,7 @@ impl ControlPlane {
         ca_pem: &str,
     ) -> anyhow::Result<CustomResourceDefinition> {
         let mut crd = Self::read_crd(path)?;
-        crd.spec.conversion = Some(CustomResourceConversion {
-            strategy: "Webhook".into(),
-            webhook: Some(WebhookConversion {
-                conversion_review_versions: vec!["v1".into()],
-                client_config: Some(WebhookClientConfig {
-                    url: Some(url.to_owned()),
-                    ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
-                    service: None,
-                }),
-            }),
-        });
+        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
         self.create_crd(crd).await
     }
 
