@@ -224,6 +224,40 @@ async fn an_interrupted_migration_resumes_after_its_last_page() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_migration_resumed_after_its_continue_token_expired_still_visits_every_tenant() {
+    let (count, page) = (30, 5);
+    let h = upgraded(count).await;
+    let (client, metrics) = operator(&h).await;
+    let task = tokio::spawn(migration::run(client, settings(page), metrics.clone()));
+    poll("a page persisted", async || progress(&h).await.get("migration.neurallog.io/pages").cloned()).await;
+    task.abort();
+    let _ = task.await;
+    let mut sent = patches(&metrics);
+    // The persisted token's snapshot is compacted away: the next list answers 410 Gone. (The
+    // API server serves recent tokens from its watch cache, so the token is also aged.)
+    h.plane.etcd_compact().await.expect("etcd compacts");
+    let leases = Api::<Lease>::namespaced(h.admin.clone(), NAMESPACE);
+    let token = progress(&h).await.get("migration.neurallog.io/continue").cloned().expect("a persisted token");
+    let aged = testenv::continue_token_at(&token, 2).expect("a continue token");
+    let patch = json!({"metadata": {"annotations": {"migration.neurallog.io/continue": aged}}});
+    leases.patch(PROGRESS_LEASE, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let v2 = version(&h, "v2");
+    let gone = v2.list_metadata(&ListParams::default().limit(5).continue_token(&aged)).await;
+    assert!(matches!(&gone, Err(kube::Error::Api(s)) if s.code == 410), "{gone:?}");
+
+    let (client, metrics) = operator(&h).await;
+    let outcome = migration::run(client, settings(page), metrics.clone()).await.expect("migration runs");
+    assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
+    sent += patches(&metrics);
+    for i in 0..count {
+        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
+    let bound = (count + page as usize) as f64;
+    assert!(sent <= bound, "{sent} patches for {count} tenants, bound {bound}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn users_writes_during_the_migration_are_neither_lost_nor_undone() {
     let count = 60;
     let h = upgraded(count).await;

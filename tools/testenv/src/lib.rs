@@ -199,6 +199,17 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, creds: &CertAndKey) -
     )
 }
 
+/// `token`, a list's continue token, made to point at resourceVersion `revision` (an old one, to
+/// make the API server answer 410 Gone for it). The token is the API server's base64 (URL-safe,
+/// unpadded) JSON of `{"v", "rv", "start"}`.
+pub fn continue_token_at(token: &str, revision: i64) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parsed: serde_json::Value = serde_json::from_slice(&engine.decode(token)?)?;
+    parsed["rv"] = revision.into();
+    Ok(engine.encode(serde_json::to_vec(&parsed)?))
+}
+
 /// Makes the kernel kill the process `command` starts when the thread that spawns it dies, so a
 /// crashed or killed test or benchmark never leaves a process behind (Linux; elsewhere a no-op).
 pub fn dies_with_parent(command: &mut Command) {
@@ -441,6 +452,29 @@ impl ControlPlane {
             .await?;
         let Some(value) = answer.pointer("/kvs/0/value").and_then(serde_json::Value::as_str) else { return Ok(None) };
         Ok(Some(engine.decode(value).with_context(|| format!("etcd's value of {key} is not base64"))?))
+    }
+
+    /// Compacts etcd's history up to its current revision, as the API server does every few
+    /// minutes: continue tokens and resourceVersions older than that expire (410 Gone).
+    pub async fn etcd_compact(&self) -> anyhow::Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let answer: serde_json::Value = client
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&serde_json::json!({"key": "AA==", "count_only": true}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let revision = answer.pointer("/header/revision").and_then(serde_json::Value::as_str).context("no revision")?;
+        client
+            .post(format!("{}/v3/kv/compaction", self.etcd_url))
+            .json(&serde_json::json!({"revision": revision, "physical": true}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
     }
 
     /// Replaces the installed CRD by the one in a YAML file, with its conversion webhook at `url`
