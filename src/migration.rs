@@ -209,15 +209,27 @@ impl ProgressStore {
         MigrationError::Progress { namespace, source }
     }
 
-    async fn load(&self) -> Result<Progress, MigrationError> {
-        let Some((leases, _)) = &self.leases else { return Ok(Progress::default()) };
-        match leases.get_opt(PROGRESS_LEASE).await.map_err(|e| self.error(e))? {
-            Some(lease) => Ok(Progress::from_annotations(
+    /// The progress kept, or a fresh start. Where the operator may not read Leases (a role left
+    /// out of an install), it goes on without keeping any: slower to resume, never wrong.
+    async fn load(&mut self) -> Result<Progress, MigrationError> {
+        let Some((leases, namespace)) = &self.leases else { return Ok(Progress::default()) };
+        match leases.get_opt(PROGRESS_LEASE).await {
+            Ok(Some(lease)) => Ok(Progress::from_annotations(
                 lease.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
                 &self.crd_uid,
             )
             .unwrap_or_default()),
-            None => Ok(Progress::default()),
+            Ok(None) => Ok(Progress::default()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                tracing::warn!(
+                    lease = PROGRESS_LEASE,
+                    %namespace,
+                    "may not read the migration's progress Lease: migrating without keeping progress"
+                );
+                self.leases = None;
+                Ok(Progress::default())
+            }
+            Err(error) => Err(self.error(error)),
         }
     }
 
@@ -283,7 +295,7 @@ enum Item {
 
 /// The no-op write of one Tenant, guarded by the UID and resourceVersion it was listed with.
 async fn migrate_one(api: &Api<Tenant>, name: &str, uid: &str, version: &str, attempts: u32) -> Item {
-    let patch = json!({"metadata": {"uid": uid, "resourceVersion": version}});
+    let patch = guard(uid, version);
     let send = || async { api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch)).await };
     match send.retry(backoff(attempts)).sleep(tokio::time::sleep).when(is_transient).await {
         // Unchanged bytes are not written, so the resourceVersion tells whether it was rewritten.
@@ -292,6 +304,18 @@ async fn migrate_one(api: &Api<Tenant>, name: &str, uid: &str, version: &str, at
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Item::Skipped,
         Err(error) => Item::Failed(error),
     }
+}
+
+/// The no-op patch: the preconditions and nothing else. A field left empty is left out (a `null`
+/// would ask to remove it).
+fn guard(uid: &str, version: &str) -> Value {
+    let mut metadata = serde_json::Map::new();
+    for (key, value) in [("uid", uid), ("resourceVersion", version)] {
+        if !value.is_empty() {
+            metadata.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    json!({ "metadata": metadata })
 }
 
 /// A list request, retried like a patch.
@@ -359,8 +383,20 @@ pub async fn run(
         otel.status_code = tracing::field::Empty,
         otel.status_message = tracing::field::Empty,
     );
+    let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
+    let recorder = Recorder::new(client.clone(), reporter);
     let started = Instant::now();
-    let result = migrate(client, &settings, &metrics, crd).instrument(span.clone()).await;
+    let result = async {
+        let from = stored_versions(&crd);
+        tracing::info!(crd = CRD_NAME, stored_versions = ?from, to = STORAGE_VERSION, "storage version migration started");
+        let note = format!("re-encoding every Tenant at {STORAGE_VERSION} (storedVersions {from:?})");
+        publish(&recorder, &crd, EventType::Normal, "StorageMigrationStarted", note).await;
+        let result = migrate(client, &settings, &metrics, &crd).await;
+        finished(&recorder, &crd, &result).await;
+        result
+    }
+    .instrument(span.clone())
+    .await;
     metrics.migration_finished(started.elapsed());
     match &result {
         Ok(Outcome::Migrated(counts) | Outcome::Incomplete(counts) | Outcome::Refused { counts, .. }) => {
@@ -377,30 +413,63 @@ pub async fn run(
     result
 }
 
-/// The body of [`run`], inside its root span, once the CRD was found to need it.
+/// The log line and Event that end a run.
+async fn finished(recorder: &Recorder, crd: &CustomResourceDefinition, result: &Result<Outcome, MigrationError>) {
+    let (type_, reason, note) = match result {
+        Ok(Outcome::Migrated(c)) => (
+            EventType::Normal,
+            "StorageMigrated",
+            format!(
+                "every Tenant is stored at {STORAGE_VERSION} ({} rewritten, {} skipped); storedVersions is \
+                 [{STORAGE_VERSION}]",
+                c.migrated, c.skipped
+            ),
+        ),
+        Ok(Outcome::Incomplete(c)) => (
+            EventType::Warning,
+            "StorageMigrationIncomplete",
+            format!(
+                "{} Tenants could not be rewritten ({} rewritten, {} skipped); storedVersions left as is, to be \
+                 tried again",
+                c.failed, c.migrated, c.skipped
+            ),
+        ),
+        Ok(Outcome::Refused { reason, .. }) => {
+            (EventType::Warning, "StorageMigrationRefused", format!("storedVersions not trimmed: {reason}"))
+        }
+        Ok(Outcome::AlreadyMigrated) => (EventType::Normal, "StorageMigrated", "nothing to migrate".to_owned()),
+        Err(error) => (EventType::Warning, "StorageMigrationFailed", format!("{error}; to be tried again")),
+    };
+    match result {
+        Ok(Outcome::Migrated(c) | Outcome::Incomplete(c) | Outcome::Refused { counts: c, .. }) => tracing::info!(
+            crd = CRD_NAME,
+            migrated = c.migrated,
+            skipped = c.skipped,
+            failed = c.failed,
+            outcome = reason,
+            "storage version migration finished"
+        ),
+        _ => tracing::warn!(crd = CRD_NAME, outcome = reason, "storage version migration finished: {note}"),
+    }
+    publish(recorder, crd, type_, reason, note).await;
+}
+
+/// The body of [`run`], inside its root span, once the CRD was found to need it: the pages, each
+/// checkpointed, then the trim.
 async fn migrate(
     client: Client,
     settings: &MigrationSettings,
     metrics: &Metrics,
-    crd: CustomResourceDefinition,
+    crd: &CustomResourceDefinition,
 ) -> Result<Outcome, MigrationError> {
-    let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let store = ProgressStore {
+    let mut store = ProgressStore {
         leases: settings.progress_namespace.as_ref().map(|ns| (Api::namespaced(client.clone(), ns), ns.clone())),
         crd_uid: crd.metadata.uid.clone().unwrap_or_default(),
     };
     let mut progress = store.load().await?;
-    let from = stored_versions(&crd);
-    tracing::info!(
-        crd = CRD_NAME,
-        stored_versions = ?from,
-        to = STORAGE_VERSION,
-        resumed_after_pages = progress.pages,
-        "storage version migration started"
-    );
-    let note = format!("re-encoding every Tenant at {STORAGE_VERSION} (storedVersions {from:?})");
-    publish(&recorder, &crd, EventType::Normal, "StorageMigrationStarted", note).await;
+    if progress.pages > 0 {
+        tracing::info!(crd = CRD_NAME, pages = progress.pages, "resuming after the last page done");
+    }
 
     let tenants = Api::<Tenant>::all(client.clone());
     // Restarts of the list after a 410 without an inconsistent continue token: each re-visits
@@ -454,38 +523,8 @@ async fn migrate(
             Decision::Refuse(reason) => Outcome::Refused { reason, counts },
         }
     };
+    // A pass with failures starts over next time: its finished pages may hold the failed Tenants.
     store.clear().await?;
-    let (type_, reason, note) = match &outcome {
-        Outcome::Migrated(c) => (
-            EventType::Normal,
-            "StorageMigrated",
-            format!(
-                "every Tenant is stored at {STORAGE_VERSION} ({} rewritten, {} skipped); storedVersions is [{STORAGE_VERSION}]",
-                c.migrated, c.skipped
-            ),
-        ),
-        Outcome::Incomplete(c) => (
-            EventType::Warning,
-            "StorageMigrationIncomplete",
-            format!(
-                "{} Tenants could not be rewritten ({} rewritten, {} skipped); storedVersions left as is, to be tried again",
-                c.failed, c.migrated, c.skipped
-            ),
-        ),
-        Outcome::Refused { reason, .. } => {
-            (EventType::Warning, "StorageMigrationRefused", format!("storedVersions not trimmed: {reason}"))
-        }
-        Outcome::AlreadyMigrated => (EventType::Normal, "StorageMigrated", "nothing to migrate".to_owned()),
-    };
-    tracing::info!(
-        crd = CRD_NAME,
-        migrated = counts.migrated,
-        skipped = counts.skipped,
-        failed = counts.failed,
-        outcome = reason,
-        "storage version migration finished"
-    );
-    publish(&recorder, &crd, type_, reason, note).await;
     Ok(outcome)
 }
 
@@ -644,6 +683,12 @@ mod tests {
         assert_eq!(Progress::from_annotations(&annotations, "uid-1"), Some(progress));
         assert_eq!(Progress::from_annotations(&annotations, "uid-2"), None);
         assert_eq!(Progress::from_annotations(&BTreeMap::new(), "uid-1"), None);
+    }
+
+    #[test]
+    fn the_no_op_patch_carries_only_its_preconditions() {
+        assert_eq!(guard("u", "7"), json!({"metadata": {"uid": "u", "resourceVersion": "7"}}));
+        assert_eq!(guard("", "7"), json!({"metadata": {"resourceVersion": "7"}}));
     }
 
     #[test]
