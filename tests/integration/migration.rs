@@ -19,7 +19,7 @@ use neurallog_tenant_operator::migration::{self, CRD_NAME, Decision, MigrationSe
 use serde_json::json;
 use testenv::repo_root;
 
-use crate::support::{ConversionWebhook, Harness, poll, writes_of};
+use crate::support::{ConversionWebhook, Harness, OperatorProcess, poll, writes_of};
 
 /// The operator's namespace, where its Leases live.
 const NAMESPACE: &str = "neurallog-system";
@@ -330,4 +330,27 @@ async fn the_trim_is_refused_when_the_crd_stores_another_version() {
     assert!(matches!(outcome, Outcome::Refused { .. }), "{outcome:?}");
     assert_eq!(stored_versions(&crd(&h).await), ["v1", "v2"], "nothing trimmed");
     assert!(writes_of(&metrics).is_empty(), "no write: {:?}", writes_of(&metrics));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_migrates_on_its_own_after_an_upgrade() {
+    let count = 8;
+    let h = upgraded(count).await;
+    let args = ["--leader-elect", "--lease-duration-seconds", "10", "--lease-renew-before-seconds", "5"];
+    let env = [("POD_NAMESPACE", NAMESPACE), ("RUST_LOG", "info,kube=warn")];
+    let leader = OperatorProcess::start(&h, "operator-a", h.plane.operator_kubeconfig(), &args, &env);
+    poll("storedVersions trimmed by the leader", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
+        .await;
+    for i in 0..count {
+        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    let metrics = poll("the leader's metrics", async || leader.metrics().await).await;
+    // The controller starts beside it and writes the tenants too (finalizer, status), which also
+    // stores them at v2: those count as skipped.
+    let result = |r: &str| {
+        let key = format!("neurallog_tenant_operator_storage_migration_objects_total{{result=\"{r}\"}}");
+        metrics.get(&key).copied().unwrap_or(0.0)
+    };
+    assert_eq!((result("migrated") + result("skipped"), result("failed")), (count as f64, 0.0), "{metrics:?}");
+    leader.terminate().await;
 }
