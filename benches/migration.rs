@@ -12,8 +12,9 @@
 //! 3. The migrator (`migration::run`, pages of 500, 8 in flight, progress on a Lease), which also
 //!    trims `storedVersions`.
 //!
-//! Printed: both durations, their ratio, and this process's peak resident memory (the webhook,
-//! the client and whatever the lists held). The migrator runs second, on a store with one more
+//! Printed: both durations, their ratio, and this process's peak resident memory during each
+//! (reset before each; the process holds the webhook, which converts every object listed or
+//! patched, and the client). The migrator runs second, on a store with one more
 //! rewrite of history behind it; etcd is not compacted in between.
 
 use std::sync::Arc;
@@ -39,15 +40,29 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Peak resident memory of this process, from the kernel.
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from the kernel (`VmHWM:` the peak, `VmRSS:` the current).
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// Peak resident memory of this process since the last [`reset_peak_rss`].
+fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Resets the peak resident memory to the current one (Linux: `5` to `clear_refs`), so that each
+/// phase reports its own peak.
+/// Returns the resident memory at the reset: the allocator keeps what earlier phases freed, so a
+/// phase's peak is never below it.
+fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_mib("VmRSS:")
 }
 
 fn tenants(client: &Client, version: &str) -> Api<DynamicObject> {
@@ -132,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    reset_peak_rss();
     let started = Instant::now();
     let patched = bare_loop(&admin).await?;
     let bare = started.elapsed();
@@ -154,12 +170,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let settings =
         MigrationSettings { progress_namespace: Some("neurallog-system".into()), ..MigrationSettings::default() };
+    let at_start = reset_peak_rss();
     let started = Instant::now();
     let outcome = migration::run(admin.clone(), settings, metrics).await?;
     let migrator = started.elapsed();
     let Outcome::Migrated(counts) = outcome else { anyhow::bail!("the migration did not finish: {outcome:?}") };
     println!(
-        "migrator (pages of 500, {CONCURRENCY} in flight, guarded, progress kept, trim): {} rewritten, {} skipped in {:.2} s; peak RSS {:.1} MiB",
+        "migrator (pages of 500, {CONCURRENCY} in flight, guarded, progress kept, trim): {} rewritten, {} skipped in {:.2} s; peak RSS {:.1} MiB (RSS {at_start:.1} MiB at its start)",
         counts.migrated,
         counts.skipped,
         migrator.as_secs_f64(),
