@@ -147,12 +147,12 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    reset_peak_rss();
+    let at_start = reset_peak_rss();
     let started = Instant::now();
     let patched = bare_loop(&admin).await?;
     let bare = started.elapsed();
     println!(
-        "bare list + no-op patch loop: {patched} tenants in {:.2} s; peak RSS {:.1} MiB",
+        "bare list + no-op patch loop: {patched} tenants in {:.2} s; peak RSS {:.1} MiB (RSS {at_start:.1} MiB at its start)",
         bare.as_secs_f64(),
         peak_rss_mib()
     );
