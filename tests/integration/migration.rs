@@ -333,11 +333,18 @@ async fn the_trim_is_refused_when_the_crd_stores_another_version() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_leader_migrates_on_its_own_after_an_upgrade() {
+async fn the_leader_migrates_on_its_own_after_an_upgrade_in_one_trace() {
     let count = 8;
+    let jaeger = testenv::jaeger::Jaeger::start().await.expect("jaeger starts");
     let h = upgraded(count).await;
     let args = ["--leader-elect", "--lease-duration-seconds", "10", "--lease-renew-before-seconds", "5"];
-    let env = [("POD_NAMESPACE", NAMESPACE), ("RUST_LOG", "info,kube=warn")];
+    let env = [
+        ("POD_NAMESPACE", NAMESPACE.to_owned()),
+        ("RUST_LOG", "info,kube=warn".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_grpc_endpoint()),
+        ("OTEL_SERVICE_NAME", "migrating-operator".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let leader = OperatorProcess::start(&h, "operator-a", h.plane.operator_kubeconfig(), &args, &env);
     poll("storedVersions trimmed by the leader", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
         .await;
@@ -353,4 +360,20 @@ async fn the_leader_migrates_on_its_own_after_an_upgrade() {
     };
     assert_eq!((result("migrated") + result("skipped"), result("failed")), (count as f64, 0.0), "{metrics:?}");
     leader.terminate().await;
+
+    // One trace: the run, its page, the trim.
+    let names = poll("the migration's trace in Jaeger", async || {
+        let traces = jaeger.traces("migrating-operator").await.ok()?;
+        traces.iter().find_map(|trace| {
+            let names: Vec<String> = trace["spans"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["operationName"].as_str().map(str::to_owned))
+                .collect();
+            names.iter().any(|n| n == "migrate storage version").then_some(names)
+        })
+    })
+    .await;
+    assert!(names.iter().any(|n| n == "migrate page 1"), "{names:?}");
+    assert!(names.iter().any(|n| n == "update CustomResourceDefinition tenants.neurallog.io status"), "{names:?}");
 }
