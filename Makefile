@@ -53,9 +53,9 @@ e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the
 	cargo build --locked --workspace --bins
 	tools/e2e.sh
 
-bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency.
+bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench fleet --bench throughput --bench conversion
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo bench --locked --bench fleet --bench throughput --bench conversion --bench migration
 
 chaos: tools ## Faults at full size: SIGKILL the operator 20 times while 100 tenants converge and 20 more while 20 are deleted.
 	CHAOS_TENANTS=$${CHAOS_TENANTS:-100} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_DELETIONS=$${CHAOS_DELETIONS:-20} \

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{AuthSettings, TokenSecret};
 use crate::controller::Settings;
+use crate::migration::MigrationSettings;
 use crate::resources::Platform;
 use crate::runtime::{self, client::KubeSource, lease::LeaseSettings};
 use crate::telemetry::{Pod, TelemetryArgs};
@@ -208,6 +209,14 @@ impl RunArgs {
                 },
                 auth: self.auth.settings()?,
                 auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
+            },
+            migration: MigrationSettings {
+                progress_namespace: leader_election
+                    .as_ref()
+                    .map(|l| l.namespace.clone())
+                    .or_else(|| pod.namespace.clone()),
+                instance: pod.name.clone(),
+                ..MigrationSettings::default()
             },
             leader_election,
             telemetry: self.telemetry,

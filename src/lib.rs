@@ -6,6 +6,7 @@
 //! - [`resources`]: pure builders of the desired child objects of a tenant.
 //! - [`controller`]: the reconcile orchestration, the apply and cleanup paths, the API writes.
 //! - [`runtime`]: the process: client, admin server, leader election, controller, one shutdown.
+//! - [`migration`]: the storage-version migration of stored Tenants, on the leader.
 //! - [`webhook`]: the CRD conversion webhook server, on every replica, and its certificate.
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
 //! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
@@ -18,6 +19,7 @@ pub mod controller;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
 pub mod metrics;
+pub mod migration;
 pub mod model;
 pub mod quantity;
 pub mod readiness;

@@ -30,6 +30,9 @@ pub struct Metrics {
     conversion_reviews: Family<ResultLabels, Counter>,
     converted_objects: Counter,
     conversion_duration: Histogram,
+    migration_objects: Family<ResultLabels, Counter>,
+    migration_duration: Histogram,
+    migration_remaining: Gauge,
 }
 
 impl Default for Metrics {
@@ -70,8 +73,30 @@ impl Default for Metrics {
             "Time the conversion webhook took to read and answer a ConversionReview",
             conversion_duration.clone(),
         );
+        let migration_objects = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "storage_migration_objects",
+            "Tenants the storage-version migration visited, by result: migrated (rewritten at the storage \
+             version), skipped (already there, or changed or deleted meanwhile), failed",
+            migration_objects.clone(),
+        );
+        let migration_duration = Histogram::new([1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]);
+        registry.register(
+            "storage_migration_duration_seconds",
+            "Duration of storage-version migration runs",
+            migration_duration.clone(),
+        );
+        let migration_remaining = Gauge::default();
+        registry.register(
+            "storage_migration_remaining",
+            "Tenants the running storage-version migration has yet to visit (as the API server estimates it)",
+            migration_remaining.clone(),
+        );
         Self {
             registry,
+            migration_objects,
+            migration_duration,
+            migration_remaining,
             reconciles,
             duration,
             leader,
@@ -115,6 +140,23 @@ impl Metrics {
         self.conversion_duration.observe(duration.as_secs_f64());
     }
 
+    /// Records the Tenants of one page of the storage-version migration.
+    pub fn migration_objects(&self, migrated: u64, skipped: u64, failed: u64) {
+        for (result, count) in [("migrated", migrated), ("skipped", skipped), ("failed", failed)] {
+            self.migration_objects.get_or_create(&ResultLabels { result }).inc_by(count);
+        }
+    }
+
+    /// Tenants the storage-version migration has yet to visit.
+    pub fn migration_remaining(&self, remaining: i64) {
+        self.migration_remaining.set(remaining);
+    }
+
+    /// Records one finished storage-version migration run.
+    pub fn migration_finished(&self, duration: Duration) {
+        self.migration_duration.observe(duration.as_secs_f64());
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -138,6 +180,9 @@ mod tests {
         metrics.api_request("PATCH", "deployments");
         metrics.conversion_reviewed(true, 3, Duration::from_millis(2));
         metrics.conversion_reviewed(false, 0, Duration::from_millis(1));
+        metrics.migration_objects(5, 2, 0);
+        metrics.migration_remaining(7);
+        metrics.migration_finished(Duration::from_secs(2));
         assert_eq!(metrics.reconcile_count(), 3);
         let text = metrics.encode().unwrap();
         assert!(text.contains("neurallog_tenant_operator_reconciles_total{result=\"success\"} 2"), "{text}");
@@ -151,5 +196,11 @@ mod tests {
         assert!(text.contains("neurallog_tenant_operator_conversion_reviews_total{result=\"failure\"} 1"), "{text}");
         assert!(text.contains("neurallog_tenant_operator_converted_objects_total 3"), "{text}");
         assert!(text.contains("neurallog_tenant_operator_conversion_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("neurallog_tenant_operator_storage_migration_objects_total{result=\"migrated\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("neurallog_tenant_operator_storage_migration_remaining 7"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_storage_migration_duration_seconds_count 1"), "{text}");
     }
 }

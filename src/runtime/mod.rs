@@ -3,9 +3,10 @@
 //! - Every replica: the [`admin`] server (`/metrics`, `/healthz`, `/readyz`), the leader
 //!   election ([`lease`]) and the conversion webhook ([`crate::webhook`]; the API server calls
 //!   whichever replica the Service picks), with its self-managed certificate where configured.
-//! - The leader only (or the one process, with leader election off): the controller; the
-//!   storage-version migrator joins it here. Losing the lease drops the controller at once, so a
-//!   replica that is no longer the leader stops writing mid-reconcile.
+//! - The leader only (or the one process, with leader election off): the controller, and beside
+//!   it the storage-version migration ([`migration`]), a task of its own so it never holds up a
+//!   reconcile. Losing the lease drops both at once, so a replica that is no longer the leader
+//!   stops writing mid-reconcile (the migration's progress is kept; the next leader resumes it).
 //! - On SIGTERM or Ctrl-C: the controller finishes the reconciles in flight, then the Lease is
 //!   released (the next leader starts without waiting it out), then the servers (admin and
 //!   webhook) stop and the traces are flushed.
@@ -24,6 +25,7 @@ use kube::Client;
 
 use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
+use crate::migration::{self, MigrationSettings};
 use crate::readiness::{Readiness, Role};
 use crate::telemetry::{self, Pod, TelemetryArgs};
 use crate::webhook::{self, Certificates, Webhook, provision};
@@ -41,6 +43,8 @@ pub struct Config {
     /// without OLM); `None` serves the mounted certificate and leaves the CRD alone.
     pub webhook_self_managed: Option<provision::SelfManaged>,
     pub controller: Settings,
+    /// The storage-version migration the leader runs beside the controller.
+    pub migration: MigrationSettings,
     /// `None` runs without leader election: exactly one process may run then.
     pub leader_election: Option<LeaseSettings>,
     pub telemetry: TelemetryArgs,
@@ -115,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     // The leader only.
-    let result = lead(client, config.controller, metrics, readiness, shutdown).await;
+    let result = lead(client, config.controller, config.migration, metrics, readiness, shutdown).await;
     tracing::info!("controller stopped");
 
     // Released only now, after the reconciles in flight have finished.
@@ -135,11 +139,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
 
-/// Runs the controller whenever this process reconciles, until `shutdown`. Returns early with
-/// the controller's error when it cannot start (the CRD is missing, say).
+/// Aborts a spawned task when dropped: the migration stops with the leadership that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the controller and the storage-version migration whenever this process reconciles, until
+/// `shutdown`. Returns early with the controller's error when it cannot start (the CRD is
+/// missing, say).
 async fn lead(
     client: Client,
     settings: Settings,
+    migration: MigrationSettings,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     shutdown: Shutdown,
@@ -153,6 +168,8 @@ async fn lead(
         metrics.set_leader(true);
         let mut lost_roles = readiness.roles();
         let lost = lost_roles.wait_for(|role| !role.reconciles());
+        let _migration =
+            AbortOnDrop(tokio::spawn(migration::run_until_done(client.clone(), migration.clone(), metrics.clone())));
         let controller =
             controller::run(client.clone(), settings.clone(), metrics.clone(), readiness.clone(), shutdown.clone());
         let stopped = tokio::select! {

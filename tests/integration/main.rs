@@ -11,6 +11,7 @@ mod deletion;
 mod install;
 mod leader;
 mod lifecycle;
+mod migration;
 mod network;
 mod partial;
 mod password;

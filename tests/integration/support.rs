@@ -61,6 +61,11 @@ fn writes_in(metrics: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The writes a client counted in `metrics` sent, by "METHOD resource".
+pub fn writes_of(metrics: &Metrics) -> BTreeMap<String, f64> {
+    writes_in(&metrics.encode().expect("metrics encode"))
+}
+
 /// An operator instance running in-process.
 pub struct Operator {
     pub metrics: Arc<Metrics>,

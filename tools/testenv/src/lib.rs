@@ -178,6 +178,8 @@ pub struct ControlPlane {
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     server: String,
+    /// etcd's client URL (plain HTTP on loopback).
+    etcd_url: String,
     admin_kubeconfig: PathBuf,
     operator_kubeconfig: PathBuf,
     kubectl: PathBuf,
@@ -195,6 +197,17 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, creds: &CertAndKey) -
         encode(&creds.cert_pem),
         encode(&creds.key_pem)
     )
+}
+
+/// `token`, a list's continue token, made to point at resourceVersion `revision` (an old one, to
+/// make the API server answer 410 Gone for it). The token is the API server's base64 (URL-safe,
+/// unpadded) JSON of `{"v", "rv", "start"}`.
+pub fn continue_token_at(token: &str, revision: i64) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parsed: serde_json::Value = serde_json::from_slice(&engine.decode(token)?)?;
+    parsed["rv"] = revision.into();
+    Ok(engine.encode(serde_json::to_vec(&parsed)?))
 }
 
 /// Makes the kernel kill the process `command` starts when the thread that spawns it dies, so a
@@ -300,18 +313,19 @@ impl ControlPlane {
             write("operator.kubeconfig", &kubeconfig_yaml(&server, &pki.ca_pem, OPERATOR_USER, &operator))?;
 
         let path = |p: &Path| p.display().to_string();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let mut plane = Self {
             processes: Vec::new(),
             apiserver: (PathBuf::new(), Vec::new()),
             dir: dir.clone(),
             _temp: temp,
             server: server.clone(),
+            etcd_url: etcd_url.clone(),
             admin_kubeconfig: admin_kubeconfig.clone(),
             operator_kubeconfig,
             kubectl: kube_bin.join("kubectl"),
             egress,
         };
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_args: Vec<String> = vec![
             "--name=testenv".into(),
@@ -415,6 +429,85 @@ impl ControlPlane {
         &self.server
     }
 
+    /// etcd's client URL (plain HTTP on loopback), to read what the API server stored.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// The value etcd holds at `key` (`/registry/<group>/<resource>/<name>` for a cluster-scoped
+    /// custom resource), through etcd's JSON gateway; `None` when there is none.
+    pub async fn etcd_get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let body = serde_json::json!({"key": engine.encode(key)});
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot read {key} from etcd"))?
+            .error_for_status()?
+            .json()
+            .await?;
+        let Some(value) = answer.pointer("/kvs/0/value").and_then(serde_json::Value::as_str) else { return Ok(None) };
+        Ok(Some(engine.decode(value).with_context(|| format!("etcd's value of {key} is not base64"))?))
+    }
+
+    /// Compacts etcd's history up to its current revision, as the API server does every few
+    /// minutes: continue tokens and resourceVersions older than that expire (410 Gone).
+    pub async fn etcd_compact(&self) -> anyhow::Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let answer: serde_json::Value = client
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&serde_json::json!({"key": "AA==", "count_only": true}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let revision = answer.pointer("/header/revision").and_then(serde_json::Value::as_str).context("no revision")?;
+        client
+            .post(format!("{}/v3/kv/compaction", self.etcd_url))
+            .json(&serde_json::json!({"revision": revision, "physical": true}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Replaces the installed CRD by the one in a YAML file, with its conversion webhook at `url`
+    /// (an update keeping the installed one's resourceVersion, the way an upgrade applies it).
+    pub async fn replace_crd_converting(
+        &self,
+        path: &Path,
+        url: &str,
+        ca_pem: &str,
+    ) -> anyhow::Result<CustomResourceDefinition> {
+        let mut crd = Self::read_crd(path)?;
+        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
+        let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let installed = api.get(&name).await.with_context(|| format!("cannot read CRD {name}"))?;
+        crd.metadata.resource_version = installed.metadata.resource_version;
+        api.replace(&name, &PostParams::default(), &crd).await.with_context(|| format!("cannot replace CRD {name}"))
+    }
+
+    fn webhook_conversion(url: &str, ca_pem: &str) -> CustomResourceConversion {
+        CustomResourceConversion {
+            strategy: "Webhook".into(),
+            webhook: Some(WebhookConversion {
+                conversion_review_versions: vec!["v1".into()],
+                client_config: Some(WebhookClientConfig {
+                    url: Some(url.to_owned()),
+                    ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
+                    service: None,
+                }),
+            }),
+        }
+    }
+
     /// The working directory: logs of every process, kubeconfigs, certificates.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -516,17 +609,7 @@ impl ControlPlane {
         ca_pem: &str,
     ) -> anyhow::Result<CustomResourceDefinition> {
         let mut crd = Self::read_crd(path)?;
-        crd.spec.conversion = Some(CustomResourceConversion {
-            strategy: "Webhook".into(),
-            webhook: Some(WebhookConversion {
-                conversion_review_versions: vec!["v1".into()],
-                client_config: Some(WebhookClientConfig {
-                    url: Some(url.to_owned()),
-                    ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
-                    service: None,
-                }),
-            }),
-        });
+        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
         self.create_crd(crd).await
     }
 
