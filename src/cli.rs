@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Seconds between re-checks of a converged tenant, a safety net behind the watches.
     #[arg(long, env = "TENANT_OPERATOR_RESYNC_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
     pub resync_seconds: u64,
+    /// Tenants per page of the storage-version migration, and per progress checkpoint: a replica
+    /// that stops mid-migration costs its successor at most one page again.
+    #[arg(long, env = "TENANT_OPERATOR_MIGRATION_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub migration_page_size: u32,
     /// Address of the admin HTTP server: /metrics, /healthz and /readyz.
     #[arg(long, env = "TENANT_OPERATOR_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     pub admin_address: std::net::SocketAddr,
@@ -211,6 +215,7 @@ impl RunArgs {
                 auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
             },
             migration: MigrationSettings {
+                page_size: self.migration_page_size,
                 progress_namespace: leader_election
                     .as_ref()
                     .map(|l| l.namespace.clone())

@@ -377,3 +377,52 @@ async fn the_leader_migrates_on_its_own_after_an_upgrade_in_one_trace() {
     assert!(names.iter().any(|n| n == "migrate page 1"), "{names:?}");
     assert!(names.iter().any(|n| n == "update CustomResourceDefinition tenants.neurallog.io status"), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_resumes_after_the_last_page() {
+    let (count, page) = (60, 5);
+    let h = upgraded(count).await;
+    let args = [
+        "--leader-elect",
+        "--lease-duration-seconds",
+        "4",
+        "--lease-renew-before-seconds",
+        "2",
+        "--migration-page-size",
+        "5",
+    ];
+    let env = [("POD_NAMESPACE", NAMESPACE), ("RUST_LOG", "info,kube=warn")];
+    let visits = |metrics: &BTreeMap<String, f64>| -> f64 {
+        metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("neurallog_tenant_operator_storage_migration_objects_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Killed (SIGKILL, no cleanup) at several points of the pass.
+    let mut persisted_pages = 0;
+    for (round, kill_at) in [2u64, 6].into_iter().enumerate() {
+        let first =
+            OperatorProcess::start(&h, &format!("operator-{round}"), h.plane.operator_kubeconfig(), &args, &env);
+        poll("pages persisted", async || {
+            let pages: u64 = progress(&h).await.get("migration.neurallog.io/pages")?.parse().ok()?;
+            (pages >= kill_at).then_some(())
+        })
+        .await;
+        first.kill().await;
+        persisted_pages = progress(&h).await["migration.neurallog.io/pages"].parse::<u64>().unwrap();
+        assert!(stored_versions(&crd(&h).await).contains(&"v1".to_owned()), "killed before the trim");
+    }
+    let successor = OperatorProcess::start(&h, "operator-last", h.plane.operator_kubeconfig(), &args, &env);
+    poll("storedVersions trimmed by the successor", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
+        .await;
+    for i in 0..count {
+        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    // The successor patched only what the last kill left: the pages not yet persisted.
+    let visited = visits(&poll("the successor's metrics", async || successor.metrics().await).await);
+    let left = (count as u64 - persisted_pages * page) as f64;
+    assert!(visited <= left, "the successor patched {visited} tenants; {left} were left after page {persisted_pages}");
+    assert!(visited > 0.0, "the successor resumed the pass");
+    eprintln!("killed at pages 2 and 6 (persisted {persisted_pages}); the successor patched {visited} of {count}");
+}
