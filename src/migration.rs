@@ -50,6 +50,10 @@ const PAGES: &str = "migration.neurallog.io/pages";
 const CRD_UID: &str = "migration.neurallog.io/crd-uid";
 /// "listing" while pages remain, "trimming" once every Tenant was visited.
 const PHASE: &str = "migration.neurallog.io/phase";
+/// The CRD's generation when the pass began: a pass over a CRD whose spec changed since (its
+/// storage version switched away and back, say, storing some Tenants at another version) starts
+/// over rather than trims.
+const CRD_GENERATION: &str = "migration.neurallog.io/crd-generation";
 
 /// How the migration runs.
 #[derive(Debug, Clone)]
@@ -165,6 +169,8 @@ struct Progress {
     pages: u64,
     /// Every Tenant was visited: only the trim remains.
     listed: bool,
+    /// The CRD's `metadata.generation` when the pass began.
+    crd_generation: Option<i64>,
 }
 
 impl Progress {
@@ -178,6 +184,7 @@ impl Progress {
             (PAGES.to_owned(), number(self.pages)),
             (CRD_UID.to_owned(), Value::String(crd_uid.to_owned())),
             (PHASE.to_owned(), Value::String(if self.listed { "trimming" } else { "listing" }.to_owned())),
+            (CRD_GENERATION.to_owned(), self.crd_generation.map_or(Value::Null, |g| Value::String(g.to_string()))),
         ])
     }
 
@@ -193,6 +200,7 @@ impl Progress {
             counts: Counts { migrated: number(MIGRATED)?, skipped: number(SKIPPED)?, failed: number(FAILED)? },
             pages: number(PAGES)?,
             listed: annotations.get(PHASE).map(String::as_str) == Some("trimming"),
+            crd_generation: annotations.get(CRD_GENERATION).and_then(|v| v.parse().ok()),
         })
     }
 }
@@ -239,7 +247,7 @@ impl ProgressStore {
 
     /// Removes every progress annotation (the Lease stays: the operator may not delete Leases).
     async fn clear(&self) -> Result<(), MigrationError> {
-        let keys = [CONTINUE, MIGRATED, SKIPPED, FAILED, PAGES, CRD_UID, PHASE];
+        let keys = [CONTINUE, MIGRATED, SKIPPED, FAILED, PAGES, CRD_UID, PHASE, CRD_GENERATION];
         self.write(keys.iter().map(|k| ((*k).to_owned(), Value::Null)).collect()).await
     }
 
@@ -467,7 +475,13 @@ async fn migrate(
         crd_uid: crd.metadata.uid.clone().unwrap_or_default(),
     };
     let mut progress = store.load().await?;
-    if progress.pages > 0 {
+    let generation = crd.metadata.generation;
+    if progress.crd_generation != generation {
+        if progress.pages > 0 {
+            tracing::info!(crd = CRD_NAME, "the CRD changed since the last pass began: starting over");
+        }
+        progress = Progress { crd_generation: generation, ..Progress::default() };
+    } else if progress.pages > 0 {
         tracing::info!(crd = CRD_NAME, pages = progress.pages, "resuming after the last page done");
     }
 
@@ -518,9 +532,12 @@ async fn migrate(
     let outcome = if counts.failed > 0 {
         Outcome::Incomplete(counts)
     } else {
-        match trim(client).await? {
-            Decision::Done | Decision::Migrate => Outcome::Migrated(counts),
-            Decision::Refuse(reason) => Outcome::Refused { reason, counts },
+        match trim(client, generation).await? {
+            Trim::Trimmed | Trim::AlreadyDone => Outcome::Migrated(counts),
+            Trim::Refused(reason) => Outcome::Refused { reason, counts },
+            // Tenants written while the spec said otherwise may sit at another version: the next
+            // pass (retried like a pass with failures) visits them all again.
+            Trim::Changed => Outcome::Incomplete(counts),
         }
     };
     // A pass with failures starts over next time: its finished pages may hold the failed Tenants.
@@ -568,16 +585,35 @@ async fn migrate_page(
     counts
 }
 
+/// What the trim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trim {
+    /// `storedVersions` is now the storage version alone.
+    Trimmed,
+    /// It already was.
+    AlreadyDone,
+    /// [`decide`] refuses it, for this reason.
+    Refused(String),
+    /// The CRD's spec changed since the pass began: the pass must be done again first.
+    Changed,
+}
+
 /// Trims `status.storedVersions` to the storage version if [`decide`] still allows it on a fresh
-/// read of the CRD, guarded by that read's resourceVersion; a conflict is decided and tried once
-/// more. Returns the decision taken (`Migrate` meaning: trimmed now).
-pub async fn trim(client: Client) -> Result<Decision, MigrationError> {
+/// read of the CRD and its generation is still `pass_generation` (the one the pass began with;
+/// `None`: not checked), guarded by that read's resourceVersion; a conflict is decided and tried
+/// once more.
+pub async fn trim(client: Client, pass_generation: Option<i64>) -> Result<Trim, MigrationError> {
     let crds = Api::<CustomResourceDefinition>::all(client);
     for _ in 0..2 {
         let mut crd = crds.get(CRD_NAME).await.map_err(MigrationError::ReadCrd)?;
-        let decision = decide(&crd);
-        if decision != Decision::Migrate {
-            return Ok(decision);
+        match decide(&crd) {
+            Decision::Done => return Ok(Trim::AlreadyDone),
+            Decision::Refuse(reason) => return Ok(Trim::Refused(reason)),
+            Decision::Migrate => {}
+        }
+        if pass_generation.is_some() && crd.metadata.generation != pass_generation {
+            tracing::info!(crd = CRD_NAME, "the CRD changed during the pass: not trimming, the pass starts over");
+            return Ok(Trim::Changed);
         }
         let from = stored_versions(&crd);
         crd.status.get_or_insert_default().stored_versions = Some(vec![STORAGE_VERSION.to_owned()]);
@@ -595,7 +631,7 @@ pub async fn trim(client: Client) -> Result<Decision, MigrationError> {
         match replaced {
             Ok(_) => {
                 tracing::info!(crd = CRD_NAME, from = ?from, to = STORAGE_VERSION, "status.storedVersions trimmed");
-                return Ok(Decision::Migrate);
+                return Ok(Trim::Trimmed);
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 span.record("otel.status_code", "ERROR").record("otel.status_message", status.message.as_str());
@@ -673,6 +709,7 @@ mod tests {
             counts: Counts { migrated: 3, skipped: 2, failed: 1 },
             pages: 2,
             listed: false,
+            crd_generation: Some(4),
         };
         let annotations: BTreeMap<String, String> = progress
             .annotations("uid-1")

@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use neurallog_tenant_operator::metrics::Metrics;
-use neurallog_tenant_operator::migration::{self, CRD_NAME, Decision, MigrationSettings, Outcome, PROGRESS_LEASE};
+use neurallog_tenant_operator::migration::{self, CRD_NAME, MigrationSettings, Outcome, PROGRESS_LEASE, Trim};
 use serde_json::json;
 use testenv::repo_root;
 
@@ -324,12 +324,47 @@ async fn the_trim_is_refused_when_the_crd_stores_another_version() {
     crds.replace(CRD_NAME, &PostParams::default(), &changed).await.expect("storage version changed");
 
     let (client, metrics) = operator(&h).await;
-    let decision = migration::trim(client.clone()).await.expect("trim decides");
-    assert!(matches!(&decision, Decision::Refuse(reason) if reason.contains("v1")), "{decision:?}");
+    let decision = migration::trim(client.clone(), None).await.expect("trim decides");
+    assert!(matches!(&decision, Trim::Refused(reason) if reason.contains("v1")), "{decision:?}");
     let outcome = migration::run(client, settings(5), metrics.clone()).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Refused { .. }), "{outcome:?}");
     assert_eq!(stored_versions(&crd(&h).await), ["v1", "v2"], "nothing trimmed");
     assert!(writes_of(&metrics).is_empty(), "no write: {:?}", writes_of(&metrics));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storage_version_switched_away_and_back_during_a_pass_is_not_trimmed_but_passed_again() {
+    let count = 10;
+    let h = upgraded(count).await;
+    let began = crd(&h).await.metadata.generation;
+    // During the pass, v1 is the storage version for a while: a tenant written then is v1 again.
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    let switch = async |storage: &str| {
+        let mut changed = crd(&h).await;
+        for version in &mut changed.spec.versions {
+            version.storage = version.name == storage;
+        }
+        crds.replace(CRD_NAME, &PostParams::default(), &changed).await.expect("storage version switched");
+    };
+    switch("v1").await;
+    let touched = json!({"metadata": {"labels": {"touched": "yes"}}});
+    version(&h, "v1").patch(&name(0), &PatchParams::default(), &Patch::Merge(&touched)).await.unwrap();
+    poll("written as v1 again", async || {
+        (stored_version(&h, &name(0)).await.as_deref() == Some("neurallog.io/v1")).then_some(())
+    })
+    .await;
+    switch("v2").await;
+
+    let (client, metrics) = operator(&h).await;
+    assert_eq!(migration::trim(client.clone(), began).await.expect("trim decides"), Trim::Changed);
+    assert_eq!(stored_versions(&crd(&h).await), ["v1", "v2"], "nothing trimmed");
+    // A pass that begins now sees the CRD as it is, and may trim.
+    let outcome = migration::run(client, settings(4), metrics).await.expect("migration runs");
+    assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
+    for i in 0..count {
+        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
