@@ -136,6 +136,14 @@ async fn progress(h: &Harness) -> BTreeMap<String, String> {
     lease.and_then(|l| l.metadata.annotations).unwrap_or_default()
 }
 
+/// Every tenant `0..count` is stored at v2 in etcd, and `storedVersions` says only v2.
+async fn assert_migrated(h: &Harness, count: usize) {
+    for i in 0..count {
+        assert_eq!(stored_version(h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    assert_eq!(stored_versions(&crd(h).await), ["v2"]);
+}
+
 fn patches(metrics: &Metrics) -> f64 {
     writes_of(metrics).get("PATCH tenants").copied().unwrap_or(0.0)
 }
@@ -151,10 +159,7 @@ async fn migration_rewrites_every_v1_tenant_at_v2_trims_stored_versions_and_then
     let outcome = migration::run(client, settings(5), metrics.clone()).await.expect("migration runs");
     let Outcome::Migrated(counts) = outcome else { panic!("not migrated: {outcome:?}") };
     assert_eq!((counts.migrated, counts.skipped, counts.failed), (count as u64, 0, 0));
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
-    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
+    assert_migrated(&h, count).await;
     assert!(progress(&h).await.keys().all(|k| !k.starts_with("migration.neurallog.io/")), "progress cleared");
     let text = metrics.encode().unwrap();
     assert!(text.contains("storage_migration_objects_total{result=\"migrated\"} 12"), "{text}");
@@ -213,10 +218,7 @@ async fn an_interrupted_migration_resumes_after_its_last_page() {
     let outcome = migration::run(client, settings(page), metrics.clone()).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
     sent += patches(&metrics);
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
-    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
+    assert_migrated(&h, count).await;
     // Each stop costs at most the page in flight again; finished pages are never re-patched.
     let bound = (count + 2 * page as usize) as f64;
     assert!(sent <= bound, "{sent} patches for {count} tenants, bound {bound}");
@@ -249,10 +251,7 @@ async fn a_migration_resumed_after_its_continue_token_expired_still_visits_every
     let outcome = migration::run(client, settings(page), metrics.clone()).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
     sent += patches(&metrics);
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
-    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
+    assert_migrated(&h, count).await;
     let bound = (count + page as usize) as f64;
     assert!(sent <= bound, "{sent} patches for {count} tenants, bound {bound}");
 }
@@ -346,10 +345,19 @@ async fn a_storage_version_switched_away_and_back_during_a_pass_is_not_trimmed_b
         }
         crds.replace(CRD_NAME, &PostParams::default(), &changed).await.expect("storage version switched");
     };
+    // Every tenant at v2 first (as a pass would leave them), then v1 stored for a while.
+    for i in 0..count {
+        let touched = json!({"metadata": {"labels": {"touched": "v2"}}});
+        version(&h, "v2").patch(&name(i), &PatchParams::default(), &Patch::Merge(&touched)).await.unwrap();
+    }
+    assert_eq!(stored_version(&h, &name(0)).await.as_deref(), Some("neurallog.io/v2"));
     switch("v1").await;
-    let touched = json!({"metadata": {"labels": {"touched": "yes"}}});
-    version(&h, "v1").patch(&name(0), &PatchParams::default(), &Patch::Merge(&touched)).await.unwrap();
-    poll("written as v1 again", async || {
+    // The API server takes up a new storage version on its own time: write until it has.
+    let mut attempt = 0;
+    poll("a tenant written as v1 again", async || {
+        attempt += 1;
+        let touched = json!({"metadata": {"labels": {"touched": format!("v1-{attempt}")}}});
+        version(&h, "v1").patch(&name(0), &PatchParams::default(), &Patch::Merge(&touched)).await.ok()?;
         (stored_version(&h, &name(0)).await.as_deref() == Some("neurallog.io/v1")).then_some(())
     })
     .await;
@@ -361,10 +369,7 @@ async fn a_storage_version_switched_away_and_back_during_a_pass_is_not_trimmed_b
     // A pass that begins now sees the CRD as it is, and may trim.
     let outcome = migration::run(client, settings(4), metrics).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
-    assert_eq!(stored_versions(&crd(&h).await), ["v2"]);
+    assert_migrated(&h, count).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,9 +388,7 @@ async fn the_leader_migrates_on_its_own_after_an_upgrade_in_one_trace() {
     let leader = OperatorProcess::start(&h, "operator-a", h.plane.operator_kubeconfig(), &args, &env);
     poll("storedVersions trimmed by the leader", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
         .await;
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
+    assert_migrated(&h, count).await;
     let metrics = poll("the leader's metrics", async || leader.metrics().await).await;
     // The controller starts beside it and writes the tenants too (finalizer, status), which also
     // stores them at v2: those count as skipped.
@@ -451,9 +454,7 @@ async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_resumes_after_th
     let successor = OperatorProcess::start(&h, "operator-last", h.plane.operator_kubeconfig(), &args, &env);
     poll("storedVersions trimmed by the successor", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
         .await;
-    for i in 0..count {
-        assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
-    }
+    assert_migrated(&h, count).await;
     // The successor patched only what the last kill left: the pages not yet persisted.
     let visited = visits(&poll("the successor's metrics", async || successor.metrics().await).await);
     let left = (count as u64 - persisted_pages * page) as f64;
