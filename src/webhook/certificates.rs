@@ -285,7 +285,7 @@ pub(crate) mod tests {
     async fn a_rotated_pair_is_picked_up_and_a_broken_one_never_replaces_it() {
         let dir = tempdir();
         let resolver = Reloading::default();
-        let mut poller = DirectoryPoller::new(dir.clone());
+        let mut poller = DirectoryPoller::new(dir.to_path_buf());
 
         // Nothing mounted yet: no certificate, handshakes would fail.
         poller.poll(&resolver).await;
@@ -349,8 +349,23 @@ pub(crate) mod tests {
         panic!("not reached within 5 s");
     }
 
-    /// A fresh directory under the system's temporary directory.
-    pub(crate) fn tempdir() -> PathBuf {
+    /// A fresh directory under the system's temporary directory, removed when dropped.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn tempdir() -> TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -360,7 +375,7 @@ pub(crate) mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     #[test]

@@ -48,8 +48,8 @@ use crate::metrics::Metrics;
 
 /// The path the CRD's `spec.conversion.webhook.clientConfig` names.
 pub const PATH: &str = "/convert";
-/// Largest review body accepted: the API server sends a whole list page (up to 500 Tenants by
-/// default, more when a client asks) in one review.
+/// Largest review body accepted: the API server converts a whole list response in one review
+/// (every Tenant, when the client does not page).
 pub const MAX_BODY: usize = 64 << 20;
 /// Time to read a review's body and answer it; the API server gives up after 30 s anyway.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,6 +85,12 @@ pub struct Webhook {
     local_addr: SocketAddr,
     resolver: Arc<Reloading>,
     follow_certificates: BoxFuture<'static, ()>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
 }
 
 impl Webhook {
@@ -231,7 +237,8 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Unanswere
     if announced.is_some_and(|length| length > MAX_BODY) {
         return Err(Unanswered::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
+    // Announced is not sent: reserve no more than a typical review up front.
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(1 << 20));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Unanswered::Unreadable)?;
@@ -266,7 +273,16 @@ async fn convert(State(metrics): State<Arc<Metrics>>, headers: HeaderMap, body: 
     let (status, review, answered) = async {
         let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let body = read_body(&headers, body).await?;
-            tokio::task::spawn_blocking(move || answer(&body)).await.map_err(|error| {
+            // Parsing, converting and serialising a large review is CPU-bound: off the async threads.
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let (status, review, answered) = answer(&body);
+                    (status, serialise(&review), answered)
+                })
+            })
+            .await
+            .map_err(|error| {
                 tracing::error!(%error, "the conversion panicked");
                 Unanswered::Panicked
             })
@@ -276,7 +292,7 @@ async fn convert(State(metrics): State<Arc<Metrics>>, headers: HeaderMap, body: 
             let review =
                 ConversionResponse::invalid(Status::failure(&message, reason(status)).with_code(status.as_u16()))
                     .into_review();
-            (status, review, Answered { failure: Some(message), ..Answered::default() })
+            (status, serialise(&review), Answered { failure: Some(message), ..Answered::default() })
         };
         let (status, review, answered) = match read {
             Ok(Ok(answer)) => answer,
@@ -320,13 +336,15 @@ async fn convert(State(metrics): State<Arc<Metrics>>, headers: HeaderMap, body: 
     .instrument(span)
     .await;
     metrics.conversion_reviewed(answered.failure.is_none(), answered.converted as u64, started.elapsed());
-    match serde_json::to_vec(&review) {
-        Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot serialise a ConversionReview");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    match review {
+        Some(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// The review as JSON; `None` (logged) if it cannot be, which a review of JSON values never is.
+fn serialise(review: &ConversionReview) -> Option<Vec<u8>> {
+    serde_json::to_vec(review).inspect_err(|error| tracing::error!(%error, "cannot serialise a ConversionReview")).ok()
 }
 
 /// The `reason` of a refusal, as Kubernetes names them.

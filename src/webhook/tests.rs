@@ -245,8 +245,9 @@ async fn a_certificate_rotated_under_a_client_looping_requests_fails_none_of_the
 #[tokio::test]
 async fn a_taken_port_fails_the_bind() {
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let settings = Settings { address: taken.local_addr().unwrap(), cert_dir: tempdir() };
-    let error = Webhook::bind(&settings, Certificates::directory(&settings.cert_dir)).await.err().unwrap();
+    let dir = tempdir();
+    let settings = Settings { address: taken.local_addr().unwrap(), cert_dir: dir.to_path_buf() };
+    let error = Webhook::bind(&settings, Certificates::directory(&settings.cert_dir)).await.unwrap_err();
     assert!(format!("{error:#}").contains("cannot listen on"), "{error:#}");
 }
 
