@@ -92,16 +92,30 @@ async fn bare_loop(client: &Client) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-/// Makes `storage` the CRD's storage version (an update of the installed CRD).
-async fn store_as(client: &Client, storage: &str) -> anyhow::Result<()> {
+/// Makes `storage` the CRD's storage version (an update of the installed CRD), and returns once
+/// the API server stores at it: a probe tenant is written until etcd holds it at that version
+/// (the CRD handler takes the change up from its informer, on its own time).
+async fn store_as(plane: &ControlPlane, client: &Client, storage: &str) -> anyhow::Result<()> {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let mut crd = crds.get(CRD_NAME).await?;
     for version in &mut crd.spec.versions {
         version.storage = version.name == storage;
     }
     crds.replace(CRD_NAME, &PostParams::default(), &crd).await?;
-    // The API server's CRD handler picks the change up from its informer.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probe = format!("bench-{:05}", 0);
+    let wanted = format!("neurallog.io/{storage}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in 0.. {
+        let touched = json!({"metadata": {"labels": {"bench-probe": format!("{storage}-{attempt}")}}});
+        tenants(client, "v2").patch(&probe, &PatchParams::default(), &Patch::Merge(&touched)).await?;
+        let stored = plane.etcd_get(&format!("/registry/neurallog.io/tenants/{probe}")).await?;
+        let version = stored.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if version.as_ref().and_then(|v| v["apiVersion"].as_str()) == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the API server did not store at {storage} within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -145,7 +159,12 @@ async fn main() -> anyhow::Result<()> {
     plane
         .replace_crd_converting(&repo_root().join("config/crd/bases/neurallog.io_tenants.yaml"), &url, &pki.ca_pem)
         .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // v2 served (through the webhook) before anything is timed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tenants(&admin, "v2").list(&ListParams::default().limit(1)).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "v2 not served within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let at_start = reset_peak_rss();
     let started = Instant::now();
@@ -158,9 +177,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The same fleet, stored as v1 again.
-    store_as(&admin, "v1").await?;
+    store_as(&plane, &admin, "v1").await?;
     bare_loop(&admin).await?;
-    store_as(&admin, "v2").await?;
+    store_as(&plane, &admin, "v2").await?;
     let namespace = Namespace {
         metadata: ObjectMeta { name: Some("neurallog-system".into()), ..ObjectMeta::default() },
         ..Namespace::default()

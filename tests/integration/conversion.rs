@@ -96,7 +96,12 @@ async fn a_v1_and_a_v2_client_each_see_their_own_shape_and_nothing_is_lost() {
     let model = stored.model().expect("the operator reads it");
     assert_eq!(model.server.env.len(), 2);
     assert_eq!(model.redis.config.get("maxmemory-policy").map(String::as_str), Some("allkeys-lru"));
-    assert!(h.webhook.as_ref().unwrap().metrics.encode().unwrap().contains("conversion"), "the webhook was called");
+    let metrics = h.webhook.as_ref().unwrap().metrics.encode().unwrap();
+    let converted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("neurallog_tenant_operator_converted_objects_total "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(converted.is_some_and(|n| n > 0.0), "the webhook converted the objects: {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -485,13 +485,19 @@ impl ControlPlane {
         url: &str,
         ca_pem: &str,
     ) -> anyhow::Result<CustomResourceDefinition> {
-        let mut crd = Self::read_crd(path)?;
-        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
+        let mut crd = Self::read_crd_converting(path, url, ca_pem)?;
         let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
         let name = crd.metadata.name.clone().unwrap_or_default();
         let installed = api.get(&name).await.with_context(|| format!("cannot read CRD {name}"))?;
         crd.metadata.resource_version = installed.metadata.resource_version;
         api.replace(&name, &PostParams::default(), &crd).await.with_context(|| format!("cannot replace CRD {name}"))
+    }
+
+    /// The CRD in a YAML file, its conversion webhook at `url` (HTTPS, signed by `ca_pem`).
+    fn read_crd_converting(path: &Path, url: &str, ca_pem: &str) -> anyhow::Result<CustomResourceDefinition> {
+        let mut crd = Self::read_crd(path)?;
+        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
+        Ok(crd)
     }
 
     fn webhook_conversion(url: &str, ca_pem: &str) -> CustomResourceConversion {
@@ -608,9 +614,7 @@ impl ControlPlane {
         url: &str,
         ca_pem: &str,
     ) -> anyhow::Result<CustomResourceDefinition> {
-        let mut crd = Self::read_crd(path)?;
-        crd.spec.conversion = Some(Self::webhook_conversion(url, ca_pem));
-        self.create_crd(crd).await
+        self.create_crd(Self::read_crd_converting(path, url, ca_pem)?).await
     }
 
     fn read_crd(path: &Path) -> anyhow::Result<CustomResourceDefinition> {
