@@ -47,11 +47,14 @@ run-once: build ## `make run` once, non-interactively: it must bring the sample 
 		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
 	@echo "make run: sample tenant provisioned and registered (output in .local/run-once.log)"
 
-e2e: ## Install from catalog/ through OLM on a simulated (KWOK) cluster, run the operator, the sample tenant, uninstall.
+e2e: tools ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0 (manual and automatic approval), the refused upgrade.
 	@tools/build.sh olm >/dev/null
 	@tools/build.sh kwok >/dev/null
-	cargo build --locked --workspace --bins
-	tools/e2e.sh
+	@tools/released-operator.sh 0.1.0 >/dev/null
+	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
+		TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
+		cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
 
 bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \

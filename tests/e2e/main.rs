@@ -1,0 +1,13 @@
+//! End to end, the way platform engineers meet the operator: installed and upgraded through real
+//! OLM (`olm`, `catalog`, `opm serve` of `catalog/`) on a simulated cluster (kwokctl's binary
+//! runtime: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok's fake node), the
+//! operator run as its pod would run (its Deployment's arguments, its ServiceAccount's token, OLM's
+//! serving certificate behind OLM's webhook Service), traces into Jaeger.
+//!
+//! Built only with the `e2e` feature (`make e2e`); the scenarios run one at a time
+//! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its
+//! step and keeps every component's log in `.local/e2e/<scenario>/`.
+
+mod harness;
+mod install;
+mod upgrade;
