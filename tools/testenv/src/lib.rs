@@ -12,12 +12,14 @@
 //!
 //! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
 //! [`jaeger`] runs a real Jaeger v2 (OTLP in, query API out) for tests of the exported traces.
-//! [`kwok`] runs a whole simulated cluster (kwokctl: every controller, a scheduler, fake nodes).
+//! [`kwok`] runs a whole simulated cluster (kwokctl: every controller, a scheduler, fake nodes)
+//! and [`olm`] runs OLM's operators and an `opm` catalog server against it, for end-to-end tests.
 
 pub mod auth;
 mod egress;
 pub mod jaeger;
 pub mod kwok;
+pub mod olm;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
