@@ -34,15 +34,33 @@ use crate::{dies_with_parent, log_tail, tool_dir};
 
 /// The fake node every cluster gets.
 pub const NODE: &str = "kwok-node-0";
-/// How long `kwokctl create cluster` may take, its wait for the components included.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long the node and the volumes may take to become Ready and Available.
+/// How long `kwokctl create cluster` may take (it starts the processes; it does not wait for them).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the API server, the node and the volumes may take to become ready, Ready and Available.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `kwokctl delete cluster` and the end of the processes it stops may take, after which
 /// those still running are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at creating a cluster: its ports are picked free, but another process can take one
+/// before the component binds it; the cluster is then created again on other ports.
+const START_ATTEMPTS: u32 = 3;
 /// Clusters started by this process, for unique names.
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A process kwokctl started exited while the cluster was starting.
+#[derive(Debug)]
+struct ComponentExited {
+    name: String,
+    log_tail: String,
+}
+
+impl std::fmt::Display for ComponentExited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} exited while the cluster was starting; the end of its log:\n{}", self.name, self.log_tail)
+    }
+}
+
+impl std::error::Error for ComponentExited {}
 
 /// A running kwokctl cluster; deleted, every process kwokctl started stopped, when dropped.
 pub struct KwokCluster {
@@ -53,6 +71,10 @@ pub struct KwokCluster {
     /// This cluster's directory in it: kwok.yaml, pki/, logs/, pids/.
     cluster_dir: PathBuf,
     kwokctl: PathBuf,
+    /// kwokctl's flags naming the pinned builds.
+    binaries: Vec<(&'static str, PathBuf)>,
+    /// The API server's egress selector configuration.
+    egress_config: PathBuf,
     /// `PATH` for kwokctl, which runs `kubectl` from it: the pinned kubernetes and kwok builds first.
     path: OsString,
     kubeconfig: PathBuf,
@@ -70,12 +92,14 @@ pub struct KwokCluster {
 impl KwokCluster {
     /// Creates a cluster with `kwokctl create cluster --runtime binary` and the pinned
     /// kube-apiserver, kube-controller-manager (all default controllers, as kwokctl runs it),
-    /// kube-scheduler, etcd and kwok; a unique cluster name; `KWOK_WORKDIR` under `dir`; the API
-    /// server's egress selector naming an egress proxy started here, so that Service-referenced
-    /// webhooks can be forwarded. Then creates the fake node [`NODE`] (pod CIDR 10.244.0.0/24, clear
+    /// kube-scheduler, etcd and kwok; a unique cluster name; free ports picked here (kwokctl's
+    /// own would collide with a cluster created at the same time); `KWOK_WORKDIR` under `dir`; the
+    /// API server's egress selector naming an egress proxy started here, so that Service-referenced
+    /// webhooks can be forwarded. Waits until the API server is ready, then creates the fake node [`NODE`] (pod CIDR 10.244.0.0/24, clear
     /// of the 10.0.0.0/24 service range; 32 CPUs, 256Gi, 110 pods) and waits until it is Ready,
     /// and `volumes` hostPath PersistentVolumes (10Gi, ReadWriteOnce, Retain) for claims such as
-    /// Redis', waiting until they are Available.
+    /// Redis', waiting until they are Available. Should one of kwokctl's processes exit meanwhile
+    /// (a port taken since it was picked, typically), the cluster is created again, up to 3 times.
     ///
     /// `dir` (one per cluster) holds kwokctl's logs, the admin kubeconfig and, when the start fails
     /// or the test panics, the control plane's logs (`control-plane/`). Must be called within a
@@ -103,6 +127,14 @@ impl KwokCluster {
             name,
             workdir,
             kwokctl: kwok_bin.join("kwokctl"),
+            binaries: vec![
+                ("--kube-apiserver-binary", kube_bin.join("kube-apiserver")),
+                ("--kube-controller-manager-binary", kube_bin.join("kube-controller-manager")),
+                ("--kube-scheduler-binary", kube_bin.join("kube-scheduler")),
+                ("--etcd-binary", etcd_bin.join("etcd")),
+                ("--kwok-controller-binary", kwok_bin.join("kwok")),
+            ],
+            egress_config,
             path,
             kubeconfig: dir.join("admin.kubeconfig"),
             kubectl: kube_bin.join("kubectl"),
@@ -115,20 +147,69 @@ impl KwokCluster {
             dir,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
-        let created = cluster.create(&kube_bin, &etcd_bin, &kwok_bin, &egress_config).await;
-        let result = match created {
-            Ok(()) => cluster.populate(volumes).await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(()) => Ok(cluster),
-            Err(error) => {
-                cluster.keep_logs = true;
-                Err(error.context(format!(
-                    "cannot start kwok cluster {} (logs in {})",
-                    cluster.name,
-                    cluster.dir.display()
-                )))
+        let mut attempt = 1;
+        loop {
+            match cluster.start_once(volumes).await {
+                Ok(()) => return Ok(cluster),
+                Err(error) if attempt < START_ATTEMPTS && error.downcast_ref::<ComponentExited>().is_some() => {
+                    eprintln!(
+                        "testenv: {error:#}\ntestenv: creating kwok cluster {} again on other ports",
+                        cluster.name
+                    );
+                    cluster.delete();
+                    attempt += 1;
+                }
+                Err(error) => {
+                    cluster.keep_logs = true;
+                    let context =
+                        format!("cannot start kwok cluster {} (logs in {})", cluster.name, cluster.dir.display());
+                    return Err(error.context(context));
+                }
+            }
+        }
+    }
+
+    /// Creates the cluster, waits until its API server is ready and populates it; fails with
+    /// [`ComponentExited`] as soon as a process kwokctl started exits.
+    async fn start_once(&mut self, volumes: usize) -> anyhow::Result<()> {
+        self.create().await?;
+        self.guarded(self.wait_apiserver()).await?;
+        self.guarded(self.populate(volumes)).await
+    }
+
+    /// `future`, unless a process kwokctl started exits first.
+    async fn guarded<T>(&self, future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        tokio::select! {
+            result = future => result,
+            exited = self.component_exit() => Err(exited.into()),
+        }
+    }
+
+    /// Resolves when one of the processes kwokctl started is no longer running.
+    async fn component_exit(&self) -> ComponentExited {
+        let components = self.started_processes();
+        loop {
+            if let Some((name, _)) = components.iter().find(|&&(_, pid)| !self.runs_here(pid)) {
+                let log = self.cluster_dir.join("logs").join(format!("{name}.log"));
+                return ComponentExited { name: name.clone(), log_tail: log_tail(&log, 15) };
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the API server answers `/readyz`.
+    async fn wait_apiserver(&self) -> anyhow::Result<()> {
+        let client = self.admin_client().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            match client.request_text(request).await {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("the API server at {} not ready after {READY_TIMEOUT:?}", self.server)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
@@ -172,27 +253,38 @@ impl KwokCluster {
         command.spawn().context("cannot start the watchdog shell (sh)")
     }
 
-    /// Runs `kwokctl create cluster` and reads what it made: the API server's URL, etcd's port, the CA.
-    async fn create(
-        &mut self,
-        kube_bin: &Path,
-        etcd_bin: &Path,
-        kwok_bin: &Path,
-        egress_config: &Path,
-    ) -> anyhow::Result<()> {
-        let display = |path: PathBuf| path.display().to_string();
-        let extra_args = format!("kube-apiserver=egress-selector-config-file={}", egress_config.display());
-        let wait = format!("{}s", CREATE_TIMEOUT.as_secs());
-        let kubeconfig = display(self.kubeconfig.clone());
-        let binaries = [
-            ("--kube-apiserver-binary", display(kube_bin.join("kube-apiserver"))),
-            ("--kube-controller-manager-binary", display(kube_bin.join("kube-controller-manager"))),
-            ("--kube-scheduler-binary", display(kube_bin.join("kube-scheduler"))),
-            ("--etcd-binary", display(etcd_bin.join("etcd"))),
-            ("--kwok-controller-binary", display(kwok_bin.join("kwok"))),
-        ];
-        let mut args = vec!["create", "cluster", "--runtime", "binary", "--kubeconfig", &kubeconfig, "--wait", &wait];
-        args.extend(["--extra-args", &extra_args]);
+    /// Runs `kwokctl create cluster` on free ports and reads what it made: the API server's URL,
+    /// etcd's port, the CA.
+    async fn create(&mut self) -> anyhow::Result<()> {
+        // kwokctl's own choice of ports is the same for clusters created at the same time: it takes
+        // the first free one counting down from 32767.
+        let ports = free_ports(6)?;
+        let egress_config = self.egress_config.to_str().context("the egress configuration's path is not UTF-8")?;
+        let configuration = serde_json::json!({
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokctlConfiguration",
+            "options": {
+                "kubeApiserverPort": ports[0],
+                "etcdPort": ports[1],
+                "etcdPeerPort": ports[2],
+                "kubeControllerManagerPort": ports[3],
+                "kubeSchedulerPort": ports[4],
+                "kwokControllerPort": ports[5],
+            },
+            "componentsPatches": [{
+                "name": "kube-apiserver",
+                "extraArgs": [{"key": "egress-selector-config-file", "value": egress_config}],
+            }],
+        });
+        let config_path = self.dir.join("kwokctl.yaml");
+        fs::write(&config_path, serde_yaml::to_string(&configuration)?)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+        let display = |path: &Path| path.display().to_string();
+        let (config, kubeconfig) = (display(&config_path), display(&self.kubeconfig));
+        let binaries: Vec<(&str, String)> = self.binaries.iter().map(|(flag, path)| (*flag, display(path))).collect();
+        let mut args =
+            vec!["create", "cluster", "--config", &config, "--runtime", "binary", "--kubeconfig", &kubeconfig];
         for (flag, binary) in &binaries {
             args.extend([*flag, binary.as_str()]);
         }
@@ -203,7 +295,7 @@ impl KwokCluster {
         dies_with_parent(&mut command);
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(true);
-        let status = tokio::time::timeout(CREATE_TIMEOUT + Duration::from_secs(30), command.status())
+        let status = tokio::time::timeout(CREATE_TIMEOUT, command.status())
             .await
             .with_context(|| format!("kwokctl create cluster did not finish in {CREATE_TIMEOUT:?}"))?
             .context("cannot run kwokctl create cluster")?;
@@ -431,9 +523,8 @@ impl KwokCluster {
         }
     }
 
-    /// The processes kwokctl started for the cluster that are running: `(name, pid)` from its pid
-    /// files, each checked against `/proc` (its command line names the cluster's directory).
-    fn running_processes(&self) -> Vec<(String, i32)> {
+    /// The processes kwokctl started for the cluster, `(name, pid)`, from its pid files.
+    fn started_processes(&self) -> Vec<(String, i32)> {
         let Ok(entries) = fs::read_dir(self.cluster_dir.join("pids")) else { return Vec::new() };
         entries
             .flatten()
@@ -442,7 +533,6 @@ impl KwokCluster {
                 let name = entry.path().file_stem()?.to_string_lossy().into_owned();
                 Some((name, pid))
             })
-            .filter(|&(_, pid)| self.runs_here(pid))
             .collect()
     }
 
@@ -456,7 +546,7 @@ impl KwokCluster {
     /// `kwokctl delete cluster`, then waits until every process it was to stop is gone, killing
     /// those still running after [`STOP_TIMEOUT`].
     fn delete(&self) {
-        let started = self.running_processes();
+        let started: Vec<_> = self.started_processes().into_iter().filter(|&(_, pid)| self.runs_here(pid)).collect();
         let kubeconfig = self.kubeconfig.display().to_string();
         let mut command = self.kwokctl_command(&["delete", "cluster", "--kubeconfig", &kubeconfig]);
         let log = self.dir.join("kwokctl-delete.log");
@@ -538,6 +628,17 @@ fn kwokctl_options(path: &Path) -> anyhow::Result<serde_yaml::Mapping> {
         }
     }
     bail!("{} holds no KwokctlConfiguration", path.display())
+}
+
+/// `count` distinct ports free a moment ago, on every interface (kwokctl's processes listen on
+/// 0.0.0.0).
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    // Held until all are picked, so that they differ.
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("0.0.0.0:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot find free ports")?;
+    listeners.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
 }
 
 /// Writes `content` to a new file at `path` readable by its owner only (it holds a token).
