@@ -12,12 +12,13 @@
 //! TLS configuration it was not given.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Service;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -98,6 +99,35 @@ impl EgressProxy {
     /// From now on, tunnels to `target` are dialed to `to` instead.
     pub(crate) fn forward(&self, target: SocketAddr, to: SocketAddr) {
         lock(&self.table).forwards.insert(target, to);
+    }
+
+    /// [`forward`](Self::forward)s the Service `name` in `namespace`, port `port` (its `port`, which
+    /// a webhook's service reference names, not its `targetPort`) to `to`, and returns the
+    /// `ClusterIP:port` the API server will ask for. `client` reads the Service.
+    pub(crate) async fn forward_service(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        to: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let service = kube::Api::<Service>::namespaced(client.clone(), namespace)
+            .get(name)
+            .await
+            .with_context(|| format!("cannot read Service {namespace}/{name}"))?;
+        let spec = service.spec.unwrap_or_default();
+        if !spec.ports.iter().flatten().any(|p| p.port == i32::from(port)) {
+            anyhow::bail!("Service {namespace}/{name} has no port {port}");
+        }
+        let cluster_ip: IpAddr = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .with_context(|| format!("Service {namespace}/{name} has no cluster IP"))?;
+        let service = SocketAddr::new(cluster_ip, port);
+        self.forward(service, to);
+        Ok(service)
     }
 
     /// How many tunnels to `target` (as requested, before forwarding) were established.

@@ -12,20 +12,23 @@
 //!
 //! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
 //! [`jaeger`] runs a real Jaeger v2 (OTLP in, query API out) for tests of the exported traces.
+//! [`kwok`] runs a whole simulated cluster (kwokctl: every controller, a scheduler, fake nodes)
+//! and [`olm`] runs OLM's operators and an `opm` catalog server against it, for end-to-end tests.
 
 pub mod auth;
 mod egress;
 pub mod jaeger;
+pub mod kwok;
+pub mod olm;
 
 use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceConversion, CustomResourceDefinition, WebhookClientConfig, WebhookConversion,
@@ -227,12 +230,32 @@ pub fn dies_with_parent(command: &mut Command) {
 }
 
 fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> anyhow::Result<Child> {
-    // Appended to: a restarted process keeps the log of its earlier run.
-    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
     let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    command.args(args);
+    spawn_command(name, command, dir)
+}
+
+/// Starts `command` (its environment and arguments set) with its output in `<dir>/<name>.log`,
+/// [dying with its parent](dies_with_parent).
+fn spawn_command(name: &str, mut command: Command, dir: &Path) -> anyhow::Result<Child> {
+    let path = dir.join(format!("{name}.log"));
+    // Appended to: a restarted process keeps the log of its earlier run.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     dies_with_parent(&mut command);
-    command.spawn().with_context(|| format!("cannot start {}", program.display()))
+    command.spawn().with_context(|| format!("cannot start {name} ({})", command.get_program().to_string_lossy()))
+}
+
+/// The last `lines` lines of the log at `path` (empty when it cannot be read), for errors about a
+/// process that exited.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A process of the control plane exited while it was starting.
@@ -407,9 +430,7 @@ impl ControlPlane {
             for (name, child) in &mut self.processes {
                 if let Some(status) = child.try_wait()? {
                     // The directory goes with a failed start, so the log's end travels in the error.
-                    let log = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-                    let lines: Vec<&str> = log.lines().collect();
-                    let log_tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    let log_tail = log_tail(&self.dir.join(format!("{name}.log")), 15);
                     return Err(ExitedDuringStartup { name: name.clone(), status, log_tail }.into());
                 }
             }
@@ -437,21 +458,7 @@ impl ControlPlane {
     /// The value etcd holds at `key` (`/registry/<group>/<resource>/<name>` for a cluster-scoped
     /// custom resource), through etcd's JSON gateway; `None` when there is none.
     pub async fn etcd_get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        use base64::Engine as _;
-        let engine = base64::engine::general_purpose::STANDARD;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let body = serde_json::json!({"key": engine.encode(key)});
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/v3/kv/range", self.etcd_url))
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("cannot read {key} from etcd"))?
-            .error_for_status()?
-            .json()
-            .await?;
-        let Some(value) = answer.pointer("/kvs/0/value").and_then(serde_json::Value::as_str) else { return Ok(None) };
-        Ok(Some(engine.decode(value).with_context(|| format!("etcd's value of {key} is not base64"))?))
+        etcd_get(&self.etcd_url, key).await
     }
 
     /// Compacts etcd's history up to its current revision, as the API server does every few
@@ -577,22 +584,7 @@ impl ControlPlane {
         port: u16,
         to: SocketAddr,
     ) -> anyhow::Result<SocketAddr> {
-        let service = Api::<Service>::namespaced(self.admin_client().await?, namespace)
-            .get(name)
-            .await
-            .with_context(|| format!("cannot read Service {namespace}/{name}"))?;
-        let spec = service.spec.unwrap_or_default();
-        if !spec.ports.iter().flatten().any(|p| p.port == i32::from(port)) {
-            bail!("Service {namespace}/{name} has no port {port}");
-        }
-        let cluster_ip: IpAddr = spec
-            .cluster_ip
-            .as_deref()
-            .and_then(|ip| ip.parse().ok())
-            .with_context(|| format!("Service {namespace}/{name} has no cluster IP"))?;
-        let service = SocketAddr::new(cluster_ip, port);
-        self.forward(service, to);
-        Ok(service)
+        self.egress.forward_service(&self.admin_client().await?, namespace, name, port, to).await
     }
 
     /// How many connections the API server opened to `target` (as it asked for it, before any
@@ -622,15 +614,7 @@ impl ControlPlane {
     }
 
     async fn create_crd(&self, crd: CustomResourceDefinition) -> anyhow::Result<CustomResourceDefinition> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.create(&PostParams::default(), &crd).await.with_context(|| format!("cannot create CRD {name}"))?;
-        let established =
-            kube::runtime::wait::await_condition(api, &name, kube::runtime::conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .with_context(|| format!("CRD {name} not established after 30s"))??
-            .with_context(|| format!("CRD {name} disappeared"))
+        create_crd(self.admin_client().await?, &crd).await
     }
 
     /// Grants [`OPERATOR_USER`] what the operator's ServiceAccount gets from `rbac_dir`
@@ -704,6 +688,40 @@ impl Drop for ControlPlane {
         }
         keep_if_panicking(&mut self._temp);
     }
+}
+
+/// The value etcd at `etcd_url` (plain HTTP) holds at `key`, through etcd's JSON gateway; `None`
+/// when there is none.
+async fn etcd_get(etcd_url: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body = serde_json::json!({"key": engine.encode(key)});
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{etcd_url}/v3/kv/range"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot read {key} from etcd at {etcd_url}"))?
+        .error_for_status()
+        .with_context(|| format!("etcd at {etcd_url} refused to read {key}"))?
+        .json()
+        .await
+        .with_context(|| format!("etcd's answer for {key} is not JSON"))?;
+    let Some(value) = answer.pointer("/kvs/0/value").and_then(serde_json::Value::as_str) else { return Ok(None) };
+    Ok(Some(engine.decode(value).with_context(|| format!("etcd's value of {key} is not base64"))?))
+}
+
+/// Creates `crd` and waits (30s at most) until it is established.
+async fn create_crd(client: Client, crd: &CustomResourceDefinition) -> anyhow::Result<CustomResourceDefinition> {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    api.create(&PostParams::default(), crd).await.with_context(|| format!("cannot create CRD {name}"))?;
+    let established = kube::runtime::wait::await_condition(api, &name, kube::runtime::conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .with_context(|| format!("CRD {name} not established after 30s"))??
+        .with_context(|| format!("CRD {name} disappeared"))
 }
 
 /// Keeps a temporary working directory when the current thread is panicking: a failing test keeps
