@@ -35,6 +35,10 @@ const DEADLINE: Duration = Duration::from_secs(180);
 /// What OLM waits for before it fails an InstallPlan whose steps keep failing (its default is a
 /// minute; the refused-upgrade scenario waits for exactly that failure).
 const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(5);
+/// How often `olm` re-checks every CSV (its default is 5 minutes). An InstallPlan whose status
+/// write conflicted runs its CRD step again and overwrites the conversion OLM wrote for the CSV;
+/// OLM restores it on its next check of that CSV (see [`Env::wait_installed`]).
+const OLM_WAKEUP: Duration = Duration::from_secs(10);
 
 /// The CSV name of a released version.
 pub fn released_csv(version: &str) -> String {
@@ -206,11 +210,11 @@ impl Env {
         let client = cluster.admin_client().await?;
         timeline.done("cluster up, node Ready");
         timeline.begin("olm", "OLM's CRDs, the olm and catalog operators, Jaeger, opm serving the catalog");
-        let olm = Olm::start(&cluster, &dir, INSTALL_PLAN_RETRY).await?;
+        let olm = Olm::start(&cluster, &dir, INSTALL_PLAN_RETRY, OLM_WAKEUP).await?;
         let jaeger = Jaeger::start().await?;
         let catalog_dir = compose_catalog(&dir.join("catalog"), entries)?;
         let catalog = CatalogServer::serve(&catalog_dir, &dir).await?;
-        let env = Self {
+        let mut env = Self {
             operators: Mutex::new(Vec::new()),
             timeline,
             name: name.to_owned(),
@@ -223,6 +227,7 @@ impl Env {
             succeeded: false,
         };
         env.catalog_source_at(&env.catalog.address()).await?;
+        env.done(format!("olm and catalog running, catalog READY at {}", env.catalog.address()));
         Ok(env)
     }
 
@@ -263,7 +268,7 @@ impl Env {
             &["get", "catalogsources,subscriptions,installplans,csv,operatorgroups", "-A", "-o", "yaml"],
             "olm-objects.yaml",
         )?;
-        kubectl(&["get", "crd", CRD, "-o", "yaml"], "crd.yaml")?;
+        kubectl(&["get", "crd", CRD, "-o", "yaml", "--show-managed-fields"], "crd.yaml")?;
         kubectl(&["get", "tenants.v2.neurallog.io", "-o", "yaml"], "tenants.yaml")?;
         Ok(())
     }
@@ -354,6 +359,20 @@ impl Env {
         Ok(name)
     }
 
+    /// Creates `object` through `api`, retrying what fails for a while: right after an install
+    /// OLM may put the bundle's conversion back into the CRD until its next check of the CSV
+    /// (see [`Env::wait_installed`]), and a client meets that as failed requests, never as wrong
+    /// data. An object that exists already counts as created (an earlier attempt did it).
+    pub async fn create(&self, api: &Api<DynamicObject>, object: &DynamicObject) -> anyhow::Result<()> {
+        let name = object.name_any();
+        self.wait(&format!("tenant {name} to be created"), async || match api.create(&PostParams::default(), object).await {
+            Ok(_) => Ok(Some(())),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(())),
+            Err(error) => Err(error.into()),
+        })
+        .await
+    }
+
     /// The InstallPlans that list `csv`, as JSON.
     pub async fn plans_of(&self, csv: &str) -> anyhow::Result<Vec<Value>> {
         let plans = self.olm_api("InstallPlan", "installplans").list(&ListParams::default()).await?;
@@ -365,15 +384,39 @@ impl Env {
             .collect())
     }
 
-    /// Waits until CSV `csv` is `Succeeded` and the operator's Deployment is available with its
-    /// template.
+    /// Waits until CSV `csv` is `Succeeded`, the operator's Deployment is available with its
+    /// template and, when the CSV declares a conversion webhook, the CRD converts through the
+    /// Service OLM made for it, with OLM's CA. That last part OLM checks when the CSV turns
+    /// `Succeeded` but not after: an InstallPlan that runs its CRD step again (after a conflict on
+    /// its own status) puts the bundle's `spec.conversion` back, and OLM repairs it only on its next
+    /// check of the CSV.
     pub async fn wait_installed(&self, csv: &str) -> anyhow::Result<()> {
         let csvs = self.olm_api("ClusterServiceVersion", "clusterserviceversions");
-        self.wait(&format!("CSV {csv} to succeed"), async || {
-            let found = csvs.get_opt(csv).await?.map(|c| json_of(&c));
-            Ok(found.filter(|c| text(c, "/status/phase") == "Succeeded").map(drop))
+        let installed = self
+            .wait(&format!("CSV {csv} to succeed"), async || {
+                let found = csvs.get_opt(csv).await?.map(|c| json_of(&c));
+                Ok(found.filter(|c| text(c, "/status/phase") == "Succeeded"))
+            })
+            .await?;
+        // Once its InstallPlan is complete, nothing runs the CRD step again.
+        self.wait(&format!("the InstallPlan of {csv} to complete"), async || {
+            let plans = self.plans_of(csv).await?;
+            Ok((!plans.is_empty() && plans.iter().all(|plan| text(plan, "/status/phase") == "Complete")).then_some(()))
         })
         .await?;
+        let converts = installed["spec"]["webhookdefinitions"]
+            .as_array()
+            .is_some_and(|hooks| hooks.iter().any(|hook| hook["type"] == "ConversionWebhook"));
+        if converts {
+            let crds = Api::<CustomResourceDefinition>::all(self.client.clone());
+            self.wait("OLM's webhook Service and CA in the CRD's conversion", async || {
+                let crd = json_of(&crds.get(CRD).await?);
+                let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
+                Ok((text(config, "/service/namespace") == INSTALL_NAMESPACE && !text(config, "/caBundle").is_empty())
+                    .then_some(()))
+            })
+            .await?;
+        }
         let deployments = Api::<Deployment>::namespaced(self.client.clone(), INSTALL_NAMESPACE);
         self.wait(&format!("the Deployment of {csv} to be available"), async || {
             let deployment = deployments.get(PACKAGE).await?;

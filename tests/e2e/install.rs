@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
 use crate::harness::{Entry, Env, INSTALL_NAMESPACE, PACKAGE, head_csv, json_of, text};
@@ -36,9 +36,11 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
     let mut names = Vec::new();
     for example in examples {
         let version = text(&example, "/apiVersion").rsplit('/').next().unwrap_or_default().to_owned();
-        let tenant: DynamicObject = serde_json::from_value(example)?;
-        let name = tenant.metadata.name.clone().unwrap_or_default();
-        env.tenants(&version).create(&PostParams::default(), &tenant).await?;
+        let mut tenant: DynamicObject = serde_json::from_value(example)?;
+        // The examples show one tenant in each version's shape: one name each here.
+        let name = format!("{}-{version}", tenant.metadata.name.clone().unwrap_or_default());
+        tenant.metadata.name = Some(name.clone());
+        env.create(&env.tenants(&version), &tenant).await?;
         names.push(name);
     }
     let tenants = env.tenants("v2");

@@ -225,7 +225,7 @@ async fn create_and_converge(env: &Env, tenants: &[Value]) -> anyhow::Result<Vec
     let mut names = Vec::new();
     for manifest in tenants {
         let object: DynamicObject = serde_json::from_value(manifest.clone())?;
-        v1.create(&PostParams::default(), &object).await?;
+        env.create(&v1, &object).await?;
         names.push(object.name_any());
     }
     wait_converged(env, &names).await?;
@@ -337,19 +337,20 @@ async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, rou
     ))
 }
 
-/// The CRD's conversion names OLM's Service in the install namespace, with a CA bundle.
-async fn assert_conversion_through_olm(env: &Env) -> anyhow::Result<()> {
-    let crd = json_of(&Api::<CustomResourceDefinition>::all(env.client.clone()).get(CRD).await?);
-    let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
-    anyhow::ensure!(
-        text(&crd, "/spec/conversion/strategy") == "Webhook"
+/// Waits until the CRD's conversion names OLM's Service in the install namespace, with a CA
+/// bundle (OLM restores it if its InstallPlan put the bundle's back).
+async fn wait_conversion_through_olm(env: &Env) -> anyhow::Result<()> {
+    let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
+    env.wait("the CRD to convert through OLM's webhook Service with its CA", async || {
+        let crd = json_of(&crds.get(CRD).await?);
+        let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
+        Ok((text(&crd, "/spec/conversion/strategy") == "Webhook"
             && text(config, "/service/name") == "neurallog-tenant-operator-service"
             && text(config, "/service/namespace") == INSTALL_NAMESPACE
-            && !text(config, "/caBundle").is_empty(),
-        "the CRD's conversion is not OLM's webhook Service with its CA: {}",
-        crd["spec"]["conversion"]
-    );
-    Ok(())
+            && !text(config, "/caBundle").is_empty())
+        .then_some(()))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,7 +401,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("after the upgrade the CRD converts through no webhook Service"))?;
     let csvs = env.olm_api("ClusterServiceVersion", "clusterserviceversions");
     env.wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
-    assert_conversion_through_olm(env).await?;
+    wait_conversion_through_olm(env).await?;
     env.done(format!("{new} Succeeded (InstallPlan {plan}), {old} gone, conversion through OLM's Service"));
 
     env.begin("after", "nothing lost: v1 unchanged, v2 same meaning, stored as v2, no child re-created, no rollout");
@@ -409,9 +410,12 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     env.done(summary);
 
     env.begin("converge", "the upgraded operator still converges: a v1 change and a new v1 tenant");
-    env.tenants("v1")
-        .patch("empty", &PatchParams::default(), &Patch::Merge(json!({"spec": {"server": {"replicas": 3}}})))
-        .await?;
+    let v1 = env.tenants("v1");
+    env.wait("a v1 change of tenant empty to be accepted", async || {
+        let change = Patch::Merge(json!({"spec": {"server": {"replicas": 3}}}));
+        Ok(Some(v1.patch("empty", &PatchParams::default(), &change).await?))
+    })
+    .await?;
     let created = create_and_converge(env, &[json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "after-upgrade"}, "spec": {"deletionPolicy": "Retain"}})]).await?;
     wait_converged(env, &names).await?;
     let namespace = text(&json_of(&env.tenants("v2").get("empty").await?), "/status/namespace").to_owned();
@@ -455,7 +459,7 @@ async fn upgrade_automatically(env: &mut Env) -> anyhow::Result<()> {
         .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
         .await?
         .ok_or_else(|| anyhow::anyhow!("after the upgrade the CRD converts through no webhook Service"))?;
-    assert_conversion_through_olm(env).await?;
+    wait_conversion_through_olm(env).await?;
     env.done(format!("{new} Succeeded without approval"));
 
     env.begin("after", "nothing lost");

@@ -96,7 +96,7 @@ impl KwokCluster {
     /// own would collide with a cluster created at the same time); `KWOK_WORKDIR` under `dir`; the
     /// API server's egress selector naming an egress proxy started here, so that Service-referenced
     /// webhooks can be forwarded. Waits until the API server is ready, then creates the fake node [`NODE`] (pod CIDR 10.244.0.0/24, clear
-    /// of the 10.0.0.0/24 service range; 32 CPUs, 256Gi, 110 pods) and waits until it is Ready,
+    /// of the 10.0.0.0/24 service range; 64 CPUs, 256Gi, 250 pods) and waits until it is Ready,
     /// and `volumes` hostPath PersistentVolumes (10Gi, ReadWriteOnce, Retain) for claims such as
     /// Redis', waiting until they are Available. Should one of kwokctl's processes exit meanwhile
     /// (a port taken since it was picked, typically), the cluster is created again, up to 3 times.
@@ -326,7 +326,7 @@ impl KwokCluster {
     /// Creates the fake node and the volumes, and waits until they are Ready and Available.
     async fn populate(&self, volumes: usize) -> anyhow::Result<()> {
         let client = self.admin_client().await?;
-        let resources = serde_json::json!({"cpu": "32", "memory": "256Gi", "pods": "110"});
+        let resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Node",

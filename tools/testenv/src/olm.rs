@@ -40,10 +40,17 @@ pub struct Olm {
 
 impl Olm {
     /// Creates OLM's CRDs (waiting until they are established) and the namespace [`NAMESPACE`],
-    /// starts `olm --namespace olm` and `catalog --namespace olm --install-plan-retry-timeout
-    /// <install_plan_retry>` against the cluster's admin kubeconfig, and waits until both have
-    /// logged `starting workers...`; fails early, with the end of its log, if one exits.
-    pub async fn start(cluster: &KwokCluster, dir: &Path, install_plan_retry: Duration) -> anyhow::Result<Self> {
+    /// starts `olm --namespace olm --interval <wakeup>` and `catalog --namespace olm
+    /// --install-plan-retry-timeout <install_plan_retry>` against the cluster's admin kubeconfig,
+    /// and waits until both have logged `starting workers...`; fails early, with the end of its
+    /// log, if one exits. `wakeup` is how often `olm` re-checks every CSV (5 minutes by default),
+    /// which is when it repairs what it installed for a CSV that has since changed.
+    pub async fn start(
+        cluster: &KwokCluster,
+        dir: &Path,
+        install_plan_retry: Duration,
+        wakeup: Duration,
+    ) -> anyhow::Result<Self> {
         let bin = tool_dir("olm", "TESTENV_OLM_BIN")?;
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let client = cluster.admin_client().await?;
@@ -60,7 +67,10 @@ impl Olm {
         // `olm` has no --kubeconfig flag; `catalog` has one. Neither may dial the loopback catalog
         // servers through a proxy.
         let mut command = Command::new(bin.join("olm"));
-        command.args(["--namespace", NAMESPACE]).env("KUBECONFIG", cluster.kubeconfig());
+        command
+            .args(["--namespace", NAMESPACE, "--interval"])
+            .arg(format!("{}ms", wakeup.as_millis()))
+            .env("KUBECONFIG", cluster.kubeconfig());
         command.env_remove("GRPC_PROXY").env_remove("grpc_proxy");
         olm.processes.push(("olm".into(), spawn_command("olm", command, dir)?));
         let mut command = Command::new(bin.join("catalog"));

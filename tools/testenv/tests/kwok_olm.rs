@@ -117,7 +117,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     ensure!(user.as_deref() == Some("system:serviceaccount:kwok-olm:operator"), "the kubeconfig is of {user:?}");
     step("ServiceAccount kubeconfig");
 
-    let olm = Olm::start(&cluster, &dir.join("olm"), Duration::from_secs(60)).await?;
+    let olm = Olm::start(&cluster, &dir.join("olm"), Duration::from_secs(60), Duration::from_secs(300)).await?;
     step("OLM started");
     let root = testenv::repo_root();
     let catalog = dir.join("catalog");
