@@ -270,6 +270,7 @@ impl Env {
         )?;
         kubectl(&["get", "crd", CRD, "-o", "yaml", "--show-managed-fields"], "crd.yaml")?;
         kubectl(&["get", "tenants.v2.neurallog.io", "-o", "yaml"], "tenants.yaml")?;
+        kubectl(&["get", "deployments,statefulsets", "-A", "-o", "yaml", "--show-managed-fields"], "workloads.yaml")?;
         Ok(())
     }
 

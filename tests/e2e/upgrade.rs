@@ -113,6 +113,13 @@ struct Snapshot {
     workloads: BTreeMap<String, String>,
 }
 
+/// A short digest of a pod template, to compare templates by value.
+fn digest(template: &Option<Value>) -> String {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(template).unwrap_or_default();
+    sha2::Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 fn without_volatile(mut tenant: Value) -> Value {
     if let Some(metadata) = tenant.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("resourceVersion");
@@ -169,16 +176,18 @@ impl Snapshot {
                     .filter(|rs| rs.owner_references().iter().any(|o| Some(&o.uid) == deployment.metadata.uid.as_ref()))
                     .filter_map(|rs| rs.labels().get("pod-template-hash").cloned())
                     .collect();
+                let template = digest(&deployment.spec.as_ref().map(|spec| json_of(&spec.template)));
                 snapshot.workloads.insert(
                     format!("Deployment {namespace}/{}", deployment.name_any()),
-                    format!("generation {:?}, template hashes {hashes:?}", deployment.metadata.generation),
+                    format!("template {template}, pod-template-hash {hashes:?}"),
                 );
             }
             for set in Api::<StatefulSet>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items {
                 let revision = set.status.as_ref().and_then(|s| s.update_revision.clone());
+                let template = digest(&set.spec.as_ref().map(|spec| json_of(&spec.template)));
                 snapshot.workloads.insert(
                     format!("StatefulSet {namespace}/{}", set.name_any()),
-                    format!("generation {:?}, revision {revision:?}", set.metadata.generation),
+                    format!("template {template}, revision {revision:?}"),
                 );
             }
         }
@@ -245,12 +254,14 @@ async fn wait_converged(env: &Env, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The web admin's replace: the object it read, metadata reduced to the name.
+/// The web admin's replace: a whole new spec, metadata reduced to the name and the version it
+/// read.
 async fn replace_as_web_admin(env: &Env, name: &str) -> anyhow::Result<()> {
     let v1 = env.tenants("v1");
     let current = json_of(&v1.get(name).await?);
     let replacement: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name},
+        "apiVersion": "neurallog.io/v1", "kind": "Tenant",
+        "metadata": {"name": name, "resourceVersion": current["metadata"]["resourceVersion"]},
         "spec": {"displayName": "Replaced by the web admin", "server": {"replicas": 1}},
         "status": current["status"],
     }))?;
@@ -297,6 +308,18 @@ async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, rou
     })
     .await?;
 
+    // A changed pod template shows as a new ReplicaSet or revision once the controllers have
+    // seen the change.
+    let deployments = Api::<Deployment>::all(env.client.clone());
+    let sets = Api::<StatefulSet>::all(env.client.clone());
+    env.wait("the workload controllers to observe every workload", async || {
+        let deployments = deployments.list(&ListParams::default()).await?.items;
+        let sets = sets.list(&ListParams::default()).await?.items;
+        let observed = deployments.iter().all(|d| d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation)
+            && sets.iter().all(|s| s.status.as_ref().and_then(|s| s.observed_generation) == s.metadata.generation);
+        Ok(observed.then_some(()))
+    })
+    .await?;
     let after = Snapshot::take(env, names).await?;
     let differences = before.differences(&after);
     anyhow::ensure!(differences.is_empty(), "the upgrade changed what it must not:\n{}", differences.join("\n"));
@@ -372,7 +395,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
 
     env.begin("operator", "the 0.1.0 binary, built from its release commit, as the CSV's ServiceAccount");
     env.start_operator("operator-old", &old_binary).await?;
-    env.done(format!("ready: {}", old_binary.display()));
+    env.done("0.1.0 ready");
 
     env.begin("tenants", "tenants through v1 using every v1 field converge; one is being deleted");
     let mut tenants = v1_tenants();
