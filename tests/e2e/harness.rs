@@ -32,9 +32,10 @@ const CHANNEL: &str = "e2e";
 pub const CRD: &str = "tenants.neurallog.io";
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(180);
-/// What OLM waits for before it fails an InstallPlan whose steps keep failing (its default is a
-/// minute; the refused-upgrade scenario waits for exactly that failure).
-const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(5);
+/// How long OLM retries an InstallPlan's failing steps before it fails the plan: its default, a
+/// minute, covers an upgrade's window in which the new webhook is not served yet (an InstallPlan
+/// that runs its CRD step again lists the tenants through it).
+pub const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
 /// How often `olm` re-checks every CSV (its default is 5 minutes). An InstallPlan whose status
 /// write conflicted runs its CRD step again and overwrites the conversion OLM wrote for the CSV;
 /// OLM restores it on its next check of that CSV (see [`Env::wait_installed`]).
@@ -199,7 +200,8 @@ pub fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
 
 impl Env {
     /// A cluster with `volumes` PersistentVolumes, OLM, Jaeger and `catalog` served and connected.
-    pub async fn start(name: &str, volumes: usize, entries: &[Entry]) -> anyhow::Result<Self> {
+    /// `install_plan_retry` is OLM's `--install-plan-retry-timeout`.
+    pub async fn start(name: &str, volumes: usize, entries: &[Entry], install_plan_retry: Duration) -> anyhow::Result<Self> {
         let dir = testenv::repo_root().join(".local/e2e").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -210,7 +212,7 @@ impl Env {
         let client = cluster.admin_client().await?;
         timeline.done("cluster up, node Ready");
         timeline.begin("olm", "OLM's CRDs, the olm and catalog operators, Jaeger, opm serving the catalog");
-        let olm = Olm::start(&cluster, &dir, INSTALL_PLAN_RETRY, OLM_WAKEUP).await?;
+        let olm = Olm::start(&cluster, &dir, install_plan_retry, OLM_WAKEUP).await?;
         let jaeger = Jaeger::start().await?;
         let catalog_dir = compose_catalog(&dir.join("catalog"), entries)?;
         let catalog = CatalogServer::serve(&catalog_dir, &dir).await?;
@@ -385,39 +387,15 @@ impl Env {
             .collect())
     }
 
-    /// Waits until CSV `csv` is `Succeeded`, the operator's Deployment is available with its
-    /// template and, when the CSV declares a conversion webhook, the CRD converts through the
-    /// Service OLM made for it, with OLM's CA. That last part OLM checks when the CSV turns
-    /// `Succeeded` but not after: an InstallPlan that runs its CRD step again (after a conflict on
-    /// its own status) puts the bundle's `spec.conversion` back, and OLM repairs it only on its next
-    /// check of the CSV.
+    /// Waits until CSV `csv` is `Succeeded` and the operator's Deployment is available with its
+    /// template: OLM has rolled it, so this is when a pod of the new version would start.
     pub async fn wait_installed(&self, csv: &str) -> anyhow::Result<()> {
         let csvs = self.olm_api("ClusterServiceVersion", "clusterserviceversions");
-        let installed = self
-            .wait(&format!("CSV {csv} to succeed"), async || {
-                let found = csvs.get_opt(csv).await?.map(|c| json_of(&c));
-                Ok(found.filter(|c| text(c, "/status/phase") == "Succeeded"))
-            })
-            .await?;
-        // Once its InstallPlan is complete, nothing runs the CRD step again.
-        self.wait(&format!("the InstallPlan of {csv} to complete"), async || {
-            let plans = self.plans_of(csv).await?;
-            Ok((!plans.is_empty() && plans.iter().all(|plan| text(plan, "/status/phase") == "Complete")).then_some(()))
+        self.wait(&format!("CSV {csv} to succeed"), async || {
+            let found = csvs.get_opt(csv).await?.map(|c| json_of(&c));
+            Ok(found.filter(|c| text(c, "/status/phase") == "Succeeded").map(drop))
         })
         .await?;
-        let converts = installed["spec"]["webhookdefinitions"]
-            .as_array()
-            .is_some_and(|hooks| hooks.iter().any(|hook| hook["type"] == "ConversionWebhook"));
-        if converts {
-            let crds = Api::<CustomResourceDefinition>::all(self.client.clone());
-            self.wait("OLM's webhook Service and CA in the CRD's conversion", async || {
-                let crd = json_of(&crds.get(CRD).await?);
-                let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
-                Ok((text(config, "/service/namespace") == INSTALL_NAMESPACE && !text(config, "/caBundle").is_empty())
-                    .then_some(()))
-            })
-            .await?;
-        }
         let deployments = Api::<Deployment>::namespaced(self.client.clone(), INSTALL_NAMESPACE);
         self.wait(&format!("the Deployment of {csv} to be available"), async || {
             let deployment = deployments.get(PACKAGE).await?;
@@ -429,6 +407,43 @@ impl Env {
             Ok((owned_by_csv && rolled).then_some(()))
         })
         .await
+    }
+
+    /// Waits until every InstallPlan of `csv` is complete and, when the CSV declares a conversion
+    /// webhook, the CRD converts through the Service OLM made for it, with OLM's CA. OLM checks the
+    /// latter when the CSV turns `Succeeded` but not after: an InstallPlan that runs its CRD step
+    /// again (after a conflict on its own status) puts the bundle's `spec.conversion` back, and OLM
+    /// repairs it on its next check of the CSV.
+    pub async fn wait_settled(&self, csv: &str) -> anyhow::Result<()> {
+        self.wait(&format!("the InstallPlans of {csv} to complete"), async || {
+            let plans = self.plans_of(csv).await?;
+            Ok((!plans.is_empty() && plans.iter().all(|plan| text(plan, "/status/phase") == "Complete")).then_some(()))
+        })
+        .await?;
+        if self.conversion_webhook(csv).await?.is_some() {
+            let crds = Api::<CustomResourceDefinition>::all(self.client.clone());
+            self.wait("the CRD to convert through OLM's webhook Service with its CA", async || {
+                let crd = json_of(&crds.get(CRD).await?);
+                let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
+                Ok((text(&crd, "/spec/conversion/strategy") == "Webhook"
+                    && text(config, "/service/name") == format!("{PACKAGE}-service")
+                    && text(config, "/service/namespace") == INSTALL_NAMESPACE
+                    && !text(config, "/caBundle").is_empty())
+                .then_some(()))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The Service OLM makes for `csv`'s conversion webhook (`<deployment>-service` in the install
+    /// namespace) and its port, when the CSV declares one.
+    async fn conversion_webhook(&self, csv: &str) -> anyhow::Result<Option<(String, u16)>> {
+        let csv = json_of(&self.olm_api("ClusterServiceVersion", "clusterserviceversions").get(csv).await?);
+        let hooks = csv["spec"]["webhookdefinitions"].as_array().cloned().unwrap_or_default();
+        let Some(hook) = hooks.iter().find(|hook| hook["type"] == "ConversionWebhook") else { return Ok(None) };
+        let port = u16::try_from(hook["containerPort"].as_u64().unwrap_or(443))?;
+        Ok(Some((format!("{}-service", text(hook, "/deploymentName").replace('.', "-")), port)))
     }
 
     /// Starts `binary` as OLM's Deployment runs it now: its container's arguments and environment
@@ -474,12 +489,14 @@ impl Env {
             .env("TENANT_OPERATOR_ADMIN_ADDRESS", admin.to_string())
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.jaeger.otlp_grpc_endpoint());
 
-        let route = match self.conversion_service().await? {
-            Some((namespace, service, port)) => {
+        let owner = deployment.metadata.labels.as_ref().and_then(|l| l.get("olm.owner")).cloned().unwrap_or_default();
+        let route = match self.conversion_webhook(&owner).await? {
+            Some((service, port)) => {
+                let namespace = INSTALL_NAMESPACE;
                 let certs = self.dir.join(format!("{name}-certs"));
                 std::fs::create_dir_all(&certs)?;
                 let secret_name = format!("{service}-cert");
-                let secret = Api::<Secret>::namespaced(self.client.clone(), &namespace)
+                let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
                     .get(&secret_name)
                     .await
                     .with_context(|| format!("OLM's serving certificate Secret {namespace}/{secret_name}"))?;
@@ -489,7 +506,7 @@ impl Env {
                 }
                 let listen = SocketAddr::from(([127, 0, 0, 1], testenv::free_port()?));
                 command.env("TENANT_OPERATOR_WEBHOOK_ADDRESS", listen.to_string()).env("TENANT_OPERATOR_WEBHOOK_CERT_DIR", &certs);
-                let service = self.cluster.forward_service(&namespace, &service, port, listen).await?;
+                let service = self.cluster.forward_service(namespace, &service, port, listen).await?;
                 Some(WebhookRoute { service })
             }
             None => {
@@ -510,15 +527,6 @@ impl Env {
         })
         .await?;
         Ok(route)
-    }
-
-    /// The Service the CRD's conversion webhook names: namespace, name, port.
-    pub async fn conversion_service(&self) -> anyhow::Result<Option<(String, String, u16)>> {
-        let crd = Api::<CustomResourceDefinition>::all(self.client.clone()).get(CRD).await?;
-        let Some(conversion) = crd.spec.conversion.filter(|c| c.strategy == "Webhook") else { return Ok(None) };
-        let Some(service) = conversion.webhook.and_then(|w| w.client_config).and_then(|c| c.service) else { return Ok(None) };
-        let port = u16::try_from(service.port.unwrap_or(443))?;
-        Ok(Some((service.namespace, service.name, port)))
     }
 
     /// Stops operator `name` as the kubelet would (SIGTERM, then SIGKILL after the grace period).

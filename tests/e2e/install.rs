@@ -7,11 +7,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
-use crate::harness::{Entry, Env, INSTALL_NAMESPACE, PACKAGE, head_csv, json_of, text};
+use crate::harness::{Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn install_from_the_catalog_run_the_examples_and_uninstall() -> anyhow::Result<()> {
-    let mut env = Env::start("install", 2, &[Entry::head(None)?]).await?;
+    let mut env = Env::start("install", 2, &[Entry::head(None)?], INSTALL_PLAN_RETRY).await?;
     let outcome = install(&mut env).await;
     env.end(outcome).await
 }
@@ -25,8 +25,9 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
 
     env.begin("operator", "tenant-operator as the CSV's ServiceAccount, with its Deployment's args and env");
     let route = env.start_operator("operator", env!("CARGO_BIN_EXE_tenant-operator").as_ref()).await?;
-    anyhow::ensure!(route.is_some(), "the installed CRD does not convert through OLM's webhook Service");
-    env.done("ready; OLM's webhook Service routed to it");
+    anyhow::ensure!(route.is_some(), "the installed CSV declares no conversion webhook");
+    env.wait_settled(&csv).await?;
+    env.done("ready; the CRD converts through OLM's webhook Service, routed to it");
 
     env.begin("examples", "the CSV's alm-examples, v1 and v2, converge");
     let csvs = env.olm_api("ClusterServiceVersion", "clusterserviceversions");

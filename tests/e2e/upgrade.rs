@@ -5,6 +5,7 @@
 //! deleted at upgrade time finishes. And OLM refuses a bundle that would drop a stored version.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -20,7 +21,7 @@ use neurallog_tenant_operator::api::conversion;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    CRD, Entry, Env, INSTALL_NAMESPACE, WebhookRoute, bundle_dir, counter, head_csv, json_of, read_yaml,
+    CRD, Entry, Env, INSTALL_PLAN_RETRY, WebhookRoute, bundle_dir, counter, head_csv, json_of, read_yaml,
     released_binary, released_csv, text,
 };
 
@@ -360,26 +361,10 @@ async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, rou
     ))
 }
 
-/// Waits until the CRD's conversion names OLM's Service in the install namespace, with a CA
-/// bundle (OLM restores it if its InstallPlan put the bundle's back).
-async fn wait_conversion_through_olm(env: &Env) -> anyhow::Result<()> {
-    let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
-    env.wait("the CRD to convert through OLM's webhook Service with its CA", async || {
-        let crd = json_of(&crds.get(CRD).await?);
-        let config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
-        Ok((text(&crd, "/spec/conversion/strategy") == "Webhook"
-            && text(config, "/service/name") == "neurallog-tenant-operator-service"
-            && text(config, "/service/namespace") == INSTALL_NAMESPACE
-            && !text(config, "/caBundle").is_empty())
-        .then_some(()))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_manual_approval_loses_nothing() -> anyhow::Result<()> {
     let entries = [Entry::released(OLD), Entry::head(Some(OLD))?];
-    let mut env = Env::start("upgrade-manual", 30, &entries).await?;
+    let mut env = Env::start("upgrade-manual", 30, &entries, INSTALL_PLAN_RETRY).await?;
     let outcome = upgrade_manually(&mut env).await;
     env.end(outcome).await
 }
@@ -421,10 +406,10 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     let route = env
         .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
         .await?
-        .ok_or_else(|| anyhow::anyhow!("after the upgrade the CRD converts through no webhook Service"))?;
+        .ok_or_else(|| anyhow::anyhow!("the new CSV declares no conversion webhook"))?;
+    env.wait_settled(&new).await?;
     let csvs = env.olm_api("ClusterServiceVersion", "clusterserviceversions");
     env.wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
-    wait_conversion_through_olm(env).await?;
     env.done(format!("{new} Succeeded (InstallPlan {plan}), {old} gone, conversion through OLM's Service"));
 
     env.begin("after", "nothing lost: v1 unchanged, v2 same meaning, stored as v2, no child re-created, no rollout");
@@ -451,7 +436,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_automatic_approval_loses_nothing() -> anyhow::Result<()> {
-    let mut env = Env::start("upgrade-automatic", 6, &[Entry::released(OLD)]).await?;
+    let mut env = Env::start("upgrade-automatic", 6, &[Entry::released(OLD)], INSTALL_PLAN_RETRY).await?;
     let outcome = upgrade_automatically(&mut env).await;
     env.end(outcome).await
 }
@@ -472,17 +457,14 @@ async fn upgrade_automatically(env: &mut Env) -> anyhow::Result<()> {
     env.begin("upgrade", "the catalog now offers this checkout's bundle; OLM upgrades by itself");
     env.replace_catalog(&[Entry::released(OLD), Entry::head(Some(OLD))?]).await?;
     env.wait_installed(&new).await?;
-    let plans = env.plans_of(&new).await?;
-    anyhow::ensure!(
-        plans.iter().all(|plan| text(plan, "/spec/approval") == "Automatic" && text(plan, "/status/phase") == "Complete"),
-        "the upgrade's InstallPlans: {plans:?}"
-    );
     env.stop_operator("operator-old").await?;
     let route = env
         .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
         .await?
-        .ok_or_else(|| anyhow::anyhow!("after the upgrade the CRD converts through no webhook Service"))?;
-    wait_conversion_through_olm(env).await?;
+        .ok_or_else(|| anyhow::anyhow!("the new CSV declares no conversion webhook"))?;
+    env.wait_settled(&new).await?;
+    let plans = env.plans_of(&new).await?;
+    anyhow::ensure!(plans.iter().all(|plan| text(plan, "/spec/approval") == "Automatic"), "the upgrade's InstallPlans: {plans:?}");
     env.done(format!("{new} Succeeded without approval"));
 
     env.begin("after", "nothing lost");
@@ -530,7 +512,8 @@ async fn olm_refuses_a_bundle_dropping_a_stored_version_and_0_1_0_keeps_serving(
     let scratch = tempfile::tempdir()?;
     let bad = bundle_dropping_v1(scratch.path())?;
     let bad_csv = bad.csv.clone();
-    let mut env = Env::start("refused-upgrade", 4, &[Entry::released(OLD), bad]).await?;
+    // OLM fails the plan once its steps have failed for this long (a minute by default).
+    let mut env = Env::start("refused-upgrade", 4, &[Entry::released(OLD), bad], Duration::from_secs(5)).await?;
     let outcome = refused(&mut env, &bad_csv).await;
     env.end(outcome).await
 }
@@ -559,14 +542,26 @@ async fn refused(env: &mut Env, bad_csv: &str) -> anyhow::Result<()> {
     anyhow::ensure!(messages.iter().any(|m| m.contains("risk of data loss")), "InstallPlan {plan} failed for another reason: {messages:?}");
     env.done(format!("InstallPlan {plan} Failed: {}", messages.join("; ")));
 
-    env.begin("serving", "0.1.0 still installed, its CRD unchanged, still converging tenants");
-    let csv = json_of(&env.olm_api("ClusterServiceVersion", "clusterserviceversions").get(&old).await?);
-    anyhow::ensure!(text(&csv, "/status/phase") == "Succeeded", "CSV {old} is {}", text(&csv, "/status/phase"));
+    env.begin("serving", "0.1.0 still installed and running, its CRD unchanged, still converging tenants");
+    // OLM created the new CSV before the CRD step failed: the old one shows `Replacing` while the
+    // new one never succeeds, and 0.1.0's Deployment stays as it was.
+    let csvs = env.olm_api("ClusterServiceVersion", "clusterserviceversions");
+    let old_phase = text(&json_of(&csvs.get(&old).await?), "/status/phase").to_owned();
+    let bad_phase = match csvs.get_opt(bad_csv).await? {
+        Some(csv) => text(&json_of(&csv), "/status/phase").to_owned(),
+        None => "absent".to_owned(),
+    };
+    anyhow::ensure!(bad_phase != "Succeeded", "CSV {bad_csv} succeeded");
+    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), crate::harness::INSTALL_NAMESPACE)
+        .get(crate::harness::PACKAGE)
+        .await?;
+    let owner = deployment.labels().get("olm.owner").cloned().unwrap_or_default();
+    anyhow::ensure!(owner == old, "the operator Deployment now belongs to {owner}");
     let crd = Api::<CustomResourceDefinition>::all(env.client.clone()).get(CRD).await?;
     let versions: Vec<String> = crd.spec.versions.iter().map(|v| v.name.clone()).collect();
     anyhow::ensure!(versions == ["v1"], "the CRD's versions became {versions:?}");
     let second: Vec<Value> = v1_tenants().into_iter().filter(|t| text(t, "/metadata/name") == "redis-tuned").collect();
     create_and_converge(env, &second).await?;
-    env.done("CSV Succeeded, CRD serves v1 only, a new tenant converged");
+    env.done(format!("{old} {old_phase}, {bad_csv} {bad_phase}, its Deployment unchanged; the CRD serves v1 only; a new tenant converged"));
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! kube-apiserver reaches a webhook given by a Service reference (conversion and admission alike)
 //! at `<ClusterIP>:<port>`, through the `cluster` dialer. There is no kube-proxy here, so a
 //! ClusterIP routes nowhere; tests tell the proxy which loopback address serves a Service
-//! ([`EgressProxy::forward`]) and every other target is dialed as asked. TLS runs end to end
+//! ([`EgressProxy::forward`]); other loopback targets are dialed as asked, and the rest refused
+//! (the cluster's addresses exist nowhere here). TLS runs end to end
 //! through the tunnel: the API server still checks the certificate against
 //! `<service>.<namespace>.svc` and the webhook's `caBundle`.
 //!
@@ -29,8 +30,8 @@ const MAX_SOCKET_PATH: usize = 107;
 /// The largest request head read; the API server sends a request line and a `Host` header.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// How long dialing a target may take: an unforwarded ClusterIP routes nowhere, and the kernel
-/// would take minutes to give up on it.
+/// How long dialing a target may take: a forwarded webhook that is not listening yet should fail
+/// the API server's call, not hang it.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -167,9 +168,16 @@ async fn tunnel(mut client: UnixStream, table: Shared) {
         let _ = client.shutdown().await;
         return;
     };
-    let forwarded = target.parse().ok().and_then(|requested| lock(&table).forwards.get(&requested).copied());
-    let address = forwarded.map_or_else(|| target.clone(), |to| to.to_string());
-    let mut upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(address.as_str())).await {
+    let requested: Option<SocketAddr> = target.parse().ok();
+    let forwarded = requested.and_then(|requested| lock(&table).forwards.get(&requested).copied());
+    // Only loopback is dialed as asked: the cluster's addresses (ClusterIPs, fake pod and node
+    // IPs) exist nowhere here, and one that happens to route would reach a stranger.
+    let Some(address) = forwarded.or(requested.filter(|r| r.ip().is_loopback())) else {
+        tracing::debug!(%target, "the egress proxy refuses a target that is neither forwarded nor on loopback");
+        let _ = client.write_all(BAD_GATEWAY).await;
+        return;
+    };
+    let mut upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(address)).await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(error)) => {
             tracing::debug!(%error, %target, %address, "the egress proxy cannot dial");

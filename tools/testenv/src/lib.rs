@@ -569,7 +569,7 @@ impl ControlPlane {
 
     /// Makes the API server's connections to `service` (a Service's `ClusterIP:port`, which routes
     /// nowhere without kube-proxy) reach `to` instead, typically a webhook on `127.0.0.1`.
-    /// Connections to addresses not forwarded are dialed as they are.
+    /// Connections to other loopback addresses are dialed as they are, the rest refused.
     pub fn forward(&self, service: SocketAddr, to: SocketAddr) {
         self.egress.forward(service, to);
     }
