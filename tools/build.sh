@@ -84,7 +84,7 @@ case "$component" in
     tags="json1"
     pkg=github.com/operator-framework/operator-lifecycle-manager/pkg/version
     ldflags+=" -X $pkg.OLMVersion=$version -X $pkg.GitCommit=0368a3f9dff1fa14c8645b867fba25c3be9df845"
-    # OLM's CRDs, applied before olm and catalog start (tools/e2e.sh): <out>/crds/*.yaml.
+    # OLM's CRDs, applied before olm and catalog start (testenv's olm module): <out>/crds/*.yaml.
     module_files="github.com/operator-framework/operator-lifecycle-manager deploy/chart/crds"
     ;;
   kwok)

@@ -2,8 +2,6 @@
 //! the Tenant CRD (calling the operator's conversion webhook at the address it prints, with the
 //! certificate it writes) and the operator's ClusterRole, starts the NeuralLog Auth stand-in and Jaeger,
 //! then runs until SIGTERM or Ctrl-C. Used by `make run`.
-//!
-//! `testenv free-port`: prints a free loopback port (for scripts such as `tools/e2e.sh`).
 
 use std::path::PathBuf;
 
@@ -12,13 +10,9 @@ use testenv::{ControlPlane, Options, repo_root};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    const USAGE: &str = "usage: testenv up --dir DIR | testenv free-port";
+    const USAGE: &str = "usage: testenv up --dir DIR";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = match args.as_slice() {
-        [command] if command == "free-port" => {
-            println!("{}", testenv::free_port()?);
-            return Ok(());
-        }
         [command, flag, dir] if command == "up" && flag == "--dir" => PathBuf::from(dir),
         _ => anyhow::bail!(USAGE),
     };
