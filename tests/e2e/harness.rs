@@ -201,7 +201,12 @@ pub fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
 impl Env {
     /// A cluster with `volumes` PersistentVolumes, OLM, Jaeger and `catalog` served and connected.
     /// `install_plan_retry` is OLM's `--install-plan-retry-timeout`.
-    pub async fn start(name: &str, volumes: usize, entries: &[Entry], install_plan_retry: Duration) -> anyhow::Result<Self> {
+    pub async fn start(
+        name: &str,
+        volumes: usize,
+        entries: &[Entry],
+        install_plan_retry: Duration,
+    ) -> anyhow::Result<Self> {
         let dir = testenv::repo_root().join(".local/e2e").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -314,7 +319,10 @@ impl Env {
 
     /// The install namespace, an AllNamespaces OperatorGroup and a Subscription to the channel.
     pub async fn subscribe(&self, starting_csv: Option<&str>, approval: &str) -> anyhow::Result<()> {
-        let namespace = Namespace { metadata: kube::api::ObjectMeta { name: Some(INSTALL_NAMESPACE.into()), ..Default::default() }, ..Default::default() };
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(INSTALL_NAMESPACE.into()), ..Default::default() },
+            ..Default::default()
+        };
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace).await?;
         let group: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
@@ -353,7 +361,9 @@ impl Env {
                 Ok(plans.list(&ListParams::default()).await?.items.into_iter().find(|plan| {
                     let plan = json_of(plan);
                     text(&plan, "/status/phase") == "RequiresApproval"
-                        && plan["spec"]["clusterServiceVersionNames"].as_array().is_some_and(|names| names.contains(&json!(csv)))
+                        && plan["spec"]["clusterServiceVersionNames"]
+                            .as_array()
+                            .is_some_and(|names| names.contains(&json!(csv)))
                 }))
             })
             .await?;
@@ -368,10 +378,12 @@ impl Env {
     /// data. An object that exists already counts as created (an earlier attempt did it).
     pub async fn create(&self, api: &Api<DynamicObject>, object: &DynamicObject) -> anyhow::Result<()> {
         let name = object.name_any();
-        self.wait(&format!("tenant {name} to be created"), async || match api.create(&PostParams::default(), object).await {
-            Ok(_) => Ok(Some(())),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(())),
-            Err(error) => Err(error.into()),
+        self.wait(&format!("tenant {name} to be created"), async || {
+            match api.create(&PostParams::default(), object).await {
+                Ok(_) => Ok(Some(())),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(())),
+                Err(error) => Err(error.into()),
+            }
         })
         .await
     }
@@ -383,7 +395,9 @@ impl Env {
             .items
             .iter()
             .map(json_of)
-            .filter(|plan| plan["spec"]["clusterServiceVersionNames"].as_array().is_some_and(|n| n.contains(&json!(csv))))
+            .filter(|plan| {
+                plan["spec"]["clusterServiceVersionNames"].as_array().is_some_and(|n| n.contains(&json!(csv)))
+            })
             .collect())
     }
 
@@ -456,7 +470,8 @@ impl Env {
         let template = deployment.spec.map(|spec| spec.template).unwrap_or_default();
         let pod_spec = template.spec.unwrap_or_default();
         let container = pod_spec.containers.first().context("the operator Deployment has no container")?;
-        let service_account = pod_spec.service_account_name.clone().context("the operator Deployment names no ServiceAccount")?;
+        let service_account =
+            pod_spec.service_account_name.clone().context("the operator Deployment names no ServiceAccount")?;
         let pods = Api::<Pod>::namespaced(self.client.clone(), INSTALL_NAMESPACE)
             .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={PACKAGE}")))
             .await?;
@@ -480,7 +495,11 @@ impl Env {
         }
         let kubeconfig = self
             .cluster
-            .service_account_kubeconfig(INSTALL_NAMESPACE, &service_account, &self.dir.join(format!("{name}.kubeconfig")))
+            .service_account_kubeconfig(
+                INSTALL_NAMESPACE,
+                &service_account,
+                &self.dir.join(format!("{name}.kubeconfig")),
+            )
             .await?;
         let admin = SocketAddr::from(([127, 0, 0, 1], testenv::free_port()?));
         command
@@ -501,11 +520,17 @@ impl Env {
                     .await
                     .with_context(|| format!("OLM's serving certificate Secret {namespace}/{secret_name}"))?;
                 for key in ["tls.crt", "tls.key"] {
-                    let value = secret.data.as_ref().and_then(|data| data.get(key)).with_context(|| format!("Secret {secret_name} has no {key}"))?;
+                    let value = secret
+                        .data
+                        .as_ref()
+                        .and_then(|data| data.get(key))
+                        .with_context(|| format!("Secret {secret_name} has no {key}"))?;
                     std::fs::write(certs.join(key), &value.0)?;
                 }
                 let listen = SocketAddr::from(([127, 0, 0, 1], testenv::free_port()?));
-                command.env("TENANT_OPERATOR_WEBHOOK_ADDRESS", listen.to_string()).env("TENANT_OPERATOR_WEBHOOK_CERT_DIR", &certs);
+                command
+                    .env("TENANT_OPERATOR_WEBHOOK_ADDRESS", listen.to_string())
+                    .env("TENANT_OPERATOR_WEBHOOK_CERT_DIR", &certs);
                 let service = self.cluster.forward_service(namespace, &service, port, listen).await?;
                 Some(WebhookRoute { service })
             }
@@ -519,7 +544,10 @@ impl Env {
         let file = std::fs::File::create(&log)?;
         command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
         testenv::dies_with_parent(&mut command);
-        std::fs::write(self.dir.join(format!("{name}.cmdline")), format!("{command:?}\nidentity: system:serviceaccount:{INSTALL_NAMESPACE}:{service_account}\n"))?;
+        std::fs::write(
+            self.dir.join(format!("{name}.cmdline")),
+            format!("{command:?}\nidentity: system:serviceaccount:{INSTALL_NAMESPACE}:{service_account}\n"),
+        )?;
         let child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
         lock(&self.operators).push(OperatorProcess { name: name.to_owned(), child, log, admin });
         self.wait(&format!("operator {name} to be ready (/readyz)"), async || {
@@ -542,7 +570,11 @@ impl Env {
 
     /// GET `path` on operator `name`'s admin server: its metrics, its health.
     pub async fn admin_get(&self, name: &str, path: &str) -> anyhow::Result<String> {
-        let admin = lock(&self.operators).iter().find(|o| o.name == name).map(|o| o.admin).with_context(|| format!("no operator {name}"))?;
+        let admin = lock(&self.operators)
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.admin)
+            .with_context(|| format!("no operator {name}"))?;
         let (status, body) = http_get(admin, path).await?;
         if status != 200 {
             bail!("GET {path} on operator {name}: {status}");
@@ -553,7 +585,11 @@ impl Env {
     /// Polls `check` until it yields a value, for at most [`DEADLINE`]. An error counts as "not
     /// yet" (an API call failing in an upgrade's conversion window is part of the story) and is
     /// reported if the deadline passes; an operator that exits fails the wait at once.
-    pub async fn wait<T>(&self, what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    pub async fn wait<T>(
+        &self,
+        what: &str,
+        mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
         let deadline = Instant::now() + DEADLINE;
         let mut last_error = None;
         loop {
@@ -564,7 +600,11 @@ impl Env {
             }
             for operator in lock(&self.operators).iter_mut() {
                 if let Ok(Some(status)) = operator.child.try_wait() {
-                    bail!("operator {} exited with {status} while waiting for {what}; its log: {}", operator.name, operator.log.display());
+                    bail!(
+                        "operator {} exited with {status} while waiting for {what}; its log: {}",
+                        operator.name,
+                        operator.log.display()
+                    );
                 }
             }
             if Instant::now() >= deadline {
@@ -610,7 +650,10 @@ impl Timeline {
         }
         if !succeeded {
             let step = self.current.as_ref().map_or("(between steps)", |(step, _)| step.as_str());
-            out.push_str(&format!("e2e {scenario}: FAILED in step '{step}'; every component's log is in {}\n", dir.display()));
+            out.push_str(&format!(
+                "e2e {scenario}: FAILED in step '{step}'; every component's log is in {}\n",
+                dir.display()
+            ));
         }
         print!("{out}");
     }
@@ -638,7 +681,8 @@ pub async fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<(u16, S
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("no HTTP status line")?;
+    let status =
+        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).context("no HTTP status line")?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
 }

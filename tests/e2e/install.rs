@@ -58,7 +58,10 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
     env.olm_api("Subscription", "subscriptions").delete(PACKAGE, &DeleteParams::default()).await?;
     csvs.delete(&csv, &DeleteParams::default()).await?;
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), INSTALL_NAMESPACE);
-    env.wait("the operator Deployment to be garbage-collected", async || Ok(deployments.get_opt(PACKAGE).await?.is_none().then_some(()))).await?;
+    env.wait("the operator Deployment to be garbage-collected", async || {
+        Ok(deployments.get_opt(PACKAGE).await?.is_none().then_some(()))
+    })
+    .await?;
     // OLM removes the RBAC of the CSV's permissions; the bundle's standalone ClusterRole (the
     // Secrets reader the operator binds in each tenant namespace) stays, like the tenants whose
     // RoleBindings still name it.
@@ -76,7 +79,10 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
     for name in &names {
         let tenant = json_of(&tenants.get(name).await?);
         let namespace = text(&tenant, "/status/namespace");
-        anyhow::ensure!(namespaces.get_opt(namespace).await?.is_some(), "namespace {namespace} of tenant {name} was removed");
+        anyhow::ensure!(
+            namespaces.get_opt(namespace).await?.is_some(),
+            "namespace {namespace} of tenant {name} was removed"
+        );
     }
     env.done("CSV, Deployment and the CSV's RBAC gone; CRD, tenants and their namespaces kept");
     Ok(())

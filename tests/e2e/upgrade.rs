@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -36,57 +34,87 @@ fn v1_tenants() -> Vec<Value> {
     let tenant = |name: &str, spec: Value| json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec});
     let mut tenants = vec![
         tenant("empty", json!({})),
-        tenant("acme", json!({
-            "displayName": "Acme Corporation", "description": "Every field at once",
-            "deletionPolicy": "Retain",
-            "resources": {"cpu": {"request": "1", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}, "storage": {"limit": "20Gi"}},
-            "server": {"replicas": 2, "image": "neurallog/server:latest",
-                "resources": {"cpu": {"request": "100m", "limit": "500m"}, "memory": {"request": "128Mi", "limit": "512Mi"}},
-                "env": [{"name": "LOG_LEVEL", "value": "debug"}]},
-            "redis": {"replicas": 1, "image": "redis:7-alpine", "storage": "2Gi",
-                "resources": {"memory": {"request": "128Mi", "limit": "512Mi"}},
-                "config": {"maxmemory-policy": "allkeys-lru", "timeout": "300"}},
-            "registry": {"replicas": 1, "baseDomain": "neurallog.app"},
-            "networkPolicy": {"enabled": true, "allowedNamespaces": ["neurallog"],
-                "ingressRules": [{"description": "Prometheus scrapes the server", "from": {"app.kubernetes.io/name": "prometheus"},
-                    "namespaces": ["monitoring"], "ports": [{"protocol": "TCP", "port": 3030}]}],
-                "egressRules": [{"description": "Payments webhooks", "to": {"app": "payments-webhooks"},
-                    "namespaces": ["payments"], "ports": [{"protocol": "TCP", "port": 443}]}]},
-        })),
+        tenant(
+            "acme",
+            json!({
+                "displayName": "Acme Corporation", "description": "Every field at once",
+                "deletionPolicy": "Retain",
+                "resources": {"cpu": {"request": "1", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}, "storage": {"limit": "20Gi"}},
+                "server": {"replicas": 2, "image": "neurallog/server:latest",
+                    "resources": {"cpu": {"request": "100m", "limit": "500m"}, "memory": {"request": "128Mi", "limit": "512Mi"}},
+                    "env": [{"name": "LOG_LEVEL", "value": "debug"}]},
+                "redis": {"replicas": 1, "image": "redis:7-alpine", "storage": "2Gi",
+                    "resources": {"memory": {"request": "128Mi", "limit": "512Mi"}},
+                    "config": {"maxmemory-policy": "allkeys-lru", "timeout": "300"}},
+                "registry": {"replicas": 1, "baseDomain": "neurallog.app"},
+                "networkPolicy": {"enabled": true, "allowedNamespaces": ["neurallog"],
+                    "ingressRules": [{"description": "Prometheus scrapes the server", "from": {"app.kubernetes.io/name": "prometheus"},
+                        "namespaces": ["monitoring"], "ports": [{"protocol": "TCP", "port": 3030}]}],
+                    "egressRules": [{"description": "Payments webhooks", "to": {"app": "payments-webhooks"},
+                        "namespaces": ["payments"], "ports": [{"protocol": "TCP", "port": 443}]}]},
+            }),
+        ),
         tenant("cpu-budget", json!({"resources": {"cpu": {"request": "500m", "limit": "8"}}})),
         tenant("memory-budget", json!({"resources": {"memory": {"limit": "16Gi"}}})),
-        tenant("storage-budget", json!({"resources": {"storage": {"request": "5Gi", "limit": "50Gi"}}, "redis": {"storage": "3Gi"}})),
-        tenant("env-references", json!({"server": {"env": [
-            {"name": "PLAIN", "value": "x"},
-            {"name": "EMPTY", "value": ""},
-            {"name": "FROM_CONFIG", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
-            {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "api", "optional": true}}},
-        ]}})),
-        tenant("server-sized", json!({"server": {"replicas": 3, "image": "neurallog/server:1.4.2",
-            "resources": {"cpu": {"request": "250m"}, "memory": {"limit": "1Gi"}}}})),
-        tenant("redis-tuned", json!({"redis": {"config": {
-            "maxmemory-policy": "volatile-lru", "appendfsync": "always", "loglevel": "warning", "timeout": "60",
-            "tcp-keepalive": "120", "databases": "4", "maxclients": "500", "hz": "20", "save": "900 1 300 10",
-            "notify-keyspace-events": "Ex", "slowlog-max-len": "256", "lazyfree-lazy-eviction": "yes",
-        }}})),
-        tenant("redis-sized", json!({"redis": {"image": "redis:7.2-alpine", "storage": "1Gi",
-            "resources": {"cpu": {"request": "50m", "limit": "1"}, "memory": {"request": "256Mi", "limit": "1Gi"}}}})),
-        tenant("registry-custom", json!({"registry": {"replicas": 2, "image": "neurallog/registry:2.0.0",
-            "resources": {"cpu": {"limit": "200m"}}, "baseDomain": "logs.example.com"}})),
+        tenant(
+            "storage-budget",
+            json!({"resources": {"storage": {"request": "5Gi", "limit": "50Gi"}}, "redis": {"storage": "3Gi"}}),
+        ),
+        tenant(
+            "env-references",
+            json!({"server": {"env": [
+                {"name": "PLAIN", "value": "x"},
+                {"name": "EMPTY", "value": ""},
+                {"name": "FROM_CONFIG", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "api", "optional": true}}},
+            ]}}),
+        ),
+        tenant(
+            "server-sized",
+            json!({"server": {"replicas": 3, "image": "neurallog/server:1.4.2",
+            "resources": {"cpu": {"request": "250m"}, "memory": {"limit": "1Gi"}}}}),
+        ),
+        tenant(
+            "redis-tuned",
+            json!({"redis": {"config": {
+                "maxmemory-policy": "volatile-lru", "appendfsync": "always", "loglevel": "warning", "timeout": "60",
+                "tcp-keepalive": "120", "databases": "4", "maxclients": "500", "hz": "20", "save": "900 1 300 10",
+                "notify-keyspace-events": "Ex", "slowlog-max-len": "256", "lazyfree-lazy-eviction": "yes",
+            }}}),
+        ),
+        tenant(
+            "redis-sized",
+            json!({"redis": {"image": "redis:7.2-alpine", "storage": "1Gi",
+            "resources": {"cpu": {"request": "50m", "limit": "1"}, "memory": {"request": "256Mi", "limit": "1Gi"}}}}),
+        ),
+        tenant(
+            "registry-custom",
+            json!({"registry": {"replicas": 2, "image": "neurallog/registry:2.0.0",
+            "resources": {"cpu": {"limit": "200m"}}, "baseDomain": "logs.example.com"}}),
+        ),
         tenant("open-network", json!({"networkPolicy": {"enabled": false}})),
         tenant("allowed-namespaces", json!({"networkPolicy": {"allowedNamespaces": ["neurallog", "ops"]}})),
-        tenant("ingress-rules", json!({"networkPolicy": {"ingressRules": [
-            {"from": {"role": "scraper"}, "ports": [{"port": 3030}]},
-            {"description": "DNS over UDP from the ops namespace", "namespaces": ["ops"], "ports": [{"protocol": "UDP", "port": 5353}]},
-            {"description": "anything from the monitoring namespace", "namespaces": ["monitoring"]},
-        ]}})),
-        tenant("egress-rules", json!({"networkPolicy": {"egressRules": [
-            {"to": {"app": "smtp"}, "namespaces": ["mail"], "ports": [{"protocol": "TCP", "port": 587}]},
-            {"description": "SCTP peer", "to": {"app": "sctp"}, "ports": [{"protocol": "SCTP", "port": 9899}]},
-        ]}})),
+        tenant(
+            "ingress-rules",
+            json!({"networkPolicy": {"ingressRules": [
+                {"from": {"role": "scraper"}, "ports": [{"port": 3030}]},
+                {"description": "DNS over UDP from the ops namespace", "namespaces": ["ops"], "ports": [{"protocol": "UDP", "port": 5353}]},
+                {"description": "anything from the monitoring namespace", "namespaces": ["monitoring"]},
+            ]}}),
+        ),
+        tenant(
+            "egress-rules",
+            json!({"networkPolicy": {"egressRules": [
+                {"to": {"app": "smtp"}, "namespaces": ["mail"], "ports": [{"protocol": "TCP", "port": 587}]},
+                {"description": "SCTP peer", "to": {"app": "sctp"}, "ports": [{"protocol": "SCTP", "port": 9899}]},
+            ]}}),
+        ),
         tenant("retained", json!({"deletionPolicy": "Retain"})),
         tenant("deleted-with-data", json!({"deletionPolicy": "Delete"})),
-        tenant("described", json!({"displayName": "Zürich Ops — ünïcode", "description": "A description\nover two lines"})),
+        tenant(
+            "described",
+            json!({"displayName": "Zürich Ops — ünïcode", "description": "A description\nover two lines"}),
+        ),
         tenant(DOOMED, json!({"displayName": "Deleted during the upgrade"})),
     ];
     let mut labelled = tenant("labelled", json!({"displayName": "Labels and annotations"}));
@@ -94,7 +122,8 @@ fn v1_tenants() -> Vec<Value> {
     labelled["metadata"]["annotations"] = json!({"example.com/owner": "ops@example.com"});
     tenants.push(labelled);
     // The web admin creates with a status in the payload (the API server drops it).
-    let mut web_admin = tenant("web-admin-create", json!({"displayName": "From the web admin", "resources": {"cpu": {"limit": "2"}}}));
+    let mut web_admin =
+        tenant("web-admin-create", json!({"displayName": "From the web admin", "resources": {"cpu": {"limit": "2"}}}));
     web_admin["status"] = json!({"phase": "Running"});
     tenants.push(web_admin);
     tenants
@@ -131,7 +160,10 @@ fn without_volatile(mut tenant: Value) -> Value {
 
 async fn uids<K>(client: &Client, namespace: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     for object in Api::<K>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?.items {
         out.insert(format!("{} {namespace}/{}", K::kind(&()), object.name_any()), object.uid().unwrap_or_default());
@@ -168,7 +200,9 @@ impl Snapshot {
             uids::<StatefulSet>(client, &namespace, out).await?;
             uids::<ReplicaSet>(client, &namespace, out).await?;
             uids::<Pod>(client, &namespace, out).await?;
-            for deployment in Api::<Deployment>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items {
+            for deployment in
+                Api::<Deployment>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items
+            {
                 let hashes: Vec<String> = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
                     .list(&ListParams::default())
                     .await?
@@ -183,7 +217,9 @@ impl Snapshot {
                     format!("template {template}, pod-template-hash {hashes:?}"),
                 );
             }
-            for set in Api::<StatefulSet>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items {
+            for set in
+                Api::<StatefulSet>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items
+            {
                 let revision = set.status.as_ref().and_then(|s| s.update_revision.clone());
                 let template = digest(&set.spec.as_ref().map(|spec| json_of(&spec.template)));
                 snapshot.workloads.insert(
@@ -201,11 +237,15 @@ impl Snapshot {
         for (name, before) in &self.tenants {
             match after.tenants.get(name) {
                 None => lines.push(format!("tenant {name} is gone")),
-                Some(now) if now != before => lines.push(format!("tenant {name} through v1 changed:\n  before {before}\n  after  {now}")),
+                Some(now) if now != before => {
+                    lines.push(format!("tenant {name} through v1 changed:\n  before {before}\n  after  {now}"))
+                }
                 Some(_) => {}
             }
         }
-        for (what, before, now) in [("child", &self.children, &after.children), ("workload", &self.workloads, &after.workloads)] {
+        for (what, before, now) in
+            [("child", &self.children, &after.children), ("workload", &self.workloads, &after.workloads)]
+        {
             for (key, value) in before {
                 match now.get(key) {
                     None => lines.push(format!("{what} {key} is gone")),
@@ -276,7 +316,11 @@ async fn start_deleting_doomed(env: &Env) -> anyhow::Result<String> {
     let v1 = env.tenants("v1");
     let namespace = text(&json_of(&v1.get(DOOMED).await?), "/status/namespace").to_owned();
     let hold = ConfigMap {
-        metadata: kube::api::ObjectMeta { name: Some("hold".into()), finalizers: Some(vec![HOLD_FINALIZER.into()]), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some("hold".into()),
+            finalizers: Some(vec![HOLD_FINALIZER.into()]),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Api::<ConfigMap>::namespaced(env.client.clone(), &namespace).create(&PostParams::default(), &hold).await?;
@@ -295,13 +339,22 @@ async fn release_doomed(env: &Env, namespace: &str) -> anyhow::Result<()> {
         .patch("hold", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
         .await?;
     let v2 = env.tenants("v2");
-    env.wait(&format!("tenant {DOOMED} to be deleted"), async || Ok(v2.get_opt(DOOMED).await?.is_none().then_some(()))).await?;
+    env.wait(&format!("tenant {DOOMED} to be deleted"), async || Ok(v2.get_opt(DOOMED).await?.is_none().then_some(())))
+        .await?;
     let namespaces = Api::<Namespace>::all(env.client.clone());
-    env.wait(&format!("namespace {namespace} to be gone"), async || Ok(namespaces.get_opt(namespace).await?.is_none().then_some(()))).await
+    env.wait(&format!("namespace {namespace} to be gone"), async || {
+        Ok(namespaces.get_opt(namespace).await?.is_none().then_some(()))
+    })
+    .await
 }
 
 /// After 0.2.0 took over: what the upgrade promises, checked against `before`.
-async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, route: WebhookRoute) -> anyhow::Result<String> {
+async fn assert_nothing_lost(
+    env: &Env,
+    names: &[String],
+    before: &Snapshot,
+    route: WebhookRoute,
+) -> anyhow::Result<String> {
     let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
     env.wait("the migration to trim storedVersions to [v2]", async || {
         let crd = crds.get(CRD).await?;
@@ -316,8 +369,9 @@ async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, rou
     env.wait("the workload controllers to observe every workload", async || {
         let deployments = deployments.list(&ListParams::default()).await?.items;
         let sets = sets.list(&ListParams::default()).await?.items;
-        let observed = deployments.iter().all(|d| d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation)
-            && sets.iter().all(|s| s.status.as_ref().and_then(|s| s.observed_generation) == s.metadata.generation);
+        let observed =
+            deployments.iter().all(|d| d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation)
+                && sets.iter().all(|s| s.status.as_ref().and_then(|s| s.observed_generation) == s.metadata.generation);
         Ok(observed.then_some(()))
     })
     .await?;
@@ -338,18 +392,28 @@ async fn assert_nothing_lost(env: &Env, names: &[String], before: &Snapshot, rou
         );
         let stored = env.cluster.etcd_get(&format!("/registry/neurallog.io/tenants/{name}")).await?.unwrap_or_default();
         let stored: Value = serde_json::from_slice(&stored)?;
-        anyhow::ensure!(text(&stored, "/apiVersion") == "neurallog.io/v2", "etcd holds tenant {name} as {}", text(&stored, "/apiVersion"));
+        anyhow::ensure!(
+            text(&stored, "/apiVersion") == "neurallog.io/v2",
+            "etcd holds tenant {name} as {}",
+            text(&stored, "/apiVersion")
+        );
     }
 
     let tunnels = env.cluster.connections(route.service);
-    let converted = counter(&env.admin_get("operator-new", "/metrics").await?, "neurallog_tenant_operator_converted_objects_total");
-    anyhow::ensure!(tunnels > 0 && converted > 0.0, "conversions did not reach the operator: {tunnels} connections, {converted} objects");
+    let converted =
+        counter(&env.admin_get("operator-new", "/metrics").await?, "neurallog_tenant_operator_converted_objects_total");
+    anyhow::ensure!(
+        tunnels > 0 && converted > 0.0,
+        "conversions did not reach the operator: {tunnels} connections, {converted} objects"
+    );
 
     let trace = env
         .wait("the migration's trace in Jaeger", async || {
             let traces = env.jaeger.traces("neurallog-tenant-operator").await?;
             Ok(traces.into_iter().find(|trace| {
-                trace["spans"].as_array().is_some_and(|spans| spans.iter().any(|s| s["operationName"] == "migrate storage version"))
+                trace["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|s| s["operationName"] == "migrate storage version"))
             }))
         })
         .await?;
@@ -391,7 +455,11 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     let doomed_namespace = start_deleting_doomed(env).await?;
     names.retain(|name| name != DOOMED);
     let before = Snapshot::take(env, &names).await?;
-    env.done(format!("{} tenants Running, {} children recorded; {DOOMED} deleting", names.len(), before.children.len()));
+    env.done(format!(
+        "{} tenants Running, {} children recorded; {DOOMED} deleting",
+        names.len(),
+        before.children.len()
+    ));
 
     env.begin("upgrade", &format!("approve {new}; 0.1.0 runs until OLM rolled the Deployment"));
     let subscriptions = env.olm_api("Subscription", "subscriptions");
@@ -449,7 +517,10 @@ async fn upgrade_automatically(env: &mut Env) -> anyhow::Result<()> {
     env.subscribe(None, "Automatic").await?;
     env.wait_installed(&old).await?;
     env.start_operator("operator-old", &released_binary(OLD)?).await?;
-    let tenants: Vec<Value> = v1_tenants().into_iter().filter(|t| ["acme", "empty", "redis-tuned", "ingress-rules"].contains(&text(t, "/metadata/name"))).collect();
+    let tenants: Vec<Value> = v1_tenants()
+        .into_iter()
+        .filter(|t| ["acme", "empty", "redis-tuned", "ingress-rules"].contains(&text(t, "/metadata/name")))
+        .collect();
     let names = create_and_converge(env, &tenants).await?;
     let before = Snapshot::take(env, &names).await?;
     env.done(format!("{old} Succeeded, {} tenants Running", names.len()));
@@ -464,7 +535,10 @@ async fn upgrade_automatically(env: &mut Env) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the new CSV declares no conversion webhook"))?;
     env.wait_settled(&new).await?;
     let plans = env.plans_of(&new).await?;
-    anyhow::ensure!(plans.iter().all(|plan| text(plan, "/spec/approval") == "Automatic"), "the upgrade's InstallPlans: {plans:?}");
+    anyhow::ensure!(
+        plans.iter().all(|plan| text(plan, "/spec/approval") == "Automatic"),
+        "the upgrade's InstallPlans: {plans:?}"
+    );
     env.done(format!("{new} Succeeded without approval"));
 
     env.begin("after", "nothing lost");
@@ -538,8 +612,12 @@ async fn refused(env: &mut Env, bad_csv: &str) -> anyhow::Result<()> {
             Ok((text(&plan, "/status/phase") == "Failed").then_some(plan))
         })
         .await?;
-    let messages: Vec<&str> = failed["status"]["conditions"].as_array().into_iter().flatten().map(|c| text(c, "/message")).collect();
-    anyhow::ensure!(messages.iter().any(|m| m.contains("risk of data loss")), "InstallPlan {plan} failed for another reason: {messages:?}");
+    let messages: Vec<&str> =
+        failed["status"]["conditions"].as_array().into_iter().flatten().map(|c| text(c, "/message")).collect();
+    anyhow::ensure!(
+        messages.iter().any(|m| m.contains("risk of data loss")),
+        "InstallPlan {plan} failed for another reason: {messages:?}"
+    );
     env.done(format!("InstallPlan {plan} Failed: {}", messages.join("; ")));
 
     env.begin("serving", "0.1.0 still installed and running, its CRD unchanged, still converging tenants");
@@ -552,9 +630,12 @@ async fn refused(env: &mut Env, bad_csv: &str) -> anyhow::Result<()> {
         None => "absent".to_owned(),
     };
     anyhow::ensure!(bad_phase != "Succeeded", "CSV {bad_csv} succeeded");
-    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), crate::harness::INSTALL_NAMESPACE)
-        .get(crate::harness::PACKAGE)
-        .await?;
+    let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+        env.client.clone(),
+        crate::harness::INSTALL_NAMESPACE,
+    )
+    .get(crate::harness::PACKAGE)
+    .await?;
     let owner = deployment.labels().get("olm.owner").cloned().unwrap_or_default();
     anyhow::ensure!(owner == old, "the operator Deployment now belongs to {owner}");
     let crd = Api::<CustomResourceDefinition>::all(env.client.clone()).get(CRD).await?;
