@@ -7,11 +7,12 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
-use crate::harness::{Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
+use testenv::operatorhub::{Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn install_from_the_catalog_run_the_examples_and_uninstall() -> anyhow::Result<()> {
-    let mut env = Env::start("install", 2, &[Entry::head(None)?], INSTALL_PLAN_RETRY).await?;
+    let mut env =
+        Env::start("e2e install", &crate::logs("install"), 2, &[Entry::head(None)?], INSTALL_PLAN_RETRY).await?;
     let outcome = install(&mut env).await;
     env.end(outcome).await
 }

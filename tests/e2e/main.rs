@@ -8,6 +8,10 @@
 //! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its
 //! step and keeps every component's log in `.local/e2e/<scenario>/`.
 
-mod harness;
 mod install;
 mod upgrade;
+
+/// Where scenario `name` keeps its logs.
+fn logs(name: &str) -> std::path::PathBuf {
+    testenv::repo_root().join(".local/e2e").join(name)
+}

@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt as _};
 use neurallog_tenant_operator::api::conversion;
 use serde_json::{Value, json};
 
-use crate::harness::{
+use testenv::operatorhub::{
     CRD, Entry, Env, INSTALL_PLAN_RETRY, WebhookRoute, bundle_dir, counter, head_csv, json_of, read_yaml,
     released_binary, released_csv, text,
 };
@@ -428,7 +428,8 @@ async fn assert_nothing_lost(
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_manual_approval_loses_nothing() -> anyhow::Result<()> {
     let entries = [Entry::released(OLD), Entry::head(Some(OLD))?];
-    let mut env = Env::start("upgrade-manual", 30, &entries, INSTALL_PLAN_RETRY).await?;
+    let mut env =
+        Env::start("e2e upgrade-manual", &crate::logs("upgrade-manual"), 30, &entries, INSTALL_PLAN_RETRY).await?;
     let outcome = upgrade_manually(&mut env).await;
     env.end(outcome).await
 }
@@ -464,7 +465,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     env.begin("upgrade", &format!("approve {new}; 0.1.0 runs until OLM rolled the Deployment"));
     let subscriptions = env.olm_api("Subscription", "subscriptions");
     env.wait("the Subscription to be UpgradePending", async || {
-        let subscription = json_of(&subscriptions.get(crate::harness::PACKAGE).await?);
+        let subscription = json_of(&subscriptions.get(testenv::operatorhub::PACKAGE).await?);
         Ok((text(&subscription, "/status/state") == "UpgradePending").then_some(()))
     })
     .await?;
@@ -504,7 +505,14 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_automatic_approval_loses_nothing() -> anyhow::Result<()> {
-    let mut env = Env::start("upgrade-automatic", 6, &[Entry::released(OLD)], INSTALL_PLAN_RETRY).await?;
+    let mut env = Env::start(
+        "e2e upgrade-automatic",
+        &crate::logs("upgrade-automatic"),
+        6,
+        &[Entry::released(OLD)],
+        INSTALL_PLAN_RETRY,
+    )
+    .await?;
     let outcome = upgrade_automatically(&mut env).await;
     env.end(outcome).await
 }
@@ -553,7 +561,7 @@ fn bundle_dropping_v1(dir: &std::path::Path) -> anyhow::Result<Entry> {
     std::fs::create_dir_all(&manifests)?;
     std::fs::create_dir_all(dir.join("metadata"))?;
     std::fs::copy(bundle_dir().join("metadata/annotations.yaml"), dir.join("metadata/annotations.yaml"))?;
-    let csv_name = format!("{}.v0.2.0-drops-v1", crate::harness::PACKAGE);
+    let csv_name = format!("{}.v0.2.0-drops-v1", testenv::operatorhub::PACKAGE);
     for file in std::fs::read_dir(bundle_dir().join("manifests"))? {
         let path = file?.path();
         let mut manifest = read_yaml(&path)?;
@@ -587,7 +595,14 @@ async fn olm_refuses_a_bundle_dropping_a_stored_version_and_0_1_0_keeps_serving(
     let bad = bundle_dropping_v1(scratch.path())?;
     let bad_csv = bad.csv.clone();
     // OLM fails the plan once its steps have failed for this long (a minute by default).
-    let mut env = Env::start("refused-upgrade", 4, &[Entry::released(OLD), bad], Duration::from_secs(5)).await?;
+    let mut env = Env::start(
+        "e2e refused-upgrade",
+        &crate::logs("refused-upgrade"),
+        4,
+        &[Entry::released(OLD), bad],
+        Duration::from_secs(5),
+    )
+    .await?;
     let outcome = refused(&mut env, &bad_csv).await;
     env.end(outcome).await
 }
@@ -632,9 +647,9 @@ async fn refused(env: &mut Env, bad_csv: &str) -> anyhow::Result<()> {
     anyhow::ensure!(bad_phase != "Succeeded", "CSV {bad_csv} succeeded");
     let deployment = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
         env.client.clone(),
-        crate::harness::INSTALL_NAMESPACE,
+        testenv::operatorhub::INSTALL_NAMESPACE,
     )
-    .get(crate::harness::PACKAGE)
+    .get(testenv::operatorhub::PACKAGE)
     .await?;
     let owner = deployment.labels().get("olm.owner").cloned().unwrap_or_default();
     anyhow::ensure!(owner == old, "the operator Deployment now belongs to {owner}");

@@ -20,6 +20,7 @@ mod egress;
 pub mod jaeger;
 pub mod kwok;
 pub mod olm;
+pub mod operatorhub;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};

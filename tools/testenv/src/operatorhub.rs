@@ -1,6 +1,8 @@
-//! What every scenario needs: a catalog made of released bundles and the one this checkout builds,
-//! a cluster with OLM subscribed to it, the operator run as OLM's Deployment would run it, polls
-//! with deadlines, and a timeline of the steps.
+//! The operator installed the way OperatorHub users get it, on a [`KwokCluster`]: a catalog made of
+//! released bundles and the one this checkout builds, OLM subscribed to it, the operator run as
+//! OLM's Deployment would run it (its arguments, its ServiceAccount, OLM's serving certificate
+//! behind OLM's Service), traces into Jaeger, polls with deadlines and a timeline of the steps.
+//! Used by the end-to-end tests (`tests/e2e`) and `make run OLM=1`.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -10,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::jaeger::Jaeger;
+use crate::kwok::KwokCluster;
+use crate::olm::{CatalogServer, Olm, render_bundle};
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -17,9 +22,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use testenv::jaeger::Jaeger;
-use testenv::kwok::KwokCluster;
-use testenv::olm::{CatalogServer, Olm, render_bundle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub const PACKAGE: &str = "neurallog-tenant-operator";
@@ -27,8 +29,8 @@ pub const PACKAGE: &str = "neurallog-tenant-operator";
 pub const INSTALL_NAMESPACE: &str = "neurallog-system";
 const CATALOG_NAMESPACE: &str = "olm";
 const CATALOG_SOURCE: &str = "neurallog";
-/// The channel each scenario composes from the catalog's bundles.
-const CHANNEL: &str = "e2e";
+/// The channel each run composes from the catalog's bundles.
+const CHANNEL: &str = "local";
 pub const CRD: &str = "tenants.neurallog.io";
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -53,7 +55,7 @@ pub fn head_csv() -> anyhow::Result<String> {
 }
 
 pub fn bundle_dir() -> PathBuf {
-    testenv::repo_root().join("bundle")
+    crate::repo_root().join("bundle")
 }
 
 pub fn read_yaml(path: &Path) -> anyhow::Result<Value> {
@@ -64,7 +66,7 @@ pub fn read_yaml(path: &Path) -> anyhow::Result<Value> {
 /// The binary of a released version, built from the commit `catalog/releases.yaml` records for it
 /// (tools/released-operator.sh, cached by version and commit).
 pub fn released_binary(version: &str) -> anyhow::Result<PathBuf> {
-    let output = Command::new(testenv::repo_root().join("tools/released-operator.sh"))
+    let output = Command::new(crate::repo_root().join("tools/released-operator.sh"))
         .arg(version)
         .stderr(Stdio::inherit())
         .output()
@@ -95,11 +97,11 @@ impl Entry {
     }
 }
 
-/// `catalog/` as released plus the channel `e2e` of `entries` (rendering the bundles it lacks),
+/// `catalog/` as released plus the channel `local` of `entries` (rendering the bundles it lacks),
 /// written to `dir`.
 pub fn compose_catalog(dir: &Path, entries: &[Entry]) -> anyhow::Result<PathBuf> {
     let catalog = dir.to_path_buf();
-    copy_dir(&testenv::repo_root().join("catalog"), &catalog)?;
+    copy_dir(&crate::repo_root().join("catalog"), &catalog)?;
     let package_dir = catalog.join(PACKAGE);
     let mut channel = json!({"schema": "olm.channel", "package": PACKAGE, "name": CHANNEL, "entries": []});
     for entry in entries {
@@ -171,6 +173,22 @@ pub struct Env {
     _olm: Olm,
     pub cluster: KwokCluster,
     succeeded: bool,
+    /// Last, so that the directory goes only after the cluster working in it was deleted.
+    logs: RemovedOnSuccess,
+}
+
+/// Removes a run's directory when dropped after a success, unless `E2E_KEEP=1`.
+struct RemovedOnSuccess {
+    dir: PathBuf,
+    remove: bool,
+}
+
+impl Drop for RemovedOnSuccess {
+    fn drop(&mut self) {
+        if self.remove && std::env::var_os("E2E_KEEP").is_none_or(|keep| keep != "1") {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -200,17 +218,19 @@ pub fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
 
 impl Env {
     /// A cluster with `volumes` PersistentVolumes, OLM, Jaeger and `catalog` served and connected.
+    /// `name` names the run in what it prints; `dir` (emptied first) gets every log.
     /// `install_plan_retry` is OLM's `--install-plan-retry-timeout`.
     pub async fn start(
         name: &str,
+        dir: &Path,
         volumes: usize,
         entries: &[Entry],
         install_plan_retry: Duration,
     ) -> anyhow::Result<Self> {
-        let dir = testenv::repo_root().join(".local/e2e").join(name);
+        let dir = dir.to_path_buf();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        println!("e2e {name}: logs in {}", dir.display());
+        println!("{name}: logs in {}", dir.display());
         let mut timeline = Timeline { steps: Vec::new(), current: None };
         timeline.begin("cluster", "kwokctl --runtime binary, a fake node, volumes for Redis");
         let cluster = KwokCluster::start(&dir, volumes).await?;
@@ -225,6 +245,7 @@ impl Env {
             operators: Mutex::new(Vec::new()),
             timeline,
             name: name.to_owned(),
+            logs: RemovedOnSuccess { dir: dir.clone(), remove: false },
             dir,
             client,
             jaeger,
@@ -253,7 +274,7 @@ impl Env {
             Ok(()) => self.succeeded = true,
             Err(_) => {
                 if let Err(error) = self.save_state().await {
-                    eprintln!("e2e {}: could not save the cluster's state: {error:#}", self.name);
+                    eprintln!("{}: could not save the cluster's state: {error:#}", self.name);
                 }
             }
         }
@@ -293,10 +314,10 @@ impl Env {
             "apiVersion": "operators.coreos.com/v1alpha1",
             "kind": "CatalogSource",
             "metadata": {"name": CATALOG_SOURCE, "namespace": CATALOG_NAMESPACE},
-            "spec": {"sourceType": "grpc", "address": address, "displayName": "NeuralLog (e2e)"},
+            "spec": {"sourceType": "grpc", "address": address, "displayName": "NeuralLog (local)"},
         });
         sources
-            .patch(CATALOG_SOURCE, &PatchParams::apply("e2e").force(), &Patch::Apply(&source))
+            .patch(CATALOG_SOURCE, &PatchParams::apply("testenv").force(), &Patch::Apply(&source))
             .await
             .context("cannot apply the CatalogSource")?;
         self.wait(&format!("the CatalogSource to connect to {address}"), async || {
@@ -501,7 +522,7 @@ impl Env {
                 &self.dir.join(format!("{name}.kubeconfig")),
             )
             .await?;
-        let admin = SocketAddr::from(([127, 0, 0, 1], testenv::free_port()?));
+        let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
         command
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -527,7 +548,7 @@ impl Env {
                         .with_context(|| format!("Secret {secret_name} has no {key}"))?;
                     std::fs::write(certs.join(key), &value.0)?;
                 }
-                let listen = SocketAddr::from(([127, 0, 0, 1], testenv::free_port()?));
+                let listen = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
                 command
                     .env("TENANT_OPERATOR_WEBHOOK_ADDRESS", listen.to_string())
                     .env("TENANT_OPERATOR_WEBHOOK_CERT_DIR", &certs);
@@ -543,7 +564,7 @@ impl Env {
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
-        testenv::dies_with_parent(&mut command);
+        crate::dies_with_parent(&mut command);
         std::fs::write(
             self.dir.join(format!("{name}.cmdline")),
             format!("{command:?}\nidentity: system:serviceaccount:{INSTALL_NAMESPACE}:{service_account}\n"),
@@ -625,9 +646,7 @@ impl Drop for Env {
             let _ = operator.child.wait();
         }
         self.timeline.print(&self.name, self.succeeded, &self.dir);
-        if self.succeeded && std::env::var_os("E2E_KEEP").is_none_or(|keep| keep != "1") {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.logs.remove = self.succeeded;
     }
 }
 
@@ -644,14 +663,14 @@ impl Timeline {
     }
 
     fn print(&self, scenario: &str, succeeded: bool, dir: &Path) {
-        let mut out = format!("\ne2e {scenario} timeline:\n");
+        let mut out = format!("\n{scenario} timeline:\n");
         for step in &self.steps {
             out.push_str(&format!("  {step}\n"));
         }
         if !succeeded {
             let step = self.current.as_ref().map_or("(between steps)", |(step, _)| step.as_str());
             out.push_str(&format!(
-                "e2e {scenario}: FAILED in step '{step}'; every component's log is in {}\n",
+                "{scenario}: FAILED in step '{step}'; every component's log is in {}\n",
                 dir.display()
             ));
         }
