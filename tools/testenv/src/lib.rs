@@ -20,6 +20,7 @@ mod egress;
 pub mod jaeger;
 pub mod kwok;
 pub mod olm;
+pub mod olm_run;
 pub mod operatorhub;
 
 use std::fs;

@@ -340,6 +340,17 @@ impl Env {
 
     /// The install namespace, an AllNamespaces OperatorGroup and a Subscription to the channel.
     pub async fn subscribe(&self, starting_csv: Option<&str>, approval: &str) -> anyhow::Result<()> {
+        self.subscribe_with_env(starting_csv, approval, &[]).await
+    }
+
+    /// [`subscribe`](Self::subscribe), with environment variables for the operator's container in
+    /// the Subscription's `spec.config.env`: how an OLM install configures the operator.
+    pub async fn subscribe_with_env(
+        &self,
+        starting_csv: Option<&str>,
+        approval: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
         let namespace = Namespace {
             metadata: kube::api::ObjectMeta { name: Some(INSTALL_NAMESPACE.into()), ..Default::default() },
             ..Default::default()
@@ -356,6 +367,10 @@ impl Env {
         });
         if let Some(csv) = starting_csv {
             spec["startingCSV"] = json!(csv);
+        }
+        if !env.is_empty() {
+            let env: Vec<Value> = env.iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+            spec["config"] = json!({ "env": env });
         }
         let subscription: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
