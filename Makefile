@@ -32,7 +32,8 @@ build: ## Build the operator and the local control plane launcher.
 generate: ## Regenerate the committed CRD from the Rust types.
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
 
-run: tools build ## Start a local control plane, the operator and the sample tenant (Ctrl-C stops all).
+run: tools build ## Start a simulated (KWOK) cluster, the operator and the sample tenant, Running (Ctrl-C stops all).
+	@tools/build.sh kwok >/dev/null
 	tools/run-local.sh
 
 test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e.
@@ -41,11 +42,12 @@ test: tools lint check-packaging ## Run every test: lint, packaging, unit, gener
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory run-once
 
-run-once: build ## `make run` once, non-interactively: it must bring the sample tenant to Provisioning, registered.
+run-once: tools build ## `make run` once, non-interactively: the sample tenant Running and registered, then a deletion per policy.
+	@tools/build.sh kwok >/dev/null
 	@mkdir -p .local
 	@RUN_ONCE=1 ADMIN_ADDRESS=127.0.0.1:0 tools/run-local.sh >.local/run-once.log 2>&1 \
 		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
-	@echo "make run: sample tenant provisioned and registered (output in .local/run-once.log)"
+	@echo "make run: sample tenant Running and registered; deletion completed for both policies (output in .local/run-once.log)"
 
 e2e: tools ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0 (manual and automatic approval), the refused upgrade.
 	@tools/build.sh olm >/dev/null
