@@ -32,9 +32,22 @@ build: ## Build the operator and the local control plane launcher.
 generate: ## Regenerate the committed CRD from the Rust types.
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
 
-run: tools build ## Start a simulated (KWOK) cluster, the operator and the sample tenant, Running (Ctrl-C stops all).
+# `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release
+# first and leaves the upgrade to this checkout's bundle for you to approve.
+OLM ?=
+FROM ?=
+
+run: tools build ## Start a simulated (KWOK) cluster, the operator and the sample tenant, Running (Ctrl-C stops all). OLM=1 [FROM=0.1.0]: through OLM.
 	@tools/build.sh kwok >/dev/null
+ifeq ($(OLM),1)
+	@tools/build.sh olm >/dev/null
+	@$(if $(FROM),tools/released-operator.sh $(FROM) >/dev/null)
+	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
+		"$(CARGO_TARGET_DIR)/debug/testenv" olm --dir .local/run-olm --operator "$(CARGO_TARGET_DIR)/debug/tenant-operator" \
+		$(if $(FROM),--from $(FROM)) $(if $(RUN_ONCE),--once)
+else
 	tools/run-local.sh
+endif
 
 test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \

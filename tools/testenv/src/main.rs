@@ -5,6 +5,10 @@
 //! operator's namespace, ServiceAccount and RBAC as `config/rbac` declares them, writes a kubeconfig
 //! of that ServiceAccount, starts the NeuralLog Auth stand-in and Jaeger, then runs until SIGTERM or
 //! Ctrl-C and stops everything it started. Used by `make run`.
+//!
+//! `testenv olm --dir DIR --operator BINARY [--from VERSION] [--once]`: `make run OLM=1`, the
+//! operator installed from the catalog through OLM on the same kind of cluster
+//! ([`testenv::olm_run`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,10 +47,12 @@ struct Running {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    const USAGE: &str = "usage: testenv up --dir DIR";
+    const USAGE: &str =
+        "usage: testenv up --dir DIR | testenv olm --dir DIR --operator BINARY [--from VERSION] [--once]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = match args.as_slice() {
         [command, flag, dir] if command == "up" && flag == "--dir" => PathBuf::from(dir),
+        [command, rest @ ..] if command == "olm" => return testenv::olm_run::run(olm_options(rest)?).await,
         _ => bail!(USAGE),
     };
     // `make run` starts testenv in a session of its own, so that Ctrl-C reaches the operator alone
@@ -80,6 +86,27 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(running);
     Ok(())
+}
+
+/// The arguments of `testenv olm`.
+fn olm_options(args: &[String]) -> anyhow::Result<testenv::olm_run::Options> {
+    let (mut dir, mut operator, mut from, mut once) = (None, None, None, false);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "--operator" => operator = args.next().map(PathBuf::from),
+            "--from" => from = args.next().cloned(),
+            "--once" => once = true,
+            other => bail!("testenv olm: unknown argument {other:?}"),
+        }
+    }
+    Ok(testenv::olm_run::Options {
+        dir: dir.context("testenv olm needs --dir DIR")?,
+        operator: operator.context("testenv olm needs --operator BINARY (this checkout's tenant-operator)")?,
+        from: from.filter(|version| !version.is_empty()),
+        once,
+    })
 }
 
 /// Has the kernel send SIGTERM to this process when the one that started it dies.

@@ -3,11 +3,13 @@
 //! released version first when asked (`FROM=0.1.0`), so that the upgrade to this checkout's bundle
 //! can be watched and approved by hand.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject};
 
 use crate::auth::AuthStandIn;
@@ -56,6 +58,7 @@ async fn walk_through(env: &mut Env, options: &Options, head: &str, auth: &AuthS
             env.subscribe_with_env(Some(&old), "Manual", &settings).await?;
             env.approve(&old).await?;
             env.wait_installed(&old).await?;
+            wait_configured(env, &settings).await?;
             env.start_operator(&format!("operator-{version}"), &released_binary(version)?).await?;
             env.done(format!("{old} Succeeded, its own binary running"));
         }
@@ -63,6 +66,7 @@ async fn walk_through(env: &mut Env, options: &Options, head: &str, auth: &AuthS
             env.begin("install", "Subscription (Automatic) to this checkout's bundle");
             env.subscribe_with_env(None, "Automatic", &settings).await?;
             env.wait_installed(head).await?;
+            wait_configured(env, &settings).await?;
             env.start_operator("operator", &options.operator).await?;
             env.wait_settled(head).await?;
             env.done(format!("{head} Succeeded and running"));
@@ -111,6 +115,7 @@ async fn walk_through(env: &mut Env, options: &Options, head: &str, auth: &AuthS
         if !installed_unless_stopped(env, head).await? {
             return Ok(());
         }
+        wait_configured(env, &settings).await?;
         env.stop_operator(&format!("operator-{version}")).await?;
         env.start_operator("operator", &options.operator).await?;
         env.wait_settled(head).await?;
@@ -141,6 +146,32 @@ async fn walk_through(env: &mut Env, options: &Options, head: &str, auth: &AuthS
     shutdown_signal().await
 }
 
+/// Waits until OLM has put the Subscription's `config.env` into the operator's Deployment (it may
+/// update the Deployment again after it first reports it available).
+async fn wait_configured(env: &Env, settings: &[(&str, String)]) -> anyhow::Result<()> {
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), INSTALL_NAMESPACE);
+    env.wait("the Subscription's settings in the operator's Deployment", async || {
+        let deployment = deployments.get("neurallog-tenant-operator").await?;
+        let containers =
+            deployment.spec.and_then(|spec| spec.template.spec).map(|pod| pod.containers).unwrap_or_default();
+        let env_vars: Vec<_> = containers.iter().flat_map(|c| c.env.iter().flatten()).collect();
+        let configured = settings.iter().all(|(name, value)| {
+            env_vars.iter().any(|var| var.name == *name && var.value.as_deref() == Some(value.as_str()))
+        });
+        Ok(configured.then_some(()))
+    })
+    .await?;
+    // And rolled out again with them.
+    env.wait_installed(&current_csv(env).await?).await
+}
+
+/// The CSV that owns the operator's Deployment now.
+async fn current_csv(env: &Env) -> anyhow::Result<String> {
+    let deployment =
+        Api::<Deployment>::namespaced(env.client.clone(), INSTALL_NAMESPACE).get("neurallog-tenant-operator").await?;
+    Ok(deployment.labels().get("olm.owner").cloned().unwrap_or_default())
+}
+
 /// Waits, for as long as it takes a person to approve it, until CSV `csv` has succeeded and OLM has
 /// rolled the Deployment; `false` when stopped (Ctrl-C or SIGTERM) first.
 async fn installed_unless_stopped(env: &Env, csv: &str) -> anyhow::Result<bool> {
@@ -167,9 +198,4 @@ async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {},
     }
     Ok(())
-}
-
-/// The directory `make run OLM=1` uses.
-pub fn default_dir(root: &Path) -> PathBuf {
-    root.join(".local/run-olm")
 }
