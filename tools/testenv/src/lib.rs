@@ -608,7 +608,7 @@ impl ControlPlane {
         url: &str,
         ca_pem: &str,
     ) -> anyhow::Result<CustomResourceDefinition> {
-        self.create_crd(Self::read_crd_converting(path, url, ca_pem)?).await
+        install_crd_converting(self.admin_client().await?, path, url, ca_pem).await
     }
 
     fn read_crd(path: &Path) -> anyhow::Result<CustomResourceDefinition> {
@@ -715,6 +715,17 @@ async fn etcd_get(etcd_url: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> 
 }
 
 /// Creates `crd` and waits (30s at most) until it is established.
+/// Creates the CRD from a YAML file with its conversion webhook at `url` (HTTPS, its certificate
+/// signed by `ca_pem`) through `client`, and waits until it is established.
+pub async fn install_crd_converting(
+    client: Client,
+    path: &Path,
+    url: &str,
+    ca_pem: &str,
+) -> anyhow::Result<CustomResourceDefinition> {
+    create_crd(client, &ControlPlane::read_crd_converting(path, url, ca_pem)?).await
+}
+
 async fn create_crd(client: Client, crd: &CustomResourceDefinition) -> anyhow::Result<CustomResourceDefinition> {
     let api: Api<CustomResourceDefinition> = Api::all(client);
     let name = crd.metadata.name.clone().unwrap_or_default();

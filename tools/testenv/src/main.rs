@@ -16,12 +16,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceConversion, CustomResourceDefinition, WebhookClientConfig, WebhookConversion,
-};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::discovery::Scope;
-use kube::{Client, ResourceExt as _};
 use testenv::kwok::KwokCluster;
 use testenv::repo_root;
 
@@ -34,7 +31,7 @@ const VOLUMES: usize = 4;
 /// Lifetime of the operator's ServiceAccount tokens, and how often a new one replaces the last.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const TOKEN_REFRESH: Duration = Duration::from_secs(1200);
-/// How long the CRD may take to be established and the operator's RBAC to take effect.
+/// How long the operator's RBAC may take to take effect.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `up` started, dropped in this order: Jaeger, the Auth stand-in, the cluster.
@@ -136,7 +133,7 @@ async fn up(dir: &Path) -> anyhow::Result<Running> {
     pki.write_loopback_pair(&certs, "neurallog-tenant-operator-webhook")?;
     let webhook = format!("127.0.0.1:{}", testenv::free_port()?);
     let crd = root.join("config/crd/bases/neurallog.io_tenants.yaml");
-    install_crd(&client, &crd, &format!("https://{webhook}/convert"), &pki.ca_pem)
+    testenv::install_crd_converting(client.clone(), &crd, &format!("https://{webhook}/convert"), &pki.ca_pem)
         .await
         .context("installing the CRD")?;
     println!("webhook address: {webhook}");
@@ -162,33 +159,6 @@ async fn up(dir: &Path) -> anyhow::Result<Running> {
     println!("admin kubeconfig: {}", std::path::absolute(cluster.kubeconfig())?.display());
     println!("operator kubeconfig: {}", operator_kubeconfig.display());
     Ok(Running { _jaeger: jaeger, _auth: auth, cluster, token_file })
-}
-
-/// Creates the CRD at `path` with its conversion calling `url`, and waits until it is established.
-async fn install_crd(client: &Client, path: &Path, url: &str, ca_pem: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut crd: CustomResourceDefinition =
-        serde_yaml::from_str(&text).with_context(|| format!("{} is not a CRD", path.display()))?;
-    crd.spec.conversion = Some(CustomResourceConversion {
-        strategy: "Webhook".into(),
-        webhook: Some(WebhookConversion {
-            conversion_review_versions: vec!["v1".into()],
-            client_config: Some(WebhookClientConfig {
-                url: Some(url.to_owned()),
-                ca_bundle: Some(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())),
-                service: None,
-            }),
-        }),
-    });
-    let name = crd.name_any();
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.with_context(|| format!("cannot create CRD {name}"))?;
-    let established =
-        kube::runtime::wait::await_condition(crds, &name, kube::runtime::conditions::is_crd_established());
-    tokio::time::timeout(SETTLE_TIMEOUT, established)
-        .await
-        .with_context(|| format!("CRD {name} not established after {SETTLE_TIMEOUT:?}"))??;
-    Ok(())
 }
 
 /// Creates the operator's namespace, then every object `rbac_dir/kustomization.yaml` lists, the
