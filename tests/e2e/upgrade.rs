@@ -425,6 +425,19 @@ async fn assert_nothing_lost(
     ))
 }
 
+/// As a rollout does it: once OLM has rolled the Deployment for CSV `new`, 0.1.0 stops and this
+/// checkout's operator starts behind OLM's webhook Service; then OLM's InstallPlan settles.
+async fn take_over(env: &Env, new: &str) -> anyhow::Result<WebhookRoute> {
+    env.wait_installed(new).await?;
+    env.stop_operator("operator-old").await?;
+    let route = env
+        .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("CSV {new} declares no conversion webhook"))?;
+    env.wait_settled(new).await?;
+    Ok(route)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_manual_approval_loses_nothing() -> anyhow::Result<()> {
     let entries = [Entry::released(OLD), Entry::head(Some(OLD))?];
@@ -470,13 +483,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     })
     .await?;
     let plan = env.approve(&new).await?;
-    env.wait_installed(&new).await?;
-    env.stop_operator("operator-old").await?;
-    let route = env
-        .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the new CSV declares no conversion webhook"))?;
-    env.wait_settled(&new).await?;
+    let route = take_over(env, &new).await?;
     let csvs = env.olm_api("ClusterServiceVersion", "clusterserviceversions");
     env.wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
     env.done(format!("{new} Succeeded (InstallPlan {plan}), {old} gone, conversion through OLM's Service"));
@@ -535,13 +542,7 @@ async fn upgrade_automatically(env: &mut Env) -> anyhow::Result<()> {
 
     env.begin("upgrade", "the catalog now offers this checkout's bundle; OLM upgrades by itself");
     env.replace_catalog(&[Entry::released(OLD), Entry::head(Some(OLD))?]).await?;
-    env.wait_installed(&new).await?;
-    env.stop_operator("operator-old").await?;
-    let route = env
-        .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the new CSV declares no conversion webhook"))?;
-    env.wait_settled(&new).await?;
+    let route = take_over(env, &new).await?;
     let plans = env.plans_of(&new).await?;
     anyhow::ensure!(
         plans.iter().all(|plan| text(plan, "/spec/approval") == "Automatic"),
