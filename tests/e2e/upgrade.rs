@@ -375,7 +375,13 @@ async fn assert_nothing_lost(
         Ok(observed.then_some(()))
     })
     .await?;
-    let after = Snapshot::take(env, names).await?;
+    // Reads through the webhook may fail for a while: OLM can put its bundle's conversion back
+    // into the CRD after an install (docs/upgrading.md, 4.2) until its next check of the CSV.
+    let after = env
+        .wait("the tenants and their children, read after the upgrade", async || {
+            Ok(Some(Snapshot::take(env, names).await?))
+        })
+        .await?;
     let differences = before.differences(&after);
     anyhow::ensure!(differences.is_empty(), "the upgrade changed what it must not:\n{}", differences.join("\n"));
     let added = before.added(&after);
@@ -383,7 +389,8 @@ async fn assert_nothing_lost(
     let v2 = env.tenants("v2");
     for (name, recorded) in &before.tenants {
         let expected = conversion::convert(recorded, "neurallog.io/v2")?;
-        let read = json_of(&v2.get(name).await?);
+        let read =
+            env.wait(&format!("tenant {name} through v2"), async || Ok(Some(json_of(&v2.get(name).await?)))).await?;
         anyhow::ensure!(
             read["spec"] == expected["spec"],
             "tenant {name} through v2 means something else than its v1 form:\n  v2   {}\n  from {}",
@@ -502,7 +509,7 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     .await?;
     let created = create_and_converge(env, &[json!({"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "after-upgrade"}, "spec": {"deletionPolicy": "Retain"}})]).await?;
     wait_converged(env, &names).await?;
-    let namespace = text(&json_of(&env.tenants("v2").get("empty").await?), "/status/namespace").to_owned();
+    let namespace = before.tenants.get("empty").map(|t| text(t, "/status/namespace").to_owned()).unwrap_or_default();
     let deployment = Api::<Deployment>::namespaced(env.client.clone(), &namespace).get("empty-server").await?;
     let replicas = deployment.spec.and_then(|s| s.replicas);
     anyhow::ensure!(replicas == Some(3), "tenant empty's server has {replicas:?} replicas after its v1 change to 3");
