@@ -41,6 +41,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `kwokctl delete cluster` and the end of the processes it stops may take, after which
 /// those still running are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the ServiceAccount tokens of [`KwokCluster::service_account_kubeconfig`] stay valid.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts at creating a cluster: its ports are picked free, but another process can take one
 /// before the component binds it; the cluster is then created again on other ports.
 const START_ATTEMPTS: u32 = 3;
@@ -437,8 +439,9 @@ impl KwokCluster {
     }
 
     /// Writes a kubeconfig at `path` for the ServiceAccount `name` in `namespace` (a TokenRequest
-    /// token valid for an hour, the cluster's CA) and returns its path: how a test runs an operator
-    /// as its pod would. The ServiceAccount must exist.
+    /// token valid for a week, so that an interactive `make run OLM=1` outlives no token; the
+    /// cluster's CA) and returns its path: how an operator is run as its pod would run. The
+    /// ServiceAccount must exist.
     pub async fn service_account_kubeconfig(
         &self,
         namespace: &str,
@@ -447,7 +450,10 @@ impl KwokCluster {
     ) -> anyhow::Result<PathBuf> {
         use base64::Engine as _;
         let request = TokenRequest {
-            spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(TOKEN_LIFETIME.as_secs().try_into()?),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let token = Api::<ServiceAccount>::namespaced(self.admin_client().await?, namespace)
