@@ -105,11 +105,9 @@ pub fn compose_catalog(dir: &Path, entries: &[Entry]) -> anyhow::Result<PathBuf>
     let package_dir = catalog.join(PACKAGE);
     let mut channel = json!({"schema": "olm.channel", "package": PACKAGE, "name": CHANNEL, "entries": []});
     for entry in entries {
+        // Released bundles are named after their CSV (tools/catalog.sh).
         let file = package_dir.join(format!("bundles/{}.yaml", entry.csv));
-        let released = std::fs::read_dir(package_dir.join("bundles"))?
-            .filter_map(Result::ok)
-            .any(|f| f.file_name().to_string_lossy() == format!("{}.yaml", entry.csv));
-        if let (false, Some(bundle)) = (released, &entry.bundle) {
+        if let (false, Some(bundle)) = (file.exists(), &entry.bundle) {
             render_bundle(bundle, &file)?;
         }
         let mut item = json!({"name": entry.csv});
@@ -153,7 +151,8 @@ struct OperatorProcess {
     admin: SocketAddr,
 }
 
-/// The webhook address the API server asks for (OLM's Service) and the operator behind it.
+/// Where the API server calls the operator's conversion webhook: the `ClusterIP:port` of OLM's
+/// Service, which testenv's egress proxy forwards to the operator.
 #[derive(Clone, Copy, Debug)]
 pub struct WebhookRoute {
     pub service: SocketAddr,
