@@ -449,20 +449,7 @@ impl KwokCluster {
         path: &Path,
     ) -> anyhow::Result<PathBuf> {
         use base64::Engine as _;
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(TOKEN_LIFETIME.as_secs().try_into()?),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let token = Api::<ServiceAccount>::namespaced(self.admin_client().await?, namespace)
-            .create_token_request(name, &PostParams::default(), &request)
-            .await
-            .with_context(|| format!("cannot request a token of ServiceAccount {namespace}/{name}"))?
-            .status
-            .with_context(|| format!("the TokenRequest of ServiceAccount {namespace}/{name} has no status"))?
-            .token;
+        let token = self.service_account_token(namespace, name, TOKEN_LIFETIME).await?;
         let user = format!("system:serviceaccount:{namespace}:{name}");
         let kubeconfig = serde_json::json!({
             "apiVersion": "v1",
@@ -475,9 +462,29 @@ impl KwokCluster {
             "contexts": [{"name": &self.name, "context": {"cluster": &self.name, "user": &user}}],
             "current-context": &self.name,
         });
-        write_private(path, serde_yaml::to_string(&kubeconfig)?.as_bytes())
-            .with_context(|| format!("cannot write the kubeconfig of {user} to {}", path.display()))?;
+        crate::write_private(path, serde_yaml::to_string(&kubeconfig)?.as_bytes())
+            .with_context(|| format!("cannot write the kubeconfig of {user}"))?;
         Ok(path.to_owned())
+    }
+
+    /// A token of the ServiceAccount `name` in `namespace` (a TokenRequest), valid for `lifetime`.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        lifetime: Duration,
+    ) -> anyhow::Result<String> {
+        let request = TokenRequest {
+            spec: TokenRequestSpec { expiration_seconds: Some(lifetime.as_secs().try_into()?), ..Default::default() },
+            ..Default::default()
+        };
+        Ok(Api::<ServiceAccount>::namespaced(self.admin_client().await?, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("cannot request a token of ServiceAccount {namespace}/{name}"))?
+            .status
+            .with_context(|| format!("the TokenRequest of ServiceAccount {namespace}/{name} has no status"))?
+            .token)
     }
 
     /// Makes the API server's connections to `service` (a Service's `ClusterIP:port`, which routes
@@ -645,14 +652,4 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .collect::<Result<Vec<_>, _>>()
         .context("cannot find free ports")?;
     listeners.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
-}
-
-/// Writes `content` to a new file at `path` readable by its owner only (it holds a token).
-fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(content)
 }

@@ -746,3 +746,15 @@ fn keep_if_panicking(temp: &mut Option<tempfile::TempDir>) {
         eprintln!("testenv: logs of the failed test kept in {}", temp.keep().display());
     }
 }
+
+/// Writes `content` to the file at `path` (created or truncated) readable by its owner only: it
+/// holds a token or a key.
+pub fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(content).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::discovery::Scope;
@@ -235,22 +234,9 @@ async fn wait_granted(kubeconfig: &Path) -> anyhow::Result<()> {
 /// Writes a new token of the operator's ServiceAccount to `path` (replacing the file at once, so
 /// the operator, which re-reads it every minute, never sees half a token).
 async fn write_token(cluster: &KwokCluster, path: &Path) -> anyhow::Result<()> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(i64::try_from(TOKEN_LIFETIME.as_secs())?),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(cluster.admin_client().await?, NAMESPACE)
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
-        .await
-        .with_context(|| format!("cannot request a token of ServiceAccount {NAMESPACE}/{SERVICE_ACCOUNT}"))?
-        .status
-        .context("the TokenRequest has no status")?
-        .token;
+    let token = cluster.service_account_token(NAMESPACE, SERVICE_ACCOUNT, TOKEN_LIFETIME).await?;
     let new = path.with_extension("token.new");
-    write_private(&new, token.as_bytes())?;
+    testenv::write_private(&new, token.as_bytes())?;
     std::fs::rename(&new, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -270,19 +256,5 @@ fn write_operator_kubeconfig(cluster: &KwokCluster, token_file: &Path, path: &Pa
         "contexts": [{"name": cluster.name(), "context": {"cluster": cluster.name(), "user": &user}}],
         "current-context": cluster.name(),
     });
-    write_private(path, serde_yaml::to_string(&kubeconfig)?.as_bytes())
-}
-
-/// Writes `content` to a new file at `path` readable by its owner only (tokens).
-fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(content).with_context(|| format!("cannot write {}", path.display()))
+    testenv::write_private(path, serde_yaml::to_string(&kubeconfig)?.as_bytes())
 }
