@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Cuts a release: sets <version> in Cargo.toml, generates bundle/ and bundle.Dockerfile for it,
-# adds its bundle to the catalog and appends the release to catalog/releases.yaml with the commit
-# it is built from (HEAD) and the sha256 of its bundle file, then recomputes the channels. From
-# then on that bundle file never changes (tools/check-packaging.sh checks it).
+# Cuts a release in two commits. The release commit sets <version> in Cargo.toml and holds bundle/,
+# bundle.Dockerfile and the release's bundle in the catalog: its sources are the release, so
+# tools/released-operator.sh builds the release's own binary from it. The next commit appends the
+# release to catalog/releases.yaml with that commit and the bundle file's sha256, and recomputes the
+# channels. From then on that bundle file never changes (tools/check-packaging.sh checks it).
+# Write the release's CHANGELOG.md section and commit it first: the tree must be clean.
 #
 #   tools/release.sh <version>
 set -euo pipefail
@@ -17,13 +19,12 @@ if [[ "$version" == *-dev* ]]; then
   echo "release: $version is a development version; release x.y.z or a pre-release such as x.y.z-rc.1" >&2
   exit 1
 fi
-# HEAD is recorded as the commit the release is built from, so what is built must be committed.
+# The release commits what is built, so nothing else may be in it.
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
-  echo "release: commit or stash these changes first; the release records HEAD as the commit it is built from:" >&2
+  echo "release: commit or stash these changes first; the release is committed by itself:" >&2
   git status --short --untracked-files=no >&2
   exit 1
 fi
-commit="$(git rev-parse HEAD)"
 # Nothing is changed unless the version can be released (not listed yet, a valid bundle version).
 cargo run --quiet --locked -p release -- add --check --package "$package" \
   --releases catalog/releases.yaml --version "$version"
@@ -31,5 +32,13 @@ cargo run --quiet --locked -p release -- add --check --package "$package" \
 sed -i "s/^version = \".*\"/version = \"$version\"/" Cargo.toml
 cargo update --workspace --offline --quiet
 "$tools/bundle.sh" . "$version" "neurallog/tenant-operator:$version"
-"$tools/catalog.sh" . --add-bundle "$version" "$commit"
-echo "release: $version added to catalog/ (built from $commit). Commit it with CHANGELOG.md, then set the next development version in Cargo.toml (x.y.z-dev) and run \`make bundle\`."
+"$tools/catalog.sh" . --add-bundle "$version"
+bundle_file="catalog/$package/bundles/$package.v$version.yaml"
+git add Cargo.toml Cargo.lock bundle bundle.Dockerfile config/manager "$bundle_file"
+git commit --quiet -m "Release $version"
+commit="$(git rev-parse HEAD)"
+
+"$tools/catalog.sh" . --record "$version" "$commit"
+git add catalog
+git commit --quiet -m "catalog: release $version recorded, built from ${commit:0:12}"
+echo "release: $version released in ${commit:0:12} and recorded in catalog/releases.yaml. Set the next development version in Cargo.toml (x.y.z-dev), run \`cargo update --workspace --offline\` and \`make bundle\`, and commit."
