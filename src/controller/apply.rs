@@ -10,12 +10,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::Value;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use super::cached::Cached;
 use super::children::{Child, Marks};
-use super::compact::Compact;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
@@ -148,28 +147,35 @@ impl<'a> Applier<'a> {
         Self { ctx, tenant, model, changes: Mutex::new(changes), marks: Mutex::default(), failures: Mutex::default() }
     }
 
-    /// Server-side applies `desired` (skipped when the cached object already matches). Returns
-    /// the object as it now is, as JSON: the applied one, or else the cached one.
-    async fn apply<K: Child>(&self, cache: &Store<Compact<K>>, desired: K) -> Option<Value> {
+    /// Server-side applies `desired` (nothing is sent when the cached child already holds it).
+    /// `None` if the child neither exists nor could be created; else its ready pods, if it is a
+    /// workload.
+    async fn apply<K: Child>(&self, cache: &Store<Cached<K>>, desired: K) -> Option<Option<i32>> {
         let name = desired.name_any();
         // Marked even when the write fails: the sweep must not delete what exists.
         locked(&self.marks).mark::<K>(&name);
         let api = Api::<K>::namespaced(self.ctx.client.clone(), &self.model.namespace);
-        let live = cache.get(&ObjectRef::new(&name).within(&self.model.namespace)).map(|live| live.to_json());
-        match write::apply(&api, &self.model.name, live.as_ref(), &desired).await {
+        let cached = cache.get(&ObjectRef::new(&name).within(&self.model.namespace));
+        let live = cached.as_deref().map(|cached| write::Live::Judged {
+            resource_version: cached.meta().resource_version.as_deref(),
+            holds: cached.held_hash(),
+        });
+        let cached_ready = cached.as_ref().map(|cached| cached.ready_replicas());
+        match write::apply(&api, &self.model.name, live, &desired).await {
+            // It exists: held, or written.
             Ok(applied) => {
                 locked(&self.changes).record(applied.change, write::short_kind::<K>(), &name);
-                applied.object.and_then(|object| serde_json::to_value(object).ok()).or(live)
+                Some(applied.object.map_or(cached_ready.flatten(), |object| object.ready_replicas()))
             }
             Err(error) => {
                 locked(&self.failures).push(error);
-                live
+                cached_ready
             }
         }
     }
 
     /// Applies `desired` if the tenant wants one; unmarked, the sweep removes what exists.
-    async fn apply_optional<K: Child>(&self, cache: &Store<Compact<K>>, desired: Option<K>) {
+    async fn apply_optional<K: Child>(&self, cache: &Store<Cached<K>>, desired: Option<K>) {
         if let Some(desired) = desired {
             self.apply(cache, desired).await;
         }
@@ -256,14 +262,11 @@ impl<'a> Applier<'a> {
         }
 
         // A workload that neither exists nor could be created counts as not created yet.
-        let replicas = |desired: i32, live: &Value| {
-            let ready = live.pointer("/status/readyReplicas").and_then(Value::as_i64);
-            Replicas { desired, ready: ready.and_then(|ready| i32::try_from(ready).ok()).unwrap_or(0) }
-        };
+        let replicas = |desired: i32, ready: Option<i32>| Replicas { desired, ready: ready.unwrap_or(0) };
         let workloads = Workloads {
-            redis: redis.map(|live| replicas(model.redis.replicas, &live)),
-            server: server.map(|live| replicas(model.server.replicas, &live)),
-            registry: registry.map(|live| replicas(model.registry.replicas, &live)),
+            redis: redis.map(|ready| replicas(model.redis.replicas, ready)),
+            server: server.map(|ready| replicas(model.server.replicas, ready)),
+            registry: registry.map(|ready| replicas(model.registry.replicas, ready)),
         };
         AppliedChildren { workloads, changes, failures }
     }

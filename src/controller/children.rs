@@ -9,13 +9,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
+use kube::api::{Api, DeleteParams, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,15 +23,16 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::compact::Compact;
+use super::cached::{Cached, Judge, Observed, Workload};
 use super::error::Result;
 use super::events::Changes;
 use super::triggers::Triggers;
 use super::write::{self, Target, short_kind};
 use crate::api::{GROUP, KIND, Tenant};
-use crate::resources::{TENANT_LABEL, managed_selector};
+use crate::model::TenantModel;
+use crate::resources::{Platform, TENANT_LABEL, access, managed_selector, network, quota, redis, registry, server};
 
-/// A namespaced kind the operator writes.
+/// A namespaced kind the operator applies.
 pub trait Child:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
@@ -42,18 +43,75 @@ pub trait Child:
     + Sync
     + 'static
 {
+    /// Every object of this kind the tenant wants (the builders the reconcile applies).
+    fn desired(model: &TenantModel, platform: &Platform, operator: &Subject) -> Vec<Self>;
+
+    /// Ready pods, of a workload.
+    fn ready_replicas(&self) -> Option<i32> {
+        None
+    }
 }
 
-impl<K> Child for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
+impl Child for Deployment {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        vec![server::deployment(model, platform), registry::deployment(model, platform)]
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|status| status.ready_replicas)
+    }
+}
+
+impl Child for StatefulSet {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::stateful_set(model)]
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|status| status.ready_replicas)
+    }
+}
+
+impl Child for Service {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::service(model), server::service(model), registry::service(model)]
+    }
+}
+
+impl Child for ConfigMap {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::config_map(model)]
+    }
+}
+
+impl Child for RoleBinding {
+    fn desired(model: &TenantModel, _: &Platform, operator: &Subject) -> Vec<Self> {
+        vec![access::role_binding(model, operator)]
+    }
+}
+
+impl Child for NetworkPolicy {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        network::network_policies(model, platform)
+    }
+}
+
+impl Child for Ingress {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        registry::ingress(model, platform).into_iter().collect()
+    }
+}
+
+impl Child for ResourceQuota {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        quota::resource_quota(model).into_iter().collect()
+    }
+}
+
+impl Child for LimitRange {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        quota::limit_range(model).into_iter().collect()
+    }
 }
 
 /// The children a reconcile wants, by kind and name: the sweep keeps these.
@@ -61,17 +119,17 @@ impl<K> Child for K where
 pub struct Marks(HashSet<(&'static str, String)>);
 
 impl Marks {
-    pub fn mark<K: Child>(&mut self, name: &str) {
+    pub fn mark<K: Resource<DynamicType = ()>>(&mut self, name: &str) {
         self.0.insert((short_kind::<K>(), name.to_owned()));
     }
 
-    fn contains<K: Child>(&self, name: &str) -> bool {
+    fn contains<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
         self.0.contains(&(short_kind::<K>(), name.to_owned()))
     }
 }
 
 /// Objects per page of a watch's first list. A page is held whole, managed fields included, until
-/// its objects are slimmed and cached: small pages keep that peak small at any fleet size.
+/// its objects are cached: small pages keep that peak small at any fleet size.
 const LIST_PAGE: u32 = 100;
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
@@ -87,30 +145,42 @@ fn slim<C: Resource>(object: &mut C) {
     }
 }
 
-/// A watch of `api` that fills a cache (with [`slim`] objects, listed [`LIST_PAGE`] at a time) and
-/// yields every touched object.
+/// A watch of whole objects that fills a cache (with [`slim`] objects, listed [`LIST_PAGE`] at a
+/// time) and yields every touched object; the receiver turns true once the cache holds its first
+/// full list. For tenants, whose every field the reconcile reads.
 pub fn cached_watch<C>(
     api: Api<C>,
     config: watcher::Config,
-) -> (Store<C>, impl Stream<Item = Result<C, watcher::Error>> + Send + 'static)
+) -> (Store<C>, impl Stream<Item = Result<C, watcher::Error>> + Send + 'static, Listed)
 where
     C: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let watch = watcher(api, config.page_size(LIST_PAGE)).default_backoff();
-    (store, watch.modify(slim).reflect(writer).touched_objects())
+    let events = watch.modify(slim).reflect(writer).inspect_ok(move |event| {
+        // After `reflect`: the store holds the list by now.
+        if matches!(event, watcher::Event::InitDone) {
+            listed_tx.send_replace(true);
+        }
+    });
+    (store, events.touched_objects(), Listed(listed))
 }
 
-/// A watch that caches whole objects, in their [`Compact`] form.
-fn object_watch<K: Child>(
-    client: &Client,
-    config: watcher::Config,
-) -> (Store<Compact<K>>, impl Stream<Item = Result<Compact<K>, watcher::Error>> + Send + 'static) {
-    cached_watch(Api::<Compact<K>>::all(client.clone()), config)
+/// Turns true once a cache holds its first full list. Unlike a kube store's readiness, which
+/// wakes only its latest waiter, any number of tasks may wait on it.
+#[derive(Clone)]
+pub struct Listed(tokio::sync::watch::Receiver<bool>);
+
+impl Listed {
+    pub async fn wait(mut self) {
+        // Fails only when the watch is gone, and with it everything that waits.
+        let _ = self.0.wait_for(|listed| *listed).await;
+    }
 }
 
-/// A metadata-only watch (an Api of PartialObjectMeta: the API server sends no bodies). For kinds
-/// whose content the operator never reads back, such as namespaces.
+/// A metadata-only watch (the API server sends no bodies) that fills a cache of [`slim`]
+/// metadata. For kinds whose content the operator never reads, such as namespaces.
 pub fn metadata_watch<K>(
     client: &Client,
     config: watcher::Config,
@@ -118,16 +188,58 @@ pub fn metadata_watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    cached_watch(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
+    let (store, writer) = reflector::store();
+    let watch = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config.page_size(LIST_PAGE));
+    (store, watch.default_backoff().modify(slim).reflect(writer).touched_objects())
+}
+
+/// The events of a child watch, as delivered.
+type Delivered<O> = BoxStream<'static, Result<watcher::Event<O>, watcher::Error>>;
+
+/// Children of kind `K` metadata only.
+fn metadata_events<K: Child>(client: &Client, config: watcher::Config) -> Delivered<PartialObjectMeta<K>> {
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).boxed()
+}
+
+/// Workloads of kind `K`, read for their metadata and ready pods.
+fn workload_events<K: Child>(client: &Client, config: watcher::Config) -> Delivered<Workload<K>> {
+    watcher(Api::<Workload<K>>::all(client.clone()), config).boxed()
+}
+
+/// A child watch that starts once the tenants are cached, caches each child as its verdict (see
+/// [`Judge`]) and yields every touched child.
+fn child_watch<K, O>(
+    delivered: Delivered<O>,
+    judge: Judge,
+    tenants_listed: Listed,
+) -> (Store<Cached<K>>, impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static)
+where
+    K: Child,
+    O: Observed<K> + Send + 'static,
+{
+    let (store, writer) = reflector::store();
+    let judged = delivered.default_backoff().map_ok(move |event| match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(judge.cache(&object)),
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(judge.cache(&object)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(judge.cache(&object)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    });
+    // Child verdicts need the tenants.
+    let started = futures::stream::once(async move {
+        tenants_listed.wait().await;
+        judged
+    })
+    .flatten();
+    (store, started.reflect(writer).touched_objects())
 }
 
 /// The tenant that controls a child: its controller owner reference of kind Tenant in the API
 /// group, whatever the version (children written under an older storage version still count).
 /// kube's `owns` would key a cluster-scoped owner by the child's namespace too, so one tenant
 /// could be reconciled twice at once under two keys; mapping here keeps one key per tenant.
-pub fn controlling_tenant(child: &impl Resource) -> Option<ObjectRef<Tenant>> {
+pub fn controlling_tenant(child: &ObjectMeta) -> Option<ObjectRef<Tenant>> {
     child
-        .meta()
         .owner_references
         .iter()
         .flatten()
@@ -149,7 +261,7 @@ where
     let triggers = triggers.clone();
     move |event| {
         let tenant = event.ok().and_then(|child| {
-            let tenant = controlling_tenant(&child)?;
+            let tenant = controlling_tenant(child.meta())?;
             let namespace = child.meta().namespace.clone().unwrap_or_default();
             let name = child.meta().name.clone().unwrap_or_default();
             triggers.event(&tenant.name, || format!("{kind} {namespace}/{name} changed"));
@@ -175,19 +287,15 @@ where
 }
 
 /// The sweep of one kind: deletes the tenant's unmarked objects of kind `K` listed in `store`
-/// (which may hold metadata only) and returns how many unmarked objects still exist.
-async fn sweep_kind<K, C>(
-    store: &Store<C>,
+/// and returns how many unmarked objects still exist.
+async fn sweep_kind<K: Child>(
+    store: &Store<Cached<K>>,
     client: &Client,
     (tenant, namespace): (&str, &str),
     marks: &Marks,
     params: DeleteParams,
     changes: &mut Changes,
-) -> Result<usize>
-where
-    K: Child,
-    C: Resource<DynamicType = ()> + Clone + 'static,
-{
+) -> Result<usize> {
     let api = Api::<K>::namespaced(client.clone(), namespace);
     let kind = short_kind::<K>();
     let mut remaining = 0;
@@ -208,24 +316,30 @@ where
     Ok(remaining)
 }
 
-/// Lists the child kinds once: `field: Kind => cached type, watch function, deletion params;`.
+/// Lists the child kinds once: `field: Kind => how it is watched, deletion params;`.
 macro_rules! child_kinds {
-    ($($field:ident: $kind:ty => $cached:ty, $watch:ident, $delete:ident;)+) => {
+    ($($field:ident: $kind:ty => $events:ident, $delete:ident;)+) => {
         /// Watch caches of every child kind, filled by the controller's watches (children carry
         /// the managed-by label, which the watches select on).
         #[derive(Clone)]
         pub struct Children {
-            $(pub $field: Store<$cached>,)+
+            $(pub $field: Store<Cached<$kind>>,)+
         }
 
         impl Children {
-            /// Starts a watch per kind: the caches, and one stream of the tenants their events
-            /// concern.
-            pub fn watch(client: &Client, triggers: &Arc<Triggers>) -> (Self, BoxStream<'static, ObjectRef<Tenant>>) {
-                let selected = watcher::Config::default().labels(&managed_selector());
+            /// Starts a watch per kind, each once the tenants are cached: the caches, and one
+            /// stream of the tenants their events concern.
+            pub fn watch(
+                client: &Client,
+                triggers: &Arc<Triggers>,
+                judge: &Judge,
+                tenants_listed: &Listed,
+            ) -> (Self, BoxStream<'static, ObjectRef<Tenant>>) {
+                let selected = watcher::Config::default().labels(&managed_selector()).page_size(LIST_PAGE);
                 let mut wakes = Vec::new();
                 $(
-                    let ($field, events) = $watch::<$kind>(client, selected.clone());
+                    let delivered = $events::<$kind>(client, selected.clone());
+                    let ($field, events) = child_watch(delivered, judge.clone(), tenants_listed.clone());
                     wakes.push(events.filter_map(tenant_woken_by(triggers, short_kind::<$kind>())).boxed());
                 )+
                 (Self { $($field,)+ }, futures::stream::select_all(wakes).boxed())
@@ -251,7 +365,7 @@ macro_rules! child_kinds {
             ) -> Result<usize> {
                 let mut remaining = 0;
                 $(
-                    remaining += sweep_kind::<$kind, $cached>(
+                    remaining += sweep_kind::<$kind>(
                         &self.$field, client, (tenant, namespace), marks, DeleteParams::$delete(), changes,
                     )
                     .await?;
@@ -263,15 +377,15 @@ macro_rules! child_kinds {
 }
 
 child_kinds! {
-    deployments: Deployment => Compact<Deployment>, object_watch, foreground;
-    stateful_sets: StatefulSet => Compact<StatefulSet>, object_watch, foreground;
-    services: Service => Compact<Service>, object_watch, background;
-    config_maps: ConfigMap => Compact<ConfigMap>, object_watch, background;
-    role_bindings: RoleBinding => Compact<RoleBinding>, object_watch, background;
-    network_policies: NetworkPolicy => Compact<NetworkPolicy>, object_watch, background;
-    ingresses: Ingress => Compact<Ingress>, object_watch, background;
-    resource_quotas: ResourceQuota => Compact<ResourceQuota>, object_watch, background;
-    limit_ranges: LimitRange => Compact<LimitRange>, object_watch, background;
+    deployments: Deployment => workload_events, foreground;
+    stateful_sets: StatefulSet => workload_events, foreground;
+    services: Service => metadata_events, background;
+    config_maps: ConfigMap => metadata_events, background;
+    role_bindings: RoleBinding => metadata_events, background;
+    network_policies: NetworkPolicy => metadata_events, background;
+    ingresses: Ingress => metadata_events, background;
+    resource_quotas: ResourceQuota => metadata_events, background;
+    limit_ranges: LimitRange => metadata_events, background;
 }
 
 #[cfg(test)]
@@ -296,13 +410,13 @@ mod tests {
 
     #[test]
     fn children_map_to_their_controlling_tenant_in_any_version_without_a_namespace() {
-        assert!(controlling_tenant(&ConfigMap::default()).is_none());
+        assert!(controlling_tenant(&ConfigMap::default().metadata).is_none());
         for version in ["neurallog.io/v1", "neurallog.io/v2"] {
-            assert_eq!(controlling_tenant(&owned_by(version, "Tenant", true)), Some(ObjectRef::new("acme")));
+            assert_eq!(controlling_tenant(&owned_by(version, "Tenant", true).metadata), Some(ObjectRef::new("acme")));
         }
-        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false)).is_none());
-        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true)).is_none());
-        assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true)).is_none());
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false).metadata).is_none());
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true).metadata).is_none());
+        assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true).metadata).is_none());
     }
 
     #[test]

@@ -124,7 +124,7 @@ async fn mark_retained(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) ->
     let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
     let api = Api::<Namespace>::all(ctx.client.clone());
     let live = write::metadata_only::<Namespace>(existing);
-    Ok(write::apply(&api, &name, Some(&live), &builders::retained(&name, &uid)).await?.change)
+    Ok(write::apply(&api, &name, Some(write::Live::Metadata(&live)), &builders::retained(&name, &uid)).await?.change)
 }
 
 /// Deletes the tenant's namespace; `Some(what)` while it still exists.

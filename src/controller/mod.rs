@@ -9,15 +9,16 @@
 
 mod apply;
 mod backoff;
+mod cached;
 mod children;
 mod cleanup;
-mod compact;
 mod context;
 pub mod error;
 mod events;
 mod finalizer;
 mod namespace;
 mod outcome;
+mod ownership;
 mod password;
 mod reconcile;
 mod status;
@@ -47,6 +48,7 @@ use crate::auth::AuthClient;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::resources::access;
+use cached::Judge;
 use children::Children;
 use context::Context;
 use triggers::Triggers;
@@ -80,7 +82,19 @@ pub async fn run(
         .context("invalid NeuralLog Auth settings")?;
 
     let triggers = Arc::new(Triggers::default());
-    let (children, child_wakes) = Children::watch(&client, &triggers);
+    let (tenant_store, tenant_events, tenants_listed) = children::cached_watch(tenants, watcher::Config::default());
+    let tenant_events = tenant_events.map_ok({
+        let triggers = triggers.clone();
+        move |tenant: Tenant| {
+            triggers.event(&tenant.name_any(), || {
+                format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
+            });
+            tenant
+        }
+    });
+    let judge =
+        Judge { tenants: tenant_store.clone(), platform: settings.platform.clone(), operator: identity.clone() };
+    let (children, child_wakes) = Children::watch(&client, &triggers, &judge, &tenants_listed);
     // Every namespace is watched (metadata only) so a foreign `tenant-<name>` is seen coming and going.
     let (namespaces, namespace_events) = children::metadata_watch::<Namespace>(&client, watcher::Config::default());
     let namespace_wakes = namespace_events.filter_map({
@@ -92,16 +106,6 @@ pub async fn run(
                 Some(tenant)
             });
             std::future::ready(tenant)
-        }
-    });
-    let (tenant_store, tenant_events) = children::cached_watch(tenants, watcher::Config::default());
-    let tenant_events = tenant_events.map_ok({
-        let triggers = triggers.clone();
-        move |tenant: Tenant| {
-            triggers.event(&tenant.name_any(), || {
-                format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
-            });
-            tenant
         }
     });
 

@@ -64,8 +64,13 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
             });
         }
         let desired = namespace::namespace(model, Some(&existing));
-        let applied =
-            write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
+        let applied = write::apply(
+            &api,
+            &model.name,
+            Some(write::Live::Metadata(&write::metadata_only::<Namespace>(&existing))),
+            &desired,
+        )
+        .await?;
         changes.record(applied.change, "Namespace", name);
         return Ok(NamespaceState::Ready);
     }
@@ -74,7 +79,13 @@ pub async fn ensure(model: &TenantModel, ctx: &Context, changes: &mut Changes) -
         // it over, data included, is what re-creating the tenant is for. The earlier tenant's
         // policy does not carry over.
         let desired = namespace::namespace(model, None);
-        write::apply(&api, &model.name, Some(&write::metadata_only::<Namespace>(&existing)), &desired).await?;
+        write::apply(
+            &api,
+            &model.name,
+            Some(write::Live::Metadata(&write::metadata_only::<Namespace>(&existing))),
+            &desired,
+        )
+        .await?;
         let adopted = format!("{name} (adopted with the data retained by an earlier tenant)");
         changes.record(Change::Updated, "Namespace", &adopted);
         return Ok(NamespaceState::Ready);

@@ -130,6 +130,15 @@ async fn spec_changes_propagate_to_the_children() {
         t.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
     .await;
+
+    // What the spec no longer asks for goes: the variable, and the image back to the default.
+    let removal = json!({"spec": {"server": {"image": null, "env": null}}});
+    h.tenants().patch("beta", &PatchParams::default(), &Patch::Merge(&removal)).await.unwrap();
+    wait_for(&deployments, "beta-server", "no longer has the removed variable and image", |d| {
+        env_value(d, "FEATURE_X").is_none()
+            && server_container(d).image.as_deref() != Some("example.org/neurallog/server:2.0")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,6 +162,70 @@ async fn a_deleted_deployment_and_a_hand_edited_replica_count_are_repaired() {
     let svc = wait_for(&services, "gamma-redis", "exists", |_| true).await;
     services.delete("gamma-redis", &DeleteParams::default()).await.unwrap();
     wait_for(&services, "gamma-redis", "is re-created", |s| s.uid() != svc.uid()).await;
+}
+
+/// The caches keep no bodies: a hand edit is seen in the managed fields, where another writer's
+/// change or removal takes a field out of the operator's set.
+#[tokio::test(flavor = "multi_thread")]
+async fn hand_edits_of_any_child_are_reverted_and_additions_by_others_left_alone() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+
+    let h = Harness::start(Controllers::None).await;
+    let _operator = h.start_operator().await;
+    h.create_tenant(TestTenant::new("eta").manifest()).await.unwrap();
+    wait_for(&h.tenants(), "eta", "is Provisioning", |t| phase(t).as_deref() == Some("Provisioning")).await;
+    let ns = "tenant-eta";
+    let (services, config_maps) = (h.namespaced::<Service>(ns), h.namespaced::<ConfigMap>(ns));
+    let (policies, bindings) = (h.namespaced::<NetworkPolicy>(ns), h.namespaced::<RoleBinding>(ns));
+    let deployments = h.namespaced::<Deployment>(ns);
+    let edit = |manager: &'static str| PatchParams { field_manager: Some(manager.into()), ..Default::default() };
+
+    // A label removed, a label added by someone else.
+    let labels = json!({"metadata": {"labels": {"neurallog.io/component": null, "team": "blue"}}});
+    services.patch("eta-redis", &edit("kubectl-label"), &Patch::Merge(&labels)).await.unwrap();
+    // A value changed.
+    let config = json!({"data": {"redis.conf": "# emptied by hand\n"}});
+    config_maps.patch("eta-redis-config", &edit("kubectl-edit"), &Patch::Merge(&config)).await.unwrap();
+    // A field removed inside a list item (a keyed list: the server's env) and one changed.
+    let server = deployments.get("eta-server").await.unwrap();
+    let mut container = server_container(&server);
+    let env = container.env.get_or_insert_default();
+    let removed = env.remove(0).name;
+    container.image = Some("example.org/not-neurallog:1".into());
+    let template = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
+    deployments.patch("eta-server", &edit("kubectl-edit"), &Patch::Strategic(&template)).await.unwrap();
+    let env_removal = json!({"spec": {"template": {"spec": {"containers": [{"name": container.name,
+        "env": [{"name": removed, "$patch": "delete"}]}]}}}});
+    deployments.patch("eta-server", &edit("kubectl-edit"), &Patch::Strategic(&env_removal)).await.unwrap();
+    // An atomic list replaced, and a spec field of a policy.
+    let subjects = json!({"subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]});
+    let binding = bindings.list(&ListParams::default()).await.unwrap().items.remove(0).name_any();
+    bindings.patch(&binding, &edit("kubectl-edit"), &Patch::Merge(&subjects)).await.unwrap();
+    let open = json!({"spec": {"podSelector": {"matchLabels": {"nothing": "selected"}}}});
+    policies.patch("default-deny-ingress", &edit("kubectl-edit"), &Patch::Merge(&open)).await.unwrap();
+
+    let service =
+        wait_for(&services, "eta-redis", "has its label back", |s| s.labels().get("neurallog.io/component").is_some())
+            .await;
+    assert_eq!(service.labels().get("team").map(String::as_str), Some("blue"), "another writer's label stays");
+    wait_for(&config_maps, "eta-redis-config", "has its configuration back", |c| {
+        c.data.as_ref().is_some_and(|data| data.get("redis.conf").is_some_and(|conf| conf.contains("maxmemory")))
+    })
+    .await;
+    wait_for(&deployments, "eta-server", "has its image and environment back", |d| {
+        let container = server_container(d);
+        container.image.as_deref() != Some("example.org/not-neurallog:1") && env_value(d, &removed).is_some()
+    })
+    .await;
+    wait_for(&bindings, &binding, "names the operator again", |b| {
+        b.subjects.iter().flatten().all(|subject| subject.name != "mallory")
+    })
+    .await;
+    wait_for(&policies, "default-deny-ingress", "selects every pod again", |p| {
+        p.spec.as_ref().and_then(|spec| spec.pod_selector.as_ref()).is_some_and(|s| s.match_labels.is_none())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,272 @@
+//! What the child caches hold of a child: the few metadata fields they are keyed and filtered by,
+//! the verdict on whether it still holds what the operator applied, and for a workload its ready
+//! pods. No body, no managed fields: the verdict is reached once, when the watch delivers the
+//! object (see [`Judge`]), and only the verdict is kept.
+//!
+//! Most kinds are watched metadata only (the API server sends no bodies); Deployments and
+//! StatefulSets are watched whole, because their status says how many pods are ready, and
+//! [`Workload`] reads nothing of them but that.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use k8s_openapi::api::rbac::v1::Subject;
+use kube::Resource;
+use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::Store;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::children::{Child, controlling_tenant};
+use super::ownership;
+use super::write::{self, APPLIED_HASH_ANNOTATION};
+use crate::api::Tenant;
+use crate::resources::{Platform, TENANT_LABEL};
+
+/// `Resource` of a stand-in type for kind `K`: same kind, group, version, plural and scope.
+macro_rules! resource_of_kind {
+    ($name:ident) => {
+        impl<K: Resource<DynamicType = ()>> Resource for $name<K> {
+            type DynamicType = ();
+            type Scope = K::Scope;
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                K::kind(dt)
+            }
+
+            fn group(dt: &()) -> Cow<'_, str> {
+                K::group(dt)
+            }
+
+            fn version(dt: &()) -> Cow<'_, str> {
+                K::version(dt)
+            }
+
+            fn plural(dt: &()) -> Cow<'_, str> {
+                K::plural(dt)
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// A cached child of kind `K`.
+pub struct Cached<K> {
+    /// Name, namespace, deletion timestamp, the tenant label and the controller owner reference
+    /// (what the caches are keyed and filtered by), and the resourceVersion (what the watch
+    /// resumes from and an apply's answer is compared with).
+    metadata: ObjectMeta,
+    /// The applied hash of the desired object this child holds in full, if it does.
+    holds: Option<Box<str>>,
+    ready_replicas: Option<i32>,
+    kind: PhantomData<fn() -> K>,
+}
+
+resource_of_kind!(Cached);
+
+impl<K> Clone for Cached<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            holds: self.holds.clone(),
+            ready_replicas: self.ready_replicas,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> fmt::Debug for Cached<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(&K::kind(&()))
+            .field("metadata", &self.metadata)
+            .field("holds", &self.holds)
+            .field("ready_replicas", &self.ready_replicas)
+            .finish()
+    }
+}
+
+impl<K> Cached<K> {
+    fn new(metadata: &ObjectMeta, holds: Option<Box<str>>, ready_replicas: Option<i32>) -> Self {
+        let tenant = metadata.labels.as_ref().and_then(|labels| labels.get(TENANT_LABEL));
+        let controller = metadata.owner_references.iter().flatten().filter(|owner| owner.controller == Some(true));
+        let keys = ObjectMeta {
+            name: metadata.name.clone(),
+            namespace: metadata.namespace.clone(),
+            resource_version: metadata.resource_version.clone(),
+            deletion_timestamp: metadata.deletion_timestamp.clone(),
+            labels: tenant.map(|tenant| [(TENANT_LABEL.to_owned(), tenant.clone())].into()),
+            owner_references: Some(controller.cloned().collect()).filter(|owners: &Vec<_>| !owners.is_empty()),
+            ..ObjectMeta::default()
+        };
+        Self { metadata: keys, holds, ready_replicas, kind: PhantomData }
+    }
+
+    /// The applied hash of the desired object this child holds in full, if it does.
+    pub fn held_hash(&self) -> Option<&str> {
+        self.holds.as_deref()
+    }
+
+    /// Ready pods, of a workload whose status says.
+    pub fn ready_replicas(&self) -> Option<i32> {
+        self.ready_replicas
+    }
+}
+
+/// A workload as its watch delivers it: metadata, and of the rest only the ready pods.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+pub struct Workload<K> {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    status: WorkloadStatus,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> K>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadStatus {
+    ready_replicas: Option<i32>,
+}
+
+resource_of_kind!(Workload);
+
+impl<K> Clone for Workload<K> {
+    fn clone(&self) -> Self {
+        Self { metadata: self.metadata.clone(), status: self.status, kind: PhantomData }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> fmt::Debug for Workload<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(&K::kind(&())).field("metadata", &self.metadata).field("status", &self.status).finish()
+    }
+}
+
+/// An object as a child watch delivers it, before it is judged and cached.
+pub trait Observed<K> {
+    fn metadata(&self) -> &ObjectMeta;
+    fn ready_replicas(&self) -> Option<i32>;
+}
+
+impl<K> Observed<K> for PartialObjectMeta<K> {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        None
+    }
+}
+
+impl<K> Observed<K> for Workload<K> {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        self.status.ready_replicas
+    }
+}
+
+/// Reaches the verdict on each child a watch delivers: it holds the desired object in full when
+/// it carries that object's applied hash and the operator still owns every field of it (see
+/// [`ownership`]). The desired object is built from the tenant in the tenant cache, as the
+/// reconcile builds it. No verdict (a tenant not cached, or changed since the apply) only means
+/// the next reconcile applies the child again.
+#[derive(Clone)]
+pub struct Judge {
+    pub tenants: Store<Tenant>,
+    pub platform: Platform,
+    pub operator: Subject,
+}
+
+impl Judge {
+    pub fn cache<K: Child>(&self, observed: &impl Observed<K>) -> Cached<K> {
+        let metadata = observed.metadata();
+        let owned = metadata.managed_fields.as_deref().and_then(ownership::applied_fields);
+        let holds = owned.and_then(|owned| self.held_hash::<K>(metadata, owned));
+        Cached::new(metadata, holds.map(Into::into), observed.ready_replicas())
+    }
+
+    fn held_hash<K: Child>(&self, metadata: &ObjectMeta, owned: &Value) -> Option<String> {
+        let hash = metadata.annotations.as_ref()?.get(APPLIED_HASH_ANNOTATION)?;
+        let tenant = self.tenants.get(&controlling_tenant(metadata)?)?;
+        let model = tenant.model().ok()?;
+        if metadata.namespace.as_deref() != Some(model.namespace.as_str()) {
+            return None;
+        }
+        let desired = K::desired(&model, &self.platform, &self.operator)
+            .into_iter()
+            .find(|desired| desired.meta().name == metadata.name)?;
+        let body = write::stamped(&desired).ok()?;
+        let held = write::applied_hash(&body) == Some(hash.as_str()) && ownership::holds_all(&body, owned);
+        held.then(|| hash.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keeps_only_the_keys_of_the_metadata() {
+        let metadata: ObjectMeta = serde_json::from_value(json!({
+            "name": "acme-server",
+            "namespace": "tenant-acme",
+            "resourceVersion": "42",
+            "labels": {"app": "server", TENANT_LABEL: "acme"},
+            "annotations": {"neurallog.io/applied-hash": "0123"},
+            "managedFields": [{"manager": "someone", "operation": "Update"}],
+            "ownerReferences": [
+                {"apiVersion": "neurallog.io/v1", "kind": "Tenant", "name": "acme", "uid": "1", "controller": true},
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "2"}
+            ]
+        }))
+        .expect("metadata");
+        let cached = Cached::<Deployment>::new(&metadata, Some("0123".into()), Some(1));
+        let meta = cached.meta();
+        assert_eq!(meta.name.as_deref(), Some("acme-server"));
+        assert_eq!(meta.namespace.as_deref(), Some("tenant-acme"));
+        // The watch resumes from it: without it, every event would restart the watch.
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.labels, Some([(TENANT_LABEL.to_owned(), "acme".to_owned())].into()));
+        let owners: Vec<&OwnerReference> = meta.owner_references.iter().flatten().collect();
+        assert_eq!(owners.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["acme"]);
+        assert!(meta.annotations.is_none() && meta.managed_fields.is_none());
+        assert_eq!(cached.held_hash(), Some("0123"));
+        assert_eq!(cached.ready_replicas(), Some(1));
+    }
+
+    #[test]
+    fn a_workload_is_read_for_its_metadata_and_ready_pods_only() {
+        let event = json!({"type": "ADDED", "object": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "acme-server", "namespace": "tenant-acme"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "server"}]}}},
+            "status": {"readyReplicas": 1, "replicas": 2}
+        }});
+        let text = serde_json::to_string(&event).expect("text");
+        let event: kube::core::WatchEvent<Workload<Deployment>> = serde_json::from_str(&text).expect("parses");
+        let kube::core::WatchEvent::Added(workload) = event else { panic!("an Added event") };
+        assert_eq!(Observed::ready_replicas(&workload), Some(1));
+        assert_eq!(workload.metadata.name.as_deref(), Some("acme-server"));
+        let no_status: Workload<Deployment> =
+            serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("parses without status");
+        assert_eq!(Observed::ready_replicas(&no_status), None);
+    }
+}
