@@ -110,6 +110,11 @@ impl<K> Cached<K> {
         Self { metadata: keys, holds, ready_replicas, kind: PhantomData }
     }
 
+    /// A child cached without a verdict.
+    pub fn unjudged(observed: &impl Observed<K>) -> Self {
+        Self::new(observed.metadata(), None, observed.ready_replicas())
+    }
+
     /// The applied hash of the desired object this child holds in full, if it does.
     pub fn held_hash(&self) -> Option<&str> {
         self.holds.as_deref()
@@ -268,5 +273,64 @@ mod tests {
         let no_status: Workload<Deployment> =
             serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("parses without status");
         assert_eq!(Observed::ready_replicas(&no_status), None);
+    }
+
+    /// The managed fields of `object` as an apply of it records them, for a ConfigMap (maps only).
+    fn applied_config_map(object: &Value) -> Value {
+        fn set(value: &Value) -> Value {
+            match value {
+                Value::Object(fields) => fields.iter().map(|(key, value)| (format!("f:{key}"), set(value))).collect(),
+                _ => json!({}),
+            }
+        }
+        let mut fields = set(object);
+        let fields = fields.as_object_mut().expect("an object");
+        fields.remove("f:apiVersion");
+        fields.remove("f:kind");
+        let metadata = fields.get_mut("f:metadata").and_then(Value::as_object_mut).expect("metadata");
+        metadata.remove("f:name");
+        metadata.remove("f:namespace");
+        let owner = &object["metadata"]["ownerReferences"][0]["uid"];
+        metadata.insert("f:ownerReferences".into(), json!({ format!("k:{{\"uid\":{owner}}}"): {} }));
+        json!([{"manager": write::FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}])
+    }
+
+    #[test]
+    fn a_child_is_judged_against_the_desired_object_of_its_cached_tenant() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+
+        let tenant = crate::fixtures::TestTenant::new("acme").tenant();
+        let (tenants, mut writer) = reflector::store();
+        let operator = Subject { kind: "User".into(), name: "operator".into(), ..Subject::default() };
+        let judge = Judge { tenants, platform: Platform::default(), operator };
+        let model = tenant.model().expect("a valid tenant");
+        let desired = write::stamped(&crate::resources::redis::config_map(&model)).expect("stamps");
+        let observed = |body: &Value| {
+            let mut metadata = body["metadata"].clone();
+            metadata["managedFields"] = applied_config_map(body);
+            PartialObjectMeta::<ConfigMap> {
+                metadata: serde_json::from_value(metadata).expect("metadata"),
+                ..Default::default()
+            }
+        };
+        let hash = write::applied_hash(&desired).expect("a hash").to_owned();
+
+        assert_eq!(judge.cache(&observed(&desired)).held_hash(), None, "no verdict without its tenant");
+        writer.apply_watcher_event(&Event::Apply(tenant));
+        assert_eq!(judge.cache(&observed(&desired)).held_hash(), Some(hash.as_str()));
+
+        let mut older = desired.clone();
+        older["metadata"]["annotations"]["neurallog.io/applied-hash"] = json!("an older hash");
+        assert_eq!(judge.cache(&observed(&older)).held_hash(), None, "applied before a change");
+        let mut elsewhere = desired.clone();
+        elsewhere["metadata"]["namespace"] = json!("somewhere-else");
+        assert_eq!(judge.cache(&observed(&elsewhere)).held_hash(), None);
+        let mut edited = observed(&desired);
+        let fields = edited.metadata.managed_fields.as_mut().and_then(|m| m.first_mut()).expect("an entry");
+        let set = &mut fields.fields_v1.as_mut().expect("fields").0;
+        set.as_object_mut().expect("a set").remove("f:data");
+        assert_eq!(judge.cache(&edited).held_hash(), None, "its data taken by someone else");
     }
 }

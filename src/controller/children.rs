@@ -221,7 +221,8 @@ where
     let judged = delivered.default_backoff().map_ok(move |event| match event {
         watcher::Event::Apply(object) => watcher::Event::Apply(judge.cache(&object)),
         watcher::Event::InitApply(object) => watcher::Event::InitApply(judge.cache(&object)),
-        watcher::Event::Delete(object) => watcher::Event::Delete(judge.cache(&object)),
+        // Gone: its keys are all the store needs to drop it.
+        watcher::Event::Delete(object) => watcher::Event::Delete(Cached::unjudged(&object)),
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     });
