@@ -59,12 +59,8 @@ const PARALLEL_TENANTS: usize = 16;
 const PROBE: &str = "probe";
 /// How often the probe's status is read while a change is pending.
 const PROBE_POLL: Duration = Duration::from_millis(20);
-/// How often a list checks convergence besides the watch. At 10,000 tenants the watch's count was
-/// seen not to finish minutes after kubectl listed every tenant converged; the list bounds that.
-/// Longer than a 1,000-tenant fleet takes, so the figures compared with the floors are the watch's.
-const LIST_CHECK: Duration = Duration::from_secs(60);
-/// Tenants per page of that list.
-const LIST_PAGE: u32 = 500;
+/// How long the watch's count of converged tenants may stand still before a list checks it.
+const WATCH_STALL: Duration = Duration::from_secs(10);
 /// The pause between one observed probe change and the next.
 const PROBE_PAUSE: Duration = Duration::from_millis(100);
 /// The annotation that forces one reconcile of every converged tenant.
@@ -251,18 +247,11 @@ fn watch_tenants(client: Client, fleet: usize) -> (tokio::sync::watch::Receiver<
     (seen, AbortOnDrop(task))
 }
 
-/// Whether every tenant of the fleet has converged, by a list (in pages): the check behind a
-/// watch that has not counted them all (said when it decides).
+/// Whether every tenant of the fleet has converged, by a list: the check behind a watch that
+/// stopped counting (it should not; it is said when it happens).
 async fn listed_converged(tenants: &Api<Tenant>, fleet: usize) -> anyhow::Result<bool> {
-    let (mut count, mut params) = (0, ListParams::default().limit(LIST_PAGE));
-    loop {
-        let page = tenants.list(&params).await.context("cannot list the tenants")?;
-        count += page.items.iter().filter(|tenant| tenant.name_any() != PROBE && converged(tenant)).count();
-        match page.metadata.continue_.filter(|token| !token.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(count == fleet),
-        }
-    }
+    let list = tenants.list(&ListParams::default()).await.context("cannot list the tenants")?;
+    Ok(list.items.iter().filter(|tenant| tenant.name_any() != PROBE && converged(tenant)).count() == fleet)
 }
 
 /// Changes the probe's spec and waits until its status observes the new generation. Polled (one
@@ -357,19 +346,17 @@ async fn operator_run(names: &[String], concurrency: Option<u16>) -> anyhow::Res
         let create = create_tenants(&client, names);
         let probes = async {
             let mut times = Vec::new();
-            let mut listed_at = Instant::now();
+            let (mut count, mut counted_at) = (0, Instant::now());
             loop {
-                if let Some(at) = seen.borrow().all_converged_at {
+                let now = seen.borrow().clone();
+                if let Some(at) = now.all_converged_at {
                     return anyhow::Ok((times, at));
                 }
-                if listed_at.elapsed() > LIST_CHECK {
-                    if listed_converged(&tenants, names.len()).await? {
-                        eprintln!(
-                            "bench:   convergence taken from a list: the tenant watch had not counted every tenant"
-                        );
-                        return anyhow::Ok((times, Instant::now()));
-                    }
-                    listed_at = Instant::now();
+                if now.converged != count {
+                    (count, counted_at) = (now.converged, Instant::now());
+                } else if counted_at.elapsed() > WATCH_STALL && listed_converged(&tenants, names.len()).await? {
+                    eprintln!("bench:   the tenant watch stopped counting; convergence taken from a list");
+                    return anyhow::Ok((times, Instant::now()));
                 }
                 times.push(probe_once(&tenants, 2 - (times.len() as i32 % 2)).await?);
                 tokio::time::sleep(PROBE_PAUSE).await;
