@@ -10,7 +10,10 @@
 //!
 //! The set mirrors the object: `f:<name>` for a field, `k:<json of the key fields>` for an item of
 //! a keyed list, `v:<json>` for an item of a set, `i:<index>` for an item of a positional list,
-//! and `{}` for a leaf or for something owned whole (an atomic list or struct).
+//! and `{}` for a leaf or for something owned whole (an atomic list or struct). That last reading
+//! holds for an apply's set only, where a map with fields is never a member by itself; the
+//! `Update` set of a create lists the maps it created too, so there a map whose fields another
+//! writer took also reads `{}`. Hence children are applied, never created with a POST.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::{Map, Value};
