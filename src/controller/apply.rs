@@ -14,10 +14,11 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::cached::Cached;
-use super::children::{Child, Marks};
+use super::children::Marks;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
+use super::kinds::Child;
 use super::outcome::{Outcome, TERMINATION_POLL};
 use super::write;
 use super::{namespace, password, status};

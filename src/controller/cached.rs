@@ -19,7 +19,7 @@ use kube::runtime::reflector::Store;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::children::{Child, controlling_tenant};
+use super::kinds::{Child, controlling_tenant};
 use super::ownership;
 use super::write::{self, APPLIED_HASH_ANNOTATION};
 use crate::api::Tenant;

@@ -10,109 +10,25 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
-use kube::api::{Api, DeleteParams, ObjectMeta};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::cached::{Cached, Judge, Observed, Workload};
 use super::error::Result;
 use super::events::Changes;
+use super::kinds::{Child, controlling_tenant};
 use super::triggers::Triggers;
 use super::write::{self, Target, short_kind};
-use crate::api::{GROUP, KIND, Tenant};
-use crate::model::TenantModel;
-use crate::resources::{Platform, TENANT_LABEL, access, managed_selector, network, quota, redis, registry, server};
-
-/// A namespaced kind the operator applies.
-pub trait Child:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// Every object of this kind the tenant wants (the builders the reconcile applies).
-    fn desired(model: &TenantModel, platform: &Platform, operator: &Subject) -> Vec<Self>;
-
-    /// Ready pods, of a workload.
-    fn ready_replicas(&self) -> Option<i32> {
-        None
-    }
-}
-
-impl Child for Deployment {
-    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
-        vec![server::deployment(model, platform), registry::deployment(model, platform)]
-    }
-
-    fn ready_replicas(&self) -> Option<i32> {
-        self.status.as_ref().and_then(|status| status.ready_replicas)
-    }
-}
-
-impl Child for StatefulSet {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        vec![redis::stateful_set(model)]
-    }
-
-    fn ready_replicas(&self) -> Option<i32> {
-        self.status.as_ref().and_then(|status| status.ready_replicas)
-    }
-}
-
-impl Child for Service {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        vec![redis::service(model), server::service(model), registry::service(model)]
-    }
-}
-
-impl Child for ConfigMap {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        vec![redis::config_map(model)]
-    }
-}
-
-impl Child for RoleBinding {
-    fn desired(model: &TenantModel, _: &Platform, operator: &Subject) -> Vec<Self> {
-        vec![access::role_binding(model, operator)]
-    }
-}
-
-impl Child for NetworkPolicy {
-    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
-        network::network_policies(model, platform)
-    }
-}
-
-impl Child for Ingress {
-    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
-        registry::ingress(model, platform).into_iter().collect()
-    }
-}
-
-impl Child for ResourceQuota {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        quota::resource_quota(model).into_iter().collect()
-    }
-}
-
-impl Child for LimitRange {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        quota::limit_range(model).into_iter().collect()
-    }
-}
+use crate::api::Tenant;
+use crate::resources::{TENANT_LABEL, managed_selector};
 
 /// The children a reconcile wants, by kind and name: the sweep keeps these.
 #[derive(Debug, Default)]
@@ -233,22 +149,6 @@ where
     })
     .flatten();
     (store, started.reflect(writer).touched_objects())
-}
-
-/// The tenant that controls a child: its controller owner reference of kind Tenant in the API
-/// group, whatever the version (children written under an older storage version still count).
-/// kube's `owns` would key a cluster-scoped owner by the child's namespace too, so one tenant
-/// could be reconciled twice at once under two keys; mapping here keeps one key per tenant.
-pub fn controlling_tenant(child: &ObjectMeta) -> Option<ObjectRef<Tenant>> {
-    child
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|owner| {
-            let group = owner.api_version.split_once('/').map_or("", |(group, _)| group);
-            owner.controller == Some(true) && owner.kind == KIND && group == GROUP
-        })
-        .map(|owner| ObjectRef::new(&owner.name))
 }
 
 /// Maps a child's watch event to its tenant, noting it as that tenant's trigger.
@@ -395,34 +295,10 @@ mod tests {
 
     use super::*;
 
-    fn owned_by(api_version: &str, kind: &str, controller: bool) -> ConfigMap {
-        let mut config_map = ConfigMap::default();
-        config_map.metadata.namespace = Some("tenant-acme".into());
-        config_map.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            name: "acme".into(),
-            uid: "uid".into(),
-            controller: Some(controller),
-            ..Default::default()
-        }]);
-        config_map
-    }
-
-    #[test]
-    fn children_map_to_their_controlling_tenant_in_any_version_without_a_namespace() {
-        assert!(controlling_tenant(&ConfigMap::default().metadata).is_none());
-        for version in ["neurallog.io/v1", "neurallog.io/v2"] {
-            assert_eq!(controlling_tenant(&owned_by(version, "Tenant", true).metadata), Some(ObjectRef::new("acme")));
-        }
-        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false).metadata).is_none());
-        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true).metadata).is_none());
-        assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true).metadata).is_none());
-    }
-
     #[test]
     fn cached_objects_keep_neither_managed_fields_nor_kubectls_copy() {
-        let mut config_map = owned_by("neurallog.io/v1", "Tenant", true);
+        let mut config_map = ConfigMap::default();
+        config_map.metadata.owner_references = Some(vec![OwnerReference::default()]);
         config_map.metadata.managed_fields = Some(vec![Default::default()]);
         config_map.metadata.annotations = Some(
             [(LAST_APPLIED.to_owned(), "{}".to_owned()), ("neurallog.io/applied-hash".to_owned(), "1".to_owned())]

@@ -3,7 +3,9 @@
 //!
 //! - [`reconcile`]: the root of every reconcile (its trace, log line and metric), dispatching to
 //!   the [`apply`] path of a live tenant or the [`cleanup`] path of a deleted one.
-//! - [`children`]: the one list of child kinds (caches, watches, readiness, mark-and-sweep prune).
+//! - [`kinds`]: what each child kind is (the objects a tenant wants of it, its controlling tenant);
+//!   [`children`]: the one list of child kinds (caches, watches, readiness, mark-and-sweep prune);
+//!   [`cached`]: what a child cache holds of a child, and the verdict from [`ownership`].
 //! - [`finalizer`], [`namespace`], [`status`] (the status writer), [`events`] (typed reasons).
 //! - [`write`]: every API write, traced; server-side apply that skips converged objects.
 
@@ -16,6 +18,7 @@ mod context;
 pub mod error;
 mod events;
 mod finalizer;
+mod kinds;
 mod namespace;
 mod outcome;
 mod ownership;

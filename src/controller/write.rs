@@ -6,8 +6,8 @@
 //! "Matches" is decided without a request: the live object must carry the hash of the desired
 //! object in an annotation, which catches every change of what the operator wants (including
 //! removed fields), and must still hold every desired value, which catches hand edits and
-//! deletions by others. A cached child has its verdict on that from its watch (see
-//! [`super::cached`]); a namespace, known by its metadata, is compared value by value
+//! deletions by others. A cached child has its verdict on that from its watch (the child caches
+//! reach it from managed fields); a namespace, known by its metadata, is compared value by value
 //! ([`covers`]), quantities by value because the API server rewrites `1024Mi` as `1Gi`.
 
 use std::fmt::Debug;

@@ -1,0 +1,149 @@
+//! The kinds of child object a tenant has, and what each is: the objects of that kind a tenant
+//! wants (from the pure builders), and the tenant that controls one.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
+use kube::Resource;
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{GROUP, KIND, Tenant};
+use crate::model::TenantModel;
+use crate::resources::{Platform, access, network, quota, redis, registry, server};
+
+/// A namespaced kind the operator applies.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Every object of this kind the tenant wants (the builders the reconcile applies).
+    fn desired(model: &TenantModel, platform: &Platform, operator: &Subject) -> Vec<Self>;
+
+    /// Ready pods, of a workload.
+    fn ready_replicas(&self) -> Option<i32> {
+        None
+    }
+}
+
+impl Child for Deployment {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        vec![server::deployment(model, platform), registry::deployment(model, platform)]
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|status| status.ready_replicas)
+    }
+}
+
+impl Child for StatefulSet {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::stateful_set(model)]
+    }
+
+    fn ready_replicas(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|status| status.ready_replicas)
+    }
+}
+
+impl Child for Service {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::service(model), server::service(model), registry::service(model)]
+    }
+}
+
+impl Child for ConfigMap {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::config_map(model)]
+    }
+}
+
+impl Child for RoleBinding {
+    fn desired(model: &TenantModel, _: &Platform, operator: &Subject) -> Vec<Self> {
+        vec![access::role_binding(model, operator)]
+    }
+}
+
+impl Child for NetworkPolicy {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        network::network_policies(model, platform)
+    }
+}
+
+impl Child for Ingress {
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        registry::ingress(model, platform).into_iter().collect()
+    }
+}
+
+impl Child for ResourceQuota {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        quota::resource_quota(model).into_iter().collect()
+    }
+}
+
+impl Child for LimitRange {
+    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
+        quota::limit_range(model).into_iter().collect()
+    }
+}
+
+/// The tenant that controls a child: its controller owner reference of kind Tenant in the API
+/// group, whatever the version (children written under an older storage version still count).
+/// kube's `owns` would key a cluster-scoped owner by the child's namespace too, so one tenant
+/// could be reconciled twice at once under two keys; mapping here keeps one key per tenant.
+pub fn controlling_tenant(child: &ObjectMeta) -> Option<ObjectRef<Tenant>> {
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            let group = owner.api_version.split_once('/').map_or("", |(group, _)| group);
+            owner.controller == Some(true) && owner.kind == KIND && group == GROUP
+        })
+        .map(|owner| ObjectRef::new(&owner.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+
+    fn owned_by(api_version: &str, kind: &str, controller: bool) -> ConfigMap {
+        let mut config_map = ConfigMap::default();
+        config_map.metadata.namespace = Some("tenant-acme".into());
+        config_map.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "acme".into(),
+            uid: "uid".into(),
+            controller: Some(controller),
+            ..Default::default()
+        }]);
+        config_map
+    }
+
+    #[test]
+    fn children_map_to_their_controlling_tenant_in_any_version_without_a_namespace() {
+        assert!(controlling_tenant(&ConfigMap::default().metadata).is_none());
+        for version in ["neurallog.io/v1", "neurallog.io/v2"] {
+            assert_eq!(controlling_tenant(&owned_by(version, "Tenant", true).metadata), Some(ObjectRef::new("acme")));
+        }
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Tenant", false).metadata).is_none());
+        assert!(controlling_tenant(&owned_by("neurallog.io/v1", "Other", true).metadata).is_none());
+        assert!(controlling_tenant(&owned_by("example.org/v1", "Tenant", true).metadata).is_none());
+    }
+}
