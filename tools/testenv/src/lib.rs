@@ -27,6 +27,7 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -78,8 +79,23 @@ fn tool_dir(component: &str, env_var: &str) -> anyhow::Result<PathBuf> {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let span = u32::from(FREE_PORTS.end - FREE_PORTS.start);
+    // Processes start at different places, threads of one process take turns.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT_PORT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = FREE_PORTS.start + u16::try_from(offset)?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {FREE_PORTS:?}")
 }
+
+/// Ports handed out below the kernel's ephemeral range (32768 and up by default): a port chosen
+/// there could be taken by an outgoing connection before the process it is meant for binds it.
+const FREE_PORTS: std::ops::Range<u16> = 20000..32768;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
 /// A test certificate authority.
 pub struct Pki {
