@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::api::ConversionService;
 use crate::auth::{AuthSettings, TokenSecret};
 use crate::controller::Settings;
 use crate::migration::MigrationSettings;
 use crate::resources::Platform;
-use crate::runtime::{self, client::KubeSource, lease::LeaseSettings};
+use crate::runtime::{self, client::KubeSource, lease, lease::LeaseSettings};
 use crate::telemetry::{Pod, TelemetryArgs};
 use crate::webhook::{self, provision};
 
@@ -26,8 +27,41 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller until SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
-    /// Print the Tenant CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the Tenant CustomResourceDefinition as YAML, its conversion webhook included.
+    Crd(CrdArgs),
+    /// Remove the Tenant API and what the operator made outside the tenant namespaces, keeping
+    /// every tenant namespace with its data (marked retained, for a reinstall to adopt). Works
+    /// whether or not the operator still runs; run it with an administrator's kubeconfig.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    /// Kubeconfig file to use. Without it: $KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The namespace the operator ran in, when it stays (OLM's `operators`): its Leases and the
+    /// self-managed webhook certificate's Secret are deleted there too.
+    #[arg(long)]
+    pub operator_namespace: Option<String>,
+    /// Seconds to wait for the CRD to be gone.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_seconds: u64,
+}
+
+/// Where the printed CRD sends conversions between `v1` and `v2`.
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// Namespace of the conversion webhook's Service (the operator's namespace).
+    #[arg(long, default_value = crate::api::DEFAULT_OPERATOR_NAMESPACE)]
+    pub webhook_namespace: String,
+    /// Name of the conversion webhook's Service (port 443, in front of the operator's webhook port).
+    #[arg(long, default_value = crate::api::DEFAULT_WEBHOOK_SERVICE)]
+    pub webhook_service: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +98,12 @@ pub struct RunArgs {
     /// namespace (for example issued there by cert-manager). No TLS when unset.
     #[arg(long, env = "TENANT_OPERATOR_INGRESS_TLS_SECRET")]
     pub ingress_tls_secret: Option<String>,
+    /// Run even when the admission policy that confines the operator's writes to the tenant
+    /// namespaces cannot be put in place (no right to create it, an API server without
+    /// ValidatingAdmissionPolicy, or a changed copy in the cluster). Without it the operator
+    /// refuses to start.
+    #[arg(long, env = "TENANT_OPERATOR_ALLOW_UNCONFINED")]
+    pub allow_unconfined: bool,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -90,7 +130,7 @@ pub struct LeaderElectionArgs {
     #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECT")]
     pub leader_elect: bool,
     /// Name of the Lease.
-    #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECTION_LEASE", default_value = "neurallog-tenant-operator")]
+    #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECTION_LEASE", default_value = lease::DEFAULT_LEASE)]
     pub leader_election_lease: String,
     /// Namespace of the Lease; this pod's namespace when unset.
     #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECTION_NAMESPACE")]
@@ -226,6 +266,7 @@ impl RunArgs {
             leader_election,
             telemetry: self.telemetry,
             pod,
+            allow_unconfined: self.allow_unconfined,
         })
     }
 }
@@ -260,8 +301,19 @@ impl LeaderElectionArgs {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => runtime::run(args.config()?).await,
-        Command::Crd => {
-            print!("{}", crate::api::crd_yaml().context("cannot render the CRD")?);
+        Command::Uninstall(args) => {
+            crate::tls::install_crypto_provider();
+            let source = KubeSource { kubeconfig: args.kubeconfig, context: args.context };
+            let client = runtime::client::build(&source, std::sync::Arc::default()).await?;
+            let uninstall = crate::uninstall::Uninstall {
+                operator_namespace: args.operator_namespace,
+                timeout: Duration::from_secs(args.timeout_seconds),
+            };
+            crate::uninstall::run(&client, &uninstall).await
+        }
+        Command::Crd(args) => {
+            let service = ConversionService { namespace: args.webhook_namespace, name: args.webhook_service };
+            print!("{}", crate::api::crd_yaml(&service).context("cannot render the CRD")?);
             Ok(())
         }
     }
@@ -275,7 +327,7 @@ mod tests {
         let cli = Cli::try_parse_from(["tenant-operator", "run"].iter().chain(args)).expect("arguments parse");
         match cli.command {
             Command::Run(args) => *args,
-            Command::Crd => panic!("not run"),
+            _ => panic!("not run"),
         }
     }
 

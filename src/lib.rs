@@ -27,4 +27,5 @@ pub mod resources;
 pub mod runtime;
 pub mod telemetry;
 pub mod tls;
+pub mod uninstall;
 pub mod webhook;

@@ -675,7 +675,7 @@ mod tests {
     };
 
     fn crd(storage: &str, stored: &[&str]) -> CustomResourceDefinition {
-        let mut crd = crate::api::crd();
+        let mut crd = crate::api::crd(&crate::api::ConversionService::default());
         for version in &mut crd.spec.versions {
             version.storage = version.name == storage;
         }

@@ -530,7 +530,7 @@ mod tests {
     const ROUND_TRIPS: usize = 10_000;
 
     fn schema(version: &str, part: &str) -> Value {
-        let crd = to_value(&crate::api::crd());
+        let crd = to_value(&crate::api::crd(&crate::api::ConversionService::default()));
         let versions = crd["spec"]["versions"].as_array().cloned().unwrap_or_default();
         let served = versions.into_iter().find(|v| v["name"] == version).expect("version served");
         served["schema"]["openAPIV3Schema"]["properties"][part].clone()

@@ -93,7 +93,7 @@ fn policy_in_force(tenant: &Tenant, namespace: &ObjectMeta) -> DeletionPolicy {
 /// Whether the Tenant CustomResourceDefinition is being deleted (or is gone): every Tenant is then
 /// deleted by the API server, not by its owner. An answer the operator cannot get is an error,
 /// so no namespace is deleted on a guess.
-async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
+pub(super) async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
     let crd = Tenant::crd_name();
     let api = Api::<CustomResourceDefinition>::all(ctx.client.clone());
     let found = api.get_metadata_opt(crd).await.map_err(|source| Error::Api {
@@ -110,7 +110,8 @@ async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
 /// retained so that the Tenant, created again after a reinstall, adopts it.
 async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<()> {
     let namespace = existing.name.clone().unwrap_or_default();
-    if mark_retained(ctx, tenant, existing).await? != Change::Unchanged {
+    let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
+    if mark_retained(ctx, &name, &uid, existing).await? != Change::Unchanged {
         let note = format!(
             "the Tenant CustomResourceDefinition is being deleted (an uninstall, not a deletion of the tenant): keeping namespace {namespace} with everything in it, and the tenant's registration in NeuralLog Auth"
         );
@@ -119,12 +120,12 @@ async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Re
     Ok(())
 }
 
-/// Marks the tenant's namespace as retained, for a Tenant of the same name to adopt.
-async fn mark_retained(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<Change> {
-    let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
+/// Marks the namespace of the tenant `name` (incarnation `uid`) as retained, for a Tenant of the
+/// same name to adopt.
+pub(super) async fn mark_retained(ctx: &Context, name: &str, uid: &str, existing: &ObjectMeta) -> Result<Change> {
     let api = Api::<Namespace>::all(ctx.client.clone());
     let live = write::metadata_only::<Namespace>(existing);
-    Ok(write::apply(&api, &name, Some(write::Live::Metadata(&live)), &builders::retained(&name, &uid)).await?.change)
+    Ok(write::apply(&api, name, Some(write::Live::Metadata(&live)), &builders::retained(name, uid)).await?.change)
 }
 
 /// Deletes the tenant's namespace; `Some(what)` while it still exists.
@@ -150,9 +151,9 @@ async fn retain_namespace(
     existing: &ObjectMeta,
     changes: &mut Changes,
 ) -> Result<Option<String>> {
-    let name = tenant.name_any();
+    let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
     let namespace = existing.name.clone().unwrap_or_default();
-    if mark_retained(ctx, tenant, existing).await? != Change::Unchanged {
+    if mark_retained(ctx, &name, &uid, existing).await? != Change::Unchanged {
         let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");
         events::publish(&ctx.recorder, tenant, Reason::Retaining, Activity::Delete, note).await;
     }

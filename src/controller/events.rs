@@ -2,6 +2,7 @@
 //! every note ending with the reconcile's trace id, which leads from `kubectl describe` straight
 //! to the trace.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource as _;
 use kube::runtime::events::{Event, EventType, Recorder};
 
@@ -32,6 +33,9 @@ pub enum Reason {
     PasswordReplaced,
     /// Deregistration kept failing past its deadline; the tenant was released anyway.
     AuthDeregistrationAbandoned,
+    /// A tenant namespace outlived its Tenant, deleted without its cleanup (its finalizer was
+    /// gone): the namespace is cleaned up by the deletion policy recorded on it.
+    Orphaned,
     /// The tenant entered a phase.
     Phase(Phase),
     /// Something failed, named by the failure's own reason (`AuthTimeout`, `ApiRequestFailed`).
@@ -52,6 +56,7 @@ impl Reason {
             Reason::Registered => "Registered",
             Reason::Deregistered => "Deregistered",
             Reason::AuthDeregistrationAbandoned => "AuthDeregistrationAbandoned",
+            Reason::Orphaned => "Orphaned",
             Reason::Phase(phase) => phase.as_str(),
             Reason::Failed(reason) => reason,
         }
@@ -61,6 +66,7 @@ impl Reason {
         match self {
             Reason::Failed(_)
             | Reason::AuthDeregistrationAbandoned
+            | Reason::Orphaned
             | Reason::PasswordHeld
             | Reason::PasswordReplaced
             | Reason::Phase(Phase::Failed | Phase::Degraded) => EventType::Warning,
@@ -91,6 +97,17 @@ impl Activity {
 
 /// Records an Event about `tenant`. A failure to record is logged, never fatal.
 pub async fn publish(recorder: &Recorder, tenant: &Tenant, reason: Reason, activity: Activity, note: String) {
+    publish_about(recorder, &tenant.object_ref(&()), reason, activity, note).await;
+}
+
+/// Records an Event about any object (a tenant's namespace whose Tenant is gone, say).
+pub async fn publish_about(
+    recorder: &Recorder,
+    regarding: &ObjectReference,
+    reason: Reason,
+    activity: Activity,
+    note: String,
+) {
     let note = match telemetry::current_ids() {
         Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
         None => note,
@@ -102,8 +119,10 @@ pub async fn publish(recorder: &Recorder, tenant: &Tenant, reason: Reason, activ
         action: activity.as_str().to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &tenant.object_ref(&())).await {
-        tracing::warn!(tenant = %tenant.meta().name.as_deref().unwrap_or_default(), %error, "cannot publish event");
+    if let Err(error) = recorder.publish(&event, regarding).await {
+        let (kind, name) =
+            (regarding.kind.as_deref().unwrap_or_default(), regarding.name.as_deref().unwrap_or_default());
+        tracing::warn!(%kind, %name, %error, "cannot publish event");
     }
 }
 

@@ -20,13 +20,14 @@ mod events;
 mod finalizer;
 mod kinds;
 mod namespace;
+mod orphans;
 mod outcome;
 mod ownership;
 mod password;
 mod reconcile;
 mod status;
 mod triggers;
-mod write;
+pub mod write;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,9 +87,15 @@ pub async fn run(
 
     let triggers = Arc::new(Triggers::default());
     let (tenant_store, tenant_events, tenants_listed) = children::cached_watch(tenants, watcher::Config::default());
+    // Names of tenants whose namespace may have outlived them (src/controller/orphans.rs).
+    let (orphan_check, orphan_checks) = futures::channel::mpsc::unbounded::<String>();
     let tenant_events = tenant_events.map_ok({
-        let triggers = triggers.clone();
+        let (triggers, store, orphan_check) = (triggers.clone(), tenant_store.clone(), orphan_check.clone());
         move |tenant: Tenant| {
+            // Gone from the cache (it is filled before this runs): the Tenant was deleted.
+            if store.get(&ObjectRef::from_obj(&tenant)).is_none() {
+                let _ = orphan_check.unbounded_send(tenant.name_any());
+            }
             triggers.event(&tenant.name_any(), || {
                 format!("tenant changed (generation {})", tenant.meta().generation.unwrap_or_default())
             });
@@ -101,10 +108,11 @@ pub async fn run(
     // Every namespace is watched (metadata only) so a foreign `tenant-<name>` is seen coming and going.
     let (namespaces, namespace_events) = children::metadata_watch::<Namespace>(&client, watcher::Config::default());
     let namespace_wakes = namespace_events.filter_map({
-        let triggers = triggers.clone();
+        let (triggers, orphan_check) = (triggers.clone(), orphan_check.clone());
         move |event| {
             let tenant = event.ok().and_then(|namespace| {
                 let tenant = tenant_of_namespace(&namespace)?;
+                let _ = orphan_check.unbounded_send(tenant.name.clone());
                 triggers.event(&tenant.name, || format!("namespace {} changed", namespace.name_any()));
                 Some(tenant)
             });
@@ -133,6 +141,21 @@ pub async fn run(
             }
         }
     };
+    // Every namespace that may have outlived its tenant is looked at once the caches are full
+    // (the tenant watch too: a reconcile waits for the same), then at every resync.
+    let orphan_scan = {
+        let (namespaces, interval, listed) = (namespaces.clone(), settings.resync_interval, tenants_listed.clone());
+        async move {
+            listed.wait().await;
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                for tenant in orphans::candidates(&namespaces) {
+                    let _ = orphan_check.unbounded_send(tenant);
+                }
+            }
+        }
+    };
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
     let context = Arc::new(Context::new(
@@ -147,6 +170,13 @@ pub async fn run(
         triggers,
         metrics,
     ));
+    let orphans = {
+        let (context, store) = (context.clone(), tenant_store.clone());
+        async move {
+            context.caches_synced().await;
+            orphans::run(context, store, orphan_checks).await;
+        }
+    };
     let controller = Controller::for_stream(tenant_events, tenant_store)
         .reconcile_on(wakes)
         .with_config(controller::Config::default().concurrency(concurrency))
@@ -157,6 +187,11 @@ pub async fn run(
                 Ok((tenant, _)) => tracing::debug!(tenant = %tenant.name, "reconciled"),
                 // Failed reconciles are logged by the reconcile itself, inside its trace.
                 Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A child or namespace event of a tenant that is gone; its leftovers are the
+                // orphan check's (src/controller/orphans.rs).
+                Err(controller::Error::ObjectNotFound(tenant)) => {
+                    tracing::debug!(tenant = %tenant.name, "woken for a tenant that is gone")
+                }
                 Err(error) => tracing::warn!(%error, "controller error"),
             }
         });
@@ -164,6 +199,7 @@ pub async fn run(
     tokio::select! {
         () = controller => {}
         _ = futures::future::join(drive_watches, wait_for_sync) => {}
+        _ = futures::future::join(orphans, orphan_scan) => {}
     }
     readiness.set_caches_synced(false);
     Ok(())

@@ -19,6 +19,9 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use crate::readiness::{Readiness, Role};
 
+/// The Lease the replicas elect their leader with, unless `--leader-election-lease` names another.
+pub const DEFAULT_LEASE: &str = "neurallog-tenant-operator";
+
 /// The Lease and this process's claim on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseSettings {

@@ -14,6 +14,7 @@
 mod admin;
 pub mod client;
 pub mod lease;
+pub mod preflight;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
     /// The pod this process runs in, for its traces.
     pub pod: Pod,
+    /// Run even when the admission policy confining the operator cannot be put in place.
+    pub allow_unconfined: bool,
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
@@ -84,6 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth = config.controller.auth.as_ref().map_or("not configured", |a| a.base_url.as_str()),
         "starting the tenant operator"
     );
+    preflight::check_crd(&client, config.webhook_self_managed.is_some()).await?;
+    preflight::confine(&client, config.allow_unconfined).await?;
     let shutdown = shutdown_signal().boxed().shared();
 
     // Every replica: both ports bound first, so a taken one fails the start.

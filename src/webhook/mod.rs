@@ -47,7 +47,7 @@ use crate::api::conversion;
 use crate::metrics::Metrics;
 
 /// The path the CRD's `spec.conversion.webhook.clientConfig` names.
-pub const PATH: &str = "/convert";
+pub use crate::api::CONVERSION_PATH as PATH;
 /// Largest review body accepted: the API server converts a whole list response in one review
 /// (every Tenant, when the client does not page).
 pub const MAX_BODY: usize = 64 << 20;

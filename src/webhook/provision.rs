@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig, WebhookConversion,
+    CustomResourceConversion, CustomResourceDefinition,
 };
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
@@ -33,13 +33,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::certificates::{self, Certificates, PemPair};
+use crate::api::ConversionService;
 
 /// The Secret's default name (`--webhook-cert-secret`).
 pub const DEFAULT_SECRET: &str = "neurallog-tenant-operator-webhook-cert";
 /// The CRD whose conversion the webhook serves.
 pub const CRD: &str = "tenants.neurallog.io";
-/// The Service port the CRD names; the Service maps it to the container's webhook port.
-pub const SERVICE_PORT: i32 = 443;
 /// A certificate is reissued this long before it expires.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long an issued certificate is valid.
@@ -228,22 +227,8 @@ pub fn issue(settings: &SelfManaged, previous: Option<&Stored>, now: SystemTime)
 
 /// The CRD's `spec.conversion`: the webhook behind the Service, trusted through `ca_bundle`.
 pub fn desired_conversion(settings: &SelfManaged, ca_bundle: &[u8]) -> CustomResourceConversion {
-    CustomResourceConversion {
-        strategy: "Webhook".to_owned(),
-        webhook: Some(WebhookConversion {
-            conversion_review_versions: vec!["v1".to_owned()],
-            client_config: Some(WebhookClientConfig {
-                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
-                service: Some(ServiceReference {
-                    namespace: settings.namespace.clone(),
-                    name: settings.service.clone(),
-                    path: Some(super::PATH.to_owned()),
-                    port: Some(SERVICE_PORT),
-                }),
-                url: None,
-            }),
-        }),
-    }
+    let service = ConversionService { namespace: settings.namespace.clone(), name: settings.service.clone() };
+    crate::api::webhook_conversion(&service, Some(ca_bundle.to_vec()))
 }
 
 /// The merge patch that sets `desired`, dropping a `url` someone else set (a client config holds

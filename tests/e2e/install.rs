@@ -1,13 +1,18 @@
 //! A fresh install of this checkout's bundle from the catalog: OLM installs it (CSV `Succeeded`,
 //! CRD established, Deployment available), the operator runs as its pod would, the CSV's examples
-//! (`v1` through OLM's webhook Service, and `v2`) converge, and uninstalling leaves what it should.
+//! (`v1` through OLM's webhook Service, and `v2`) converge, the operator's own admission policy
+//! confines its ServiceAccount, uninstalling leaves what it should, and `tenant-operator uninstall`
+//! then removes the API and keeps every tenant namespace.
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
-use serde_json::Value;
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 
-use testenv::operatorhub::{Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
+use testenv::operatorhub::{CRD, Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn install_from_the_catalog_run_the_examples_and_uninstall() -> anyhow::Result<()> {
@@ -54,11 +59,18 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
     }
     env.done(format!("{} Running", names.join(", ")));
 
+    env.begin(
+        "confinement",
+        "the operator's own admission policy refuses its ServiceAccount outside the tenant namespaces",
+    );
+    let refusals = confinement(env).await?;
+    env.done(refusals);
+
     env.begin("uninstall", "delete the Subscription and the CSV");
     env.stop_operator("operator").await?;
     env.olm_api("Subscription", "subscriptions").delete(PACKAGE, &DeleteParams::default()).await?;
     csvs.delete(&csv, &DeleteParams::default()).await?;
-    let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), INSTALL_NAMESPACE);
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), INSTALL_NAMESPACE);
     env.wait("the operator Deployment to be garbage-collected", async || {
         Ok(deployments.get_opt(PACKAGE).await?.is_none().then_some(()))
     })
@@ -86,5 +98,101 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
         );
     }
     env.done("CSV, Deployment and the CSV's RBAC gone; CRD, tenants and their namespaces kept");
+
+    env.begin(
+        "remove the API",
+        "tenant-operator uninstall with the operator gone: the CRD goes, every namespace stays",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
+        .args(["uninstall", "--timeout-seconds", "120", "--operator-namespace", INSTALL_NAMESPACE, "--kubeconfig"])
+        .arg(env.cluster.kubeconfig())
+        .env_remove("KUBECONFIG")
+        .output()?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(output.status.success(), "uninstall failed: {printed}{}", String::from_utf8_lossy(&output.stderr));
+    let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
+    anyhow::ensure!(crds.get_opt(CRD).await?.is_none(), "the CRD is still there: {printed}");
+    for name in &names {
+        let namespace = namespaces.get(&format!("tenant-{name}")).await?;
+        let retained = namespace.metadata.labels.unwrap_or_default().get("neurallog.io/retained").cloned();
+        anyhow::ensure!(
+            namespace.metadata.deletion_timestamp.is_none() && retained.as_deref() == Some("true"),
+            "namespace tenant-{name} is not kept retained"
+        );
+    }
+    let policies = Api::<ValidatingAdmissionPolicy>::all(env.client.clone());
+    anyhow::ensure!(policies.get_opt(CONFINEMENT).await?.is_none(), "the admission policy is left: {printed}");
+    anyhow::ensure!(roles.get_opt(SECRETS_READER).await?.is_none(), "the Secrets reader is left: {printed}");
+    env.done("CRD gone; namespaces kept and retained; admission policy and Secrets reader removed");
     Ok(())
+}
+
+const CONFINEMENT: &str = "neurallog-tenant-operator-confinement";
+const SECRETS_READER: &str = "neurallog-tenant-operator-tenant-secrets";
+
+/// With OLM, which cannot carry an admission policy, the operator put its own in place at start-up;
+/// its ServiceAccount (a token of its own) is refused what RBAC alone would allow it: a RoleBinding
+/// to the Secrets reader in kube-system, a Deployment there, a change to its own policy; and what
+/// RBAC refuses: reading a Secret outside the tenant namespaces.
+async fn confinement(env: &Env) -> anyhow::Result<String> {
+    let policies = Api::<ValidatingAdmissionPolicy>::all(env.client.clone());
+    anyhow::ensure!(policies.get_opt(CONFINEMENT).await?.is_some(), "the operator did not create its admission policy");
+    let operator = env.operator_client().await?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "read-kube-system-secrets"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SECRETS_READER},
+        "subjects": [{"kind": "ServiceAccount", "name": PACKAGE, "namespace": INSTALL_NAMESPACE}],
+    }))?;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "intruder"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}},
+                 "spec": {"containers": [{"name": "x", "image": "x"}]}}}
+    }))?;
+    let loosen = json!({"spec": {"failurePolicy": "Ignore"}});
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    // The policy takes effect a moment after it is created: the first refusal is waited for.
+    let bindings = Api::<RoleBinding>::namespaced(operator.clone(), "kube-system");
+    let first = env
+        .wait("the operator's admission policy to refuse a RoleBinding in kube-system", async || {
+            Ok(match bindings.create(&dry_run, &binding).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(status.message),
+                _ => None,
+            })
+        })
+        .await?;
+    anyhow::ensure!(first.contains("tenant namespaces it created"), "refused by something else: {first}");
+    let attempts = [
+        (
+            "create a Deployment in kube-system",
+            Api::<Deployment>::namespaced(operator.clone(), "kube-system")
+                .create(&dry_run, &deployment)
+                .await
+                .map(drop),
+        ),
+        (
+            "read a Secret in kube-system",
+            Api::<Secret>::namespaced(operator.clone(), "kube-system").list(&ListParams::default()).await.map(drop),
+        ),
+        (
+            "loosen its own policy",
+            Api::<ValidatingAdmissionPolicy>::all(operator.clone())
+                .patch(CONFINEMENT, &PatchParams::default(), &Patch::Merge(&loosen))
+                .await
+                .map(drop),
+        ),
+        (
+            "delete its own policy",
+            Api::<ValidatingAdmissionPolicy>::all(operator.clone())
+                .delete(CONFINEMENT, &DeleteParams::default())
+                .await
+                .map(drop),
+        ),
+    ];
+    for (what, result) in attempts {
+        anyhow::ensure!(
+            matches!(&result, Err(kube::Error::Api(status)) if status.code == 403),
+            "the operator's ServiceAccount may {what}: {result:?}"
+        );
+    }
+    Ok("refused: RoleBinding to the Secrets reader and Deployment in kube-system (admission), Secrets in kube-system, changing or deleting its policy (RBAC)".to_owned())
 }

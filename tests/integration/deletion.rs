@@ -224,3 +224,107 @@ async fn a_replace_that_leaves_the_deletion_policy_out_keeps_retain_and_delete_t
     assert!(namespace.metadata.deletion_timestamp.is_none(), "the namespace is kept");
     assert_eq!(namespace.labels().get("neurallog.io/retained").map(String::as_str), Some("true"));
 }
+
+/// The race a whole-object replace opens: the NeuralLog web admin's replace leaves out
+/// `metadata.finalizers`, which removes the operator's finalizer, and a deletion that comes before
+/// the next reconcile puts it back lets the Tenant go at once, without its cleanup. Made
+/// deterministic by stopping the operator for the window. Started again, the operator finds each
+/// namespace that outlived its Tenant and cleans it up by the policy recorded on it: `Delete`
+/// deletes it, `Retain` keeps it (and its volume) without workloads, marked for adoption; both
+/// tenants are deregistered from Auth, and an Event on the namespace says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_released_by_a_replace_and_deleted_in_the_window_is_still_cleaned_up() {
+    use neurallog_tenant_operator::auth::AuthSettings;
+    use neurallog_tenant_operator::controller::Settings;
+    use testenv::auth::AuthStandIn;
+
+    let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
+    let auth = AuthStandIn::start().await.unwrap();
+    let settings = Settings {
+        concurrency: 4,
+        auth: Some(AuthSettings {
+            base_url: auth.url(),
+            token: None,
+            timeout: std::time::Duration::from_secs(5),
+            attempts: 2,
+        }),
+        ..Settings::default()
+    };
+    let operator = h.start_operator_with(settings.clone()).await;
+    let cases = [("race-delete", "Delete"), ("race-retain", "Retain")];
+    for (name, policy) in cases {
+        h.create_tenant(TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest()).await.unwrap();
+        wait_for(&h.tenants(), name, "is provisioned and registered", |t| {
+            condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        let claims = h.namespaced::<PersistentVolumeClaim>(&format!("tenant-{name}"));
+        wait_for(&claims, &format!("redis-data-{name}-redis-0"), "is created", |_| true).await;
+    }
+    operator.stop().await;
+
+    // The window: a replace through v1 without finalizers, then the deletion, which the API server
+    // completes at once.
+    let v1 = ApiResource::erase::<Tenant>(&());
+    let raw = Api::<DynamicObject>::all_with(h.admin.clone(), &v1);
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    for (name, _) in cases {
+        let current = raw.get(name).await.unwrap();
+        assert!(!current.finalizers().is_empty(), "{name}: held before the replace");
+        let payload = json!({
+            "apiVersion": "neurallog.io/v1", "kind": "Tenant",
+            "metadata": {"name": name, "resourceVersion": current.resource_version()},
+            "spec": current.data["spec"].clone(),
+        });
+        let replaced =
+            raw.replace(name, &PostParams::default(), &serde_json::from_value(payload).unwrap()).await.unwrap();
+        assert!(replaced.finalizers().is_empty(), "{name}: the replace dropped the finalizer");
+        raw.delete(name, &DeleteParams::default()).await.unwrap();
+        assert!(raw.get_opt(name).await.unwrap().is_none(), "{name}: released without cleanup");
+        let namespace = namespaces.get(&format!("tenant-{name}")).await.unwrap();
+        assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}: the namespace outlived its tenant");
+    }
+    let registered = auth.registered();
+    assert!(cases.iter().all(|(name, _)| registered.iter().any(|r| r == name)), "{registered:?}");
+
+    let _operator = h.start_operator_with(settings).await;
+    // Deleted (its Redis claim, protected without a kubelet here, keeps it terminating).
+    poll("the Delete tenant's namespace is being deleted", async || {
+        let namespace = namespaces.get_opt("tenant-race-delete").await.unwrap();
+        namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    let kept = wait_for(&namespaces, "tenant-race-retain", "is marked retained", |n| {
+        n.labels().get("neurallog.io/retained").map(String::as_str) == Some("true")
+    })
+    .await;
+    assert!(kept.metadata.deletion_timestamp.is_none(), "Retain keeps the namespace");
+    let claims = h.namespaced::<PersistentVolumeClaim>("tenant-race-retain");
+    assert!(claims.get_opt("redis-data-race-retain-redis-0").await.unwrap().is_some(), "and its volume");
+    for kind_empty in [
+        h.namespaced::<Deployment>("tenant-race-retain").list(&ListParams::default()).await.unwrap().items.is_empty(),
+        h.namespaced::<StatefulSet>("tenant-race-retain").list(&ListParams::default()).await.unwrap().items.is_empty(),
+        h.namespaced::<ConfigMap>("tenant-race-retain")
+            .list(&ListParams::default().labels("neurallog.io/managed-by=tenant-operator"))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+    ] {
+        assert!(kind_empty, "no workload is left in the retained namespace");
+    }
+    poll("both tenants are deregistered from Auth", async || {
+        let registered = auth.registered();
+        cases.iter().all(|(name, _)| !registered.iter().any(|r| r == name)).then_some(())
+    })
+    .await;
+    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap().items;
+    for (name, _) in cases {
+        let namespace = format!("tenant-{name}");
+        let orphaned = events.iter().any(|e| {
+            e.reason.as_deref() == Some("Orphaned")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(namespace.as_str())
+        });
+        assert!(orphaned, "an Orphaned event on {namespace}");
+    }
+}

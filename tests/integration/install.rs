@@ -2,16 +2,19 @@
 //! holds every permission the operator needs and no more: the operator, running with exactly that
 //! identity, takes a tenant through its whole life.
 
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use neurallog_tenant_operator::auth::AuthSettings;
 use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::fixtures::TestTenant;
+use neurallog_tenant_operator::runtime::preflight;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
 
@@ -196,39 +199,229 @@ impl Harness {
     }
 }
 
-/// `kubectl delete -k config/default` while the operator runs (as the installed ServiceAccount):
-/// the CRD goes, and with it every Tenant, but no tenant namespace or volume is deleted, whichever
-/// the operator sees first: the CRD terminating (it keeps each namespace whole) or its own RBAC
-/// gone (it can delete nothing).
-#[tokio::test(flavor = "multi_thread")]
-async fn deleting_the_kustomize_install_deletes_no_tenant_namespace() {
-    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+/// The tenants of an uninstall: one per deletion policy, each provisioned by the operator running
+/// as the installed ServiceAccount and registered with Auth.
+const UNINSTALLED: [(&str, &str); 2] = [("gone-delete", "Delete"), ("gone-retain", "Retain")];
 
+impl Harness {
+    /// Creates the tenants of [`UNINSTALLED`] and waits until each is provisioned and registered;
+    /// returns their UIDs.
+    async fn create_uninstalled_tenants(&self) -> Vec<String> {
+        let mut uids = Vec::new();
+        for (name, policy) in UNINSTALLED {
+            let manifest = TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest();
+            self.create_tenant(manifest).await.unwrap();
+            let tenant = wait_for(&self.tenants(), name, "is provisioned and registered", |t| {
+                condition(t, "NamespaceReady").is_some_and(|c| c.status == "True")
+                    && condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
+            })
+            .await;
+            uids.push(tenant.uid().unwrap());
+        }
+        uids
+    }
+
+    /// Every tenant namespace is there, not terminating, still created for the tenant's
+    /// incarnation `uid`, and marked retained, with its workloads in it (an uninstall keeps it
+    /// whole).
+    async fn assert_kept_whole(&self, uids: &[String]) {
+        for ((name, _), uid) in UNINSTALLED.iter().zip(uids) {
+            let namespace = Api::<Namespace>::all(self.admin.clone()).get(&format!("tenant-{name}")).await.unwrap();
+            assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}: an uninstall deletes no namespace");
+            assert_eq!(namespace.annotations()["neurallog.io/tenant-uid"], *uid, "{name}");
+            assert_eq!(namespace.labels().get("neurallog.io/retained").map(String::as_str), Some("true"), "{name}");
+            let deployments = self.namespaced::<Deployment>(&format!("tenant-{name}"));
+            assert!(deployments.get_opt(&format!("{name}-server")).await.unwrap().is_some(), "{name}: workloads kept");
+        }
+    }
+
+    /// Reinstalled, the tenants created again adopt their namespaces.
+    async fn assert_reinstall_adopts(&mut self, auth: &AuthStandIn) {
+        self.install_default_config().await;
+        let _operator = self.start_operator_as(self.service_account_config().await, auth_settings(auth)).await;
+        for (name, policy) in UNINSTALLED {
+            let manifest = TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest();
+            self.create_tenant(manifest).await.unwrap();
+            let adopted = wait_for(&self.tenants(), name, "adopts its namespace", |t| {
+                condition(t, "NamespaceReady").is_some_and(|c| c.status == "True")
+            })
+            .await;
+            let namespace = Api::<Namespace>::all(self.admin.clone()).get(&format!("tenant-{name}")).await.unwrap();
+            assert_eq!(namespace.annotations()["neurallog.io/tenant-uid"], adopted.uid().unwrap(), "{name}");
+        }
+    }
+}
+
+fn auth_settings(auth: &AuthStandIn) -> Settings {
+    Settings {
+        concurrency: 4,
+        auth: Some(AuthSettings {
+            base_url: auth.url(),
+            token: None,
+            timeout: std::time::Duration::from_secs(5),
+            attempts: 2,
+        }),
+        ..Settings::default()
+    }
+}
+
+/// The uninstall with the operator running (as the installed ServiceAccount): `kubectl delete -k
+/// config/crd` deletes every Tenant; the operator keeps each namespace whole and releases each
+/// finalizer, so the CRD is gone; then `kubectl delete -k config/default` removes the operator.
+/// The tenants stay registered, and a reinstall adopts their namespaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn uninstalling_the_api_while_the_operator_runs_finishes_and_keeps_every_tenant() {
     let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
     h.install_default_config().await;
     h.wait_confinement_enforced().await;
-    let _operator = h.start_operator_as(h.service_account_config().await, Settings::default()).await;
-    for (name, policy) in [("gone-delete", "Delete"), ("gone-retain", "Retain")] {
-        h.create_tenant(TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest()).await.unwrap();
-        wait_for(&h.tenants(), name, "is provisioned", |t| condition(t, "NamespaceReady").is_some()).await;
-    }
-    let rendered = h.kubectl(&["kustomize", testenv::repo_root().join("config/default").to_str().unwrap()], None);
-    h.kubectl(&["delete", "--wait=false", "-f", "-"], Some(rendered.as_bytes()));
+    let auth = AuthStandIn::start().await.unwrap();
+    let operator = h.start_operator_as(h.service_account_config().await, auth_settings(&auth)).await;
+    let uids = h.create_uninstalled_tenants().await;
 
-    // Done when nothing more can happen: the CRD is gone (every Tenant released), or the
-    // operator's ClusterRoleBinding is (it may delete nothing any more).
+    h.kustomize("config/crd", true);
     let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
-    let bindings = Api::<ClusterRoleBinding>::all(h.admin.clone());
-    poll("the uninstall has run its course", async || {
-        let crd_gone = crds.get_opt("tenants.neurallog.io").await.unwrap().is_none();
-        let rbac_gone = bindings.get_opt("neurallog-tenant-operator").await.unwrap().is_none();
-        (crd_gone || rbac_gone).then_some(())
+    poll("the CRD is gone (every finalizer released)", async || {
+        crds.get_opt("tenants.neurallog.io").await.unwrap().is_none().then_some(())
     })
     .await;
+    h.assert_kept_whole(&uids).await;
+    let registered = auth.registered();
+    assert!(
+        UNINSTALLED.iter().all(|(name, _)| registered.iter().any(|r| r == name)),
+        "still registered: {registered:?}"
+    );
+    operator.stop().await;
+
+    h.kustomize("config/default", true);
     let namespaces = Api::<Namespace>::all(h.admin.clone());
-    for name in ["gone-delete", "gone-retain"] {
-        let kept = namespaces.get(&format!("tenant-{name}")).await.unwrap();
-        assert!(kept.metadata.deletion_timestamp.is_none(), "{name}: an uninstall deletes no namespace");
+    poll("the operator's namespace is gone", async || {
+        namespaces.get_opt("neurallog-system").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    h.assert_kept_whole(&uids).await;
+    h.assert_reinstall_adopts(&auth).await;
+}
+
+/// The operator deleted first: `kubectl delete -k config/default` finishes and leaves the API,
+/// every Tenant (finalizer and all) and every tenant namespace untouched; `tenant-operator
+/// uninstall` then does what the operator would have done, removes what the operator made at run
+/// time, and finishes. A reinstall adopts the namespaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_operator_gone_first_the_uninstall_command_finishes_and_keeps_every_tenant() {
+    let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
+    h.install_default_config().await;
+    h.wait_confinement_enforced().await;
+    let auth = AuthStandIn::start().await.unwrap();
+    let operator = h.start_operator_as(h.service_account_config().await, auth_settings(&auth)).await;
+    let uids = h.create_uninstalled_tenants().await;
+    operator.stop().await;
+
+    h.kustomize("config/default", true);
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    poll("the operator's namespace is gone", async || {
+        namespaces.get_opt("neurallog-system").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    for ((name, _), uid) in UNINSTALLED.iter().zip(&uids) {
+        let tenant = h.tenants().get(name).await.unwrap();
+        assert_eq!(tenant.uid().as_ref(), Some(uid), "{name}: removing the operator deletes no Tenant");
+        assert!(tenant.metadata.deletion_timestamp.is_none(), "{name}");
+        let namespace = namespaces.get(&format!("tenant-{name}")).await.unwrap();
+        assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}");
     }
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
+        .args(["uninstall", "--timeout-seconds", "120", "--kubeconfig"])
+        .arg(h.plane.admin_kubeconfig())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "uninstall: {printed}{}", String::from_utf8_lossy(&output.stderr));
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    assert!(crds.get_opt("tenants.neurallog.io").await.unwrap().is_none(), "the API is gone: {printed}");
+    h.assert_kept_whole(&uids).await;
+    for (name, _) in UNINSTALLED {
+        let bindings = h.namespaced::<RoleBinding>(&format!("tenant-{name}"));
+        assert!(bindings.get_opt("neurallog-tenant-operator").await.unwrap().is_none(), "{name}: {printed}");
+        let secrets = h.namespaced::<Secret>(&format!("tenant-{name}"));
+        let password = secrets.get(&format!("{name}-redis-auth")).await.unwrap();
+        assert!(password.finalizers().is_empty(), "{name}: the password Secret is kept, unheld");
+    }
+    let policies = Api::<ValidatingAdmissionPolicy>::all(h.admin.clone());
+    assert!(policies.get_opt("neurallog-tenant-operator-confinement").await.unwrap().is_none(), "{printed}");
+    let registered = auth.registered();
+    assert!(
+        UNINSTALLED.iter().all(|(name, _)| registered.iter().any(|r| r == name)),
+        "still registered: {registered:?}"
+    );
+    h.assert_reinstall_adopts(&auth).await;
+}
+
+/// A CRD that serves `v1` beside the stored `v2` without the conversion webhook would store `v1`
+/// writes unconverted: the operator refuses to start against it, naming the fix; the generated
+/// CRD passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_refuses_a_crd_that_would_store_v1_writes_unconverted() {
+    let h = Harness::bare(&[]).await;
+    let mut crd = neurallog_tenant_operator::api::crd(&Default::default());
+    crd.spec.conversion = None;
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let error = preflight::check_crd(&h.admin, false).await.unwrap_err().to_string();
+    assert!(error.contains("conversion strategy None") && error.contains("config/crd"), "{error}");
+    preflight::check_crd(&h.admin, true).await.expect("the self-managed webhook points the CRD itself");
+
+    let generated = neurallog_tenant_operator::api::crd(&Default::default());
+    let body = serde_json::to_value(&generated).unwrap();
+    let params = PatchParams::apply("test").force();
+    crds.patch("tenants.neurallog.io", &params, &Patch::Apply(&body)).await.unwrap();
+    preflight::check_crd(&h.admin, false).await.expect("the generated CRD converts");
+    crds.delete("tenants.neurallog.io", &DeleteParams::default()).await.unwrap();
+    poll("the CRD is gone", async || crds.get_opt("tenants.neurallog.io").await.unwrap().is_none().then_some(())).await;
+    let error = preflight::check_crd(&h.admin, false).await.unwrap_err().to_string();
+    assert!(error.contains("not installed") && error.contains("config/crd"), "{error}");
+}
+
+/// As the installed ServiceAccount, the operator creates its confinement policy when it is
+/// missing, which is then enforced; it can neither change nor delete it, and refuses to run
+/// against a changed copy unless told to.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_puts_its_confinement_in_place_and_cannot_loosen_it() {
+    let mut h = Harness::bare(&[]).await;
+    h.install_default_config().await;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(h.admin.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(h.admin.clone());
+    let name = preflight::CONFINEMENT_NAME;
+    bindings.delete(name, &DeleteParams::default()).await.unwrap();
+    policies.delete(name, &DeleteParams::default()).await.unwrap();
+
+    let operator = kube::Client::try_from(h.service_account_config().await).unwrap();
+    preflight::confine(&operator, false).await.expect("creates the policy");
+    assert!(policies.get_opt(name).await.unwrap().is_some() && bindings.get_opt(name).await.unwrap().is_some());
+    h.wait_confinement_enforced().await;
+    preflight::confine(&operator, false).await.expect("a second replica finds it in place");
+
+    let own_policies = Api::<ValidatingAdmissionPolicy>::all(operator.clone());
+    let loosen = json!({"spec": {"failurePolicy": "Ignore"}});
+    for (what, result) in [
+        ("patch", own_policies.patch(name, &PatchParams::default(), &Patch::Merge(&loosen)).await.map(drop)),
+        ("delete", own_policies.delete(name, &DeleteParams::default()).await.map(drop)),
+        (
+            "delete its binding",
+            Api::<ValidatingAdmissionPolicyBinding>::all(operator.clone())
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(drop),
+        ),
+    ] {
+        assert!(matches!(result, Err(kube::Error::Api(ref s)) if s.code == 403), "{what}: {result:?}");
+    }
+
+    // Changed by someone else: the operator never changes it back, and refuses to run on it.
+    policies.patch(name, &PatchParams::default(), &Patch::Merge(&loosen)).await.unwrap();
+    let error = preflight::confine(&operator, false).await.unwrap_err().to_string();
+    assert!(error.contains("differs") && error.contains("--allow-unconfined"), "{error}");
+    preflight::confine(&operator, true).await.expect("--allow-unconfined runs all the same");
+    assert_eq!(policies.get(name).await.unwrap().spec.unwrap().failure_policy.as_deref(), Some("Ignore"));
 }

@@ -302,14 +302,22 @@ impl Harness {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Installs what `kubectl apply -k config/default` installs: CRD, RBAC, ServiceAccount,
-    /// webhook Service, manager Deployment (no pods run here); then runs, as the installed
+    /// Applies (or, with `delete`, deletes and does not wait) a kustomization of `config/`.
+    pub fn kustomize(&self, kustomization: &str, delete: bool) {
+        let rendered = self.kubectl(&["kustomize", repo_root().join(kustomization).to_str().unwrap()], None);
+        let verb: &[&str] = if delete { &["delete", "--wait=false"] } else { &["apply", "--server-side"] };
+        self.kubectl(&[verb, &["-f", "-"]].concat(), Some(rendered.as_bytes()));
+    }
+
+    /// Installs what the README's install without OLM installs: `kubectl apply -k config/crd`
+    /// (the CRD), then `kubectl apply -k config/default` (RBAC, ServiceAccount, webhook Service,
+    /// admission policy, manager Deployment; no pods run here); then runs, as the installed
     /// ServiceAccount, what each replica runs of the self-managed webhook (certificate Secret, the
     /// CRD's conversion, the HTTPS server), with the API server's calls to the webhook Service
     /// routed to it. Returns once a conversion through the Service succeeds.
     pub async fn install_default_config(&mut self) {
-        let rendered = self.kubectl(&["kustomize", repo_root().join("config/default").to_str().unwrap()], None);
-        self.kubectl(&["apply", "--server-side", "-f", "-"], Some(rendered.as_bytes()));
+        self.kustomize("config/crd", false);
+        self.kustomize("config/default", false);
         self.kubectl(&["wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s"], None);
         let client = Client::try_from(self.service_account_config().await).unwrap();
         let settings = webhook::provision::SelfManaged {

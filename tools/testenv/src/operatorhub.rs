@@ -387,6 +387,25 @@ impl Env {
         Api::all_with(self.client.clone(), &tenant_resource(version))
     }
 
+    /// A client with the identity of the installed operator: the ServiceAccount its Deployment
+    /// names, with a token of its own.
+    pub async fn operator_client(&self) -> anyhow::Result<kube::Client> {
+        let deployment = Api::<Deployment>::namespaced(self.client.clone(), INSTALL_NAMESPACE).get(PACKAGE).await?;
+        let service_account = deployment
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .and_then(|pod| pod.service_account_name)
+            .context("the operator Deployment names no ServiceAccount")?;
+        let path = self.dir.join("operator-identity.kubeconfig");
+        let kubeconfig = self.cluster.service_account_kubeconfig(INSTALL_NAMESPACE, &service_account, &path).await?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// Waits for the InstallPlan that installs `csv` to ask for approval, approves it and returns
     /// its name.
     pub async fn approve(&self, csv: &str) -> anyhow::Result<String> {

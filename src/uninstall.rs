@@ -1,0 +1,174 @@
+//! `tenant-operator uninstall`: removes the Tenant API and what the operator made outside the
+//! tenant namespaces, keeping every tenant namespace with its data, whether or not the operator
+//! still runs. Deleting the CRD deletes every Tenant; each holds the operator's finalizer, which a
+//! running operator releases once it has kept the namespace whole. Without the operator nothing
+//! releases it and the CRD stays `Terminating`: this command does what the operator would (marks
+//! each namespace retained, so a Tenant of the same name created after a reinstall adopts it, and
+//! releases the finalizers), then removes what is left. Tenants stay registered in NeuralLog Auth,
+//! as with an uninstall by a running operator.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::{Client, CustomResourceExt as _, Resource, ResourceExt as _};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::api::Tenant;
+use crate::controller::FINALIZER;
+use crate::controller::write::FIELD_MANAGER;
+use crate::migration::PROGRESS_LEASE;
+use crate::model::namespace_name;
+use crate::resources::access;
+use crate::resources::namespace as builders;
+use crate::resources::redis::{self, PASSWORD_FINALIZER};
+use crate::runtime::preflight::CONFINEMENT_NAME;
+use crate::webhook::provision::DEFAULT_SECRET;
+
+/// What to remove, and for how long to wait for the API to go.
+#[derive(Debug, Clone)]
+pub struct Uninstall {
+    /// The namespace the operator ran in, whose Leases and webhook Secret go too when it is not
+    /// deleted with the operator (OLM's `operators`).
+    pub operator_namespace: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Runs the uninstall, printing a line per step.
+pub async fn run(client: &Client, uninstall: &Uninstall) -> anyhow::Result<()> {
+    let crd = Tenant::crd_name();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let deadline = tokio::time::Instant::now() + uninstall.timeout;
+    if let Some(found) = crds.get_metadata_opt(crd).await.with_context(|| format!("cannot read the CRD {crd}"))? {
+        if found.metadata.deletion_timestamp.is_none() {
+            crds.delete(crd, &DeleteParams::background())
+                .await
+                .with_context(|| format!("cannot delete the CRD {crd}"))?;
+            println!("deleting CustomResourceDefinition {crd}: the API server deletes every Tenant");
+        }
+        let tenants = Api::<Tenant>::all(client.clone());
+        loop {
+            let listed = match tenants.list_metadata(&ListParams::default()).await {
+                Ok(listed) => listed.items,
+                // The CRD and with it the Tenants are gone.
+                Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+                Err(error) => return Err(error).context("cannot list the Tenants"),
+            };
+            for tenant in listed.iter().filter(|t| t.finalizers().iter().any(|f| f == FINALIZER)) {
+                release(client, tenant).await?;
+            }
+            if crds.get_metadata_opt(crd).await.with_context(|| format!("cannot read the CRD {crd}"))?.is_none() {
+                println!("CustomResourceDefinition {crd} is gone");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the CRD {crd} is still there after {}s: `kubectl get tenants` and `kubectl get crd {crd} -o yaml` show what holds it",
+                    uninstall.timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    remove_leftovers(client, uninstall).await
+}
+
+/// Keeps the namespace of a deleted tenant whole, marked retained for its adopter, and releases
+/// the tenant's finalizer.
+async fn release(client: &Client, tenant: &PartialObjectMeta<Tenant>) -> anyhow::Result<()> {
+    let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
+    let namespace = namespace_name(&name);
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let found =
+        namespaces.get_metadata_opt(&namespace).await.with_context(|| format!("cannot read namespace {namespace}"))?;
+    if let Some(existing) = found.filter(|ns| builders::created_for(&ns.metadata, &uid)) {
+        if existing.metadata.deletion_timestamp.is_none() {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            namespaces
+                .patch(&namespace, &params, &Patch::Apply(builders::retained(&name, &uid)))
+                .await
+                .with_context(|| format!("tenant {name}: cannot mark namespace {namespace} retained"))?;
+        }
+        unhold_password(client, &name, &namespace).await?;
+        println!("tenant {name}: namespace {namespace} kept with its data, marked neurallog.io/retained=true");
+    }
+    let finalizers: Vec<String> = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    match Api::<Tenant>::all(client.clone()).patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&body)).await
+    {
+        Ok(_) => println!("tenant {name}: finalizer released"),
+        // Changed meanwhile (the operator released it, or another finalizer went): the next round
+        // reads it anew.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
+        Err(error) => return Err(error).with_context(|| format!("tenant {name}: cannot release the finalizer")),
+    }
+    Ok(())
+}
+
+/// Releases the Redis password Secret the tenant held, so nothing in the namespace waits on the
+/// operator any more.
+async fn unhold_password(client: &Client, tenant: &str, namespace: &str) -> anyhow::Result<()> {
+    let name = redis::secret_name(tenant);
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let Some(secret) =
+        secrets.get_metadata_opt(&name).await.with_context(|| format!("cannot read Secret {namespace}/{name}"))?
+    else {
+        return Ok(());
+    };
+    if !secret.finalizers().iter().any(|f| f == PASSWORD_FINALIZER) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = secret.finalizers().iter().filter(|f| *f != PASSWORD_FINALIZER).cloned().collect();
+    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+    secrets
+        .patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .with_context(|| format!("cannot release Secret {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// What the operator made at run time outside the kustomize install and the CSV, and what a CSV's
+/// removal leaves: the admission policy, the tenant-Secrets reader ClusterRole, the RoleBinding to
+/// it in each kept tenant namespace, and, in the operator's namespace, the Leases and the
+/// self-managed webhook certificate.
+async fn remove_leftovers(client: &Client, uninstall: &Uninstall) -> anyhow::Result<()> {
+    delete(Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()), CONFINEMENT_NAME).await?;
+    delete(Api::<ValidatingAdmissionPolicy>::all(client.clone()), CONFINEMENT_NAME).await?;
+    // Removed with config/default; a CSV's removal leaves it (OLM installs it as a bundle object).
+    delete(Api::<ClusterRole>::all(client.clone()), access::SECRETS_ROLE).await?;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let managed = ListParams::default().labels(&crate::resources::managed_selector());
+    for namespace in namespaces.list_metadata(&managed).await.context("cannot list the tenant namespaces")?.items {
+        let namespace = namespace.name_any();
+        delete(Api::<RoleBinding>::namespaced(client.clone(), &namespace), access::ROLE_BINDING).await?;
+    }
+    if let Some(namespace) = &uninstall.operator_namespace {
+        let leases = Api::<Lease>::namespaced(client.clone(), namespace);
+        delete(leases.clone(), crate::runtime::lease::DEFAULT_LEASE).await?;
+        delete(leases, PROGRESS_LEASE).await?;
+        delete(Api::<Secret>::namespaced(client.clone(), namespace), DEFAULT_SECRET).await?;
+    }
+    println!("uninstalled: every tenant namespace is kept; reinstall and create the Tenants again to adopt them");
+    Ok(())
+}
+
+/// Deletes one object if it is there, saying so.
+async fn delete<K>(api: Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => println!("deleted {kind} {name}"),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot delete {kind} {name}")),
+    }
+    Ok(())
+}
