@@ -93,7 +93,12 @@ fn policy_in_force(tenant: &Tenant, namespace: &ObjectMeta) -> DeletionPolicy {
 /// Whether the Tenant CustomResourceDefinition is being deleted (or is gone): every Tenant is then
 /// deleted by the API server, not by its owner. An answer the operator cannot get is an error,
 /// so no namespace is deleted on a guess.
-pub(super) async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
+async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
+    Ok(installed_crd(ctx, tenant).await?.is_none())
+}
+
+/// The Tenant CustomResourceDefinition's metadata, unless it is being deleted or is gone.
+pub(super) async fn installed_crd(ctx: &Context, tenant: &str) -> Result<Option<ObjectMeta>> {
     let crd = Tenant::crd_name();
     let api = Api::<CustomResourceDefinition>::all(ctx.client.clone());
     let found = api.get_metadata_opt(crd).await.map_err(|source| Error::Api {
@@ -103,7 +108,7 @@ pub(super) async fn uninstalling(ctx: &Context, tenant: &str) -> Result<bool> {
         name: crd.to_owned(),
         source,
     })?;
-    Ok(found.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()))
+    Ok(found.map(|crd| crd.metadata).filter(|crd| crd.deletion_timestamp.is_none()))
 }
 
 /// Keeps the namespace of a tenant deleted by an uninstall with everything in it, marked as

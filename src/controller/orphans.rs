@@ -20,7 +20,7 @@ use kube::{Resource as _, ResourceExt as _};
 use tracing::Instrument as _;
 
 use super::children::Marks;
-use super::cleanup::{mark_retained, uninstalling};
+use super::cleanup::{installed_crd, mark_retained};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::{self, Activity, Changes, Reason};
@@ -151,11 +151,27 @@ impl Orphan<'_> {
 
     async fn clean_up(&self, ctx: &Context, policy: DeletionPolicy) -> Result<Option<Duration>> {
         let (name, namespace) = (self.name, self.namespace);
-        if uninstalling(ctx, name).await? {
+        let Some(crd) = installed_crd(ctx, name).await? else {
             mark_retained(ctx, name, self.uid, self.existing).await?;
             let note =
                 format!("the Tenant CRD is being deleted: keeping namespace {namespace} whole for tenant {name}");
             self.publish(ctx, Reason::Uninstalled, note).await;
+            return Ok(None);
+        };
+        // Made before the CRD itself: its Tenant may have gone with an earlier CRD, in an
+        // uninstall whose finalizers were removed by hand. Data is kept when in doubt.
+        if self
+            .existing
+            .creation_timestamp
+            .as_ref()
+            .zip(crd.creation_timestamp.as_ref())
+            .is_some_and(|(ns, crd)| ns.0 < crd.0)
+        {
+            mark_retained(ctx, name, self.uid, self.existing).await?;
+            let note = format!(
+                "tenant {name} is gone without its cleanup, and namespace {namespace} predates the Tenant CRD (its tenant may have gone with an earlier one): kept whole, registration included, and marked retained instead of applying its deletion policy ({policy:?}); delete it yourself if it is not wanted"
+            );
+            self.publish(ctx, Reason::Orphaned, note).await;
             return Ok(None);
         }
         if self.first {

@@ -328,3 +328,51 @@ async fn a_tenant_released_by_a_replace_and_deleted_in_the_window_is_still_clean
         assert!(orphaned, "an Orphaned event on {namespace}");
     }
 }
+
+/// An uninstall done by hand the wrong way: the operator gone, the finalizers removed, the CRD
+/// deleted, then everything installed again. The namespace left behind predates the new CRD, so
+/// the operator cannot tell it from a tenant that went with the old one: it keeps it whole (no
+/// policy applied, even `Delete`), marks it retained for adoption, and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_older_than_the_crd_is_kept_whatever_its_policy() {
+    let mut h = Harness::with_controllers(&["namespace", "garbagecollector"]).await;
+    let operator = h.start_operator().await;
+    h.create_tenant(TestTenant::new("stripped").manifest()).await.unwrap();
+    wait_for(&h.tenants(), "stripped", "is provisioned", |t| {
+        condition(t, "NamespaceReady").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    operator.stop().await;
+    let unheld = json!({"metadata": {"finalizers": null}});
+    h.tenants().patch("stripped", &PatchParams::default(), &Patch::Merge(&unheld)).await.unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
+    let crd = crds.get(Tenant::crd_name()).await.unwrap();
+    crds.delete(Tenant::crd_name(), &DeleteParams::default()).await.unwrap();
+    wait_deleted(&crds, Tenant::crd_name(), &crd.uid().unwrap()).await;
+
+    // The new CRD must be measurably younger than the namespace (timestamps are in seconds).
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    let made = namespaces.get("tenant-stripped").await.unwrap().metadata.creation_timestamp.unwrap();
+    let clock = h.namespaced::<ConfigMap>("default");
+    poll("the API server's clock has moved past the namespace's creation", async || {
+        let probe: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "clock-"}})).unwrap();
+        let created = clock.create(&PostParams::default(), &probe).await.unwrap();
+        (created.metadata.creation_timestamp.unwrap().0 > made.0).then_some(())
+    })
+    .await;
+    h.install_crd().await;
+    let _operator = h.start_operator().await;
+    let kept = wait_for(&namespaces, "tenant-stripped", "is marked retained", |n| {
+        n.labels().get("neurallog.io/retained").map(String::as_str) == Some("true")
+    })
+    .await;
+    assert!(kept.metadata.deletion_timestamp.is_none(), "its Delete policy is not applied");
+    assert_eq!(kept.annotations()[POLICY], "Retain");
+    wait_for(&h.namespaced::<Deployment>("tenant-stripped"), "stripped-server", "is kept", |_| true).await;
+    let events = Api::<Event>::all(h.admin.clone()).list(&ListParams::default()).await.unwrap().items;
+    let explained = events.iter().any(|e| {
+        e.reason.as_deref() == Some("Orphaned")
+            && e.note.as_deref().is_some_and(|n| n.contains("predates the Tenant CRD"))
+    });
+    assert!(explained, "an Orphaned event says why the namespace is kept");
+}
