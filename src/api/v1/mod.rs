@@ -395,7 +395,8 @@ pub struct NetworkPolicyPort {
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
     /// Standard conditions: `Ready`, one per component (`NamespaceReady`, `RedisReady`,
-    /// `ServerReady`, `RegistryReady`), `QuotaReady` and `AuthRegistered`.
+    /// `ServerReady`, `RegistryReady`), `AuthRegistered`, and `RolloutWithoutSurge` while the
+    /// budget leaves no room for surge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Summary of the tenant's state, derived from its components.
