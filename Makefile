@@ -29,8 +29,9 @@ tools: ## Build the pinned etcd, Kubernetes, Jaeger, opm and operator-sdk binari
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
 
-generate: ## Regenerate the committed CRD from the Rust types.
+generate: ## Regenerate the committed CRD from the Rust types and docs/configuration.md from the command line.
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
+	cargo run --locked --quiet --bin configuration-reference > docs/configuration.md
 
 # `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release
 # first and leaves the upgrade to this checkout's bundle for you to approve.
