@@ -1,6 +1,6 @@
-# NeuralLog Tenant Operator. Everything builds from the Rust and Go toolchains alone; the pinned
-# upstream components (tools/) and cargo's target directory are cached outside the clone, keyed by
-# version, so a fresh clone reuses them.
+# NeuralLog Tenant Operator. Everything builds on Linux from the Rust and Go toolchains and a C
+# compiler (for ring) alone; the pinned upstream components (tools/) and cargo's target directory
+# are cached outside the clone, keyed by version, so a fresh clone reuses them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
