@@ -1,6 +1,6 @@
-# NeuralLog Tenant Operator. Everything builds from the Rust and Go toolchains alone; the pinned
-# upstream components (tools/) and cargo's target directory are cached outside the clone, keyed by
-# version, so a fresh clone reuses them.
+# NeuralLog Tenant Operator. Everything builds on Linux from the Rust and Go toolchains and a C
+# compiler (for ring) alone; the pinned upstream components (tools/) and cargo's target directory
+# are cached outside the clone, keyed by version, so a fresh clone reuses them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -29,8 +29,9 @@ tools: ## Build the pinned etcd, Kubernetes, Jaeger, opm and operator-sdk binari
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
 
-generate: ## Regenerate the committed CRD from the Rust types.
+generate: ## Regenerate the committed CRD from the Rust types and docs/configuration.md from the command line.
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
+	cargo run --locked --quiet --bin configuration-reference > docs/configuration.md
 
 # `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release
 # first and leaves the upgrade to this checkout's bundle for you to approve.

@@ -125,7 +125,7 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct LeaderElectionArgs {
     /// Elect a leader through a Lease, so that of several replicas only one reconciles (the
-    /// others serve /metrics and, later, the webhook, and take over when it goes). Without it,
+    /// others serve /metrics and the conversion webhook, and take over when it goes). Without it,
     /// run exactly one replica.
     #[arg(long, env = "TENANT_OPERATOR_LEADER_ELECT")]
     pub leader_elect: bool,

@@ -10,7 +10,8 @@
 //! - [`webhook`]: the CRD conversion webhook server, on every replica, and its certificate.
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
 //! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
-//! - [`cli`]: the `tenant-operator` command line.
+//! - [`cli`]: the `tenant-operator` command line; [`reference`]: the configuration reference
+//!   generated from it (`docs/configuration.md`).
 
 pub mod api;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod migration;
 pub mod model;
 pub mod quantity;
 pub mod readiness;
+pub mod reference;
 pub mod resources;
 pub mod runtime;
 pub mod telemetry;

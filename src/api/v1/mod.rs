@@ -88,9 +88,10 @@ pub struct TenantSpec {
     #[serde(default = "defaults::registry", skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySpec>,
 
-    /// Network isolation of the tenant namespace: ingress is denied by default, Redis is
-    /// reachable only from the server, and the server only from the allowed namespaces and the
-    /// rules given here.
+    /// Network isolation of the tenant namespace: ingress is denied by default; Redis is
+    /// reachable only from the server; the server and the registry from each other and, on their
+    /// HTTP ports, from the allowed namespaces and the operator's ingress namespace
+    /// (--ingress-namespace); the rules given here open or limit the server only.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 
@@ -328,7 +329,7 @@ pub struct NetworkPolicySpec {
     /// Whether the operator manages NetworkPolicies for the tenant.
     #[serde(default = "defaults::network_policy_enabled", skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Namespaces whose pods may reach the tenant's server on its HTTP port.
+    /// Namespaces whose pods may reach the tenant's server and registry on their HTTP ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
@@ -395,7 +396,8 @@ pub struct NetworkPolicyPort {
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
     /// Standard conditions: `Ready`, one per component (`NamespaceReady`, `RedisReady`,
-    /// `ServerReady`, `RegistryReady`), `QuotaReady` and `AuthRegistered`.
+    /// `ServerReady`, `RegistryReady`), `AuthRegistered`, and `RolloutWithoutSurge` while the
+    /// budget leaves no room for surge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Summary of the tenant's state, derived from its components.

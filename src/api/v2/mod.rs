@@ -90,9 +90,10 @@ pub struct TenantSpec {
     #[serde(default = "defaults::registry", skip_serializing_if = "Option::is_none")]
     pub registry: Option<Registry>,
 
-    /// Network isolation of the tenant namespace: ingress is denied by default, Redis is
-    /// reachable only from the server, and the server only from the allowed namespaces and the
-    /// rules given here.
+    /// Network isolation of the tenant namespace: ingress is denied by default; Redis is
+    /// reachable only from the server; the server and the registry from each other and, on their
+    /// HTTP ports, from the allowed namespaces and the operator's ingress namespace
+    /// (--ingress-namespace); the rules given here open or limit the server only.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
 }
@@ -567,8 +568,7 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TenantPhase>,
     /// Standard conditions, each with the generation it describes: `Ready`, one per component
-    /// (`NamespaceReady`, `RedisReady`, `ServerReady`, `RegistryReady`), `QuotaReady`,
-    /// `AuthRegistered`, and `RolloutWithoutSurge` while the budget leaves no room for surge.
+    /// (`NamespaceReady`, `RedisReady`, `ServerReady`, `RegistryReady`), `AuthRegistered`, and `RolloutWithoutSurge` while the budget leaves no room for surge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the tenant's namespace.
