@@ -12,16 +12,23 @@
 //! - The trim re-reads the CRD and happens only if the CRD still stores `v2` and `storedVersions`
 //!   holds nothing but `v1` and `v2`; the write is guarded by the resourceVersion it read.
 //!
+//! - A run that cannot start (the CRD cannot be read, or does not allow the migration) says why in
+//!   a Warning Event on the CRD, once per cause however often the retries meet it.
+//!
 //! The leader runs this ([`run_until_done`]) beside the controller; a run is idempotent, so any
-//! interruption costs at most one page of repeated patches.
+//! interruption costs at most one page of repeated patches. Tests hold a pass at a chosen point
+//! (after a page, before the trim) with [`MigrationSettings::pause`].
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -69,12 +76,85 @@ pub struct MigrationSettings {
     pub progress_namespace: Option<String>,
     /// This replica, as the reporting instance of the Events.
     pub instance: Option<String>,
+    /// How long [`run_until_done`] waits before trying again a run that did not finish; doubled
+    /// after each such run, up to 30 minutes.
+    pub first_retry: Duration,
+    /// Awaited at each [`PausePoint`] of a pass; `None` (always, outside tests) awaits nothing.
+    pub pause: Option<Pause>,
 }
 
 impl Default for MigrationSettings {
     fn default() -> Self {
-        Self { page_size: 500, concurrency: 8, attempts: 6, progress_namespace: None, instance: None }
+        Self {
+            page_size: 500,
+            concurrency: 8,
+            attempts: 6,
+            progress_namespace: None,
+            instance: None,
+            first_retry: FIRST_RETRY,
+            pause: None,
+        }
     }
+}
+
+/// Where a pass awaits [`MigrationSettings::pause`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PausePoint {
+    /// Page `n` (counted from 1 over the whole pass, resumed or not) was migrated and its progress
+    /// saved: a pass stopped here resumes with page `n + 1`.
+    PageDone(u64),
+    /// Every Tenant was visited and none failed: the trim comes next.
+    BeforeTrim,
+}
+
+/// A test's hold on a pass: the future it returns for a [`PausePoint`] is awaited before the pass
+/// goes on, so a test can stop the pass exactly there (interrupt it, or write meanwhile).
+#[derive(Clone)]
+pub struct Pause(Arc<dyn Fn(PausePoint) -> BoxFuture<'static, ()> + Send + Sync>);
+
+impl Pause {
+    pub fn new<F>(hold: impl Fn(PausePoint) -> F + Send + Sync + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Self(Arc::new(move |point| Box::pin(hold(point))))
+    }
+
+    /// A pause that holds the pass for ever at `point` and lets every other point by.
+    pub fn forever_at(point: PausePoint) -> Self {
+        Self::new(move |reached| async move {
+            if reached == point {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pause")
+    }
+}
+
+/// Awaits the settings' pause at `point`, if there is one.
+async fn pause(settings: &MigrationSettings, point: PausePoint) {
+    if let Some(Pause(hold)) = &settings.pause {
+        tracing::debug!(?point, "migration paused");
+        hold(point).await;
+    }
+}
+
+/// With the test fixtures only (integration tests run the binary built so): a pass of this
+/// process holds for ever once the page this variable names is saved, so a test can kill it there.
+#[cfg(feature = "test-fixtures")]
+pub const HOLD_AFTER_PAGE_VARIABLE: &str = "TENANT_OPERATOR_TEST_MIGRATION_HOLD_AFTER_PAGE";
+
+#[cfg(feature = "test-fixtures")]
+fn held_by_environment(mut settings: MigrationSettings) -> MigrationSettings {
+    if let Some(page) = std::env::var(HOLD_AFTER_PAGE_VARIABLE).ok().and_then(|v| v.parse().ok()) {
+        settings.pause = Some(Pause::forever_at(PausePoint::PageDone(page)));
+    }
+    settings
 }
 
 /// Tenants by what their no-op patch did.
@@ -336,8 +416,23 @@ async fn list_page(
     send.retry(backoff(attempts)).sleep(tokio::time::sleep).when(is_transient).await
 }
 
+/// The reference of the Events about the CRD: from the CRD read, or by name when it could not be
+/// read.
+fn crd_reference(crd: Option<&CustomResourceDefinition>) -> ObjectReference {
+    crd.map(|crd| crd.object_ref(&())).unwrap_or_else(|| ObjectReference {
+        api_version: Some("apiextensions.k8s.io/v1".to_owned()),
+        kind: Some("CustomResourceDefinition".to_owned()),
+        name: Some(CRD_NAME.to_owned()),
+        ..ObjectReference::default()
+    })
+}
+
 /// Records an Event about the CRD. A failure to record is logged, never fatal.
 async fn publish(recorder: &Recorder, crd: &CustomResourceDefinition, type_: EventType, reason: &str, note: String) {
+    publish_about(recorder, &crd_reference(Some(crd)), type_, reason, note).await;
+}
+
+async fn publish_about(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
     let note = match telemetry::current_ids() {
         Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
         None => note,
@@ -349,7 +444,7 @@ async fn publish(recorder: &Recorder, crd: &CustomResourceDefinition, type_: Eve
         action: "MigrateStorage".to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &crd.object_ref(&())).await {
+    if let Err(error) = recorder.publish(&event, reference).await {
         tracing::warn!(crd = CRD_NAME, %error, "cannot publish event");
     }
 }
@@ -358,26 +453,95 @@ fn stored_versions(crd: &CustomResourceDefinition) -> Vec<String> {
     crd.status.as_ref().and_then(|s| s.stored_versions.clone()).unwrap_or_default()
 }
 
+/// The refusal at the start of a run that was last published as an Event, so that a refusal
+/// repeated by the retries is published once.
+#[derive(Debug, Default)]
+struct Published {
+    refusal: Option<(&'static str, String)>,
+}
+
+impl Published {
+    /// Publishes a Warning about the CRD (or about its name, when `crd` could not be read) that
+    /// the migration cannot start, unless this very refusal was the last one published.
+    async fn refusal(
+        &mut self,
+        recorder: &Recorder,
+        crd: Option<&CustomResourceDefinition>,
+        reason: &'static str,
+        note: String,
+    ) {
+        let refusal = Some((reason, note.clone()));
+        if self.refusal == refusal {
+            return;
+        }
+        // A trace of its own, which the Event's note names like every other.
+        let span = tracing::warn_span!(
+            parent: None,
+            "migrate storage version",
+            otel.name = "migrate storage version",
+            crd = CRD_NAME,
+            to = STORAGE_VERSION,
+            otel.status_code = "ERROR",
+            otel.status_message = %note,
+        );
+        publish_about(recorder, &crd_reference(crd), EventType::Warning, reason, note).instrument(span).await;
+        self.refusal = refusal;
+    }
+}
+
+fn recorder(client: &Client, settings: &MigrationSettings) -> Recorder {
+    let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
+    Recorder::new(client.clone(), reporter)
+}
+
 /// Migrates every Tenant to the storage version and trims the CRD's `storedVersions`, resuming
 /// the progress a previous run kept. Sends nothing when `storedVersions` is already exactly the
-/// storage version.
+/// storage version. A CRD that cannot be read, or does not allow the migration, is a Warning
+/// Event about the CRD.
 pub async fn run(
     client: Client,
     settings: MigrationSettings,
     metrics: Arc<Metrics>,
 ) -> Result<Outcome, MigrationError> {
+    let recorder = recorder(&client, &settings);
+    run_once(client, &settings, &metrics, &recorder, &mut Published::default()).await
+}
+
+/// [`run`], with the Events' recorder and the refusal last published kept across runs.
+async fn run_once(
+    client: Client,
+    settings: &MigrationSettings,
+    metrics: &Metrics,
+    recorder: &Recorder,
+    published: &mut Published,
+) -> Result<Outcome, MigrationError> {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let crd = crds.get(CRD_NAME).await.map_err(MigrationError::ReadCrd)?;
+    let crd = match crds.get(CRD_NAME).await {
+        Ok(crd) => crd,
+        Err(error) => {
+            let error = MigrationError::ReadCrd(error);
+            tracing::warn!(crd = CRD_NAME, "storage version migration cannot start: {error}");
+            let note = format!("the storage version migration cannot start: {error}; to be tried again");
+            published.refusal(recorder, None, "StorageMigrationFailed", note).await;
+            return Err(error);
+        }
+    };
     match decide(&crd) {
         Decision::Done => {
+            published.refusal = None;
             metrics.migration_remaining(0);
             return Ok(Outcome::AlreadyMigrated);
         }
         Decision::Refuse(reason) => {
             tracing::warn!(crd = CRD_NAME, %reason, "storage version migration refused");
+            let note = format!(
+                "the storage version migration of CustomResourceDefinition {CRD_NAME} is refused: {reason}; \
+                 storedVersions not trimmed"
+            );
+            published.refusal(recorder, Some(&crd), "StorageMigrationRefused", note).await;
             return Ok(Outcome::Refused { reason, counts: Counts::default() });
         }
-        Decision::Migrate => {}
+        Decision::Migrate => published.refusal = None,
     }
     let span = tracing::info_span!(
         parent: None,
@@ -391,16 +555,14 @@ pub async fn run(
         otel.status_code = tracing::field::Empty,
         otel.status_message = tracing::field::Empty,
     );
-    let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
-    let recorder = Recorder::new(client.clone(), reporter);
     let started = Instant::now();
     let result = async {
         let from = stored_versions(&crd);
         tracing::info!(crd = CRD_NAME, stored_versions = ?from, to = STORAGE_VERSION, "storage version migration started");
         let note = format!("re-encoding every Tenant at {STORAGE_VERSION} (storedVersions {from:?})");
-        publish(&recorder, &crd, EventType::Normal, "StorageMigrationStarted", note).await;
-        let result = migrate(client, &settings, &metrics, &crd).await;
-        finished(&recorder, &crd, &result).await;
+        publish(recorder, &crd, EventType::Normal, "StorageMigrationStarted", note).await;
+        let result = migrate(client, settings, metrics, &crd).await;
+        finished(recorder, &crd, &result).await;
         result
     }
     .instrument(span.clone())
@@ -526,12 +688,14 @@ async fn migrate(
         let remaining = page.metadata.remaining_item_count.unwrap_or(0).max(0);
         metrics.migration_remaining(if progress.listed { 0 } else { remaining });
         store.save(&progress).await?;
+        pause(settings, PausePoint::PageDone(page_number)).await;
     }
 
     let counts = progress.counts;
     let outcome = if counts.failed > 0 {
         Outcome::Incomplete(counts)
     } else {
+        pause(settings, PausePoint::BeforeTrim).await;
         match trim(client, generation).await? {
             Trim::Trimmed | Trim::AlreadyDone => Outcome::Migrated(counts),
             Trim::Refused(reason) => Outcome::Refused { reason, counts },
@@ -646,16 +810,22 @@ pub async fn trim(client: Client, pass_generation: Option<i64>) -> Result<Trim, 
     Err(MigrationError::TrimConflict)
 }
 
-/// First wait before a run that did not finish is tried again; doubled up to [`MAX_RETRY`].
+/// First wait before a run that did not finish is tried again (the default of
+/// [`MigrationSettings::first_retry`]); doubled up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const MAX_RETRY: Duration = Duration::from_secs(30 * 60);
 
 /// Runs [`run`] until the migration is done or refused, waiting longer after each run that failed
-/// or left Tenants behind. The leader spawns this and drops it when it stops leading.
+/// or left Tenants behind; a refusal to start is published once, however often it repeats. The
+/// leader spawns this and drops it when it stops leading.
 pub async fn run_until_done(client: Client, settings: MigrationSettings, metrics: Arc<Metrics>) {
-    let mut wait = FIRST_RETRY;
+    #[cfg(feature = "test-fixtures")]
+    let settings = held_by_environment(settings);
+    let recorder = recorder(&client, &settings);
+    let mut published = Published::default();
+    let mut wait = settings.first_retry;
     loop {
-        match run(client.clone(), settings.clone(), metrics.clone()).await {
+        match run_once(client.clone(), &settings, &metrics, &recorder, &mut published).await {
             Ok(Outcome::AlreadyMigrated | Outcome::Migrated(_) | Outcome::Refused { .. }) => return,
             Ok(Outcome::Incomplete(counts)) => {
                 tracing::warn!(failed = counts.failed, retry_in = ?wait, "storage version migration incomplete")

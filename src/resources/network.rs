@@ -214,6 +214,8 @@ mod tests {
     //! Who may reach whom, evaluated with the NetworkPolicy semantics a CNI applies (no CNI runs
     //! in the test clusters, so reachability is checked here against the generated policies).
 
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::api::v1::{self, NetworkPolicyRule};
     use crate::fixtures::TestTenant;
@@ -409,19 +411,58 @@ mod tests {
         assert!(names(&selected).iter().any(|n| n.starts_with("custom-ingress-") && n != "custom-ingress-453a33ad06"));
     }
 
+    /// The custom policies of `policies`, by name, each with the one label value its peers select
+    /// (`app` of the rule it was made from).
+    fn custom_by_name(policies: &[NetworkPolicy]) -> BTreeMap<String, (String, NetworkPolicy)> {
+        policies
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().is_some_and(|l| l[POLICY_LABEL] == "custom"))
+            .map(|p| {
+                let spec = p.spec.as_ref().unwrap();
+                let peers = spec.ingress.iter().flatten().flat_map(|rule| rule.from.iter().flatten());
+                let apps: Vec<String> = peers
+                    .filter_map(|peer| peer.pod_selector.as_ref()?.match_labels.as_ref()?.get("app").cloned())
+                    .collect();
+                assert_eq!(apps.len(), 1, "one peer per test rule: {p:?}");
+                (p.metadata.name.clone().unwrap(), (apps[0].clone(), p.clone()))
+            })
+            .collect()
+    }
+
     #[test]
     fn policies_are_named_by_content_not_position() {
         let a = rule(&[("app", "a")], &[], &[(v1::Protocol::Tcp, 1)]);
         let b = rule(&[("app", "b")], &[], &[(v1::Protocol::Udp, 2)]);
-        let one =
-            policies(v1::NetworkPolicySpec { ingress_rules: vec![a.clone(), b.clone()], ..Default::default() }, None);
-        let two =
-            policies(v1::NetworkPolicySpec { ingress_rules: vec![b.clone(), a.clone()], ..Default::default() }, None);
-        assert_eq!(names(&one), names(&two));
-        let only_b = policies(v1::NetworkPolicySpec { ingress_rules: vec![b], ..Default::default() }, None);
-        let removed: Vec<_> = names(&one).into_iter().filter(|n| !names(&only_b).contains(n)).collect();
-        assert_eq!(removed.len(), 1, "removing a rule removes exactly its policy: {removed:?}");
-        assert!(removed[0].starts_with("custom-ingress-"));
+        let c = rule(&[("app", "c")], &["web"], &[(v1::Protocol::Tcp, 3)]);
+        let ingress = |rules: &[&NetworkPolicyRule]| {
+            policies(
+                v1::NetworkPolicySpec {
+                    ingress_rules: rules.iter().map(|r| (*r).clone()).collect(),
+                    ..Default::default()
+                },
+                None,
+            )
+        };
+        let three = ingress(&[&a, &b, &c]);
+        assert_eq!(names(&three), names(&ingress(&[&c, &a, &b])), "reordering renames nothing");
+        let before = custom_by_name(&three);
+        let apps: BTreeSet<&str> = before.values().map(|(app, _)| app.as_str()).collect();
+        assert_eq!(apps, BTreeSet::from(["a", "b", "c"]), "one policy per rule: {before:?}");
+
+        // Rule 1 of 3 removed: exactly its policy goes; rules 0 and 2 keep their policies, by
+        // name and content.
+        let after = custom_by_name(&ingress(&[&a, &c]));
+        let removed: Vec<_> = before.iter().filter(|(name, _)| !after.contains_key(*name)).collect();
+        assert_eq!(removed.len(), 1, "removing a rule removes exactly one policy: {removed:?}");
+        assert_eq!(removed[0].1.0, "b", "the removed policy is the removed rule's: {}", removed[0].0);
+        assert_eq!(after.len(), 2);
+        for (name, (app, policy)) in &after {
+            let (app_before, policy_before) =
+                before.get(name).unwrap_or_else(|| panic!("{name} (rule {app}) is a new name: {before:?}"));
+            assert_eq!((app, policy), (app_before, policy_before), "{name} holds what it held");
+        }
+        // And in any order, as if rule 1 had never been.
+        assert_eq!(after, custom_by_name(&ingress(&[&c, &a])));
     }
 
     #[test]

@@ -348,6 +348,34 @@ async fn release_doomed(env: &Env, namespace: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// The value of tag `key` among Jaeger's `tags`.
+fn jaeger_tag<'a>(tags: &'a Value, key: &str) -> Option<&'a Value> {
+    tags.as_array()?.iter().find(|tag| tag["key"] == key).map(|tag| &tag["value"])
+}
+
+/// The tenants a reconcile of this checkout's operator (its `service.version`) finished without
+/// error for, from their traces in Jaeger: a reconcile's root span is exported once it ended.
+fn reconciled_by_this_version(traces: &[Value]) -> std::collections::BTreeSet<String> {
+    let mut tenants = std::collections::BTreeSet::new();
+    for trace in traces {
+        for span in trace["spans"].as_array().into_iter().flatten().filter(|s| s["operationName"] == "reconcile") {
+            let process = &trace["processes"][span["processID"].as_str().unwrap_or_default()];
+            if jaeger_tag(&process["tags"], "service.version").and_then(Value::as_str)
+                != Some(env!("CARGO_PKG_VERSION"))
+            {
+                continue;
+            }
+            let tags = &span["tags"];
+            let failed = jaeger_tag(tags, "otel.status_code").is_some_and(|code| code == "ERROR")
+                || jaeger_tag(tags, "error").is_some_and(|error| error == true);
+            if let Some(tenant) = jaeger_tag(tags, "tenant").and_then(Value::as_str).filter(|_| !failed) {
+                tenants.insert(tenant.to_owned());
+            }
+        }
+    }
+    tenants
+}
+
 /// After 0.2.0 took over: what the upgrade promises, checked against `before`.
 async fn assert_nothing_lost(
     env: &Env,
@@ -361,6 +389,17 @@ async fn assert_nothing_lost(
         Ok((crd.status.and_then(|s| s.stored_versions).unwrap_or_default() == ["v2"]).then_some(()))
     })
     .await?;
+
+    // The new operator's first reconcile of a tenant may change what 0.1.0 made (a pod template,
+    // say): compare only once it has reconciled every tenant, each at least once to the end
+    // without error, as its traces in Jaeger show.
+    let reconciled = env
+        .wait("the new operator to have reconciled every tenant", async || {
+            let traces = env.jaeger.traces("neurallog-tenant-operator").await?;
+            let reconciled = reconciled_by_this_version(&traces);
+            Ok(names.iter().all(|name| reconciled.contains(name)).then_some(reconciled.len()))
+        })
+        .await?;
 
     // A changed pod template shows as a new ReplicaSet or revision once the controllers have
     // seen the change.
@@ -425,7 +464,7 @@ async fn assert_nothing_lost(
         })
         .await?;
     Ok(format!(
-        "{} tenants and {} children unchanged, stored as v2; added by the new version: {added:?}; {converted} objects converted over {tunnels} connections; migration trace {}",
+        "{} tenants (reconciled by the new version: {reconciled}) and {} children unchanged, stored as v2; added by the new version: {added:?}; {converted} objects converted over {tunnels} connections; migration trace {}",
         before.tenants.len(),
         before.children.len(),
         text(&trace, "/traceID")

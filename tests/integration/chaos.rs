@@ -1,20 +1,26 @@
 //! Faults. The operator process is SIGKILLed at random points while a fleet converges and while
 //! part of it is deleted (both deletion policies), and restarted each time: afterwards nothing is
 //! lost, duplicated or left behind (`make test` runs a short version; `make chaos` the full one,
-//! `CHAOS_TENANTS`, `CHAOS_KILLS`, `CHAOS_DELETIONS`). kube-apiserver is restarted under the
-//! operator; a tenant holds absurd values.
+//! `CHAOS_TENANTS`, `CHAOS_KILLS`, `CHAOS_DELETIONS`; the kill points come from `CHAOS_SEED`, or a
+//! random seed the run prints). kube-apiserver is restarted under the operator; a tenant holds
+//! absurd values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use neurallog_tenant_operator::fixtures::TestTenant;
-use serde_json::json;
+use neurallog_tenant_operator::resources::{Platform, access, network, quota, redis, registry, server};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::{Value, json};
 use testenv::auth::AuthStandIn;
 
 use crate::support::{Controllers, Harness, OperatorProcess, condition, poll, wait_deleted};
@@ -23,10 +29,20 @@ fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The source of every random choice of a chaos run: seeded from `CHAOS_SEED`, or at random, and
+/// printed either way so that a failing run can be replayed.
+fn chaos_rng() -> StdRng {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .map(|seed| seed.parse::<u64>().expect("CHAOS_SEED is a number"))
+        .unwrap_or_else(rand::random);
+    println!("chaos seed: {seed}, replay with CHAOS_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
 /// A random pause before the next kill, so kills land anywhere in a reconcile.
-fn random_pause() -> Duration {
-    use rand::Rng as _;
-    Duration::from_millis(rand::rng().random_range(50..1500))
+fn random_pause(rng: &mut StdRng) -> Duration {
+    Duration::from_millis(rng.random_range(50..1500))
 }
 
 /// The operator binary as a process, registering with `auth`.
@@ -44,32 +60,99 @@ async fn kill_repeatedly(
     mut operator: OperatorProcess,
     kills: usize,
     round: &str,
+    rng: &mut StdRng,
 ) -> OperatorProcess {
     for kill in 0..kills {
-        tokio::time::sleep(random_pause()).await;
+        tokio::time::sleep(random_pause(rng)).await;
         operator.kill().await;
         operator = start(h, auth, &format!("operator-{round}-{kill}"));
     }
     operator
 }
 
-/// The names of the managed objects of kind `K` in a namespace.
-async fn managed<K>(h: &Harness, namespace: &str) -> BTreeSet<String>
+/// `Kind name` → UID of every object of the kinds the operator makes in a tenant namespace (those
+/// with its managed-by label, and every Secret), and of the PersistentVolumeClaims there.
+type Objects = BTreeMap<String, String>;
+
+async fn list_into<K>(h: &Harness, namespace: &str, params: &ListParams, out: &mut Objects)
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let selected = ListParams::default().labels("neurallog.io/managed-by=tenant-operator");
-    h.namespaced::<K>(namespace).list(&selected).await.unwrap().items.iter().map(ResourceExt::name_any).collect()
+    for object in h.namespaced::<K>(namespace).list(params).await.unwrap().items {
+        out.insert(format!("{} {}", K::kind(&()), object.name_any()), object.uid().unwrap_or_default());
+    }
+}
+
+/// What the operator made in `namespace` (every kind it makes, selected by its label; every
+/// Secret, since the operator makes the only one), and the claims, which it must never delete.
+async fn operator_objects(h: &Harness, namespace: &str) -> (Objects, Objects) {
+    let managed = ListParams::default().labels("neurallog.io/managed-by=tenant-operator");
+    let mut made = Objects::new();
+    list_into::<Deployment>(h, namespace, &managed, &mut made).await;
+    list_into::<StatefulSet>(h, namespace, &managed, &mut made).await;
+    list_into::<Service>(h, namespace, &managed, &mut made).await;
+    list_into::<ConfigMap>(h, namespace, &managed, &mut made).await;
+    list_into::<NetworkPolicy>(h, namespace, &managed, &mut made).await;
+    list_into::<RoleBinding>(h, namespace, &managed, &mut made).await;
+    list_into::<Ingress>(h, namespace, &managed, &mut made).await;
+    list_into::<ResourceQuota>(h, namespace, &managed, &mut made).await;
+    list_into::<LimitRange>(h, namespace, &managed, &mut made).await;
+    list_into::<Secret>(h, namespace, &ListParams::default(), &mut made).await;
+    let mut claims = Objects::new();
+    list_into::<PersistentVolumeClaim>(h, namespace, &ListParams::default(), &mut claims).await;
+    (made, claims)
+}
+
+/// The chaos tenants' spec: every kind of child (registry Ingress, quota and limit range, custom
+/// ingress and egress policies).
+fn spec(policy: &str) -> Value {
+    json!({
+        "deletionPolicy": policy,
+        "registry": {"baseDomain": "chaos.example"},
+        "resources": {"cpu": {"request": "2", "limit": "4"}, "memory": {"request": "2Gi", "limit": "4Gi"}},
+        "networkPolicy": {
+            "ingressRules": [{"from": {"app": "prometheus"}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]}],
+            "egressRules": [{"to": {"app": "api"}, "namespaces": ["payments"], "ports": [{"port": 443}]}],
+        },
+    })
+}
+
+/// `Kind name` of every object the operator makes for tenant `name` with `spec`, from the
+/// product's own builders.
+fn expected_objects(name: &str, spec: Value) -> BTreeSet<String> {
+    let model = TestTenant::new(name).spec(spec).valid_model();
+    let platform = Platform::default();
+    let operator = access::subject(testenv::OPERATOR_USER);
+    let key = |kind: &str, meta: &kube::api::ObjectMeta| format!("{kind} {}", meta.name.clone().unwrap_or_default());
+    let mut expected = BTreeSet::from([
+        key("Deployment", &server::deployment(&model, &platform).metadata),
+        key("Deployment", &registry::deployment(&model, &platform).metadata),
+        key("StatefulSet", &redis::stateful_set(&model).metadata),
+        key("Service", &redis::service(&model).metadata),
+        key("Service", &server::service(&model).metadata),
+        key("Service", &registry::service(&model).metadata),
+        key("ConfigMap", &redis::config_map(&model).metadata),
+        key("RoleBinding", &access::role_binding(&model, &operator).metadata),
+        format!("Secret {}", redis::secret_name(name)),
+    ]);
+    expected.extend(network::network_policies(&model, &platform).iter().map(|p| key("NetworkPolicy", &p.metadata)));
+    expected.extend(registry::ingress(&model, &platform).iter().map(|i| key("Ingress", &i.metadata)));
+    expected.extend(quota::resource_quota(&model).iter().map(|q| key("ResourceQuota", &q.metadata)));
+    expected.extend(quota::limit_range(&model).iter().map(|l| key("LimitRange", &l.metadata)));
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing() {
     let (tenants, kills, deletions) =
         (setting("CHAOS_TENANTS", 16), setting("CHAOS_KILLS", 4), setting("CHAOS_DELETIONS", 6));
-    let h = Harness::start(Controllers::Deletion).await;
+    let mut rng = chaos_rng();
+    // The StatefulSet controller makes Redis' claims, which Retain must keep; the protection
+    // controller lets a deleted namespace's claims go.
+    let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset", "pvc-protection"]).await;
     let auth = AuthStandIn::start().await.unwrap();
     let operator = start(&h, &auth, "operator-first");
 
@@ -77,9 +160,9 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
     let names: Vec<String> = (0..tenants).map(|i| format!("chaos-{i}")).collect();
     let policy = |i: usize| if i.is_multiple_of(2) { "Delete" } else { "Retain" };
     for (i, name) in names.iter().enumerate() {
-        h.create_tenant(TestTenant::new(name).spec(json!({"deletionPolicy": policy(i)})).manifest()).await.unwrap();
+        h.create_tenant(TestTenant::new(name).spec(spec(policy(i))).manifest()).await.unwrap();
     }
-    let operator = kill_repeatedly(&h, &auth, operator, kills, "converging").await;
+    let operator = kill_repeatedly(&h, &auth, operator, kills, "converging", &mut rng).await;
     poll("every tenant converges and is registered", async || {
         let all = h.tenants().list(&ListParams::default()).await.unwrap().items;
         let done = all.iter().filter(|t| {
@@ -90,26 +173,32 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
     })
     .await;
 
-    // Every tenant has exactly its children, one held password Secret, one registration.
-    let mut passwords = BTreeMap::new();
-    for name in &names {
+    // Every tenant has exactly its children, of every kind, once; one held password Secret; its
+    // Redis claim (made by the StatefulSet controller).
+    let mut recorded = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
         let ns = format!("tenant-{name}");
-        assert_eq!(managed::<Deployment>(&h, &ns).await, [format!("{name}-registry"), format!("{name}-server")].into());
-        assert_eq!(managed::<StatefulSet>(&h, &ns).await, [format!("{name}-redis")].into());
-        assert_eq!(managed::<Service>(&h, &ns).await.len(), 3, "{name}: services");
-        assert_eq!(managed::<ConfigMap>(&h, &ns).await, [format!("{name}-redis-config")].into());
-        assert_eq!(managed::<NetworkPolicy>(&h, &ns).await.len(), 4, "{name}: network policies");
-        assert_eq!(managed::<RoleBinding>(&h, &ns).await.len(), 1, "{name}: role bindings");
+        let claim = format!("PersistentVolumeClaim redis-data-{name}-redis-0");
+        let (made, claims) = poll(&format!("{name}: its Redis claim"), async || {
+            let (made, claims) = operator_objects(&h, &ns).await;
+            claims.contains_key(&claim).then_some((made, claims))
+        })
+        .await;
+        let kinds: BTreeSet<String> = made.keys().cloned().collect();
+        assert_eq!(kinds, expected_objects(name, spec(policy(i))), "{name}: exactly its children");
+        assert_eq!(claims.keys().collect::<Vec<_>>(), [&claim], "{name}: one claim");
         let secrets = h.namespaced::<Secret>(&ns).list(&ListParams::default()).await.unwrap().items;
-        assert_eq!(secrets.len(), 1, "{name}: exactly one Secret");
         let secret = &secrets[0];
         assert!(
             secret.immutable == Some(true) && secret.finalizers().iter().any(|f| f == "neurallog.io/redis-password")
         );
-        passwords.insert(name.clone(), (secret.uid(), secret.data.clone()));
+        let namespace = Api::<Namespace>::all(h.admin.clone()).get(&ns).await.unwrap();
+        recorded.insert(name.clone(), (namespace.uid(), made, claims, secret.data.clone()));
     }
-    let registered = || auth.registered().into_iter().collect::<BTreeSet<_>>();
-    assert_eq!(registered(), names.iter().cloned().collect(), "every tenant registered");
+    // A multiset: a tenant registered twice (Auth answers the repeat with 409) counts twice.
+    let once: BTreeMap<String, usize> = names.iter().map(|name| (name.clone(), 1)).collect();
+    assert_eq!(auth.calls_per_tenant("POST"), once, "every tenant registered exactly once");
+    assert_eq!(auth.registered(), names.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>());
 
     // Delete some (both policies) while killing again.
     let mut doomed = Vec::new();
@@ -118,7 +207,7 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
         doomed.push((name.clone(), tenant.uid().unwrap(), tenant.spec.deletion_policy));
         h.tenants().delete(name, &DeleteParams::default()).await.unwrap();
     }
-    let operator = kill_repeatedly(&h, &auth, operator, kills, "deleting").await;
+    let operator = kill_repeatedly(&h, &auth, operator, kills, "deleting", &mut rng).await;
     let namespaces = Api::<Namespace>::all(h.admin.clone());
     for (name, uid, _) in &doomed {
         wait_deleted(&h.tenants(), name, uid).await;
@@ -130,27 +219,35 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
             // The finalizer is released only once the namespace is gone.
             Some("Delete") => assert!(found.is_none(), "{name}: namespace {ns} outlived its tenant"),
             _ => {
+                // Kept: the namespace itself and Redis' claims, the very same; nothing else the
+                // operator made, of any kind.
                 let kept = found.expect("a retained namespace");
                 assert!(kept.metadata.deletion_timestamp.is_none());
                 assert_eq!(kept.labels().get("neurallog.io/retained").map(String::as_str), Some("true"));
-                assert!(managed::<Deployment>(&h, &ns).await.is_empty(), "{name}: workloads left");
-                assert!(h.namespaced::<Secret>(&ns).list(&ListParams::default()).await.unwrap().items.is_empty());
+                let (uid, _, claims_before, _) = &recorded[name.as_str()];
+                assert_eq!(&kept.uid(), uid, "{name}: the namespace is the one the tenant had");
+                let (made, claims) = operator_objects(&h, &ns).await;
+                assert_eq!(made, Objects::new(), "{name}: the operator's objects left in the retained namespace");
+                assert_eq!(&claims, claims_before, "{name}: the claims are kept, the very same");
             }
         }
     }
 
-    // The survivors: registered, their password Secrets the very same.
+    // The survivors: registered, every child and claim the very same, the password unchanged.
     let survivors: BTreeSet<String> = names.iter().skip(deletions).cloned().collect();
-    assert_eq!(registered(), survivors, "the deleted ones deregistered, the others not");
+    assert_eq!(auth.registered(), survivors.iter().cloned().collect::<Vec<_>>(), "the deleted ones deregistered");
+    assert_eq!(auth.calls_per_tenant("POST"), once, "nobody registered again, before or after a deletion");
+    let deregistered: BTreeSet<String> = auth.calls_per_tenant("DELETE").into_keys().collect();
+    let doomed_names: BTreeSet<String> = doomed.iter().map(|(name, _, _)| name.clone()).collect();
+    assert_eq!(deregistered, doomed_names, "only the deleted ones deregistered: {:?}", auth.tenant_calls());
     for name in &survivors {
-        let secrets = h.namespaced::<Secret>(&format!("tenant-{name}")).list(&ListParams::default()).await.unwrap();
-        let secret = &secrets.items[0];
-        assert_eq!(secrets.items.len(), 1);
-        assert_eq!(
-            &(secret.uid(), secret.data.clone()),
-            &passwords[name.as_str()],
-            "{name}: the password never changed"
-        );
+        let ns = format!("tenant-{name}");
+        let (_, made_before, claims_before, password) = &recorded[name.as_str()];
+        let (made, claims) = operator_objects(&h, &ns).await;
+        assert_eq!(&made, made_before, "{name}: every child the very same, none added");
+        assert_eq!(&claims, claims_before, "{name}: the claims the very same");
+        let secret = h.namespaced::<Secret>(&ns).get(&redis::secret_name(name)).await.unwrap();
+        assert_eq!(&secret.data, password, "{name}: the password never changed");
     }
     operator.terminate().await;
     println!(

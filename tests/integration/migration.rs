@@ -15,11 +15,14 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use neurallog_tenant_operator::metrics::Metrics;
-use neurallog_tenant_operator::migration::{self, CRD_NAME, MigrationSettings, Outcome, PROGRESS_LEASE, Trim};
+use neurallog_tenant_operator::migration::{
+    self, CRD_NAME, MigrationSettings, Outcome, PROGRESS_LEASE, Pause, PausePoint, Trim,
+};
 use serde_json::json;
 use testenv::repo_root;
+use tokio::sync::oneshot;
 
-use crate::support::{ConversionWebhook, Harness, OperatorProcess, poll, writes_of};
+use crate::support::{ConversionWebhook, DEADLINE, Harness, OperatorProcess, poll, writes_of};
 
 /// The operator's namespace, where its Leases live.
 const NAMESPACE: &str = "neurallog-system";
@@ -192,37 +195,56 @@ async fn migration_rewrites_every_v1_tenant_at_v2_trims_stored_versions_and_then
     }
 }
 
+/// Settings whose pass holds for ever at `point`, and what tells the test it got there.
+fn held_at(page: u32, point: PausePoint) -> (MigrationSettings, oneshot::Receiver<()>) {
+    let (reached, reached_rx) = oneshot::channel();
+    let reached = std::sync::Mutex::new(Some(reached));
+    let pause = Pause::new(move |at| {
+        let reached = (at == point).then(|| reached.lock().unwrap().take()).flatten();
+        async move {
+            if let Some(reached) = reached {
+                let _ = reached.send(());
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    (MigrationSettings { pause: Some(pause), ..settings(page) }, reached_rx)
+}
+
+/// Waits until a held pass has reached its pause point.
+async fn reached(point: oneshot::Receiver<()>) {
+    tokio::time::timeout(DEADLINE, point).await.expect("the pass reaches its pause point").expect("pass alive");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_migration_resumes_after_its_last_page() {
     let (count, page) = (40, 5);
     let h = upgraded(count).await;
     let mut sent = 0.0;
-    // Stopped twice mid-run: after page 1, then after page 4.
-    for stop_after in ["1", "4"] {
+    // Stopped twice mid-run, each time held right after a page's progress was saved: after page 1,
+    // then (resuming) after page 4.
+    for stop_after in [1, 4] {
         let (client, metrics) = operator(&h).await;
-        let task = tokio::spawn(migration::run(client, settings(page), metrics.clone()));
-        poll("a page persisted", async || {
-            let pages = progress(&h).await.get("migration.neurallog.io/pages").cloned()?;
-            (pages.parse::<u32>().ok()? >= stop_after.parse().unwrap()).then_some(())
-        })
-        .await;
-        assert!(!task.is_finished(), "stopped mid-run");
+        let (settings, at) = held_at(page, PausePoint::PageDone(stop_after));
+        let task = tokio::spawn(migration::run(client, settings, metrics.clone()));
+        reached(at).await;
+        assert!(!task.is_finished(), "held mid-run");
+        assert_eq!(progress(&h).await.get("migration.neurallog.io/pages"), Some(&stop_after.to_string()));
         task.abort();
         let _ = task.await;
         sent += patches(&metrics);
     }
     let persisted = progress(&h).await;
     assert!(persisted.contains_key("migration.neurallog.io/continue"), "{persisted:?}");
+    assert_eq!(sent, (4 * page) as f64, "pages 1 to 4 patched once each");
 
     let (client, metrics) = operator(&h).await;
     let outcome = migration::run(client, settings(page), metrics.clone()).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
     sent += patches(&metrics);
     assert_migrated(&h, count).await;
-    // Each stop costs at most the page in flight again; finished pages are never re-patched.
-    let bound = (count + 2 * page as usize) as f64;
-    assert!(sent <= bound, "{sent} patches for {count} tenants, bound {bound}");
-    eprintln!("interrupted twice: {sent} patches for {count} tenants (page {page})");
+    // Stopped after a saved page, a run costs nothing again: finished pages are never re-patched.
+    assert_eq!(sent, count as f64, "{sent} patches for {count} tenants");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,8 +252,9 @@ async fn a_migration_resumed_after_its_continue_token_expired_still_visits_every
     let (count, page) = (30, 5);
     let h = upgraded(count).await;
     let (client, metrics) = operator(&h).await;
-    let task = tokio::spawn(migration::run(client, settings(page), metrics.clone()));
-    poll("a page persisted", async || progress(&h).await.get("migration.neurallog.io/pages").cloned()).await;
+    let (settings_held, at) = held_at(page, PausePoint::PageDone(1));
+    let task = tokio::spawn(migration::run(client, settings_held, metrics.clone()));
+    reached(at).await;
     task.abort();
     let _ = task.await;
     let mut sent = patches(&metrics);
@@ -256,40 +279,92 @@ async fn a_migration_resumed_after_its_continue_token_expired_still_visits_every
     assert!(sent <= bound, "{sent} patches for {count} tenants, bound {bound}");
 }
 
+/// What users do to tenant `i` during the migration: every fifth deleted, every third (of the
+/// others) relabelled and edited through v1; the rest are left alone.
+fn touched(i: usize) -> bool {
+    i.is_multiple_of(5) || i.is_multiple_of(3)
+}
+
+/// A tenant's spec through v1 and v2, its labels and annotations: what a migration must not
+/// change.
+async fn contents(h: &Harness, name: &str) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let v1 = version(h, "v1").get(name).await.unwrap();
+    let v2 = version(h, "v2").get(name).await.unwrap();
+    let meta = json!({"labels": v2.metadata.labels, "annotations": v2.metadata.annotations});
+    (v1.data["spec"].clone(), v2.data["spec"].clone(), meta)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_writes_during_the_migration_are_neither_lost_nor_undone() {
-    let count = 60;
+    let (count, page) = (60, 4);
+    let pages = count / page;
     let h = upgraded(count).await;
+    let mut untouched_before = BTreeMap::new();
+    for i in (0..count).filter(|i| !touched(*i)) {
+        untouched_before.insert(name(i), contents(&h, &name(i)).await);
+    }
+
+    // The pass stops after each page until the test lets it go on; users write meanwhile.
+    let (paused, mut pauses) = tokio::sync::mpsc::unbounded_channel::<(PausePoint, oneshot::Sender<()>)>();
+    let pause = Pause::new(move |point| {
+        let (resume, resumed) = oneshot::channel();
+        let paused = paused.send((point, resume)).is_ok();
+        async move {
+            if paused {
+                let _ = resumed.await;
+            }
+        }
+    });
     let (client, metrics) = operator(&h).await;
-    let migration = tokio::spawn(migration::run(client, MigrationSettings { concurrency: 4, ..settings(4) }, metrics));
+    let settings = MigrationSettings { concurrency: 4, pause: Some(pause), ..settings(page as u32) };
+    let migration = tokio::spawn(migration::run(client, settings, metrics));
     let v1s = version(&h, "v1");
     let v2s = version(&h, "v2");
-    // Every third tenant relabelled through v1, every fifth deleted, ten new ones (half per version).
-    let users = async {
-        for i in 0..count {
-            if i % 5 == 0 {
-                v1s.delete(&name(i), &DeleteParams::default()).await.expect("delete");
-            } else if i % 3 == 0 {
-                let patch =
-                    json!({"metadata": {"labels": {"edited": "yes"}}, "spec": {"displayName": format!("edited {i}")}});
-                v1s.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("update");
-            }
-            if i % 6 == 0 {
-                let new = format!("new-{i:03}");
-                if i % 12 == 0 {
-                    create_v1(&h, &new).await;
-                } else {
-                    let manifest = json!({"apiVersion": "neurallog.io/v2", "kind": "Tenant", "metadata": {"name": new}, "spec": {}});
-                    v2s.create(&PostParams::default(), &serde_json::from_value(manifest).unwrap())
-                        .await
-                        .expect("v2 create");
+    // Tenant i is written while the pass stands after page 1 + i % 14 (of 15): some on pages the
+    // pass has visited, some on pages still to come. Ten new tenants too, half per version.
+    let mut written_ahead = 0;
+    let mut points = Vec::new();
+    while let Some((point, resume)) = tokio::time::timeout(DEADLINE, pauses.recv()).await.expect("the pass goes on") {
+        points.push(point);
+        if let PausePoint::PageDone(done) = point {
+            for i in (0..count).filter(|i| (1 + i % 14) as u64 == done) {
+                // The list pages go by name, `page` at a time: tenant i is on page i / page + 1.
+                let ahead = (i / page + 1) as u64 > done;
+                if i % 5 == 0 {
+                    v1s.delete(&name(i), &DeleteParams::default()).await.expect("delete");
+                    written_ahead += usize::from(ahead);
+                } else if i % 3 == 0 {
+                    let patch = json!({"metadata": {"labels": {"edited": "yes"}}, "spec": {"displayName": format!("edited {i}")}});
+                    v1s.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("update");
+                    written_ahead += usize::from(ahead);
+                }
+                if i % 6 == 0 {
+                    let new = format!("new-{i:03}");
+                    if i % 12 == 0 {
+                        create_v1(&h, &new).await;
+                    } else {
+                        let manifest = json!({"apiVersion": "neurallog.io/v2", "kind": "Tenant", "metadata": {"name": new}, "spec": {}});
+                        v2s.create(&PostParams::default(), &serde_json::from_value(manifest).unwrap())
+                            .await
+                            .expect("v2 create");
+                    }
                 }
             }
         }
-    };
-    let (outcome, ()) = tokio::join!(migration, users);
-    let outcome = outcome.unwrap().expect("migration runs");
-    assert!(matches!(outcome, Outcome::Migrated(c) if c.failed == 0), "{outcome:?}");
+        let _ = resume.send(());
+    }
+    let outcome = migration.await.unwrap().expect("migration runs");
+    let expected_points: Vec<PausePoint> =
+        (1..=pages as u64).map(PausePoint::PageDone).chain([PausePoint::BeforeTrim]).collect();
+    assert_eq!(points, expected_points, "the pass stood after every page, then before the trim");
+    assert!(written_ahead > 0, "some writes landed on pages the pass had yet to visit");
+    // The pass lists one snapshot: a tenant written (or deleted) before its page came is found
+    // changed (409) or gone (404), and skipped; every other tenant is rewritten.
+    let Outcome::Migrated(counts) = outcome else { panic!("not migrated: {outcome:?}") };
+    assert_eq!(
+        (counts.migrated, counts.skipped, counts.failed),
+        ((count - written_ahead) as u64, written_ahead as u64, 0)
+    );
 
     for i in 0..count {
         let found = v1s.get_opt(&name(i)).await.unwrap();
@@ -304,6 +379,9 @@ async fn users_writes_during_the_migration_are_neither_lost_nor_undone() {
             assert_eq!(found.metadata.labels.as_ref().and_then(|l| l.get("edited")).map(String::as_str), Some("yes"));
         }
         assert_eq!(stored_version(&h, &name(i)).await.as_deref(), Some("neurallog.io/v2"), "{}", name(i));
+    }
+    for (name, before) in &untouched_before {
+        assert_eq!(&contents(&h, name).await, before, "{name}, which nobody wrote, is as it was");
     }
     for i in (0..count).filter(|i| i % 6 == 0) {
         assert_eq!(stored_version(&h, &format!("new-{i:03}")).await.as_deref(), Some("neurallog.io/v2"));
@@ -328,7 +406,9 @@ async fn the_trim_is_refused_when_the_crd_stores_another_version() {
     let outcome = migration::run(client, settings(5), metrics.clone()).await.expect("migration runs");
     assert!(matches!(outcome, Outcome::Refused { .. }), "{outcome:?}");
     assert_eq!(stored_versions(&crd(&h).await), ["v1", "v2"], "nothing trimmed");
-    assert!(writes_of(&metrics).is_empty(), "no write: {:?}", writes_of(&metrics));
+    // Nothing written but the Warning that says why.
+    assert_eq!(writes_of(&metrics).keys().collect::<Vec<_>>(), ["POST events"], "{:?}", writes_of(&metrics));
+    assert_eq!(crd_events(&h, "StorageMigrationRefused").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -437,9 +517,13 @@ async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_resumes_after_th
             .map(|(_, v)| v)
             .sum()
     };
-    // Killed (SIGKILL, no cleanup) at several points of the pass.
+    // Killed (SIGKILL, no cleanup) at several points of the pass: each leader holds its pass
+    // right after saving the page the test kills it at (a test-only hold of the test build).
     let mut persisted_pages = 0;
     for (round, kill_at) in [2u64, 6].into_iter().enumerate() {
+        let held = kill_at.to_string();
+        let env: Vec<(&str, &str)> =
+            env.iter().copied().chain([(migration::HOLD_AFTER_PAGE_VARIABLE, held.as_str())]).collect();
         let first =
             OperatorProcess::start(&h, &format!("operator-{round}"), h.plane.operator_kubeconfig(), &args, &env);
         poll("pages persisted", async || {
@@ -449,16 +533,68 @@ async fn a_leader_killed_mid_migration_is_succeeded_by_one_that_resumes_after_th
         .await;
         first.kill().await;
         persisted_pages = progress(&h).await["migration.neurallog.io/pages"].parse::<u64>().unwrap();
+        assert_eq!(persisted_pages, kill_at, "the leader held its pass after page {kill_at}");
         assert!(stored_versions(&crd(&h).await).contains(&"v1".to_owned()), "killed before the trim");
     }
     let successor = OperatorProcess::start(&h, "operator-last", h.plane.operator_kubeconfig(), &args, &env);
     poll("storedVersions trimmed by the successor", async || (stored_versions(&crd(&h).await) == ["v2"]).then_some(()))
         .await;
     assert_migrated(&h, count).await;
-    // The successor patched only what the last kill left: the pages not yet persisted.
+    // The successor visited exactly what the last kill left: the pages not yet persisted.
     let visited = visits(&poll("the successor's metrics", async || successor.metrics().await).await);
     let left = (count as u64 - persisted_pages * page) as f64;
-    assert!(visited <= left, "the successor patched {visited} tenants; {left} were left after page {persisted_pages}");
-    assert!(visited > 0.0, "the successor resumed the pass");
-    eprintln!("killed at pages 2 and 6 (persisted {persisted_pages}); the successor patched {visited} of {count}");
+    assert_eq!(visited, left, "the successor visited {visited} tenants; {left} were left after page {persisted_pages}");
+    eprintln!("killed at pages 2 and 6; the successor visited {visited} of {count}");
+}
+
+/// How many times the client behind `metrics` read CustomResourceDefinitions.
+fn crd_reads(metrics: &Metrics) -> f64 {
+    let text = metrics.encode().unwrap();
+    let key = "neurallog_tenant_operator_api_requests_total{method=\"GET\",resource=\"customresourcedefinitions\"} ";
+    text.lines().find_map(|line| line.strip_prefix(key)).map_or(0.0, |count| count.parse().unwrap())
+}
+
+/// The operator's Events about the CRD with `reason`.
+async fn crd_events(h: &Harness, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.admin.clone(), "default");
+    let all = events.list(&ListParams::default()).await.unwrap().items;
+    all.into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(CRD_NAME))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("CustomResourceDefinition"))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_that_cannot_start_says_why_in_one_warning_event_on_the_crd_per_cause() {
+    // No CRD yet: every run fails at its start, and is tried again.
+    let h = Harness::bare(&[]).await;
+    h.plane.grant_operator(&repo_root().join("config/rbac")).await.expect("role installs");
+    let (client, metrics) = operator(&h).await;
+    let settings = MigrationSettings { first_retry: std::time::Duration::from_millis(100), ..settings(5) };
+    let task = tokio::spawn(migration::run_until_done(client, settings, metrics.clone()));
+    poll("three runs that could not read the CRD", async || (crd_reads(&metrics) >= 3.0).then_some(())).await;
+    let failed = crd_events(&h, "StorageMigrationFailed").await;
+    assert_eq!(failed.len(), 1, "one Event: {failed:?}");
+    let event = &failed[0];
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let note = event.note.clone().unwrap_or_default();
+    assert!(note.contains(&format!("CustomResourceDefinition {CRD_NAME}")) && note.contains("not found"), "{note}");
+    assert!(event.series.is_none(), "published once, not once per retry: {event:?}");
+
+    // Then a CRD that stores v1 only (0.1.0's): the migration is refused, which says why.
+    h.plane.install_crd(&repo_root().join("tests/fixtures/crd-0.1.0.yaml")).await.expect("0.1.0's CRD installs");
+    tokio::time::timeout(DEADLINE, task).await.expect("a refused migration stops").expect("no panic");
+    let refused = crd_events(&h, "StorageMigrationRefused").await;
+    assert_eq!(refused.len(), 1, "one Event: {refused:?}");
+    let event = &refused[0];
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let note = event.note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&format!("CustomResourceDefinition {CRD_NAME}")) && note.contains("stores [\"v1\"]"),
+        "{note}"
+    );
+    assert_eq!(event.regarding.as_ref().and_then(|r| r.uid.clone()), crd(&h).await.metadata.uid);
+    assert!(writes_of(&metrics).keys().all(|write| write.ends_with(" events")), "{:?}", writes_of(&metrics));
+    assert_eq!(crd_events(&h, "StorageMigrationFailed").await.len(), 1, "the first cause, still once");
 }

@@ -29,7 +29,8 @@ use serde_json::json;
 use testenv::{ControlPlane, Options, Pki, repo_root};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::instrument::WithSubscriber as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Numbers the operator instances of a test process, for their log file names.
 static OPERATORS: AtomicUsize = AtomicUsize::new(0);
@@ -66,11 +67,83 @@ pub fn writes_of(metrics: &Metrics) -> BTreeMap<String, f64> {
     writes_in(&metrics.encode().expect("metrics encode"))
 }
 
+/// A reconcile the operator finished, as its root span (`reconcile`) recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub tenant: String,
+    /// The tenant's resourceVersion the reconcile worked from.
+    pub resource_version: String,
+    /// Why it ran: the first watch event since the previous reconcile, or what scheduled it.
+    pub trigger: String,
+}
+
+impl Reconciled {
+    /// Whether it worked from the tenant at `resource_version` or later (etcd's resourceVersions
+    /// are increasing numbers, which the test API server's are).
+    pub fn saw_version(&self, resource_version: &str) -> bool {
+        let number = |v: &str| v.parse::<u64>().expect("a numeric resourceVersion");
+        number(&self.resource_version) >= number(resource_version)
+    }
+}
+
+impl tracing::field::Visit for Reconciled {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn Debug) {
+        let slot = match field.name() {
+            "tenant" => &mut self.tenant,
+            "resource_version" => &mut self.resource_version,
+            "trigger" => &mut self.trigger,
+            _ => return,
+        };
+        *slot = format!("{value:?}");
+    }
+}
+
+/// Collects the reconciles an in-process operator finished: a reconcile's root span closes once
+/// everything it sent (writes, Auth calls, Events) has been answered.
+struct ReconcileLayer(tokio::sync::watch::Sender<Vec<Reconciled>>);
+
+impl<S> tracing_subscriber::Layer<S> for ReconcileLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attributes: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Reconciled::default();
+        attributes.record(&mut fields);
+        if let Some(span) = context.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, context: tracing_subscriber::layer::Context<'_, S>) {
+        let finished = context.span(&id).and_then(|span| span.extensions_mut().remove::<Reconciled>());
+        if let Some(finished) = finished {
+            self.0.send_modify(|all| all.push(finished));
+        }
+    }
+}
+
+/// The root span of every reconcile, and nothing else.
+fn is_reconcile(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.name() == "reconcile" && metadata.target().starts_with("neurallog_tenant_operator")
+}
+
 /// An operator instance running in-process.
 pub struct Operator {
     pub metrics: Arc<Metrics>,
+    /// Every reconcile it finished, in the order they finished.
+    pub reconciles: tokio::sync::watch::Receiver<Vec<Reconciled>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Operator {
@@ -86,6 +159,9 @@ impl Operator {
                 .expect("operator task")
                 .expect("operator run");
         }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 
     /// The writes it sent so far, by "METHOD resource".
@@ -93,13 +169,36 @@ impl Operator {
         writes_in(&self.metrics.encode().expect("metrics encode"))
     }
 
-    /// Waits until the operator has finished more than `count` reconciles.
-    pub async fn wait_reconciles_beyond(&self, count: u64) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.metrics.reconcile_count() <= count {
-            assert!(tokio::time::Instant::now() < deadline, "no reconcile after #{count} within {DEADLINE:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// How many reconciles it has finished so far.
+    pub fn reconciled_so_far(&self) -> usize {
+        self.reconciles.borrow().len()
+    }
+
+    /// Waits (without polling) until the operator has finished a reconcile of `tenant` that
+    /// satisfies `check`, and returns it. Proof that what a change caused is done: a reconcile
+    /// that worked from the changed tenant, or that a child's change triggered, started after
+    /// the operator saw the change.
+    pub async fn wait_reconciled(&self, tenant: &str, what: &str, check: impl Fn(&Reconciled) -> bool) -> Reconciled {
+        self.wait_reconciled_since(0, tenant, what, check).await
+    }
+
+    /// As [`Self::wait_reconciled`], among the reconciles finished after the first `since`.
+    pub async fn wait_reconciled_since(
+        &self,
+        since: usize,
+        tenant: &str,
+        what: &str,
+        check: impl Fn(&Reconciled) -> bool,
+    ) -> Reconciled {
+        let matches = |r: &Reconciled| r.tenant == tenant && check(r);
+        let mut reconciles = self.reconciles.clone();
+        let found = tokio::time::timeout(DEADLINE, reconciles.wait_for(|all| all.iter().skip(since).any(matches)))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{tenant}: no reconcile {what} within {DEADLINE:?}: {:?}", self.reconciles.borrow())
+            })
+            .expect("the operator's reconcile log");
+        found.iter().skip(since).find(|r| matches(r)).cloned().expect("found above")
     }
 }
 
@@ -107,6 +206,10 @@ impl Drop for Operator {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        // Dropping a runtime may block, which an async test must not.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -228,20 +331,34 @@ impl Harness {
     /// Starts the controller with `settings` and the identity of `config`, recording its writes.
     pub async fn start_operator_as(&self, config: kube::Config, settings: Settings) -> Operator {
         let metrics = Arc::new(Metrics::default());
-        let client = neurallog_tenant_operator::runtime::client::counted(config, metrics.clone()).expect("client");
         let (stop, stopped) = oneshot::channel::<()>();
         // The operator logs into the control plane's directory, which a failing test keeps.
         let log = std::fs::File::create(
             self.plane.dir().join(format!("operator-{}.log", OPERATORS.fetch_add(1, Ordering::Relaxed))),
         )
         .expect("operator log file");
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
-            .with_ansi(false)
-            .with_writer(Mutex::new(log))
-            .finish();
+        let (reconciled, reconciles) = tokio::sync::watch::channel(Vec::new());
+        // The log's filter is the log's alone: the reconcile log sees every reconcile whatever
+        // RUST_LOG says.
+        let filter =
+            tracing_subscriber::EnvFilter::new(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(log)).with_filter(filter))
+            .with(ReconcileLayer(reconciled).with_filter(tracing_subscriber::filter::filter_fn(is_reconcile)));
+        // A runtime of its own, every thread of which reports to this operator's subscriber: the
+        // controller spawns each reconcile as a task of its own, which a subscriber attached to
+        // the operator's future would not see.
+        let dispatch = tracing::Dispatch::new(subscriber);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("operator")
+            .enable_all()
+            .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
+            .build()
+            .expect("the operator's runtime");
         let metrics_for_run = metrics.clone();
         let run = async move {
+            let client = neurallog_tenant_operator::runtime::client::counted(config, metrics_for_run.clone())?;
             let result =
                 controller::run(client, settings, metrics_for_run, Arc::new(Readiness::default()), async move {
                     let _ = stopped.await;
@@ -252,8 +369,8 @@ impl Harness {
             }
             result
         };
-        let task = tokio::spawn(run.with_subscriber(subscriber));
-        Operator { metrics, stop: Some(stop), task: Some(task) }
+        let task = runtime.spawn(run);
+        Operator { metrics, reconciles, stop: Some(stop), task: Some(task), runtime: Some(runtime) }
     }
 
     pub fn tenants(&self) -> Api<Tenant> {

@@ -51,21 +51,30 @@ async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
 
     // A fresh operator lists everything and reconciles the tenant: nothing to change.
     let second = h.start_operator_with(settings()).await;
-    second.wait_reconciles_beyond(0).await;
+    second.wait_reconciled("quiet", "after the restart", |_| true).await;
 
-    // Changes that are not the operator's business still trigger reconciles.
+    // Changes that are not the operator's business still trigger reconciles. Each round waits
+    // for the reconcile the poke caused to have finished (not just any reconcile): one that
+    // worked from the poked tenant, or that the poked child triggered.
     for round in 0..3 {
-        let before = second.metrics.reconcile_count();
         let poke = json!({"metadata": {"annotations": {"example.org/poke": round.to_string()}}});
         if round % 2 == 0 {
-            h.tenants().patch("quiet", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+            let poked = h.tenants().patch("quiet", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+            let version = poked.metadata.resource_version.expect("a resourceVersion");
+            second
+                .wait_reconciled("quiet", &format!("of the poked tenant ({version})"), |r| r.saw_version(&version))
+                .await;
         } else {
+            let since = second.reconciled_so_far();
             h.namespaced::<ConfigMap>("tenant-quiet")
                 .patch("quiet-redis-config", &PatchParams::default(), &Patch::Merge(&poke))
                 .await
                 .unwrap();
+            let trigger = "ConfigMap tenant-quiet/quiet-redis-config changed";
+            second
+                .wait_reconciled_since(since, "quiet", "triggered by the poked ConfigMap", |r| r.trigger == trigger)
+                .await;
         }
-        second.wait_reconciles_beyond(before).await;
     }
     assert_eq!(second.writes(), BTreeMap::new(), "a converged tenant must not be written");
     assert_eq!(auth.requests(), auth_requests, "a registered tenant costs Auth nothing");

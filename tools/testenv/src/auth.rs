@@ -11,9 +11,10 @@
 //! - `DELETE /api/tenants/<id>` → `200 {"message", "tenantId"}`, `404` when it is not registered.
 //!
 //! Failures are injected per tenant or globally with [`Behaviour`]; every request is recorded so
-//! tests can assert how often a client retried.
+//! tests can assert how often a client retried, and every registration and deregistration by
+//! tenant, so a repeated one shows.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ pub enum Behaviour {
 struct Registry {
     tenants: BTreeSet<String>,
     requests: Vec<(String, String)>,
+    /// `(METHOD, tenant)` of every registration (`POST`) and deregistration (`DELETE`), in order.
+    tenant_calls: Vec<(String, String)>,
     /// The W3C `traceparent` header of every request that carried one, in order.
     traceparents: Vec<String>,
     global: Option<Behaviour>,
@@ -142,6 +145,23 @@ impl AuthStandIn {
         self.shared.lock().requests.clone()
     }
 
+    /// Every registration (`POST` with a `tenantId`) and deregistration (`DELETE` of a tenant)
+    /// received so far, in order, as `(METHOD, tenant)`, whatever the answer.
+    pub fn tenant_calls(&self) -> Vec<(String, String)> {
+        self.shared.lock().tenant_calls.clone()
+    }
+
+    /// How many requests with `method` (`POST`, `DELETE`) each tenant got, whatever the answer: a
+    /// multiset, so a tenant registered twice counts twice (the set of [`Self::registered`] hides
+    /// a repeated registration, which Auth answers with `409`).
+    pub fn calls_per_tenant(&self, method: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, tenant) in self.shared.lock().tenant_calls.iter().filter(|(m, _)| m == method) {
+            *counts.entry(tenant.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     /// The `traceparent` headers received (a traced caller joins its trace to every request).
     pub fn traceparents(&self) -> Vec<String> {
         self.shared.lock().traceparents.clone()
@@ -210,6 +230,9 @@ async fn handle(
     let behaviour = {
         let mut state = shared.lock();
         state.requests.push((method.as_str().to_owned(), path.clone()));
+        if let Some(tenant) = &tenant {
+            state.tenant_calls.push((method.as_str().to_owned(), tenant.clone()));
+        }
         if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
             state.traceparents.push(traceparent.to_owned());
         }
@@ -326,6 +349,13 @@ mod tests {
         assert_eq!(auth.count("POST", "/api/tenants"), 3);
         assert_eq!(auth.count("DELETE", "/api/tenants/old"), 2);
         assert_eq!(auth.requests().get(2), Some(&("GET".to_owned(), "/api/tenants".to_owned())));
+        let call = |method: &str, tenant: &str| (method.to_owned(), tenant.to_owned());
+        assert_eq!(
+            auth.tenant_calls(),
+            [call("POST", "new"), call("POST", "new"), call("DELETE", "old"), call("DELETE", "old")]
+        );
+        assert_eq!(auth.calls_per_tenant("POST"), BTreeMap::from([("new".to_owned(), 2)]), "the refused repeat counts");
+        assert_eq!(auth.calls_per_tenant("DELETE"), BTreeMap::from([("old".to_owned(), 2)]));
         Ok(())
     }
 
