@@ -433,10 +433,6 @@ async fn publish(recorder: &Recorder, crd: &CustomResourceDefinition, type_: Eve
 }
 
 async fn publish_about(recorder: &Recorder, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-    let note = match telemetry::current_ids() {
-        Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
-        None => note,
-    };
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -444,9 +440,7 @@ async fn publish_about(recorder: &Recorder, reference: &ObjectReference, type_: 
         action: "MigrateStorage".to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, reference).await {
-        tracing::warn!(crd = CRD_NAME, %error, "cannot publish event");
-    }
+    telemetry::publish_event(recorder, reference, event).await;
 }
 
 fn stored_versions(crd: &CustomResourceDefinition) -> Vec<String> {

@@ -108,10 +108,6 @@ pub async fn publish_about(
     activity: Activity,
     note: String,
 ) {
-    let note = match telemetry::current_ids() {
-        Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
-        None => note,
-    };
     let event = Event {
         type_: reason.event_type(),
         reason: reason.as_str().to_owned(),
@@ -119,11 +115,7 @@ pub async fn publish_about(
         action: activity.as_str().to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, regarding).await {
-        let (kind, name) =
-            (regarding.kind.as_deref().unwrap_or_default(), regarding.name.as_deref().unwrap_or_default());
-        tracing::warn!(%kind, %name, %error, "cannot publish event");
-    }
+    telemetry::publish_event(recorder, regarding, event).await;
 }
 
 /// Reports a phase change as an Event; failures and degradations as warnings.

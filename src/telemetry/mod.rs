@@ -218,6 +218,24 @@ pub fn current_ids() -> Option<(String, String)> {
     span_context.is_valid().then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
 }
 
+/// Records an Event about `regarding`, its note ending with the current trace id so that `kubectl
+/// describe` leads to the trace. A failure to record is logged, never fatal.
+pub async fn publish_event(
+    recorder: &kube::runtime::events::Recorder,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    event: kube::runtime::events::Event,
+) {
+    let note = event.note.map(|note| match current_ids() {
+        Some((trace_id, _)) => format!("{note} (trace {trace_id})"),
+        None => note,
+    });
+    if let Err(error) = recorder.publish(&kube::runtime::events::Event { note, ..event }, regarding).await {
+        let (kind, name) =
+            (regarding.kind.as_deref().unwrap_or_default(), regarding.name.as_deref().unwrap_or_default());
+        tracing::warn!(%kind, %name, %error, "cannot publish event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,21 +6,13 @@ use std::time::Duration;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use neurallog_tenant_operator::auth::AuthSettings;
-use neurallog_tenant_operator::controller::Settings;
 use serde_json::json;
 use testenv::auth::{AuthStandIn, Behaviour};
 
 use crate::support::{Controllers, Harness, condition, phase, poll, wait_deleted, wait_for};
 use neurallog_tenant_operator::fixtures::TestTenant;
 
-fn settings(auth: &AuthStandIn, timeout: Duration) -> Settings {
-    Settings {
-        concurrency: 4,
-        auth: Some(AuthSettings { base_url: auth.url(), token: None, timeout, attempts: 2 }),
-        ..Settings::default()
-    }
-}
+use crate::support::settings_with_auth as settings;
 
 fn registered(t: &neurallog_tenant_operator::api::v1::Tenant) -> bool {
     condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")

@@ -234,22 +234,11 @@ async fn a_replace_that_leaves_the_deletion_policy_out_keeps_retain_and_delete_t
 /// tenants are deregistered from Auth, and an Event on the namespace says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_released_by_a_replace_and_deleted_in_the_window_is_still_cleaned_up() {
-    use neurallog_tenant_operator::auth::AuthSettings;
-    use neurallog_tenant_operator::controller::Settings;
     use testenv::auth::AuthStandIn;
 
     let h = Harness::with_controllers(&["namespace", "garbagecollector", "statefulset"]).await;
     let auth = AuthStandIn::start().await.unwrap();
-    let settings = Settings {
-        concurrency: 4,
-        auth: Some(AuthSettings {
-            base_url: auth.url(),
-            token: None,
-            timeout: std::time::Duration::from_secs(5),
-            attempts: 2,
-        }),
-        ..Settings::default()
-    };
+    let settings = crate::support::settings_with_auth(&auth, std::time::Duration::from_secs(5));
     let operator = h.start_operator_with(settings.clone()).await;
     let cases = [("race-delete", "Delete"), ("race-retain", "Retain")];
     for (name, policy) in cases {

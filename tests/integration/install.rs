@@ -11,14 +11,12 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use neurallog_tenant_operator::auth::AuthSettings;
-use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::fixtures::TestTenant;
 use neurallog_tenant_operator::runtime::preflight;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
 
-use crate::support::{Harness, condition, poll, wait_deleted, wait_for};
+use crate::support::{Harness, condition, poll, settings_with_auth, wait_deleted, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() {
@@ -30,16 +28,7 @@ async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() 
     // The operator runs as the installed ServiceAccount (impersonated), nothing else.
     let config = h.service_account_config().await;
     let auth = AuthStandIn::start().await.unwrap();
-    let settings = Settings {
-        concurrency: 4,
-        auth: Some(AuthSettings {
-            base_url: auth.url(),
-            token: None,
-            timeout: std::time::Duration::from_secs(5),
-            attempts: 2,
-        }),
-        ..Settings::default()
-    };
+    let settings = settings_with_auth(&auth, AUTH_TIMEOUT);
     let _operator = h.start_operator_as(config, settings).await;
 
     let rule = json!({"from": {"app": "prometheus"}, "namespaces": ["monitoring"], "ports": [{"port": 3030}]});
@@ -201,6 +190,8 @@ impl Harness {
 
 /// The tenants of an uninstall: one per deletion policy, each provisioned by the operator running
 /// as the installed ServiceAccount and registered with Auth.
+const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const UNINSTALLED: [(&str, &str); 2] = [("gone-delete", "Delete"), ("gone-retain", "Retain")];
 
 impl Harness {
@@ -238,7 +229,8 @@ impl Harness {
     /// Reinstalled, the tenants created again adopt their namespaces.
     async fn assert_reinstall_adopts(&mut self, auth: &AuthStandIn) {
         self.install_default_config().await;
-        let _operator = self.start_operator_as(self.service_account_config().await, auth_settings(auth)).await;
+        let _operator =
+            self.start_operator_as(self.service_account_config().await, settings_with_auth(auth, AUTH_TIMEOUT)).await;
         for (name, policy) in UNINSTALLED {
             let manifest = TestTenant::new(name).spec(json!({"deletionPolicy": policy})).manifest();
             self.create_tenant(manifest).await.unwrap();
@@ -252,19 +244,6 @@ impl Harness {
     }
 }
 
-fn auth_settings(auth: &AuthStandIn) -> Settings {
-    Settings {
-        concurrency: 4,
-        auth: Some(AuthSettings {
-            base_url: auth.url(),
-            token: None,
-            timeout: std::time::Duration::from_secs(5),
-            attempts: 2,
-        }),
-        ..Settings::default()
-    }
-}
-
 /// The uninstall with the operator running (as the installed ServiceAccount): `kubectl delete -k
 /// config/crd` deletes every Tenant; the operator keeps each namespace whole and releases each
 /// finalizer, so the CRD is gone; then `kubectl delete -k config/default` removes the operator.
@@ -275,7 +254,7 @@ async fn uninstalling_the_api_while_the_operator_runs_finishes_and_keeps_every_t
     h.install_default_config().await;
     h.wait_confinement_enforced().await;
     let auth = AuthStandIn::start().await.unwrap();
-    let operator = h.start_operator_as(h.service_account_config().await, auth_settings(&auth)).await;
+    let operator = h.start_operator_as(h.service_account_config().await, settings_with_auth(&auth, AUTH_TIMEOUT)).await;
     let uids = h.create_uninstalled_tenants().await;
 
     h.kustomize("config/crd", true);
@@ -312,7 +291,7 @@ async fn with_the_operator_gone_first_the_uninstall_command_finishes_and_keeps_e
     h.install_default_config().await;
     h.wait_confinement_enforced().await;
     let auth = AuthStandIn::start().await.unwrap();
-    let operator = h.start_operator_as(h.service_account_config().await, auth_settings(&auth)).await;
+    let operator = h.start_operator_as(h.service_account_config().await, settings_with_auth(&auth, AUTH_TIMEOUT)).await;
     let uids = h.create_uninstalled_tenants().await;
     operator.stop().await;
 

@@ -8,8 +8,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use neurallog_tenant_operator::auth::AuthSettings;
-use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::fixtures::TestTenant;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
@@ -58,11 +56,7 @@ async fn a_refused_child_stops_neither_isolation_nor_the_others_nor_registration
     })
     .await;
 
-    let settings = Settings {
-        concurrency: 4,
-        auth: Some(AuthSettings { base_url: auth.url(), token: None, timeout: Duration::from_secs(5), attempts: 2 }),
-        ..Settings::default()
-    };
+    let settings = crate::support::settings_with_auth(&auth, Duration::from_secs(5));
     let _operator = h.start_operator_with(settings).await;
     h.create_tenant(TestTenant::new("guarded").manifest()).await.unwrap();
 

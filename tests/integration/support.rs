@@ -392,6 +392,21 @@ impl Harness {
     }
 }
 
+/// Operator settings that register tenants with `auth`: each request times out after `timeout`,
+/// two attempts per call.
+pub fn settings_with_auth(auth: &testenv::auth::AuthStandIn, timeout: Duration) -> Settings {
+    Settings {
+        concurrency: 4,
+        auth: Some(neurallog_tenant_operator::auth::AuthSettings {
+            base_url: auth.url(),
+            token: None,
+            timeout,
+            attempts: 2,
+        }),
+        ..Settings::default()
+    }
+}
+
 /// The Service `config/default` puts in front of the self-managed webhook.
 pub const WEBHOOK_SERVICE: &str = "neurallog-tenant-operator-webhook";
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
-use neurallog_tenant_operator::auth::AuthSettings;
 use neurallog_tenant_operator::controller::Settings;
 use neurallog_tenant_operator::resources::Platform;
 use serde_json::json;
@@ -21,10 +20,8 @@ async fn a_converged_tenant_gets_zero_writes_from_further_reconciles() {
     let auth = AuthStandIn::start().await.unwrap();
     let h = Harness::start(Controllers::None).await;
     let settings = || Settings {
-        concurrency: 4,
         platform: Platform { ingress_namespace: Some("ingress-nginx".into()), ..Platform::default() },
-        auth: Some(AuthSettings { base_url: auth.url(), token: None, timeout: Duration::from_secs(5), attempts: 2 }),
-        ..Settings::default()
+        ..crate::support::settings_with_auth(&auth, Duration::from_secs(5))
     };
     let first = h.start_operator_with(settings()).await;
     // Every kind of child: quota and limit range, registry with Ingress, custom network rules.
