@@ -35,8 +35,9 @@ pub enum Command {
     Uninstall(UninstallArgs),
 }
 
+/// The cluster to talk to.
 #[derive(Debug, clap::Args)]
-pub struct UninstallArgs {
+pub struct KubeArgs {
     /// Kubeconfig file to use. Without it: $KUBECONFIG, then ~/.kube/config, then the in-cluster
     /// service account.
     #[arg(long, env = "KUBECONFIG")]
@@ -44,6 +45,18 @@ pub struct UninstallArgs {
     /// Kubeconfig context to use instead of the current one.
     #[arg(long)]
     pub context: Option<String>,
+}
+
+impl KubeArgs {
+    fn source(self) -> KubeSource {
+        KubeSource { kubeconfig: self.kubeconfig, context: self.context }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// The namespace the operator ran in, when it stays (OLM's `operators`): its Leases and the
     /// self-managed webhook certificate's Secret are deleted there too.
     #[arg(long)]
@@ -66,13 +79,8 @@ pub struct CrdArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Kubeconfig file to use. Without it: $KUBECONFIG, then ~/.kube/config, then the in-cluster
-    /// service account.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use instead of the current one.
-    #[arg(long)]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Tenants reconciled in parallel. A slow or failing tenant holds only its own slot.
     #[arg(long, env = "TENANT_OPERATOR_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -237,7 +245,7 @@ impl RunArgs {
         let leader_election =
             if self.leader_election.leader_elect { Some(self.leader_election.settings(&pod)?) } else { None };
         Ok(runtime::Config {
-            kube: KubeSource { kubeconfig: self.kubeconfig, context: self.context },
+            kube: self.kube.source(),
             admin_address: self.admin_address,
             webhook: self.webhook.settings(),
             webhook_self_managed: self.webhook.self_managed(&pod)?,
@@ -303,8 +311,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => runtime::run(args.config()?).await,
         Command::Uninstall(args) => {
             crate::tls::install_crypto_provider();
-            let source = KubeSource { kubeconfig: args.kubeconfig, context: args.context };
-            let client = runtime::client::build(&source, std::sync::Arc::default()).await?;
+            let client = runtime::client::build(&args.kube.source(), std::sync::Arc::default()).await?;
             let uninstall = crate::uninstall::Uninstall {
                 operator_namespace: args.operator_namespace,
                 timeout: Duration::from_secs(args.timeout_seconds),

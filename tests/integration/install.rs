@@ -16,7 +16,7 @@ use neurallog_tenant_operator::runtime::preflight;
 use serde_json::json;
 use testenv::auth::AuthStandIn;
 
-use crate::support::{Harness, condition, poll, settings_with_auth, wait_deleted, wait_for};
+use crate::support::{Harness, Operator, condition, poll, settings_with_auth, wait_deleted, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kustomize_install_grants_exactly_what_a_tenants_whole_life_needs() {
@@ -195,6 +195,19 @@ const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const UNINSTALLED: [(&str, &str); 2] = [("gone-delete", "Delete"), ("gone-retain", "Retain")];
 
 impl Harness {
+    /// The kustomize install, enforced, with the operator running as its ServiceAccount and the
+    /// tenants of [`UNINSTALLED`] provisioned and registered with Auth; their UIDs.
+    async fn with_uninstalled_tenants() -> (Harness, AuthStandIn, Operator, Vec<String>) {
+        let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
+        h.install_default_config().await;
+        h.wait_confinement_enforced().await;
+        let auth = AuthStandIn::start().await.unwrap();
+        let settings = settings_with_auth(&auth, AUTH_TIMEOUT);
+        let operator = h.start_operator_as(h.service_account_config().await, settings).await;
+        let uids = h.create_uninstalled_tenants().await;
+        (h, auth, operator, uids)
+    }
+
     /// Creates the tenants of [`UNINSTALLED`] and waits until each is provisioned and registered;
     /// returns their UIDs.
     async fn create_uninstalled_tenants(&self) -> Vec<String> {
@@ -250,12 +263,7 @@ impl Harness {
 /// The tenants stay registered, and a reinstall adopts their namespaces.
 #[tokio::test(flavor = "multi_thread")]
 async fn uninstalling_the_api_while_the_operator_runs_finishes_and_keeps_every_tenant() {
-    let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
-    h.install_default_config().await;
-    h.wait_confinement_enforced().await;
-    let auth = AuthStandIn::start().await.unwrap();
-    let operator = h.start_operator_as(h.service_account_config().await, settings_with_auth(&auth, AUTH_TIMEOUT)).await;
-    let uids = h.create_uninstalled_tenants().await;
+    let (mut h, auth, operator, uids) = Harness::with_uninstalled_tenants().await;
 
     h.kustomize("config/crd", true);
     let crds = Api::<CustomResourceDefinition>::all(h.admin.clone());
@@ -287,12 +295,7 @@ async fn uninstalling_the_api_while_the_operator_runs_finishes_and_keeps_every_t
 /// time, and finishes. A reinstall adopts the namespaces.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_operator_gone_first_the_uninstall_command_finishes_and_keeps_every_tenant() {
-    let mut h = Harness::bare(&["namespace", "garbagecollector"]).await;
-    h.install_default_config().await;
-    h.wait_confinement_enforced().await;
-    let auth = AuthStandIn::start().await.unwrap();
-    let operator = h.start_operator_as(h.service_account_config().await, settings_with_auth(&auth, AUTH_TIMEOUT)).await;
-    let uids = h.create_uninstalled_tenants().await;
+    let (mut h, auth, operator, uids) = Harness::with_uninstalled_tenants().await;
     operator.stop().await;
 
     h.kustomize("config/default", true);
