@@ -89,15 +89,18 @@ async fn release(client: &Client, tenant: &PartialObjectMeta<Tenant>) -> anyhow:
     let found =
         namespaces.get_metadata_opt(&namespace).await.with_context(|| format!("cannot read namespace {namespace}"))?;
     if let Some(existing) = found.filter(|ns| builders::created_for(&ns.metadata, &uid)) {
-        if existing.metadata.deletion_timestamp.is_none() {
+        if existing.metadata.deletion_timestamp.is_some() {
+            // The tenant's own deletion (policy Delete) had started it; nothing can keep it now.
+            println!("tenant {name}: namespace {namespace} was already being deleted");
+        } else {
             let params = PatchParams::apply(FIELD_MANAGER).force();
             namespaces
                 .patch(&namespace, &params, &Patch::Apply(builders::retained(&name, &uid)))
                 .await
                 .with_context(|| format!("tenant {name}: cannot mark namespace {namespace} retained"))?;
+            println!("tenant {name}: namespace {namespace} kept with its data, marked neurallog.io/retained=true");
         }
         unhold_password(client, &name, &namespace).await?;
-        println!("tenant {name}: namespace {namespace} kept with its data, marked neurallog.io/retained=true");
     }
     let finalizers: Vec<String> = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
