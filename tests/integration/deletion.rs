@@ -252,26 +252,9 @@ async fn a_tenant_released_by_a_replace_and_deleted_in_the_window_is_still_clean
     }
     operator.stop().await;
 
-    // The window: a replace through v1 without finalizers, then the deletion, which the API server
-    // completes at once.
-    let v1 = ApiResource::erase::<Tenant>(&());
-    let raw = Api::<DynamicObject>::all_with(h.admin.clone(), &v1);
     let namespaces = Api::<Namespace>::all(h.admin.clone());
     for (name, _) in cases {
-        let current = raw.get(name).await.unwrap();
-        assert!(!current.finalizers().is_empty(), "{name}: held before the replace");
-        let payload = json!({
-            "apiVersion": "neurallog.io/v1", "kind": "Tenant",
-            "metadata": {"name": name, "resourceVersion": current.resource_version()},
-            "spec": current.data["spec"].clone(),
-        });
-        let replaced =
-            raw.replace(name, &PostParams::default(), &serde_json::from_value(payload).unwrap()).await.unwrap();
-        assert!(replaced.finalizers().is_empty(), "{name}: the replace dropped the finalizer");
-        raw.delete(name, &DeleteParams::default()).await.unwrap();
-        assert!(raw.get_opt(name).await.unwrap().is_none(), "{name}: released without cleanup");
-        let namespace = namespaces.get(&format!("tenant-{name}")).await.unwrap();
-        assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}: the namespace outlived its tenant");
+        release_in_the_window(&h, name).await;
     }
     let registered = auth.registered();
     assert!(cases.iter().all(|(name, _)| registered.iter().any(|r| r == name)), "{registered:?}");
@@ -364,4 +347,63 @@ async fn a_namespace_older_than_the_crd_is_kept_whatever_its_policy() {
             && e.note.as_deref().is_some_and(|n| n.contains("predates the Tenant CRD"))
     });
     assert!(explained, "an Orphaned event says why the namespace is kept");
+}
+
+/// The window a whole-object replace opens, with the operator stopped: a replace through v1
+/// without finalizers (the web admin's), then the deletion, which the API server completes at
+/// once; the tenant's namespace outlives it.
+async fn release_in_the_window(h: &Harness, name: &str) {
+    let v1 = ApiResource::erase::<Tenant>(&());
+    let raw = Api::<DynamicObject>::all_with(h.admin.clone(), &v1);
+    let current = raw.get(name).await.unwrap();
+    assert!(!current.finalizers().is_empty(), "{name}: held before the replace");
+    let payload = json!({
+        "apiVersion": "neurallog.io/v1", "kind": "Tenant",
+        "metadata": {"name": name, "resourceVersion": current.resource_version()},
+        "spec": current.data["spec"].clone(),
+    });
+    let replaced = raw.replace(name, &PostParams::default(), &serde_json::from_value(payload).unwrap()).await.unwrap();
+    assert!(replaced.finalizers().is_empty(), "{name}: the replace dropped the finalizer");
+    raw.delete(name, &DeleteParams::default()).await.unwrap();
+    assert!(raw.get_opt(name).await.unwrap().is_none(), "{name}: released without cleanup");
+    let namespace = Api::<Namespace>::all(h.admin.clone()).get(&format!("tenant-{name}")).await.unwrap();
+    assert!(namespace.metadata.deletion_timestamp.is_none(), "{name}: the namespace outlived its tenant");
+}
+
+/// The namespace of a tenant released without its cleanup is not deleted while Auth cannot
+/// deregister the tenant: the operator retries, and deletes it once Auth answers, so no tenant
+/// stays registered without its namespace.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orphaned_namespace_waits_for_auth_before_it_goes() {
+    use testenv::auth::{AuthStandIn, Behaviour};
+
+    let h = Harness::with_controllers(&["namespace", "garbagecollector"]).await;
+    let auth = AuthStandIn::start().await.unwrap();
+    let settings = crate::support::settings_with_auth(&auth, std::time::Duration::from_secs(5));
+    let operator = h.start_operator_with(settings.clone()).await;
+    h.create_tenant(TestTenant::new("auth-down").manifest()).await.unwrap();
+    wait_for(&h.tenants(), "auth-down", "is registered", |t| {
+        condition(t, "AuthRegistered").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    operator.stop().await;
+    release_in_the_window(&h, "auth-down").await;
+
+    auth.set_behaviour(Some("auth-down"), Behaviour::Fail(503));
+    let _operator = h.start_operator_with(settings).await;
+    let deregistrations = || auth.requests().iter().filter(|(m, p)| m == "DELETE" && p.ends_with("/auth-down")).count();
+    // Two checks, each of whose attempts Auth failed (two attempts per check).
+    poll("the deregistration is tried again", async || (deregistrations() >= 4).then_some(())).await;
+    let namespaces = Api::<Namespace>::all(h.admin.clone());
+    let waiting = namespaces.get("tenant-auth-down").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_none(), "not deleted while the tenant is still registered");
+    assert!(auth.registered().iter().any(|t| t == "auth-down"));
+
+    auth.clear_behaviours();
+    poll("the namespace goes once Auth deregistered the tenant", async || {
+        let namespace = namespaces.get_opt("tenant-auth-down").await.unwrap();
+        namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    assert!(!auth.registered().iter().any(|t| t == "auth-down"), "deregistered");
 }
