@@ -15,20 +15,17 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, CustomResourceExt as _, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::api::Tenant;
-use crate::controller::FINALIZER;
-use crate::controller::write::FIELD_MANAGER;
+use crate::controller::{self, FINALIZER, FinalizerPatch};
 use crate::migration::PROGRESS_LEASE;
 use crate::model::namespace_name;
 use crate::resources::access;
 use crate::resources::namespace as builders;
-use crate::resources::redis::{self, PASSWORD_FINALIZER};
 use crate::runtime::preflight::CONFINEMENT_NAME;
 use crate::webhook::provision::DEFAULT_SECRET;
 
@@ -81,7 +78,8 @@ pub async fn run(client: &Client, uninstall: &Uninstall) -> anyhow::Result<()> {
 }
 
 /// Keeps the namespace of a deleted tenant whole, marked retained for its adopter, and releases
-/// the tenant's finalizer.
+/// the tenant's finalizer once nothing in the namespace is held for it any more; a write that
+/// meets a newer copy waits for the next round, which reads it anew.
 async fn release(client: &Client, tenant: &PartialObjectMeta<Tenant>) -> anyhow::Result<()> {
     let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
     let namespace = namespace_name(&name);
@@ -93,47 +91,16 @@ async fn release(client: &Client, tenant: &PartialObjectMeta<Tenant>) -> anyhow:
             // The tenant's own deletion (policy Delete) had started it; nothing can keep it now.
             println!("tenant {name}: namespace {namespace} was already being deleted");
         } else {
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            namespaces
-                .patch(&namespace, &params, &Patch::Apply(builders::retained(&name, &uid)))
-                .await
-                .with_context(|| format!("tenant {name}: cannot mark namespace {namespace} retained"))?;
+            controller::mark_retained(client, &name, &uid, &existing.metadata).await?;
             println!("tenant {name}: namespace {namespace} kept with its data, marked neurallog.io/retained=true");
         }
-        unhold_password(client, &name, &namespace).await?;
+        if !controller::release_password(client, &name, &namespace).await? {
+            return Ok(());
+        }
     }
-    let finalizers: Vec<String> = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
-    match Api::<Tenant>::all(client.clone()).patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&body)).await
-    {
-        Ok(_) => println!("tenant {name}: finalizer released"),
-        // Changed meanwhile (the operator released it, or another finalizer went): the next round
-        // reads it anew.
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
-        Err(error) => return Err(error).with_context(|| format!("tenant {name}: cannot release the finalizer")),
+    if controller::release_finalizer(client, &tenant.metadata).await? == FinalizerPatch::Applied {
+        println!("tenant {name}: finalizer released");
     }
-    Ok(())
-}
-
-/// Releases the Redis password Secret the tenant held, so nothing in the namespace waits on the
-/// operator any more.
-async fn unhold_password(client: &Client, tenant: &str, namespace: &str) -> anyhow::Result<()> {
-    let name = redis::secret_name(tenant);
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let Some(secret) =
-        secrets.get_metadata_opt(&name).await.with_context(|| format!("cannot read Secret {namespace}/{name}"))?
-    else {
-        return Ok(());
-    };
-    if !secret.finalizers().iter().any(|f| f == PASSWORD_FINALIZER) {
-        return Ok(());
-    }
-    let finalizers: Vec<String> = secret.finalizers().iter().filter(|f| *f != PASSWORD_FINALIZER).cloned().collect();
-    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-    secrets
-        .patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-        .with_context(|| format!("cannot release Secret {namespace}/{name}"))?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta};
 use kube::runtime::controller::Action;
-use kube::{CustomResourceExt as _, ResourceExt};
+use kube::{Client, CustomResourceExt as _, ResourceExt};
 use tracing::Instrument as _;
 
 use super::children::Marks;
@@ -40,7 +40,7 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let uninstall = uninstalling(ctx, &name).await?;
     // Held while the tenant lived, the password Secret now goes with the namespace or the
     // retained namespace's sweep, or stays unheld after an uninstall.
-    if ours.is_some() && !password::release(ctx, &name, &namespace).await? {
+    if ours.is_some() && !password::release(&ctx.client, &name, &namespace).await? {
         return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
     }
     let mut changes = Changes::default();
@@ -76,7 +76,7 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         // Released on the next pass, guarded by the resourceVersion this write produced.
         return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
     }
-    if finalizer::remove(&ctx.client, tenant).await? == FinalizerPatch::StaleCopy {
+    if finalizer::remove(&ctx.client, &tenant.metadata).await? == FinalizerPatch::StaleCopy {
         return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
     }
     ctx.deregistered().remove(&uid);
@@ -116,7 +116,7 @@ pub(super) async fn installed_crd(ctx: &Context, tenant: &str) -> Result<Option<
 async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Result<()> {
     let namespace = existing.name.clone().unwrap_or_default();
     let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
-    if mark_retained(ctx, &name, &uid, existing).await? != Change::Unchanged {
+    if mark_retained(&ctx.client, &name, &uid, existing).await? != Change::Unchanged {
         let note = format!(
             "the Tenant CustomResourceDefinition is being deleted (an uninstall, not a deletion of the tenant): keeping namespace {namespace} with everything in it, and the tenant's registration in NeuralLog Auth"
         );
@@ -127,8 +127,8 @@ async fn keep_whole(ctx: &Context, tenant: &Tenant, existing: &ObjectMeta) -> Re
 
 /// Marks the namespace of the tenant `name` (incarnation `uid`) as retained, for a Tenant of the
 /// same name to adopt.
-pub(super) async fn mark_retained(ctx: &Context, name: &str, uid: &str, existing: &ObjectMeta) -> Result<Change> {
-    let api = Api::<Namespace>::all(ctx.client.clone());
+pub async fn mark_retained(client: &Client, name: &str, uid: &str, existing: &ObjectMeta) -> Result<Change> {
+    let api = Api::<Namespace>::all(client.clone());
     let live = write::metadata_only::<Namespace>(existing);
     Ok(write::apply(&api, name, Some(write::Live::Metadata(&live)), &builders::retained(name, uid)).await?.change)
 }
@@ -158,7 +158,7 @@ async fn retain_namespace(
 ) -> Result<Option<String>> {
     let (name, uid) = (tenant.name_any(), tenant.uid().unwrap_or_default());
     let namespace = existing.name.clone().unwrap_or_default();
-    if mark_retained(ctx, &name, &uid, existing).await? != Change::Unchanged {
+    if mark_retained(&ctx.client, &name, &uid, existing).await? != Change::Unchanged {
         let note = format!("keeping namespace {namespace} and its volumes; removing the workloads");
         events::publish(&ctx.recorder, tenant, Reason::Retaining, Activity::Delete, note).await;
     }

@@ -1,7 +1,7 @@
 //! The finalizer that keeps a Tenant until its namespace (or, for Retain, its workloads) and its
 //! Auth registration are gone.
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -28,17 +28,18 @@ pub enum FinalizerPatch {
 /// overwritten.
 async fn patch(
     client: &Client,
-    tenant: &Tenant,
+    tenant: &ObjectMeta,
     finalizers: Vec<String>,
     verb: &'static str,
 ) -> Result<FinalizerPatch> {
-    let name = tenant.name_any();
-    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version()}});
+    let name = tenant.name.clone().unwrap_or_default();
+    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": tenant.resource_version}});
     let target = Target { tenant: &name, verb, kind: "Tenant", name: &name };
     let api = Api::<Tenant>::all(client.clone());
     let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
     let request = api.patch(&name, &params, &patch);
-    Ok(match write::send_tolerating(target, &[409], request, |_| true).await? {
+    // 404: the tenant went meanwhile; nothing is left to hold or release.
+    Ok(match write::send_tolerating(target, &[404, 409], request, |_| true).await? {
         Some(_) => FinalizerPatch::Applied,
         None => FinalizerPatch::StaleCopy,
     })
@@ -47,10 +48,11 @@ async fn patch(
 pub async fn add(client: &Client, tenant: &Tenant) -> Result<FinalizerPatch> {
     let mut finalizers = tenant.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
-    patch(client, tenant, finalizers, "add finalizer to").await
+    patch(client, &tenant.metadata, finalizers, "add finalizer to").await
 }
 
-pub async fn remove(client: &Client, tenant: &Tenant) -> Result<FinalizerPatch> {
-    let finalizers = tenant.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+/// Releases the tenant whose metadata is `tenant` (the whole object is not needed).
+pub async fn remove(client: &Client, tenant: &ObjectMeta) -> Result<FinalizerPatch> {
+    let finalizers = tenant.finalizers.iter().flatten().filter(|f| *f != FINALIZER).cloned().collect();
     patch(client, tenant, finalizers, "remove finalizer from").await
 }

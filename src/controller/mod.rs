@@ -27,7 +27,7 @@ mod password;
 mod reconcile;
 mod status;
 mod triggers;
-pub mod write;
+mod write;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +46,10 @@ use kube::{Client, Resource, ResourceExt};
 
 pub use context::Settings;
 pub use finalizer::FINALIZER;
+// What `tenant-operator uninstall` does for each Tenant, with the controller's own writes.
+pub use cleanup::mark_retained;
+pub use finalizer::{FinalizerPatch, remove as release_finalizer};
+pub use password::release as release_password;
 
 use crate::api::Tenant;
 use crate::auth::AuthClient;

@@ -152,7 +152,7 @@ impl Orphan<'_> {
     async fn clean_up(&self, ctx: &Context, policy: DeletionPolicy) -> Result<Option<Duration>> {
         let (name, namespace) = (self.name, self.namespace);
         let Some(crd) = installed_crd(ctx, name).await? else {
-            mark_retained(ctx, name, self.uid, self.existing).await?;
+            mark_retained(&ctx.client, name, self.uid, self.existing).await?;
             let note =
                 format!("the Tenant CRD is being deleted: keeping namespace {namespace} whole for tenant {name}");
             self.publish(ctx, Reason::Uninstalled, note).await;
@@ -167,7 +167,7 @@ impl Orphan<'_> {
             .zip(crd.creation_timestamp.as_ref())
             .is_some_and(|(ns, crd)| ns.0 < crd.0)
         {
-            mark_retained(ctx, name, self.uid, self.existing).await?;
+            mark_retained(&ctx.client, name, self.uid, self.existing).await?;
             let note = format!(
                 "tenant {name} is gone without its cleanup, and namespace {namespace} predates the Tenant CRD (its tenant may have gone with an earlier one): kept whole, registration included, and marked retained instead of applying its deletion policy ({policy:?}); delete it yourself if it is not wanted"
             );
@@ -181,7 +181,7 @@ impl Orphan<'_> {
             );
             self.publish(ctx, Reason::Orphaned, note).await;
         }
-        if !password::release(ctx, name, namespace).await? {
+        if !password::release(&ctx.client, name, namespace).await? {
             return Ok(Some(TERMINATION_POLL));
         }
         if !self.successor
@@ -243,7 +243,7 @@ impl Orphan<'_> {
             return Ok(Some(TERMINATION_POLL));
         }
         password::delete(ctx, name, namespace).await?;
-        mark_retained(ctx, name, self.uid, self.existing).await?;
+        mark_retained(&ctx.client, name, self.uid, self.existing).await?;
         let note = format!(
             "keeping namespace {namespace} and its volumes for a tenant named {name} to adopt; removed the workloads"
         );

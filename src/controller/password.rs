@@ -11,6 +11,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -108,9 +109,9 @@ async fn read(api: &Api<Secret>, tenant: &str, name: &str) -> Result<Read> {
 /// Lets the password Secret of a deleted tenant go with its namespace (or with a retained
 /// namespace's workloads); an uninstall leaves it in place, unheld. `false` while it is still
 /// held (it changed since it was read: the next pass releases the newer copy).
-pub async fn release(ctx: &Context, tenant: &str, namespace: &str) -> Result<bool> {
+pub async fn release(client: &Client, tenant: &str, namespace: &str) -> Result<bool> {
     let name = redis::secret_name(tenant);
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
     let secret = match read(&api, tenant, &name).await? {
         Read::Found(secret) if is_held(&secret) => secret,
         // Gone, unheld, or no longer readable (a retained namespace's RoleBinding goes with its
