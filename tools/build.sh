@@ -4,13 +4,15 @@
 # version and a hash of its go.mod, go.sum and recipe below, so a second call (or a fresh clone)
 # reuses them, and editing this script rebuilds only the components whose recipe changed.
 #
-#   tools/build.sh kubernetes   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+#   tools/build.sh kubernetes   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#                               # kubelet, kube-proxy
 #   tools/build.sh etcd         # etcd
 #   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
 #   tools/build.sh opm          # opm (operator-registry: render, validate, serve file-based catalogs)
 #   tools/build.sh operator-sdk # operator-sdk (generate bundle, bundle validate; no Ansible plugin)
 #   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster); ../crds: OLM's CRDs
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
+#   tools/build.sh coredns      # coredns
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -33,7 +35,8 @@ case "$component" in
   kubernetes)
     version="v1.34.10"
     packages=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-              k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+              k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+              k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
     tags="selinux,notest"
     # Unstamped builds report v0.0.0, which OLM's minKubeVersion check and kwok both misread.
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -94,6 +97,14 @@ case "$component" in
     # assumes when none is given (source default 1.36.1): keep it the kubernetes recipe's version.
     pkg=sigs.k8s.io/kwok/pkg/consts
     ldflags+=" -X $pkg.Version=$version -X $pkg.KubeVersion=1.34.10"
+    ;;
+  coredns)
+    # See tools/coredns/go.mod for why this tag.
+    version="v1.13.2"
+    packages=(github.com/coredns/coredns)
+    # Upstream's Makefile stamps the commit, which `coredns -version` prints (empty unstamped). The
+    # commit is the tag's, as the module proxy reports it.
+    ldflags+=" -X github.com/coredns/coredns/coremain.GitCommit=0233f3e7c600b730426628f2cf9c829d404a181f"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

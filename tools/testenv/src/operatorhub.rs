@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::jaeger::Jaeger;
 use crate::kwok::KwokCluster;
 use crate::olm::{CatalogServer, Olm, render_bundle};
+use crate::timeline::Timeline;
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -137,12 +138,6 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each step's name, seconds and outcome, printed when the scenario ends.
-struct Timeline {
-    steps: Vec<String>,
-    current: Option<(String, Instant)>,
-}
-
 /// A running operator binary.
 struct OperatorProcess {
     name: String,
@@ -230,7 +225,7 @@ impl Env {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         println!("{name}: logs in {}", dir.display());
-        let mut timeline = Timeline { steps: Vec::new(), current: None };
+        let mut timeline = Timeline::default();
         timeline.begin("cluster", "kwokctl --runtime binary, a fake node, volumes for Redis");
         let cluster = KwokCluster::start(&dir, volumes).await?;
         let client = cluster.admin_client().await?;
@@ -680,34 +675,6 @@ impl Drop for Env {
         }
         self.timeline.print(&self.name, self.succeeded, &self.dir);
         self.logs.remove = self.succeeded;
-    }
-}
-
-impl Timeline {
-    fn begin(&mut self, step: &str, what: &str) {
-        println!("==> {step}: {what}");
-        self.current = Some((step.to_owned(), Instant::now()));
-    }
-
-    fn done(&mut self, outcome: impl Display) {
-        if let Some((step, started)) = self.current.take() {
-            self.steps.push(format!("{step:<12} {:>6.1}s  {outcome}", started.elapsed().as_secs_f64()));
-        }
-    }
-
-    fn print(&self, scenario: &str, succeeded: bool, dir: &Path) {
-        let mut out = format!("\n{scenario} timeline:\n");
-        for step in &self.steps {
-            out.push_str(&format!("  {step}\n"));
-        }
-        if !succeeded {
-            let step = self.current.as_ref().map_or("(between steps)", |(step, _)| step.as_str());
-            out.push_str(&format!(
-                "{scenario}: FAILED in step '{step}'; every component's log is in {}\n",
-                dir.display()
-            ));
-        }
-        print!("{out}");
     }
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a group of the project's targets needs, when any is missing; prints
+# nothing and does nothing when all are there.
+#
+#   tools/packages.sh images   # podman and friends: `make images` builds every image with them
+#   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
+#                              # iptables and conntrack for kube-proxy, the local OCI registry
+set -euo pipefail
+
+packages=()
+for group in "$@"; do
+  case "$group" in
+    images) packages+=(podman buildah skopeo debootstrap uidmap) ;;
+    node) packages+=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo) ;;
+    *) echo "tools/packages.sh: unknown group '$group' (images, node)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$package")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $EUID -ne 0 ]]; then
+  echo "tools/packages.sh: missing Debian packages ${missing[*]}; install them as root" >&2
+  exit 1
+fi
+echo "tools/packages.sh: installing ${missing[*]}" >&2
+# The containerd package ships a service; nothing here runs systemd, and testenv starts its own.
+apt-get update -qq >&2
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

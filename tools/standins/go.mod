@@ -1,0 +1,3 @@
+module neurallog.io/tools/standins
+
+go 1.24

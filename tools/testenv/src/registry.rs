@@ -1,0 +1,104 @@
+//! A local OCI registry (the CNCF distribution server, Debian's `docker-registry`) on the real
+//! node's address, which containerd pulls from over plain HTTP. Images go in from podman's local
+//! storage with skopeo and are named by digest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::node::config::registry_host;
+use crate::{log_tail, spawn};
+
+/// A running registry.
+pub struct Registry {
+    process: Child,
+    host: String,
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// Starts the registry with its blobs in `storage` (kept across runs, so a second push of an
+    /// unchanged image sends nothing) and its configuration and log in `dir`.
+    pub async fn start(dir: &Path, storage: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(storage)?;
+        let host = registry_host();
+        let config = dir.join("registry.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                storage.display()
+            ),
+        )?;
+        let program = which("docker-registry")?;
+        let process = spawn("registry", &program, &["serve".to_owned(), config.display().to_string()], dir)?;
+        let mut registry = Self { process, host, dir: dir.to_owned() };
+        registry.wait_ready().await?;
+        Ok(registry)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/v2/", self.host);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.process.try_wait()? {
+                bail!("the registry exited with {status}:\n{}", log_tail(&self.dir.join("registry.log"), 15));
+            }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the registry did not answer {url} within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `<node address>:<port>`, the host part of the images it serves.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Copies the image `reference` from podman's storage into the registry and returns the name
+    /// pods use for it: `<registry>/<repository>@<digest>`. `localhost/` in front of the
+    /// repository is dropped.
+    pub fn push(&self, reference: &str) -> anyhow::Result<String> {
+        let repository = reference.strip_prefix("localhost/").unwrap_or(reference);
+        let destination = format!("docker://{}/{repository}", self.host);
+        let digest_file = tempfile::NamedTempFile::new()?;
+        let output = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+            .arg(digest_file.path())
+            .arg(format!("containers-storage:{reference}"))
+            .arg(&destination)
+            .output()
+            .context("cannot run skopeo")?;
+        if !output.status.success() {
+            bail!("cannot push {reference} to {destination}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        let digest = std::fs::read_to_string(digest_file.path())?;
+        let name =
+            repository.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(repository, |(name, _)| name);
+        Ok(format!("{}/{name}@{}", self.host, digest.trim()))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The path of `program` on `PATH`.
+pub fn which(program: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .with_context(|| format!("{program} is not installed (tools/packages.sh installs it)"))
+}
