@@ -14,14 +14,15 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run run-once test e2e bench chaos lint fmt bundle catalog release check-packaging
+.PHONY: help tools build generate run run-once test e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
 
 help: ## List the targets.
-	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd, Kubernetes, Jaeger, opm and operator-sdk binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), CoreDNS, Jaeger, opm and operator-sdk binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
+	@tools/build.sh coredns >/dev/null
 	@tools/build.sh jaeger >/dev/null
 	@tools/build.sh opm >/dev/null
 	@tools/build.sh operator-sdk >/dev/null
@@ -50,9 +51,13 @@ else
 	tools/run-local.sh
 endif
 
-test: tools lint check-packaging ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e.
+# Where `make images` records what it built; the real node's tests read it.
+IMAGES_RECORD ?= $(CURDIR)/.local/images/images.tsv
+export IMAGES_RECORD
+
+test: tools lint check-packaging images node-packages ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, the real node, e2e.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" cargo test --workspace --locked
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_IMAGES="$(IMAGES_RECORD)" cargo test --workspace --locked
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory run-once
 
@@ -63,14 +68,14 @@ run-once: tools build ## `make run` once, non-interactively: the sample tenant R
 		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
 	@echo "make run: sample tenant Running and registered; deletion completed for both policies (output in .local/run-once.log)"
 
-e2e: tools ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0 (manual and automatic approval), the refused upgrade.
+e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0, the refused upgrade; the operator's image and its tenants on a real node.
 	@tools/build.sh olm >/dev/null
 	@tools/build.sh kwok >/dev/null
 	@tools/released-operator.sh 0.1.0 >/dev/null
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
 		TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
-		cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
+		TESTENV_IMAGES="$(IMAGES_RECORD)" cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
 
 bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
@@ -86,6 +91,12 @@ bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from confi
 
 catalog: ## Recompute the catalog's package and channels from catalog/releases.yaml.
 	tools/catalog.sh .
+
+images: ## Build the operator, bundle and catalog images (and the test images) with podman, offline; digests in .local/images/images.tsv.
+	@tools/images.sh >/dev/null
+
+node-packages: ## Install the Debian packages the real node needs (containerd, runc, CNI plugins, iptables, registry) when missing.
+	@tools/packages.sh node
 
 release: ## Cut a release from a clean tree: make release VERSION=x.y.z (Cargo version, bundle, frozen catalog entry, graph).
 	$(if $(filter command line,$(origin VERSION)),,$(error make release needs VERSION=x.y.z on the command line))

@@ -17,7 +17,7 @@ use crate::webhook::{self, provision};
 
 /// NeuralLog Tenant Operator: gives every NeuralLog tenant an isolated environment.
 #[derive(Debug, Parser)]
-#[command(name = "tenant-operator", version, about, long_about = None)]
+#[command(name = "tenant-operator", version = env!("TENANT_OPERATOR_VERSION"), about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

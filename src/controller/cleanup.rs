@@ -38,8 +38,8 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let uid = tenant.uid().unwrap_or_default();
     let ours = namespace::metadata(ctx, &name, &namespace).await?.filter(|ns| builders::created_for(ns, &uid));
     let uninstall = uninstalling(ctx, &name).await?;
-    // Held while the tenant lived, the password Secret now goes with the namespace or the
-    // retained namespace's sweep, or stays unheld after an uninstall.
+    // Held while the tenant lived, the password Secret now goes with the namespace, or stays
+    // unheld with a retained namespace's volume or after an uninstall.
     if ours.is_some() && !password::release(&ctx.client, &name, &namespace).await? {
         return Ok(Outcome::done(Action::requeue(NEWER_COPY_WAIT)));
     }
@@ -163,8 +163,9 @@ async fn retain_namespace(
         events::publish(&ctx.recorder, tenant, Reason::Retaining, Activity::Delete, note).await;
     }
     let remaining = ctx.children.sweep(&ctx.client, &name, &namespace, &Marks::default(), changes).await?;
-    // Not in the caches (the operator does not watch Secrets): deleted by name, released above.
-    password::delete(ctx, &name, &namespace).await?;
+    // The password Secret stays with the volume it protects (released above, kept by name: the
+    // operator does not watch Secrets).
+    password::keep(ctx, &name, &namespace).await?;
     Ok((remaining > 0).then(|| format!("{remaining} objects in the retained namespace {namespace} to be deleted")))
 }
 

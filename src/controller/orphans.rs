@@ -242,7 +242,7 @@ impl Orphan<'_> {
         if remaining > 0 {
             return Ok(Some(TERMINATION_POLL));
         }
-        password::delete(ctx, name, namespace).await?;
+        password::keep(ctx, name, namespace).await?;
         mark_retained(&ctx.client, name, self.uid, self.existing).await?;
         let note = format!(
             "keeping namespace {namespace} and its volumes for a tenant named {name} to adopt; removed the workloads"

@@ -12,7 +12,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
@@ -58,11 +58,16 @@ pub async fn ensure(ctx: &Context, tenant: &Tenant, model: &TenantModel) -> Resu
     if held {
         return Ok(Change::Unchanged);
     }
-    // Made by 0.1.0, or its finalizer removed by hand: held from now on, its password unchanged.
+    // Made by 0.1.0, kept with a retained namespace, or its finalizer removed by hand: held (and
+    // owned by this tenant) from now on, its password unchanged.
     let mut finalizers = existing.finalizers.clone().unwrap_or_default();
     finalizers.push(PASSWORD_FINALIZER.to_owned());
     let body = json!({
-        "metadata": {"finalizers": finalizers, "resourceVersion": existing.resource_version},
+        "metadata": {
+            "finalizers": finalizers,
+            "ownerReferences": [model.owner],
+            "resourceVersion": existing.resource_version,
+        },
         "immutable": true,
     });
     let target = Target { tenant: &model.name, verb: "hold", kind: "Secret", name: &name };
@@ -106,8 +111,8 @@ async fn read(api: &Api<Secret>, tenant: &str, name: &str) -> Result<Read> {
     }
 }
 
-/// Lets the password Secret of a deleted tenant go with its namespace (or with a retained
-/// namespace's workloads); an uninstall leaves it in place, unheld. `false` while it is still
+/// Lets the password Secret of a deleted tenant go with its namespace; a retained namespace
+/// ([`keep`]) and an uninstall leave it in place, unheld. `false` while it is still
 /// held (it changed since it was read: the next pass releases the newer copy).
 pub async fn release(client: &Client, tenant: &str, namespace: &str) -> Result<bool> {
     let name = redis::secret_name(tenant);
@@ -126,13 +131,17 @@ pub async fn release(client: &Client, tenant: &str, namespace: &str) -> Result<b
     Ok(released.is_some())
 }
 
-/// Deletes the password Secret of a tenant whose namespace is retained (after [`release`]),
-/// without reading it.
-pub async fn delete(ctx: &Context, tenant: &str, namespace: &str) -> Result<()> {
+/// Keeps the password Secret of a tenant whose namespace is retained (after [`release`]): no
+/// longer owned by the tenant, so the garbage collector leaves it when the tenant goes, and a
+/// tenant of the same name that adopts the namespace finds the password its Redis data was
+/// written under. A patch without reading it.
+pub async fn keep(ctx: &Context, tenant: &str, namespace: &str) -> Result<()> {
     let name = redis::secret_name(tenant);
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    let target = Target { tenant, verb: "delete", kind: "Secret", name: &name };
-    write::send_tolerating(target, &[404], api.delete(&name, &DeleteParams::background()), |_| true).await?;
+    let body = json!({"metadata": {"ownerReferences": null}});
+    let target = Target { tenant, verb: "keep", kind: "Secret", name: &name };
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+    write::send_tolerating(target, &[404], api.patch(&name, &params, &patch), |_| true).await?;
     Ok(())
 }
 

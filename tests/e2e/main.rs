@@ -9,6 +9,7 @@
 //! step and keeps every component's log in `.local/e2e/<scenario>/`.
 
 mod install;
+mod real_node;
 mod upgrade;
 
 /// Where scenario `name` keeps its logs.

@@ -219,16 +219,28 @@ async fn sigkills_while_converging_and_deleting_lose_leave_and_duplicate_nothing
             // The finalizer is released only once the namespace is gone.
             Some("Delete") => assert!(found.is_none(), "{name}: namespace {ns} outlived its tenant"),
             _ => {
-                // Kept: the namespace itself and Redis' claims, the very same; nothing else the
-                // operator made, of any kind.
+                // Kept: the namespace itself, Redis' claims and the password their data was
+                // written under, the very same; nothing else the operator made, of any kind.
                 let kept = found.expect("a retained namespace");
                 assert!(kept.metadata.deletion_timestamp.is_none());
                 assert_eq!(kept.labels().get("neurallog.io/retained").map(String::as_str), Some("true"));
-                let (uid, _, claims_before, _) = &recorded[name.as_str()];
+                let (uid, made_before, claims_before, password) = &recorded[name.as_str()];
                 assert_eq!(&kept.uid(), uid, "{name}: the namespace is the one the tenant had");
                 let (made, claims) = operator_objects(&h, &ns).await;
-                assert_eq!(made, Objects::new(), "{name}: the operator's objects left in the retained namespace");
+                let secret_key = format!("Secret {}", redis::secret_name(name));
+                let only_password: Objects = made_before
+                    .iter()
+                    .filter(|(key, _)| **key == secret_key)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(made, only_password, "{name}: the operator's objects left in the retained namespace");
                 assert_eq!(&claims, claims_before, "{name}: the claims are kept, the very same");
+                let secret = h.namespaced::<Secret>(&ns).get(&redis::secret_name(name)).await.unwrap();
+                assert_eq!(&secret.data, password, "{name}: the password is kept");
+                assert!(
+                    secret.finalizers().is_empty() && secret.owner_references().is_empty(),
+                    "{name}: unheld, unowned"
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 //! and a tenant re-created while its old namespace terminates waits, then converges.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -26,6 +26,8 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
     h.create_tenant(TestTenant::new("keep").spec(json!({"deletionPolicy": "Retain"})).manifest()).await.unwrap();
     let claims = h.namespaced::<PersistentVolumeClaim>("tenant-keep");
     let claim = wait_for(&claims, "redis-data-keep-redis-0", "is created by the StatefulSet", |_| true).await;
+    let secrets = h.namespaced::<Secret>("tenant-keep");
+    let password = wait_for(&secrets, "keep-redis-auth", "is created", |_| true).await;
     let first = h.tenants().get("keep").await.unwrap();
 
     h.tenants().delete("keep", &DeleteParams::default()).await.unwrap();
@@ -44,6 +46,10 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
     empty(h.namespaced::<Service>("tenant-keep").list(&all).await.unwrap().items.len(), "Service");
     let config_maps = h.namespaced::<ConfigMap>("tenant-keep").list(&all).await.unwrap();
     assert!(config_maps.items.iter().all(|c| c.labels().get("neurallog.io/tenant").is_none()), "no managed ConfigMap");
+    let kept_password = secrets.get("keep-redis-auth").await.unwrap();
+    assert_eq!(kept_password.uid(), password.uid(), "the password Secret is kept with the volume");
+    assert!(kept_password.finalizers().is_empty(), "released");
+    assert!(kept_password.owner_references().is_empty(), "no longer the deleted tenant's");
 
     h.create_tenant(TestTenant::new("keep").manifest()).await.unwrap();
     let adopted = wait_for(&h.tenants(), "keep", "adopts the namespace", |t| {
@@ -55,6 +61,12 @@ async fn retain_keeps_the_namespace_and_volume_and_a_new_tenant_adopts_them() {
     assert!(!namespace.labels().contains_key("neurallog.io/retained"));
     wait_for(&h.namespaced::<StatefulSet>("tenant-keep"), "keep-redis", "is re-created", |_| true).await;
     assert_eq!(claims.get("redis-data-keep-redis-0").await.unwrap().uid(), claim.uid(), "same data volume");
+    let held = wait_for(&secrets, "keep-redis-auth", "is held by the new tenant", |s| {
+        s.owner_references().iter().any(|o| Some(&o.uid) == adopted.uid().as_ref()) && !s.finalizers().is_empty()
+    })
+    .await;
+    assert_eq!(held.uid(), password.uid(), "the same password Secret");
+    assert_eq!(held.data, password.data, "the same password");
 }
 
 #[tokio::test(flavor = "multi_thread")]

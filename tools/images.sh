@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# Builds the project's images with podman, offline (only the package registries are needed: Debian's
+# apt mirror, crates.io and the Go module proxy), and records every image's ID and digest.
+#
+#   tools/images.sh                    # all of them
+#   tools/images.sh operator catalog   # only those, and the base images they need
+#
+# Images, tagged in the local store (VERSION from Cargo.toml):
+#   operator  localhost/neurallog/tenant-operator:VERSION          Dockerfile
+#   bundle    localhost/neurallog/tenant-operator-bundle:vVERSION  bundle.Dockerfile
+#   catalog   localhost/neurallog/tenant-operator-catalog:vVERSION catalog.Dockerfile
+#   redis     localhost/neurallog-test/redis:7.0                   tools/images/redis.Containerfile
+#   server, registry, pause  localhost/neurallog-test/NAME:standin tools/images/standin.Containerfile
+#   coredns   localhost/neurallog-test/coredns:ITS_VERSION         tools/images/coredns.Containerfile
+#
+# The Containerfiles name public base images by default; here they get local equivalents, built
+# only when missing or when their recipe changed (the label neurallog.recipe holds its hash):
+#   localhost/neurallog-base/debian:bookworm-slim  debootstrap --variant=minbase, the host's apt mirror
+#   localhost/neurallog-base/rust:X.Y-bookworm     that + gcc, libc6-dev, ca-certificates, pkg-config
+#                                                  + this host's Rust toolchain (rustc --print sysroot)
+#   localhost/neurallog-base/opm:v1.73.0           /bin/opm of `tools/build.sh opm`
+#
+# The record is a TSV (name, reference, image ID, digest) at $IMAGES_RECORD, by default
+# .local/images/images.tsv; a partial build replaces only its own rows. Its path is printed on stdout
+# at the end, the progress on stderr.
+#
+# Environment:
+#   IMAGES_RECORD        where the record goes
+#   REVISION             the commit stamped into the operator (default: HEAD, "-dirty" with local changes)
+#   DEBIAN_MIRROR        the Debian mirror for the base (default: the host's apt source for bookworm)
+#   IMAGES_PODMAN_FLAGS  flags for every `podman build` and `podman run` here instead of the default:
+#                        runc when installed (crun fails on cgroup v1 hosts) and file and process
+#                        limits that a nested or unprivileged host lets a container set
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+all_images=(operator bundle catalog redis server registry pause coredns)
+record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+suite=bookworm
+opm_version=v1.73.0
+
+log() { echo "tools/images.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# Root's commands (apt, debootstrap) go through sudo when this is not root.
+sudo=()
+if [[ "$(id -u)" != 0 ]]; then sudo=(sudo); fi
+
+# Debian's podman, buildah, skopeo, debootstrap and uidmap, when any is missing.
+ensure_podman() { tools/packages.sh images; }
+
+explicit=0
+wanted=("${all_images[@]}")
+if [[ $# -gt 0 ]]; then
+  explicit=1
+  wanted=("$@")
+  for name in "${wanted[@]}"; do
+    [[ " ${all_images[*]} " == *" $name "* ]] || { log "unknown image '$name' (known: ${all_images[*]})"; exit 2; }
+  done
+fi
+
+ensure_podman
+
+if [[ -n "${IMAGES_PODMAN_FLAGS+set}" ]]; then
+  read -ra podman_flags <<<"$IMAGES_PODMAN_FLAGS"
+else
+  podman_flags=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+  if command -v runc >/dev/null; then podman_flags+=(--runtime runc); fi
+fi
+# RUN steps reach the package registries through the host's network; base images are never pulled.
+build() { podman build "${podman_flags[@]}" --network host --pull=never "$@" >&2; }
+
+# Lazily unmounts whatever is still mounted below a directory ($1), deepest first.
+unmount_below() {
+  awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r mnt; do
+    umount -l "$mnt" || true
+  done
+}
+
+# One run at a time: the base images and the build cache mounts are shared by every clone here.
+exec 9>"${TMPDIR:-/tmp}/neurallog-images.lock"
+if ! flock -n 9; then
+  log "waiting for another run to finish"
+  flock 9
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/neurallog-images.XXXXXX")"
+# A failed debootstrap may leave its bind mounts: never remove through them.
+cleanup() {
+  if [[ -d "$work/debian" ]]; then "${sudo[@]}" bash -c "$(declare -f unmount_below); unmount_below '$work/debian'"; fi
+  "${sudo[@]}" rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+# The recipe hash an image was built with ("" when the image is missing).
+recipe_of() { podman image inspect --format '{{index .Labels "neurallog.recipe"}}' "$1" 2>/dev/null || true; }
+hash_of() { sha256sum | cut -c1-16; }
+
+# name<TAB>reference<TAB>ID<TAB>digest of each image this run built or checked, in order.
+rows=()
+record_image() {
+  local name="$1" ref="$2" id digest
+  id="$(podman image inspect --format '{{.Id}}' "$ref")"
+  digest="$(podman image inspect --format '{{.Digest}}' "$ref")"
+  rows+=("$name"$'\t'"$ref"$'\t'"$id"$'\t'"$digest")
+  log "$name: $ref $digest"
+}
+
+# The URI of the host's apt source for a suite ($1), deb822 (*.sources) first, then one-line lists.
+apt_source() {
+  local want="$1" file uri
+  for file in /etc/apt/sources.list.d/*.sources; do
+    [[ -f "$file" ]] || continue
+    uri="$(awk -v suite="$want" '
+      BEGIN { RS = ""; FS = "\n" }
+      {
+        uri = ""; found = 0; deb = 0
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^Types:/ && $i ~ /[ \t]deb([ \t]|$)/) deb = 1
+          if ($i ~ /^URIs:/) { split($i, u, /[ \t]+/); uri = u[2] }
+          if ($i ~ /^Suites:/) { n = split($i, s, /[ \t]+/); for (j = 2; j <= n; j++) if (s[j] == suite) found = 1 }
+        }
+        if (deb && found && uri != "") { print uri; exit }
+      }' "$file")"
+    if [[ -n "$uri" ]]; then echo "$uri"; return; fi
+  done
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v suite="$want" '
+    $1 == "deb" {
+      i = 2
+      if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; exit }
+    }'
+}
+
+# --- Base images --------------------------------------------------------------------------------
+
+debian_ref="localhost/neurallog-base/debian:$suite-slim"
+
+# debian:bookworm-slim's equivalent: a minbase debootstrap from the host's mirror, trimmed as the
+# official slim image is (no docs, man pages or locales; apt keeps no caches or lists), with apt
+# pointed at the same mirror (and its security archive, when the host has one).
+base_debian() {
+  if [[ -n "${checked_debian:-}" ]]; then return; fi
+  checked_debian=1
+  local mirror security recipe
+  mirror="${DEBIAN_MIRROR:-$(apt_source "$suite")}"
+  [[ -n "$mirror" ]] || die "no apt source for $suite on this host: set DEBIAN_MIRROR"
+  security="$(apt_source "$suite-security")"
+  recipe="$( { declare -f debian_rootfs; echo "suite=$suite mirror=$mirror security=$security"; } | hash_of)"
+  if [[ "$(recipe_of "$debian_ref")" == "$recipe" ]]; then record_image base-debian "$debian_ref"; return; fi
+  log "building $debian_ref with debootstrap from $mirror (first time only)"
+  local start=$SECONDS
+  "${sudo[@]}" bash -c "$(declare -f debian_rootfs unmount_below); debian_rootfs \"\$@\"" debian_rootfs \
+    "$work/debian" "$suite" "$mirror" "$security" >&2
+  "${sudo[@]}" tar --numeric-owner --xattrs --one-file-system -C "$work/debian" -c . \
+    | podman import --change 'CMD ["bash"]' --change "LABEL neurallog.recipe=$recipe" - "$debian_ref" >&2
+  "${sudo[@]}" rm -rf --one-file-system "$work/debian"
+  log "$debian_ref built in $((SECONDS - start))s"
+  record_image base-debian "$debian_ref"
+}
+
+# As root: debootstrap into $1 and trim it.
+debian_rootfs() {
+  local dir="$1" suite="$2" mirror="$3" security="$4"
+  set -euo pipefail
+  debootstrap --variant=minbase "$suite" "$dir" "$mirror"
+  # Nothing may stay mounted (debootstrap unmounts what it mounted; be sure).
+  unmount_below "$dir"
+  rm -f "$dir/etc/apt/sources.list" "$dir/etc/resolv.conf" "$dir/etc/hostname"
+  {
+    printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\n' "$mirror" "$suite" "$suite"
+    printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+    if [[ -n "$security" ]]; then
+      printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\n' "$security" "$suite"
+      printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+    fi
+  } >"$dir/etc/apt/sources.list.d/debian.sources"
+  # As the official image: packages installed later leave no docs, and apt no caches.
+  cat >"$dir/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/man/*
+EOF
+  cat >"$dir/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  echo 'Acquire::Languages "none";' >"$dir/etc/apt/apt.conf.d/docker-no-languages"
+  echo 'Acquire::GzipIndexes "true";' >"$dir/etc/apt/apt.conf.d/docker-gzip-indexes"
+  echo 'Apt::AutoRemove::SuggestsImportant "false";' >"$dir/etc/apt/apt.conf.d/docker-autoremove-suggests"
+  find "$dir/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+  find "$dir/usr/share/doc" -mindepth 1 -type d -empty -delete
+  rm -rf "${dir:?}"/usr/share/{groff,info,linda,man}/* "${dir:?}"/usr/share/lintian/overrides/*
+  find "$dir/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  rm -rf --one-file-system "${dir:?}"/var/lib/apt/lists/* "${dir:?}"/var/cache/apt/* "${dir:?}"/var/cache/debconf/*-old \
+    "${dir:?}"/var/lib/dpkg/*-old "${dir:?}"/var/log/* "${dir:?}"/tmp/* "${dir:?}"/var/tmp/* "${dir:?}"/dev/* \
+    "${dir:?}"/proc/* "${dir:?}"/sys/* "${dir:?}"/run/*
+  mkdir -p "$dir/var/lib/apt/lists/partial" "$dir/var/cache/apt/archives/partial"
+  if [[ -f "$dir/etc/machine-id" ]]; then : >"$dir/etc/machine-id"; fi
+}
+
+rust_toolchain_version() { rustc --version | awk '{ print $2 }'; }
+rust_ref() { local v; v="$(rust_toolchain_version)"; echo "localhost/neurallog-base/rust:${v%.*}-$suite"; }
+
+# rust:X.Y-bookworm's equivalent: the Debian base, a C toolchain and this host's Rust toolchain
+# (without its docs) in the official image's layout.
+base_rust() {
+  if [[ -n "${checked_rust:-}" ]]; then return; fi
+  checked_rust=1
+  base_debian
+  command -v rustc >/dev/null || die "rustc is not on PATH: the Rust base image takes this host's toolchain"
+  local ref sysroot rust_version toolchain recipe debian_id
+  ref="$(rust_ref)"
+  sysroot="$(rustc --print sysroot)"
+  rust_version="$(rust_toolchain_version)"
+  toolchain="$rust_version-$(rustc -vV | sed -n 's/^host: //p')"
+  debian_id="$(podman image inspect --format '{{.Id}}' "$debian_ref")"
+  recipe="$( { cat tools/images/base-rust.Containerfile; rustc -vV; cargo -vV; echo "$debian_id $toolchain"; } | hash_of)"
+  if [[ "$(recipe_of "$ref")" == "$recipe" ]]; then record_image base-rust "$ref"; return; fi
+  log "building $ref with the toolchain at $sysroot (first time only)"
+  local start=$SECONDS context="$work/rust"
+  mkdir -p "$context/toolchain"
+  # Hard links when the toolchain is on the same file system (nothing to copy), else a copy.
+  local part
+  for part in "$sysroot"/*; do
+    [[ "$(basename "$part")" == share ]] && continue
+    cp -al "$part" "$context/toolchain/" 2>/dev/null || cp -a "$part" "$context/toolchain/"
+  done
+  mkdir -p "$context/toolchain/share"
+  for part in "$sysroot"/share/*; do
+    [[ "$(basename "$part")" == doc ]] && continue
+    cp -a "$part" "$context/toolchain/share/"
+  done
+  build -f tools/images/base-rust.Containerfile --build-arg DEBIAN_IMAGE="$debian_ref" \
+    --build-arg RUST_TOOLCHAIN="$toolchain" --build-arg RUST_VERSION="$rust_version" \
+    --label neurallog.recipe="$recipe" -t "$ref" "$context"
+  rm -rf "$context"
+  podman run --rm "${podman_flags[@]}" "$ref" cargo --version >&2
+  log "$ref built in $((SECONDS - start))s"
+  record_image base-rust "$ref"
+}
+
+opm_ref="localhost/neurallog-base/opm:$opm_version"
+
+# The opm image's equivalent, for catalog.Dockerfile.
+base_opm() {
+  if [[ -n "${checked_opm:-}" ]]; then return; fi
+  checked_opm=1
+  local bin recipe
+  bin="$(tools/build.sh opm)"
+  recipe="$( { cat tools/images/opm.Containerfile; sha256sum <"$bin/opm"; } | hash_of)"
+  if [[ "$(recipe_of "$opm_ref")" == "$recipe" ]]; then record_image base-opm "$opm_ref"; return; fi
+  log "building $opm_ref"
+  local context="$work/opm"
+  mkdir -p "$context/rootfs/bin" "$context/rootfs/tmp" "$context/rootfs/etc"
+  cp "$bin/opm" "$context/rootfs/bin/opm"
+  chmod 1777 "$context/rootfs/tmp"
+  echo 'hosts: files dns' >"$context/rootfs/etc/nsswitch.conf"
+  build -f tools/images/opm.Containerfile --label neurallog.recipe="$recipe" -t "$opm_ref" "$context"
+  rm -rf "$context"
+  record_image base-opm "$opm_ref"
+}
+
+# --- The images ---------------------------------------------------------------------------------
+
+revision() {
+  if [[ -n "${REVISION:-}" ]]; then echo "$REVISION"; return; fi
+  local rev
+  rev="$(git rev-parse HEAD 2>/dev/null)" || { echo unknown; return; }
+  if ! git diff --quiet HEAD -- 2>/dev/null; then rev+="-dirty"; fi
+  echo "$rev"
+}
+
+image_operator() {
+  base_rust
+  local ref="localhost/neurallog/tenant-operator:$version" rev start=$SECONDS
+  rev="$(revision)"
+  # Cargo in the build trusts what this host trusts (a TLS-inspecting proxy's CA, say): the host's
+  # CA bundle and a cargo config naming it are mounted into the RUN steps only, never into an image.
+  local host_ca="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" mounts=()
+  if [[ -f "$host_ca" ]]; then
+    printf '[http]\ncainfo = "/run/host-ca-certificates.crt"\n' >"$work/cargo-config.toml"
+    mounts=(--volume "$host_ca:/run/host-ca-certificates.crt:ro"
+            --volume "$work/cargo-config.toml:/usr/local/cargo/config.toml:ro")
+  fi
+  log "building $ref ($rev)"
+  build -f Dockerfile "${mounts[@]}" --build-arg BUILDER_IMAGE="$(rust_ref)" \
+    --build-arg VERSION="$version" --build-arg REVISION="$rev" -t "$ref" .
+  log "$ref built in $((SECONDS - start))s: $(podman run --rm "${podman_flags[@]}" "$ref" --version)"
+  record_image operator "$ref"
+}
+
+image_bundle() {
+  local ref="localhost/neurallog/tenant-operator-bundle:v$version"
+  log "building $ref"
+  build -f bundle.Dockerfile -t "$ref" .
+  record_image bundle "$ref"
+}
+
+image_catalog() {
+  base_opm
+  local ref="localhost/neurallog/tenant-operator-catalog:v$version"
+  log "building $ref"
+  build -f catalog.Dockerfile --build-arg OPM_IMAGE="$opm_ref" -t "$ref" .
+  record_image catalog "$ref"
+}
+
+# An image whose Containerfile another change adds: skipped with a warning in a full build, an
+# error when asked for by name.
+missing() {
+  if [[ "$explicit" == 1 ]]; then die "$1: $2 is not there"; fi
+  log "skipping $1: $2 is not there"
+}
+
+image_redis() {
+  local file=tools/images/redis.Containerfile ref=localhost/neurallog-test/redis:7.0
+  if [[ ! -f "$file" ]]; then missing redis "$file"; return; fi
+  base_debian
+  log "building $ref"
+  mkdir -p "$work/redis"
+  build -f "$file" --build-arg DEBIAN_IMAGE="$debian_ref" -t "$ref" "$work/redis"
+  record_image redis "$ref"
+}
+
+# The stand-ins: one static binary of tools/standins/cmd/NAME each, on scratch.
+image_standin() {
+  local name="$1" file=tools/images/standin.Containerfile ref="localhost/neurallog-test/$1:standin"
+  if [[ ! -f "$file" ]]; then missing "$name" "$file"; return; fi
+  if [[ ! -d "tools/standins/cmd/$name" ]]; then missing "$name" "tools/standins/cmd/$name"; return; fi
+  local context="$work/standins"
+  mkdir -p "$context"
+  log "building $ref"
+  (cd tools/standins && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$context/$name" "./cmd/$name") >&2
+  local args=(--build-arg BINARY="$name")
+  # The real pause image's user.
+  if [[ "$name" == pause ]]; then args+=(--build-arg RUN_AS=65535:65535); fi
+  build -f "$file" "${args[@]}" -t "$ref" "$context"
+  record_image "$name" "$ref"
+}
+
+image_coredns() {
+  if [[ ! -f tools/coredns/go.mod ]]; then missing coredns "tools/coredns (tools/build.sh coredns)"; return; fi
+  local bin dir coredns_version ref
+  bin="$(tools/build.sh coredns)"
+  # tools/build.sh's output directory is <cache>/coredns-<version>-<hash>/bin.
+  dir="$(basename "$(dirname "$bin")")"
+  coredns_version="${dir#coredns-}"
+  coredns_version="${coredns_version%-*}"
+  ref="localhost/neurallog-test/coredns:$coredns_version"
+  log "building $ref"
+  mkdir -p "$work/coredns"
+  cp "$bin/coredns" "$work/coredns/coredns"
+  build -f tools/images/coredns.Containerfile -t "$ref" "$work/coredns"
+  record_image coredns "$ref"
+}
+
+# --- Main ---------------------------------------------------------------------------------------
+
+for name in "${wanted[@]}"; do
+  case "$name" in
+    operator) image_operator ;;
+    bundle) image_bundle ;;
+    catalog) image_catalog ;;
+    redis) image_redis ;;
+    server | registry | pause) image_standin "$name" ;;
+    coredns) image_coredns ;;
+  esac
+done
+
+# The record: this run's rows replace the same names' rows, the others stay.
+mkdir -p "$(dirname "$record")"
+{
+  printf 'name\treference\timage_id\tdigest\n'
+  if [[ -f "$record" ]]; then
+    declare -A fresh=()
+    for row in "${rows[@]}"; do fresh["${row%%$'\t'*}"]=1; done
+    tail -n +2 "$record" | while IFS= read -r row; do
+      if [[ -n "$row" && -z "${fresh["${row%%$'\t'*}"]:-}" ]]; then printf '%s\n' "$row"; fi
+    done
+  fi
+  if [[ ${#rows[@]} -gt 0 ]]; then printf '%s\n' "${rows[@]}"; fi
+} >"$record.tmp"
+mv "$record.tmp" "$record"
+echo "$record"
