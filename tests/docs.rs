@@ -55,8 +55,10 @@ const ENV_PREFIXES: &[&str] =
 
 /// Names the documentation may use although the tree does not hold them, each with why.
 const ALLOWED: &[&str] = &[
-    // Written at run time, under the git-ignored `.local/`: `make run`'s kubeconfig and logs.
+    // Written at run time, under the git-ignored `.local/`: `make run`'s kubeconfig and logs, `make
+    // images`'s record.
     ".local/",
+    ".local/images/images.tsv",
     ".local/run/admin.kubeconfig",
     ".local/run-once.log",
     ".local/run-olm",
