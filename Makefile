@@ -58,6 +58,7 @@ export IMAGES_RECORD
 test: tools lint check-packaging images node-packages ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, the real node, e2e.
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_IMAGES="$(IMAGES_RECORD)" cargo test --workspace --locked
+	cd tools/standins && go test ./...
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory run-once
 
@@ -105,9 +106,11 @@ release: ## Cut a release from a clean tree: make release VERSION=x.y.z (Cargo v
 check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catalog/ (opm), check both fresh and released bundles unchanged.
 	tools/check-packaging.sh $(VERSION) $(IMG)
 
-lint: ## cargo fmt --check and clippy with warnings as errors.
+lint: ## cargo fmt --check and clippy with warnings as errors; gofmt and go vet of the stand-ins.
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked --features neurallog-tenant-operator/e2e -- -D warnings
+	@test -z "$$(gofmt -l tools/standins)" || { gofmt -l tools/standins; echo "gofmt: the files above need formatting"; exit 1; }
+	cd tools/standins && go vet ./...
 
 fmt: ## Format the code.
 	cargo fmt --all

@@ -99,12 +99,14 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     );
     timeline.done("alpha and beta Running, every pod Ready; beta's quota read back as v1 resources");
 
-    timeline.begin("redis", "refuses a client without the password, accepts one with it");
+    timeline.begin("redis", "refuses a client without the password, accepts one with it, appends to the claim");
     let answer = exec(node, "tenant-alpha", "alpha-redis-0", &["sh", "-c", "REDISCLI_AUTH= redis-cli ping"])?;
     ensure!(answer.contains("NOAUTH"), "Redis answered a client without the password: {answer}");
     let answer = exec(node, "tenant-alpha", "alpha-redis-0", &["redis-cli", "ping"])?;
     ensure!(answer.trim() == "PONG", "Redis refused its password: {answer}");
-    timeline.done("NOAUTH without, PONG with");
+    let aof = exec(node, "tenant-alpha", "alpha-redis-0", &["sh", "-c", "ls /data/appendonlydir"])?;
+    ensure!(aof.contains(".aof"), "Redis appends nothing to its volume: {aof}");
+    timeline.done("NOAUTH without, PONG with, appending to its volume");
 
     timeline.begin("records", "a log record written through the server is read back from Redis");
     let record = "first record from the real node";
@@ -249,6 +251,12 @@ async fn check_images(node: &RealNode, client: &Client, images: &Pushed) -> anyh
     );
     let redis = inspect(&built.get("redis")?.reference)?;
     ensure!(redis["Config"]["User"] == "999:999", "redis image user: {}", redis["Config"]["User"]);
+    for name in ["server", "registry", "pause", "coredns"] {
+        let image = inspect(&built.get(name)?.reference)?;
+        let user = image["Config"]["User"].as_str().unwrap_or_default();
+        let uid = user.split(':').next().and_then(|uid| uid.parse::<u32>().ok());
+        ensure!(uid.is_some_and(|uid| uid > 0), "the {name} image runs as {user:?}, not a non-root uid");
+    }
     Ok(printed.trim().to_owned())
 }
 

@@ -9,6 +9,10 @@
 //! `testenv olm --dir DIR --operator BINARY [--from VERSION] [--once]`: `make run OLM=1`, the
 //! operator installed from the catalog through OLM on the same kind of cluster
 //! ([`testenv::olm_run`]).
+//!
+//! `testenv node --dir DIR`: a real node ([`testenv::node`]) whose pods really run, from the
+//! images `make images` recorded (`$TESTENV_IMAGES`), until SIGTERM or Ctrl-C; then the host is
+//! put back as it was.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,12 +47,12 @@ struct Running {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    const USAGE: &str =
-        "usage: testenv up --dir DIR | testenv olm --dir DIR --operator BINARY [--from VERSION] [--once]";
+    const USAGE: &str = "usage: testenv up --dir DIR | testenv olm --dir DIR --operator BINARY [--from VERSION] [--once] | testenv node --dir DIR";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = match args.as_slice() {
         [command, flag, dir] if command == "up" && flag == "--dir" => PathBuf::from(dir),
         [command, rest @ ..] if command == "olm" => return testenv::olm_run::run(olm_options(rest)?).await,
+        [command, flag, dir] if command == "node" && flag == "--dir" => return node(Path::new(dir)).await,
         _ => bail!(USAGE),
     };
     // `make run` starts testenv in a session of its own, so that Ctrl-C reaches the operator alone
@@ -81,6 +85,33 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop(running);
+    Ok(())
+}
+
+/// `testenv node`: a fresh node in `dir` until SIGTERM or Ctrl-C.
+async fn node(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let dir = std::path::absolute(dir)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let options = testenv::node::NodeOptions { volumes: VOLUMES, dir: Some(dir) };
+    let node = tokio::select! {
+        node = testenv::node::RealNode::start(options) => node?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    };
+    println!("kubeconfig: {}", node.admin_kubeconfig().display());
+    println!("kubectl: {}", node.kubectl().display());
+    println!(
+        "images: push with the registry at {} (pods pull from it); Ctrl-C stops the node",
+        testenv::node::config::registry_host()
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    drop(node);
     Ok(())
 }
 

@@ -42,6 +42,9 @@ impl Registry {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = format!("http://{}/v2/", self.host);
+        // The workspace's reqwest is built without a crypto provider (it is plain HTTP here, but
+        // a client cannot be built without one).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         loop {
             if let Some(status) = self.process.try_wait()? {

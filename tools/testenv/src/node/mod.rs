@@ -100,7 +100,7 @@ impl RealNode {
         node.host = Some(Host::prepare()?);
         node.registry = Some(Registry::start(&root, &registry_storage(&root)).await?);
         node.start_control_plane(&kube_bin, &etcd_bin).await?;
-        node.start_runtime(&kube_bin)?;
+        node.start_runtime(&kube_bin).await?;
         node.wait_ready(options.volumes).await?;
         eprintln!("testenv: node {NODE_NAME} Ready in {:.1}s ({})", started.elapsed().as_secs_f64(), root.display());
         Ok(node)
@@ -267,7 +267,7 @@ impl RealNode {
     }
 
     /// containerd, then kubelet and kube-proxy.
-    fn start_runtime(&mut self, kube_bin: &Path) -> anyhow::Result<()> {
+    async fn start_runtime(&mut self, kube_bin: &Path) -> anyhow::Result<()> {
         let layout = self.layout.clone();
         let pause = self.push_image("pause")?;
         for dir in ["containerd", "cni/net.d", "cni/ipam", "pod-logs", "volume-plugins", "kubelet", "volumes"] {
@@ -293,7 +293,7 @@ impl RealNode {
             if Instant::now() > deadline {
                 bail!("containerd did not open its socket within 30s");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
         // Pods resolve through cluster DNS; kubelet's own resolver file only feeds `dnsPolicy:
