@@ -49,7 +49,7 @@ die() { log "$*"; exit 1; }
 sudo=()
 if [[ "$(id -u)" != 0 ]]; then sudo=(sudo); fi
 
-# Debian's podman, buildah, skopeo, debootstrap and uidmap, when any is missing.
+# Debian's podman, buildah, debootstrap and uidmap, when any is missing.
 ensure_podman() { tools/packages.sh images; }
 
 explicit=0

@@ -4,14 +4,15 @@
 #
 #   tools/packages.sh images   # podman and friends: `make images` builds every image with them
 #   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
-#                              # iptables and conntrack for kube-proxy, the local OCI registry
+#                              # iptables and conntrack for kube-proxy, the local OCI registry and
+#                              # podman, which pushes the images into it
 set -euo pipefail
 
 packages=()
 for group in "$@"; do
   case "$group" in
-    images) packages+=(podman buildah skopeo debootstrap uidmap) ;;
-    node) packages+=(containerd runc containernetworking-plugins iptables conntrack docker-registry skopeo) ;;
+    images) packages+=(podman buildah debootstrap uidmap) ;;
+    node) packages+=(containerd runc containernetworking-plugins iptables conntrack docker-registry podman) ;;
     *) echo "tools/packages.sh: unknown group '$group' (images, node)" >&2; exit 2 ;;
   esac
 done

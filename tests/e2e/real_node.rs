@@ -192,14 +192,14 @@ async fn check_images(node: &RealNode, client: &Client, images: &Pushed) -> anyh
     let built = node.images();
     let operator = inspect(&built.get("operator")?.reference)?;
     ensure!(operator["Config"]["User"] == "65532:65532", "operator image user: {}", operator["Config"]["User"]);
-    let root = mount_image(&built.get("operator")?.reference)?;
-    let shell = ["bin/sh", "usr/bin/sh", "bin/bash"].iter().find(|shell| Path::new(&root).join(shell).exists());
+    let reference = &built.get("operator")?.reference;
+    let root = podman(&["image", "mount", reference])?.trim().to_owned();
+    let shell =
+        ["bin/sh", "usr/bin/sh", "bin/bash"].iter().find(|shell| Path::new(&root).join(shell).exists()).copied();
+    let ca_bundle = Path::new(&root).join("etc/ssl/certs/ca-certificates.crt").is_file();
+    podman(&["image", "unmount", reference])?;
     ensure!(shell.is_none(), "the operator image carries a shell: {shell:?}");
-    ensure!(
-        Path::new(&root).join("etc/ssl/certs/ca-certificates.crt").is_file(),
-        "the operator image has no CA bundle"
-    );
-    unmount_image(&built.get("operator")?.reference)?;
+    ensure!(ca_bundle, "the operator image has no CA bundle");
 
     // The version, from the image as a kubelet runs it: non-root, read-only root filesystem.
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
@@ -280,14 +280,6 @@ fn podman(args: &[&str]) -> anyhow::Result<String> {
 fn inspect(reference: &str) -> anyhow::Result<Value> {
     let all: Value = serde_json::from_str(&podman(&["image", "inspect", reference])?)?;
     all.get(0).cloned().with_context(|| format!("podman knows no image {reference}"))
-}
-
-fn mount_image(reference: &str) -> anyhow::Result<String> {
-    Ok(podman(&["image", "mount", reference])?.trim().to_owned())
-}
-
-fn unmount_image(reference: &str) -> anyhow::Result<()> {
-    podman(&["image", "unmount", reference]).map(drop)
 }
 
 /// `config/crd`, then `config/default` through an overlay that names the image by digest.

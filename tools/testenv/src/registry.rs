@@ -1,6 +1,6 @@
 //! A local OCI registry (the CNCF distribution server, Debian's `docker-registry`) on the real
 //! node's address, which containerd pulls from over plain HTTP. Images go in from podman's local
-//! storage with skopeo and are named by digest.
+//! storage with podman and are named by digest.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -65,20 +65,21 @@ impl Registry {
         &self.host
     }
 
-    /// Copies the image `reference` from podman's storage into the registry and returns the name
+    /// Pushes the image `reference` from podman's storage into the registry and returns the name
     /// pods use for it: `<registry>/<repository>@<digest>`. `localhost/` in front of the
-    /// repository is dropped.
+    /// repository is dropped. (podman, not skopeo: skopeo leaves the storage driver's own mount
+    /// behind, and the host must be left as it was found.)
     pub fn push(&self, reference: &str) -> anyhow::Result<String> {
         let repository = reference.strip_prefix("localhost/").unwrap_or(reference);
         let destination = format!("docker://{}/{repository}", self.host);
         let digest_file = tempfile::NamedTempFile::new()?;
-        let output = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+        let output = Command::new("podman")
+            .args(["push", "--quiet", "--tls-verify=false", "--digestfile"])
             .arg(digest_file.path())
-            .arg(format!("containers-storage:{reference}"))
+            .arg(reference)
             .arg(&destination)
             .output()
-            .context("cannot run skopeo")?;
+            .context("cannot run podman")?;
         if !output.status.success() {
             bail!("cannot push {reference} to {destination}: {}", String::from_utf8_lossy(&output.stderr).trim());
         }

@@ -175,6 +175,10 @@ impl Host {
     /// the route of the Service range into the bridge (traffic to a ClusterIP that nothing
     /// translates fails here instead of following the default route out).
     pub fn prepare() -> anyhow::Result<Self> {
+        // A node whose test process was killed left its address and bridge: they are this
+        // module's by name, and would fail every later start.
+        let _ = ip(&["link", "delete", BRIDGE]);
+        let _ = ip(&["addr", "delete", &format!("{NODE_IP}/32"), "dev", "lo"]);
         let sysctls = SYSCTLS
             .iter()
             .filter_map(|key| {
