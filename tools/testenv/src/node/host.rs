@@ -194,11 +194,16 @@ impl Host {
             netns_before: netns_entries(),
         };
         let address = format!("{NODE_IP}/32");
-        ip(&["addr", "add", &address, "dev", "lo"]).context("cannot add the node's address to lo")?;
-        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE])?;
-        ip(&["link", "set", BRIDGE, "up"])?;
-        ip(&["route", "add", SERVICE_CIDR, "dev", BRIDGE])?;
+        let changed = ip(&["addr", "add", &address, "dev", "lo"])
+            .and_then(|()| ip(&["link", "add", BRIDGE, "type", "bridge"]))
+            .and_then(|()| ip(&["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE]))
+            .and_then(|()| ip(&["link", "set", BRIDGE, "up"]))
+            .and_then(|()| ip(&["route", "add", SERVICE_CIDR, "dev", BRIDGE]));
+        if let Err(error) = changed {
+            // Whatever was added goes again before the error is returned.
+            let _ = host.restore();
+            return Err(error.context("cannot give the node its address, bridge and route"));
+        }
         Ok(host)
     }
 

@@ -62,12 +62,12 @@ pub struct RealNode {
     _lock: fs::File,
 }
 
-/// Names of the node's processes, as [`RealNode::process_ids`] gives them.
+/// The controllers, stopped first at teardown so that nothing re-creates the pods being stopped.
 const CONTROLLERS: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
 
 impl RealNode {
-    /// Starts the node and returns once it is Ready, untainted, has its default ServiceAccount,
-    /// the cluster's DNS answers and the volumes are Available.
+    /// Starts the node and returns once it is Ready and untainted, has its default ServiceAccount,
+    /// volumes and StorageClass, and cluster DNS is rolled out.
     pub async fn start(options: NodeOptions) -> anyhow::Result<Self> {
         let started = Instant::now();
         let lock = lock_machine()?;
@@ -480,11 +480,6 @@ impl RealNode {
     /// A cluster-admin client.
     pub async fn admin_client(&self) -> anyhow::Result<Client> {
         Ok(Client::try_from(self.admin_config().await?)?)
-    }
-
-    /// The name and process id of every process of the node.
-    pub fn process_ids(&self) -> Vec<(String, u32)> {
-        self.processes.iter().map(|(name, child)| (name.clone(), child.id())).collect()
     }
 
     /// Stops one process of the node by name (SIGKILL).
