@@ -1,5 +1,13 @@
-//! A real control plane on loopback: etcd and kube-apiserver (optionally kube-controller-manager)
-//! from the pinned builds, client-certificate authentication and RBAC on.
+//! A real control plane on loopback: etcd and kube-apiserver (optionally kube-controller-manager,
+//! for namespace deletion and garbage collection) from the pinned builds, client-certificate
+//! authentication and RBAC on. Every process lives in its own temporary directory and dies with the
+//! [`ControlPlane`] (or with the process that started it).
+//!
+//! The API server's connections into "the cluster" (webhooks given by a Service reference) go
+//! through a proxy in the test process, which sends a Service's traffic to a loopback address
+//! ([`ControlPlane::forward_service`]). The proxy runs on the Tokio runtime that started the
+//! plane: while a test blocks that runtime's only thread (`#[tokio::test]`, say, waiting on a
+//! child process), those connections wait too.
 
 use std::fs;
 use std::net::SocketAddr;

@@ -1,19 +1,17 @@
-//! A real Kubernetes control plane on loopback, for integration tests and local runs: etcd and
-//! kube-apiserver (optionally kube-controller-manager, for namespace deletion and garbage
-//! collection) from the pinned builds of `tools/`, with client-certificate authentication and
-//! RBAC on. Every process lives in its own temporary directory and dies with the
-//! [`ControlPlane`] (or with the process that started it).
+//! Real Kubernetes environments for the operator's tests and local runs, from the pinned builds of
+//! `tools/`; every process lives in a directory of its own and dies with the test that started it.
 //!
-//! The API server's connections into "the cluster" (webhooks given by a Service reference) go
-//! through a proxy in the test process, which sends a Service's traffic to a loopback address
-//! ([`ControlPlane::forward_service`]). The proxy runs on the Tokio runtime that started the
-//! plane: while a test blocks that runtime's only thread (`#[tokio::test]`, say, waiting on a
-//! child process), those connections wait too.
+//! The clusters:
+//! - [`ControlPlane`]: etcd and kube-apiserver on loopback (optionally kube-controller-manager),
+//!   client certificates and RBAC on, for the integration tests.
+//! - [`kwok`]: a whole simulated cluster (kwokctl: every controller, a scheduler, fake nodes whose
+//!   pods run nothing), for the end-to-end tests through OLM ([`olm`], [`operatorhub`]), the fleet
+//!   benchmarks and `make run`.
+//! - [`node`]: a real node whose pods really run (containerd, kubelet, kube-proxy, cluster DNS),
+//!   pulling from a local registry ([`registry`]) the images `make images` built ([`images`]).
 //!
-//! [`auth`] is a stand-in for the NeuralLog Auth service, on loopback HTTP.
-//! [`jaeger`] runs a real Jaeger v2 (OTLP in, query API out) for tests of the exported traces.
-//! [`kwok`] runs a whole simulated cluster (kwokctl: every controller, a scheduler, fake nodes)
-//! and [`olm`] runs OLM's operators and an `opm` catalog server against it, for end-to-end tests.
+//! Beside them: [`auth`], a stand-in for the NeuralLog Auth service on loopback HTTP; [`jaeger`], a
+//! real Jaeger v2 (OTLP in, query API out); [`timeline`], a scenario's steps and their times.
 
 pub mod auth;
 mod control_plane;
