@@ -19,10 +19,9 @@ IMG ?= neurallog/tenant-operator:$(VERSION)
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), CoreDNS, Jaeger, opm and operator-sdk binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger, opm and operator-sdk binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
-	@tools/build.sh coredns >/dev/null
 	@tools/build.sh jaeger >/dev/null
 	@tools/build.sh opm >/dev/null
 	@tools/build.sh operator-sdk >/dev/null
@@ -93,7 +92,7 @@ bundle: ## Generate bundle/ and bundle.Dockerfile for VERSION and IMG from confi
 catalog: ## Recompute the catalog's package and channels from catalog/releases.yaml.
 	tools/catalog.sh .
 
-images: ## Build the operator, bundle and catalog images (and the test images) with podman, offline; digests in .local/images/images.tsv.
+images: ## Build the operator, bundle and catalog images (and the test images, CoreDNS's among them) with podman, offline; digests in .local/images/images.tsv.
 	@tools/images.sh >/dev/null
 
 node-packages: ## Install the Debian packages the real node needs (containerd, runc, CNI plugins, iptables, registry) when missing.

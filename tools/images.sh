@@ -70,6 +70,9 @@ else
 fi
 # RUN steps reach the package registries through the host's network; base images are never pulled.
 build() { podman build "${podman_flags[@]}" --network host --pull=never "$@" >&2; }
+# A container of a built image, checked: no network, so podman sets up no bridge, addresses or
+# iptables rules (nor leaves them behind when a run fails).
+run() { podman run --rm --network none "${podman_flags[@]}" "$@"; }
 
 # Lazily unmounts whatever is still mounted below a directory ($1), deepest first.
 unmount_below() {
@@ -223,7 +226,7 @@ base_rust() {
     --build-arg RUST_TOOLCHAIN="$toolchain" --build-arg RUST_VERSION="$rust_version" \
     --label neurallog.recipe="$recipe" -t "$ref" "$context"
   rm -rf "$context"
-  podman run --rm "${podman_flags[@]}" "$ref" cargo --version >&2
+  run "$ref" cargo --version >&2
   log "$ref built in $((SECONDS - start))s"
   record_image base-rust "$ref"
 }
@@ -274,7 +277,7 @@ image_operator() {
   log "building $ref ($rev)"
   build -f Dockerfile "${mounts[@]}" --build-arg BUILDER_IMAGE="$(rust_ref)" \
     --build-arg VERSION="$version" --build-arg REVISION="$rev" -t "$ref" .
-  log "$ref built in $((SECONDS - start))s: $(podman run --rm "${podman_flags[@]}" "$ref" --version)"
+  log "$ref built in $((SECONDS - start))s: $(run "$ref" --version)"
   record_image operator "$ref"
 }
 
