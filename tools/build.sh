@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds one pinned upstream component from its wrapper module in tools/<component>/ and prints the
 # directory holding its binaries. Builds land in a cache outside the clone, keyed by the component's
-# version and a hash of its go.mod, go.sum and recipe below, so a second call (or a fresh clone)
-# reuses them, and editing this script rebuilds only the components whose recipe changed.
+# version and a hash of its go.mod, go.sum, Go files and recipe below, so a second call (or a fresh
+# clone) reuses them, and editing this script rebuilds only the components whose recipe changed.
 #
 #   tools/build.sh kubernetes   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 #                               # kubelet, kube-proxy
@@ -101,7 +101,8 @@ case "$component" in
   coredns)
     # See tools/coredns/go.mod for why this tag.
     version="v1.13.2"
-    packages=(github.com/coredns/coredns)
+    # The wrapper's own main (tools/coredns/main.go): upstream's server with the Corefile's plugins.
+    packages=(neurallog.io/tools/coredns)
     # Upstream's Makefile stamps the commit, which `coredns -version` prints (empty unstamped). The
     # commit is the tag's, as the module proxy reports it.
     ldflags+=" -X github.com/coredns/coredns/coremain.GitCommit=0233f3e7c600b730426628f2cf9c829d404a181f"
@@ -115,7 +116,8 @@ esac
 recipe="$(printf '%s\n' "format=$recipe_format" "component=$component" "version=$version" "tags=$tags" \
   "ldflags=$ldflags" "${packages[@]/#/package=}")"
 if [[ -n "$module_files" ]]; then recipe+=$'\n'"files=$module_files"; fi
-hash="$({ cat "$module_dir/go.mod" "$module_dir/go.sum"; printf '%s\n' "$recipe"; } | sha256sum | cut -c1-12)"
+hash="$({ cat "$module_dir/go.mod" "$module_dir/go.sum" $(compgen -G "$module_dir/*.go"); printf '%s\n' "$recipe"; } \
+  | sha256sum | cut -c1-12)"
 out="$cache_root/$component-$version-$hash"
 if [[ -f "$out/.complete" ]]; then
   echo "$out/bin"
