@@ -10,7 +10,9 @@
 #   tools/build.sh jaeger       # jaeger (Jaeger v2: collector + query + in-memory storage)
 #   tools/build.sh opm          # opm (operator-registry: render, validate, serve file-based catalogs)
 #   tools/build.sh operator-sdk # operator-sdk (generate bundle, bundle validate; no Ansible plugin)
-#   tools/build.sh olm          # olm, catalog (OLM v0 operators, run out of cluster); ../crds: OLM's CRDs
+#   tools/build.sh olm          # olm, catalog (OLM v0's operators), cpb (its bundle unpacker);
+#                               # ../crds: OLM's CRDs
+#   tools/build.sh grpc-health-probe # grpc-health-probe
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 #   tools/build.sh coredns      # coredns
 set -euo pipefail
@@ -80,8 +82,10 @@ case "$component" in
     ;;
   olm)
     version="v0.46.0"
+    # cpb is what OLM's bundle unpack job runs in the bundle image to copy its manifests out.
     packages=(github.com/operator-framework/operator-lifecycle-manager/cmd/olm
-              github.com/operator-framework/operator-lifecycle-manager/cmd/catalog)
+              github.com/operator-framework/operator-lifecycle-manager/cmd/catalog
+              github.com/operator-framework/operator-lifecycle-manager/util/cpb)
     # Upstream's tag (GO_BUILD_TAGS). Unstamped, `olm --version` and `catalog --version` print empty
     # fields. The commit is the tag's, as the module proxy reports it.
     tags="json1"
@@ -89,6 +93,11 @@ case "$component" in
     ldflags+=" -X $pkg.OLMVersion=$version -X $pkg.GitCommit=0368a3f9dff1fa14c8645b867fba25c3be9df845"
     # OLM's CRDs, applied before olm and catalog start (testenv's olm module): <out>/crds/*.yaml.
     module_files="github.com/operator-framework/operator-lifecycle-manager deploy/chart/crds"
+    ;;
+  grpc-health-probe)
+    # The catalog pods' probe (OLM runs it in the catalog image, as upstream's opm image holds it).
+    version="v0.4.63"
+    packages=(github.com/grpc-ecosystem/grpc-health-probe)
     ;;
   kwok)
     version="v0.8.0"

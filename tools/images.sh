@@ -12,13 +12,18 @@
 #   redis     localhost/neurallog-test/redis:7.0                   tools/images/redis.Containerfile
 #   server, registry, pause  localhost/neurallog-test/NAME:standin tools/images/standin.Containerfile
 #   coredns   localhost/neurallog-test/coredns:ITS_VERSION         tools/images/coredns.Containerfile
+#   olm       localhost/neurallog-test/olm:ITS_VERSION             tools/images/olm.Containerfile
+#   released  for every release R of catalog/releases.yaml, from its release commit:
+#             localhost/neurallog/tenant-operator:R                tools/images/released-operator.Containerfile
+#             localhost/neurallog/tenant-operator-bundle:vR        its bundle.Dockerfile
 #
 # The Containerfiles name public base images by default; here they get local equivalents, built
 # only when missing or when their recipe changed (the label neurallog.recipe holds its hash):
 #   localhost/neurallog-base/debian:bookworm-slim  debootstrap --variant=minbase, the host's apt mirror
 #   localhost/neurallog-base/rust:X.Y-bookworm     that + gcc, libc6-dev, ca-certificates, pkg-config
 #                                                  + this host's Rust toolchain (rustc --print sysroot)
-#   localhost/neurallog-base/opm:v1.73.0           /bin/opm of `tools/build.sh opm`
+#   localhost/neurallog-base/opm:v1.73.0           /bin/opm of `tools/build.sh opm`, and
+#                                                  /bin/grpc_health_probe of `tools/build.sh grpc-health-probe`
 #
 # The record is a TSV (name, reference, image ID, digest) at $IMAGES_RECORD, by default
 # .local/images/images.tsv; a partial build replaces only its own rows. Its path is printed on stdout
@@ -28,6 +33,9 @@
 #   IMAGES_RECORD        where the record goes
 #   REVISION             the commit stamped into the operator (default: HEAD, "-dirty" with local changes)
 #   DEBIAN_MIRROR        the Debian mirror for the base (default: the host's apt source for bookworm)
+#   CATALOG_CONTEXT      the catalog image's build context instead of this checkout: a directory
+#                        holding a catalog/ (the end-to-end tests compose one from bundle images)
+#   CATALOG_IMAGE        the catalog image's reference instead of the one above
 #   IMAGES_PODMAN_FLAGS  flags for every `podman build` and `podman run` here instead of the default:
 #                        runc when installed (crun fails on cgroup v1 hosts) and file and process
 #                        limits that a nested or unprivileged host lets a container set
@@ -36,7 +44,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_images=(operator bundle catalog redis server registry pause coredns)
+all_images=(operator bundle catalog redis server registry pause coredns olm released)
 record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 suite=bookworm
@@ -237,14 +245,18 @@ opm_ref="localhost/neurallog-base/opm:$opm_version"
 base_opm() {
   if [[ -n "${checked_opm:-}" ]]; then return; fi
   checked_opm=1
-  local bin recipe
+  local bin probe recipe
   bin="$(tools/build.sh opm)"
-  recipe="$( { cat tools/images/opm.Containerfile; sha256sum <"$bin/opm"; } | hash_of)"
+  probe="$(tools/build.sh grpc-health-probe)"
+  recipe="$( { cat tools/images/opm.Containerfile; sha256sum <"$bin/opm"; sha256sum <"$probe/grpc-health-probe"; } \
+    | hash_of)"
   if [[ "$(recipe_of "$opm_ref")" == "$recipe" ]]; then record_image base-opm "$opm_ref"; return; fi
   log "building $opm_ref"
   local context="$work/opm"
   mkdir -p "$context/rootfs/bin" "$context/rootfs/tmp" "$context/rootfs/etc"
   cp "$bin/opm" "$context/rootfs/bin/opm"
+  # OLM probes a catalog pod with it, by the name upstream's image gives it.
+  cp "$probe/grpc-health-probe" "$context/rootfs/bin/grpc_health_probe"
   chmod 1777 "$context/rootfs/tmp"
   echo 'hosts: files dns' >"$context/rootfs/etc/nsswitch.conf"
   build -f tools/images/opm.Containerfile --label neurallog.recipe="$recipe" -t "$opm_ref" "$context"
@@ -290,9 +302,9 @@ image_bundle() {
 
 image_catalog() {
   base_opm
-  local ref="localhost/neurallog/tenant-operator-catalog:v$version"
+  local ref="${CATALOG_IMAGE:-localhost/neurallog/tenant-operator-catalog:v$version}"
   log "building $ref"
-  build -f catalog.Dockerfile --build-arg OPM_IMAGE="$opm_ref" -t "$ref" .
+  build -f catalog.Dockerfile --build-arg OPM_IMAGE="$opm_ref" -t "$ref" "${CATALOG_CONTEXT:-.}"
   record_image catalog "$ref"
 }
 
@@ -320,18 +332,61 @@ image_standin() {
 }
 
 image_coredns() {
-  local bin dir coredns_version ref
+  local bin ref
   bin="$(tools/build.sh coredns)"
-  # tools/build.sh's output directory is <cache>/coredns-<version>-<hash>/bin.
-  dir="$(basename "$(dirname "$bin")")"
-  coredns_version="${dir#coredns-}"
-  coredns_version="${coredns_version%-*}"
-  ref="localhost/neurallog-test/coredns:$coredns_version"
+  ref="localhost/neurallog-test/coredns:$(built_version "$bin" coredns)"
   log "building $ref"
   mkdir -p "$work/coredns"
   cp "$bin/coredns" "$work/coredns/coredns"
   build -f tools/images/coredns.Containerfile -t "$ref" "$work/coredns"
   record_image coredns "$ref"
+}
+
+# The version of a component's build: tools/build.sh prints <cache>/<component>-<version>-<hash>/bin.
+built_version() {
+  local dir
+  dir="$(basename "$(dirname "$1")")"
+  dir="${dir#"$2"-}"
+  echo "${dir%-*}"
+}
+
+# OLM's olm and catalog operators and cpb: OLM's own image and the catalog operator's util image.
+image_olm() {
+  local bin ref
+  bin="$(tools/build.sh olm)"
+  ref="localhost/neurallog-test/olm:$(built_version "$bin" olm)"
+  base_debian
+  log "building $ref"
+  mkdir -p "$work/olm"
+  cp "$bin/olm" "$bin/catalog" "$bin/cpb" "$work/olm/"
+  build -f tools/images/olm.Containerfile --build-arg DEBIAN_IMAGE="$debian_ref" -t "$ref" "$work/olm"
+  record_image olm "$ref"
+}
+
+# Every release of catalog/releases.yaml as the upgrade tests install it: its operator image (its own
+# binary, tools/released-operator.sh) and its bundle image, from its release commit's bundle/ and
+# bundle.Dockerfile. Recorded as operator-VERSION and bundle-VERSION.
+image_released() {
+  local release commit binary context ref
+  while read -r release commit; do
+    binary="$(tools/released-operator.sh "$release")"
+    context="$work/released-$release"
+    mkdir -p "$context/rootfs/etc/ssl/certs"
+    cp "$binary" "$context/rootfs/tenant-operator"
+    ldd "$binary" | grep -o '/[^ ]*' | xargs cp -L --parents -t "$context/rootfs"
+    cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
+    ref="localhost/neurallog/tenant-operator:$release"
+    log "building $ref from its release binary"
+    build -f tools/images/released-operator.Containerfile -t "$ref" "$context"
+    record_image "operator-$release" "$ref"
+
+    mkdir -p "$context/bundle"
+    git archive "$commit" bundle bundle.Dockerfile | tar -x -C "$context/bundle"
+    ref="localhost/neurallog/tenant-operator-bundle:v$release"
+    log "building $ref from its release commit"
+    build -f "$context/bundle/bundle.Dockerfile" -t "$ref" "$context/bundle"
+    record_image "bundle-$release" "$ref"
+  done < <(awk '/^- version: / { version = $3 } $1 == "commit:" { print version, $2 }' catalog/releases.yaml)
 }
 
 # --- Main ---------------------------------------------------------------------------------------
@@ -344,6 +399,8 @@ for name in "${wanted[@]}"; do
     redis) image_redis ;;
     server | registry | pause) image_standin "$name" ;;
     coredns) image_coredns ;;
+    olm) image_olm ;;
+    released) image_released ;;
   esac
 done
 

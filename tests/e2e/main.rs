@@ -9,6 +9,8 @@
 //! step and keeps every component's log in `.local/e2e/<scenario>/`.
 
 mod install;
+mod on_node;
+mod operatorhub_node;
 mod real_node;
 mod upgrade;
 

@@ -7,28 +7,29 @@
 //! The images are `make images`'s (the record at `$TESTENV_IMAGES`); NeuralLog's server and
 //! registry are the stand-ins of `tools/standins`, Redis is Debian's.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use testenv::node::{NodeOptions, RealNode};
 use testenv::timeline::Timeline;
 
-const OPERATOR_NAMESPACE: &str = "neurallog-system";
+use crate::on_node::{
+    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, keep_operator_logs,
+    read_records, tenant_v1, tenant_v2, tenants, wait, wait_running, write_record,
+};
+
 const DEPLOYMENT: &str = "neurallog-tenant-operator";
 const LEASE: &str = "neurallog-tenant-operator";
 /// The operator's default lease duration (`--lease-duration-seconds`).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How long the operator's pods must stay up without a restart.
 const STABLE_FOR: Duration = Duration::from_secs(60);
-const DEADLINE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_and_its_tenants_run_for_real_on_a_real_node() -> anyhow::Result<()> {
@@ -54,30 +55,18 @@ async fn the_operator_and_its_tenants_run_for_real_on_a_real_node() -> anyhow::R
     outcome
 }
 
-/// The images a scenario runs, pushed into the node's registry and named by digest.
-struct Pushed {
-    operator: String,
-    server: String,
-    redis: String,
-    registry: String,
-}
-
 async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()> {
     let client = node.admin_client().await?;
 
     timeline.begin("images", "push by digest; user, read-only root, version, labels");
-    let images = Pushed {
-        operator: node.push_image("operator")?,
-        server: node.push_image("server")?,
-        redis: node.push_image("redis")?,
-        registry: node.push_image("registry")?,
-    };
-    let version = check_images(node, &client, &images).await?;
+    let operator_image = node.push_image("operator")?;
+    let images = TenantImages::push(node)?;
+    let version = check_images(node, &client, &operator_image).await?;
     timeline.done(version);
 
     timeline.begin("install", "kubectl apply -k config/crd, then config/default with the image by digest");
     let installed = Instant::now();
-    install(node, &images.operator)?;
+    install(node, &operator_image)?;
     node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
     let operator_pods = ready_operator_pods(&client).await?;
     ensure!(operator_pods.len() == 2, "expected 2 Ready operator pods, found {operator_pods:?}");
@@ -188,7 +177,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
 /// The content checks of the images: the operator's runs as 65532 from a read-only root with no
 /// shell and reports this commit; the bundle's labels are its annotations; the catalog's declares
 /// its configs. Returns what the operator's `--version` printed.
-async fn check_images(node: &RealNode, client: &Client, images: &Pushed) -> anyhow::Result<String> {
+async fn check_images(node: &RealNode, client: &Client, operator_image: &str) -> anyhow::Result<String> {
     let built = node.images();
     let operator = inspect(&built.get("operator")?.reference)?;
     ensure!(operator["Config"]["User"] == "65532:65532", "operator image user: {}", operator["Config"]["User"]);
@@ -210,7 +199,7 @@ async fn check_images(node: &RealNode, client: &Client, images: &Pushed) -> anyh
             "restartPolicy": "Never",
             "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
-                "name": "operator", "image": images.operator, "args": ["--version"],
+                "name": "operator", "image": operator_image, "args": ["--version"],
                 "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
             }],
         },
@@ -316,86 +305,6 @@ fn relative(from: &Path, to: &Path) -> std::path::PathBuf {
     path
 }
 
-fn tenant_v1(name: &str, images: &Pushed) -> Value {
-    json!({
-        "apiVersion": "neurallog.io/v1", "kind": "Tenant",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": name,
-            "deletionPolicy": "Retain",
-            "server": {"replicas": 1, "image": images.server},
-            "redis": {"replicas": 1, "image": images.redis, "storage": "1Gi"},
-            "registry": {"replicas": 1, "image": images.registry},
-        },
-    })
-}
-
-fn tenant_v2(name: &str, deletion: &str, images: &Pushed) -> Value {
-    json!({
-        "apiVersion": "neurallog.io/v2", "kind": "Tenant",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": name,
-            "deletionPolicy": deletion,
-            "quota": {"requests": {"cpu": "1", "memory": "2Gi", "storage": "5Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-            "server": {"replicas": 1, "image": images.server},
-            "redis": {"replicas": 1, "image": images.redis, "storage": "1Gi"},
-            "registry": {"replicas": 1, "image": images.registry},
-        },
-    })
-}
-
-fn tenants(client: &Client, version: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("neurallog.io", version, "Tenant"));
-    Api::all_with(client.clone(), &resource)
-}
-
-/// Creates a tenant. Until kube-proxy has programmed the webhook Service's endpoints, the API
-/// server's call to the conversion webhook is refused: a `v1` create is retried until then, as a
-/// client would.
-async fn create_tenant(client: &Client, version: &str, tenant: &Value) -> anyhow::Result<()> {
-    let api = tenants(client, version);
-    let object: DynamicObject = serde_json::from_value(tenant.clone())?;
-    let name = object.metadata.name.clone().unwrap_or_default();
-    wait(&format!("the API server to take tenant {name} through {version}"), async || {
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => Ok(Some(Ok(()))),
-            Err(kube::Error::Api(status)) if status.message.contains("conversion webhook") => {
-                Err(anyhow::anyhow!("{}", status.message))
-            }
-            Err(error) => Ok(Some(Err(anyhow::Error::from(error).context(format!("cannot create tenant {name}"))))),
-        }
-    })
-    .await?
-}
-
-async fn delete_tenant(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api = tenants(client, "v2");
-    api.delete(name, &DeleteParams::default()).await?;
-    wait(&format!("tenant {name} to be gone"), async || Ok(api.get_opt(name).await?.is_none().then_some(()))).await
-}
-
-/// Waits for the tenant's phase `Running` and every pod in its namespace Ready.
-async fn wait_running(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api = tenants(client, "v2");
-    let pods = Api::<Pod>::namespaced(client.clone(), &format!("tenant-{name}"));
-    wait(&format!("tenant {name} Running with every pod Ready"), async || {
-        let tenant = api.get(name).await?;
-        if tenant.data["status"]["phase"] != "Running" {
-            return Ok(None);
-        }
-        let list = pods.list(&ListParams::default()).await?;
-        let ready = |pod: &Pod| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
-        Ok((list.items.len() >= 3 && list.items.iter().all(ready)).then_some(()))
-    })
-    .await
-}
-
 async fn claim_uid(client: &Client, tenant: &str) -> anyhow::Result<String> {
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &format!("tenant-{tenant}"));
     let list = claims.list(&ListParams::default()).await?;
@@ -423,40 +332,9 @@ async fn secret_uid(client: &Client, tenant: &str) -> anyhow::Result<String> {
         .with_context(|| format!("tenant-{tenant} has no Redis password Secret"))
 }
 
-/// The server's Service address, reached from the host through kube-proxy.
-async fn server_address(client: &Client, tenant: &str) -> anyhow::Result<SocketAddr> {
-    let service = Api::<Service>::namespaced(client.clone(), &format!("tenant-{tenant}"))
-        .get(&format!("{tenant}-server"))
-        .await?;
-    let ip = service.spec.and_then(|s| s.cluster_ip).context("the server Service has no ClusterIP")?;
-    Ok(SocketAddr::new(ip.parse()?, 3030))
-}
-
-async fn write_record(client: &Client, tenant: &str, log: &str, record: &str) -> anyhow::Result<()> {
-    let url = format!("http://{}/logs/{log}", server_address(client, tenant).await?);
-    let response = reqwest::Client::new().post(&url).body(record.to_owned()).send().await?;
-    ensure!(response.status().as_u16() == 201, "POST {url}: {} {}", response.status(), response.text().await?);
-    Ok(())
-}
-
-async fn read_records(client: &Client, tenant: &str, log: &str) -> anyhow::Result<Vec<String>> {
-    let url = format!("http://{}/logs/{log}", server_address(client, tenant).await?);
-    wait(&format!("GET {url}"), async || {
-        let response = reqwest::Client::new().get(&url).send().await?;
-        Ok(if response.status().is_success() { Some(response.json::<Vec<String>>().await?) } else { None })
-    })
-    .await
-}
-
-/// `kubectl exec` in the pod's first container; its standard output and error together.
-fn exec(node: &RealNode, namespace: &str, pod: &str, command: &[&str]) -> anyhow::Result<String> {
-    let output = node.kubectl_command(&["-n", namespace, "exec", pod, "--"]).args(command).output()?;
-    Ok(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
-}
-
 async fn ready_operator_pods(client: &Client) -> anyhow::Result<Vec<String>> {
     let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=neurallog-tenant-operator")).await?;
+    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
     Ok(list
         .items
         .into_iter()
@@ -474,7 +352,7 @@ async fn ready_operator_pods(client: &Client) -> anyhow::Result<Vec<String>> {
 
 async fn operator_restarts(client: &Client) -> anyhow::Result<i32> {
     let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=neurallog-tenant-operator")).await?;
+    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
     Ok(list
         .items
         .iter()
@@ -486,51 +364,4 @@ async fn operator_restarts(client: &Client) -> anyhow::Result<i32> {
 async fn lease_holder(client: &Client) -> anyhow::Result<Option<String>> {
     let lease = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE).get_opt(LEASE).await?;
     Ok(lease.and_then(|l| l.spec?.holder_identity).filter(|holder| !holder.is_empty()))
-}
-
-/// Polls `check` until it yields a value, for at most [`DEADLINE`]; an error counts as "not yet"
-/// and is reported if the deadline passes.
-async fn wait<T>(what: &str, mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(found)) => return Ok(found),
-            Ok(None) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if Instant::now() >= deadline {
-            return Err(match last_error {
-                Some(error) => error.context(format!("timed out after {DEADLINE:?} waiting for {what}")),
-                None => anyhow::anyhow!("timed out after {DEADLINE:?} waiting for {what}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// After a failure: every operator pod's log (the current and the previous container's) next to the
-/// node's.
-fn keep_operator_logs(node: &RealNode, logs: &Path) {
-    let mut outputs = BTreeMap::new();
-    for previous in [false, true] {
-        let mut args = vec![
-            "-n",
-            OPERATOR_NAMESPACE,
-            "logs",
-            "-l",
-            "app.kubernetes.io/name=neurallog-tenant-operator",
-            "--prefix",
-            "--tail=-1",
-        ];
-        if previous {
-            args.push("--previous");
-        }
-        if let Ok(output) = node.kubectl_command(&args).output() {
-            outputs.insert(if previous { "operator-previous.log" } else { "operator.log" }, output.stdout);
-        }
-    }
-    for (name, content) in outputs {
-        let _ = std::fs::write(logs.join(name), content);
-    }
 }

@@ -61,7 +61,7 @@ pub fn registry_host() -> String {
 
 /// containerd's configuration (version 2, containerd 1.6): its own root, state and sockets, the
 /// CRI plugin with `sandbox_image`, runc with cgroupfs, CNI from the Debian plugins, and the
-/// local registry over plain HTTP.
+/// local registry over plain HTTP, as itself and as the mirror of every other registry.
 pub fn containerd(layout: &Layout, sandbox_image: &str, runc: &Path, cni_bin_dir: &Path) -> String {
     let path = |relative: &str| layout.path(relative).display().to_string();
     let registry = registry_host();
@@ -103,6 +103,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
+    endpoint = ["http://{registry}"]
+  # Any other registry's images come from the local one too, under the same repository: an image
+  # named as a CSV or a catalog names it, with no registry or another, is the one pushed here.
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."*"]
     endpoint = ["http://{registry}"]
 "#,
         root = path("containerd/root"),

@@ -410,7 +410,13 @@ impl RealNode {
     /// Pushes the image built as `name` into the node's registry; the name pods use for it.
     pub fn push_image(&self, name: &str) -> anyhow::Result<String> {
         let image = self.images.get(name)?;
-        self.registry()?.push(&image.reference)
+        self.push_reference(&image.reference)
+    }
+
+    /// Pushes an image of podman's storage, by reference, into the node's registry under the same
+    /// repository and tag (`localhost/` dropped); the name pods use for it, by digest.
+    pub fn push_reference(&self, reference: &str) -> anyhow::Result<String> {
+        self.registry()?.push(reference)
     }
 
     /// The images the node was started with.

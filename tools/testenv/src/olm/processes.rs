@@ -1,26 +1,20 @@
-//! OLM (v0) for end-to-end tests, run out of cluster against a [`KwokCluster`]: its CRDs, its two
-//! operators `olm` and `catalog` ([`Olm`]), and `opm serve` of a file-based catalog
-//! ([`CatalogServer`]) for a gRPC CatalogSource to name by `spec.address`. The pinned builds of
-//! `tools/build.sh olm` and `tools/build.sh opm` (or `$TESTENV_OLM_BIN`, `$TESTENV_OPM_BIN`).
+//! OLM's operators as processes on the host, against a [`KwokCluster`] ([`Olm`]), and `opm serve`
+//! of a file-based catalog ([`CatalogServer`]) for a gRPC CatalogSource to name by `spec.address`.
 //!
 //! Both operators serve health on the fixed port 8080: the second to start (or any when something
 //! else holds it) logs the bind error and carries on, so several can run side by side.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
 
+use super::{NAMESPACE, install_crds_and_namespace};
 use crate::kwok::KwokCluster;
 use crate::{free_port, log_tail, spawn_command, tool_dir};
 
-/// The namespace OLM's operators run for (and where global catalogs live).
-pub const NAMESPACE: &str = "olm";
 /// How long the operators may take to start their workers (their informers synced).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long `opm serve` may take to load a catalog and listen.
@@ -53,15 +47,7 @@ impl Olm {
     ) -> anyhow::Result<Self> {
         let bin = tool_dir("olm", "TESTENV_OLM_BIN")?;
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let client = cluster.admin_client().await?;
-        install_crds(&client, &bin.join("../crds")).await?;
-        let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))?;
-        match Api::<Namespace>::all(client).create(&PostParams::default(), &namespace).await {
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            created => {
-                created.with_context(|| format!("cannot create namespace {NAMESPACE}"))?;
-            }
-        }
+        install_crds_and_namespace(&cluster.admin_client().await?, &bin).await?;
 
         let mut olm = Self { processes: Vec::new() };
         // `olm` has no --kubeconfig flag; `catalog` has one. Neither may dial the loopback catalog
@@ -121,26 +107,6 @@ impl Drop for Olm {
             let _ = child.wait();
         }
     }
-}
-
-/// Creates every CRD of the YAML files in `crds` and waits until each is established.
-async fn install_crds(client: &kube::Client, crds: &Path) -> anyhow::Result<()> {
-    let mut files: Vec<PathBuf> = fs::read_dir(crds)
-        .with_context(|| format!("cannot read OLM's CRDs in {}", crds.display()))?
-        .map(|entry| entry.map(|entry| entry.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"));
-    files.sort();
-    if files.is_empty() {
-        bail!("no CRDs in {}", crds.display());
-    }
-    for file in files {
-        let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&text).with_context(|| format!("{} is not a CRD", file.display()))?;
-        crate::create_crd(client.clone(), &crd).await?;
-    }
-    Ok(())
 }
 
 /// `opm serve` of a file-based catalog on a free loopback port; stopped when dropped. Its log is
