@@ -4,7 +4,8 @@
 #
 #   tools/packages.sh images   # podman and friends: `make images` builds every image with them
 #   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
-#                              # iptables and conntrack for kube-proxy, the local OCI registry and
+#                              # iptables and conntrack for kube-proxy, nftables (nft, to remove
+#                              # what the NetworkPolicy enforcer left), the local OCI registry and
 #                              # podman, which pushes the images into it
 set -euo pipefail
 
@@ -12,7 +13,7 @@ packages=()
 for group in "$@"; do
   case "$group" in
     images) packages+=(podman buildah debootstrap uidmap) ;;
-    node) packages+=(containerd runc containernetworking-plugins iptables conntrack docker-registry podman) ;;
+    node) packages+=(containerd runc containernetworking-plugins iptables conntrack nftables docker-registry podman) ;;
     *) echo "tools/packages.sh: unknown group '$group' (images, node)" >&2; exit 2 ;;
   esac
 done

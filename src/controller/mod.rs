@@ -31,9 +31,10 @@ mod write;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt as _, StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::Subject;
@@ -76,11 +77,11 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown.boxed().shared();
     let tenants = Api::<Tenant>::all(client.clone());
-    tenants
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-        .context("cannot list tenants.neurallog.io: is the CRD installed (tenant-operator crd | kubectl apply -f -) and may this identity list it?")?;
+    if !wait_until_listable(&tenants, shutdown.clone()).await? {
+        return Ok(());
+    }
     let identity = whoami(&client).await?;
     let auth = settings
         .auth
@@ -207,6 +208,35 @@ pub async fn run(
     }
     readiness.set_caches_synced(false);
     Ok(())
+}
+
+/// Waits until tenants can be listed; `false` when `shutdown` came first. A missing CRD or a
+/// refusal fails at once. Anything else is retried with a growing delay: during an upgrade to a
+/// release that converts, the API server lists through the conversion webhook, whose Service may
+/// still route to replicas of the release before, which serve none.
+async fn wait_until_listable(tenants: &Api<Tenant>, shutdown: impl Future<Output = ()>) -> anyhow::Result<bool> {
+    const FIRST_DELAY: Duration = Duration::from_millis(500);
+    const LONGEST_DELAY: Duration = Duration::from_secs(30);
+    tokio::pin!(shutdown);
+    let mut delay = FIRST_DELAY;
+    loop {
+        let error = match tenants.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 403 => kube::Error::Api(status),
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "cannot list tenants.neurallog.io yet");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(false),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(LONGEST_DELAY);
+                continue;
+            }
+        };
+        return Err(anyhow::Error::from(error).context(
+            "cannot list tenants.neurallog.io: is the CRD installed (tenant-operator crd | kubectl apply -f -) and may this identity list it?",
+        ));
+    }
 }
 
 /// The identity this process runs as, as the API server authenticated it.

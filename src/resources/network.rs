@@ -211,70 +211,20 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
 
 #[cfg(test)]
 mod tests {
-    //! Who may reach whom, evaluated with the NetworkPolicy semantics a CNI applies (no CNI runs
-    //! in the test clusters, so reachability is checked here against the generated policies).
+    //! Who may reach whom under the generated policies, by the reachability model (the real
+    //! node's end-to-end test holds the model to what an enforcer does).
 
     use std::collections::BTreeSet;
 
     use super::*;
     use crate::api::v1::{self, NetworkPolicyRule};
     use crate::fixtures::TestTenant;
+    use crate::fixtures::reachability::{Endpoint, allowed};
 
-    struct Pod {
-        namespace: &'static str,
-        labels: BTreeMap<String, String>,
-    }
+    type Pod = Endpoint;
 
-    fn pod(namespace: &'static str, labels: &[(&str, &str)]) -> Pod {
-        Pod { namespace, labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
-    }
-
-    fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-        assert!(selector.match_expressions.is_none(), "only matchLabels is generated");
-        selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
-    }
-
-    fn peer_matches(peer: &NetworkPolicyPeer, policy_namespace: &str, other: &Pod) -> bool {
-        let namespace_ok = match &peer.namespace_selector {
-            None => other.namespace == policy_namespace,
-            Some(ns) => matches(ns, &BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), other.namespace.to_owned())])),
-        };
-        namespace_ok && peer.pod_selector.as_ref().is_none_or(|s| matches(s, &other.labels))
-    }
-
-    fn port_matches(ports: &Option<Vec<NetworkPolicyPort>>, protocol: &str, number: i32) -> bool {
-        ports.as_ref().is_none_or(|ports| {
-            ports.iter().any(|p| {
-                p.protocol.as_deref().unwrap_or("TCP") == protocol
-                    && p.port.as_ref().is_none_or(|port| *port == IntOrString::Int(number))
-            })
-        })
-    }
-
-    /// Whether `policies` (all in the tenant namespace) let `from` open `protocol/port` on `to`.
-    fn allowed(policies: &[NetworkPolicy], from: &Pod, to: &Pod, protocol: &str, port: i32) -> bool {
-        let ns = "tenant-acme";
-        let selecting = |pod: &Pod, direction: &str| -> Vec<&NetworkPolicySpec> {
-            policies
-                .iter()
-                .filter_map(|p| p.spec.as_ref())
-                .filter(|s| pod.namespace == ns && matches(s.pod_selector.as_ref().unwrap(), &pod.labels))
-                .filter(|s| s.policy_types.iter().flatten().any(|t| t == direction))
-                .collect()
-        };
-        let ingress = selecting(to, "Ingress");
-        let ingress_ok = ingress.is_empty()
-            || ingress.iter().flat_map(|s| s.ingress.iter().flatten()).any(|rule| {
-                rule.from.as_ref().is_none_or(|peers| peers.iter().any(|p| peer_matches(p, ns, from)))
-                    && port_matches(&rule.ports, protocol, port)
-            });
-        let egress = selecting(from, "Egress");
-        let egress_ok = egress.is_empty()
-            || egress.iter().flat_map(|s| s.egress.iter().flatten()).any(|rule| {
-                rule.to.as_ref().is_none_or(|peers| peers.iter().any(|p| peer_matches(p, ns, to)))
-                    && port_matches(&rule.ports, protocol, port)
-            });
-        ingress_ok && egress_ok
+    fn pod(namespace: &str, labels: &[(&str, &str)]) -> Pod {
+        Endpoint::new(namespace, labels)
     }
 
     fn server() -> Pod {

@@ -1,6 +1,6 @@
 //! The admin HTTP server, on every replica: `/metrics` (Prometheus), `/healthz` (liveness) and
-//! `/readyz` (the part in leader election known and, where this process reconciles, the watch
-//! caches filled; the body says which).
+//! `/readyz` (the conversion webhook serving with a certificate; the body also says the part in
+//! leader election and the watch caches' state: see [`crate::readiness`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

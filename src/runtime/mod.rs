@@ -106,6 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let webhook = Webhook::bind(&config.webhook, certificates).await?;
+    readiness.follow_webhook_certificate(webhook.certificate());
     let webhook = tokio::spawn(webhook.serve(metrics.clone(), serving_stopped.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, metrics.clone(), readiness.clone(), serving_stopped));
     let (release, released) = tokio::sync::oneshot::channel::<()>();

@@ -105,6 +105,11 @@ impl Webhook {
         Ok(Webhook { listener, local_addr, resolver, follow_certificates })
     }
 
+    /// The certificate in force, as it changes (none until the first is read).
+    pub fn certificate(&self) -> Arc<Reloading> {
+        self.resolver.clone()
+    }
+
     /// The address bound (the port chosen, for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -99,7 +99,12 @@ pub(crate) async fn delete_tenant(client: &Client, name: &str) -> anyhow::Result
 
 /// Waits for the tenant's phase `Running` and every pod in its namespace Ready.
 pub(crate) async fn wait_running(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api = tenants(client, "v2");
+    wait_running_through(client, "v2", name).await
+}
+
+/// [`wait_running`], the tenant read through API `version` (a release that serves only `v1`).
+pub(crate) async fn wait_running_through(client: &Client, version: &str, name: &str) -> anyhow::Result<()> {
+    let api = tenants(client, version);
     let pods = Api::<Pod>::namespaced(client.clone(), &format!("tenant-{name}"));
     wait(&format!("tenant {name} Running with every pod Ready"), async || {
         let tenant = api.get(name).await?;
@@ -107,15 +112,16 @@ pub(crate) async fn wait_running(client: &Client, name: &str) -> anyhow::Result<
             return Ok(None);
         }
         let list = pods.list(&ListParams::default()).await?;
-        let ready = |pod: &Pod| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
-        Ok((list.items.len() >= 3 && list.items.iter().all(ready)).then_some(()))
+        Ok((list.items.len() >= 3 && list.items.iter().all(is_ready)).then_some(()))
     })
     .await
+}
+
+pub(crate) fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The server's Service address, reached from the host through kube-proxy.

@@ -2,36 +2,39 @@
 //! image in a pod of its own (a CatalogSource of type `grpc` with `image:`), unpacks the bundle
 //! image in its own Job, and deploys the operator from the image the CSV names, with OLM's serving
 //! certificate behind OLM's Service; the operator's pods stay up, and tenants created through `v1`
-//! and `v2` run for real.
+//! and `v2` run for real. Then the upgrades through the Subscription, from 0.2.0 and from 0.1.0
+//! (straight to this checkout through its `skipRange`): each release's own binary in an image, its
+//! own bundle image, tenants created under it keep their pods and their data.
 //!
-//! The catalog is made as OperatorHub's pipeline makes one: rendered from the bundle image in the
-//! node's registry, so it holds the bundle's image and CSV metadata, not its manifests. The
+//! The catalog is made as OperatorHub's pipeline makes one: rendered from the bundle images in the
+//! node's registry, so it holds each bundle's image and CSV metadata, not its manifests; its
+//! channel is the one `tools/release` computes once this checkout is released. The
 //! operator's image is pulled by the name the CSV gives it (`neurallog/tenant-operator:<version>`):
 //! the node's containerd takes every registry's images from the local one.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
+use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use serde_json::json;
 use testenv::node::{NodeOptions, RealNode};
 use testenv::olm::catalog_image::{self, ChannelEntry};
 use testenv::olm::in_cluster::{self, Settings};
-use testenv::operatorhub::{CRD, head_csv};
+use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
 use testenv::timeline::Timeline;
 
 use crate::on_node::{
-    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, keep_operator_logs, read_records, tenant_v1,
-    tenant_v2, wait, wait_running, write_record,
+    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, keep_operator_logs, read_records,
+    tenant_v1, tenant_v2, wait, wait_running, wait_running_through, write_record,
 };
 
 const CATALOG_SOURCE: &str = "neurallog";
-const CHANNEL: &str = "local";
 const SUBSCRIPTION: &str = "neurallog-tenant-operator";
 /// The operator's Deployment, as the CSV names it.
 const DEPLOYMENT: &str = "neurallog-tenant-operator";
@@ -43,22 +46,56 @@ const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn olm_installs_the_operator_from_catalog_and_bundle_images_on_a_real_node() -> anyhow::Result<()> {
+    on_a_node("operatorhub-node", "e2e operatorhub on a real node", async |node, timeline, logs| {
+        install(node, timeline, logs).await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn olm_upgrades_from_0_2_0_with_real_pods_losing_nothing() -> anyhow::Result<()> {
+    on_a_node(
+        "operatorhub-node-upgrade-0.2.0",
+        "e2e OLM upgrade from 0.2.0 on a real node",
+        async |node, timeline, logs| upgrade(node, timeline, logs, "0.2.0").await,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_nothing() -> anyhow::Result<()> {
+    on_a_node(
+        "operatorhub-node-upgrade-0.1.0",
+        "e2e OLM upgrade from 0.1.0 on a real node",
+        async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
+    )
+    .await
+}
+
+/// Runs `scenario` on a fresh node with its logs in `.local/e2e/<name>`, prints its timeline, and
+/// keeps the operator's and OLM's logs when it fails.
+async fn on_a_node(
+    name: &str,
+    title: &str,
+    scenario: impl AsyncFnOnce(&RealNode, &mut Timeline, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     // reqwest (the server's HTTP) is built without a default crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let logs = crate::logs("operatorhub-node");
+    let logs = crate::logs(name);
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
     let mut timeline = Timeline::default();
     timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
     let started = Instant::now();
-    let node = RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")) }).await?;
+    let node =
+        RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
-    let outcome = install(&node, &mut timeline, &logs).await;
+    let outcome = scenario(&node, &mut timeline, &logs).await;
     if outcome.is_err() {
         keep_operator_logs(&node, &logs);
         keep_olm_logs(&node, &logs);
     }
-    timeline.print("e2e operatorhub on a real node", outcome.is_ok(), &logs);
+    timeline.print(title, outcome.is_ok(), &logs);
     drop(node);
     if outcome.is_ok() {
         let _ = std::fs::remove_dir_all(&logs);
@@ -74,64 +111,17 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     // Pushed under the tag the CSV names; pulled through the registry mirror.
     let operator_image = node.push_image("operator")?;
     let bundle = node.push_image("bundle")?;
-    let settings = Settings {
-        olm_image: node.push_image("olm")?,
-        opm_image: node.push_image("base-opm")?,
-        wakeup: OLM_WAKEUP,
-        install_plan_retry: INSTALL_PLAN_RETRY,
-    };
-    let entries = [ChannelEntry { bundle: bundle.clone(), replaces: None, skip_range: None }];
-    let catalog = catalog_image::build(node, &logs.join("catalog"), "install", CHANNEL, &entries)?;
+    let entries = [ChannelEntry { bundle: bundle.clone(), replaces: None, skip_range: None, skips: vec![] }];
+    let catalog = catalog_image::build(node, &logs.join("catalog"), "install", "local", &entries)?;
     let images = TenantImages::push(node)?;
     timeline.done(format!("catalog {catalog}"));
 
-    timeline.begin("olm", "OLM's olm and catalog operators as Deployments from OLM's image");
-    in_cluster::install(node, &settings).await?;
-    timeline.done("both rolled out");
-
-    timeline.begin("catalog", "a grpc CatalogSource with the catalog image: OLM's catalog pod serves it");
-    node.apply_json(&json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
-        "metadata": {"name": CATALOG_SOURCE, "namespace": testenv::olm::NAMESPACE},
-        "spec": {
-            "sourceType": "grpc",
-            "image": catalog,
-            "displayName": "NeuralLog (this checkout)",
-            "publisher": "NeuralLog",
-            "grpcPodConfig": {"securityContextConfig": "restricted"},
-        },
-    }))?;
-    let sources = olm_api(&client, "v1alpha1", "CatalogSource", Some(testenv::olm::NAMESPACE));
-    wait("the CatalogSource READY", async || {
-        let source = sources.get(CATALOG_SOURCE).await?;
-        Ok((source.data["status"]["connectionState"]["lastObservedState"] == "READY").then_some(()))
-    })
-    .await?;
-    let catalog_pod = pod_with_image(&client, testenv::olm::NAMESPACE, &catalog).await?;
-    timeline.done(format!("pod {catalog_pod} Ready from the catalog image"));
+    start_olm(node, timeline).await?;
+    serve_catalog(node, &client, timeline, &catalog).await?;
 
     timeline.begin("subscribe", "OperatorGroup and Subscription; OLM unpacks the bundle image in a Job");
-    node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}))?;
-    node.apply_json(&json!({
-        "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
-        "metadata": {"name": "neurallog", "namespace": OPERATOR_NAMESPACE},
-        "spec": {},
-    }))?;
-    node.apply_json(&json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
-        "metadata": {"name": SUBSCRIPTION, "namespace": OPERATOR_NAMESPACE},
-        "spec": {
-            "channel": CHANNEL, "name": testenv::operatorhub::PACKAGE,
-            "source": CATALOG_SOURCE, "sourceNamespace": testenv::olm::NAMESPACE,
-            "installPlanApproval": "Automatic",
-        },
-    }))?;
-    let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
-    wait(&format!("CSV {csv} Succeeded"), async || {
-        let found = csvs.get_opt(&csv).await?;
-        Ok(found.filter(|csv| csv.data["status"]["phase"] == "Succeeded").map(|_| ()))
-    })
-    .await?;
+    subscribe(node, "local", None, "Automatic")?;
+    wait_csv_succeeded(&client, &csv).await?;
     let unpack = unpack_job(&client, &bundle).await?;
     timeline.done(format!("CSV {csv} Succeeded; bundle unpacked by Job {unpack}"));
 
@@ -139,35 +129,10 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
         "operator",
         "its pods from the CSV's image, OLM's serving certificate, the webhook behind OLM's Service",
     );
-    node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
+    let (pods, service) = operator_as_olm_deployed(node, &client, &csv, &operator_image).await?;
+    let service = service.context("this checkout's CSV declares no conversion webhook")?;
     let ready_at = Instant::now();
-    let pods = operator_pods(&client).await?;
-    let digest =
-        operator_image.split_once('@').map(|(_, digest)| digest).context("the operator image has no digest")?;
-    for pod in &pods {
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let status = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|s| s.first());
-        let image_id = status.map(|s| s.image_id.as_str()).unwrap_or_default();
-        ensure!(image_id.ends_with(digest), "operator pod {name} runs {image_id}, not the pushed {digest}");
-        let secrets: Vec<&str> = pod
-            .spec
-            .iter()
-            .flat_map(|spec| spec.volumes.iter().flatten())
-            .filter_map(|volume| volume.secret.as_ref()?.secret_name.as_deref())
-            .collect();
-        ensure!(
-            secrets.iter().any(|secret| secret.ends_with("-service-cert")),
-            "operator pod {name} mounts no OLM serving certificate: {secrets:?}"
-        );
-    }
-    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get(CRD).await?;
-    let webhook = crd.spec.conversion.as_ref().and_then(|c| c.webhook.as_ref()).and_then(|w| w.client_config.as_ref());
-    let service = webhook.and_then(|c| c.service.as_ref()).context("the CRD converts through no Service")?;
-    ensure!(
-        service.namespace == OPERATOR_NAMESPACE && webhook.and_then(|c| c.ca_bundle.as_ref()).is_some(),
-        "the CRD's conversion webhook is not OLM's: {webhook:?}"
-    );
-    timeline.done(format!("{} pods from {digest}; conversion through Service {}", pods.len(), service.name));
+    timeline.done(format!("{} pods from {operator_image}; conversion through Service {service}", pods.len()));
 
     timeline.begin("tenants", "one through v1 (converted behind OLM's Service), one through v2: every pod Ready");
     create_tenant(&client, "v1", &tenant_v1("alpha", &images)).await?;
@@ -177,10 +142,7 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     }
     let record = "installed by OLM";
     write_record(&client, "alpha", "olm", record).await?;
-    let records = read_records(&client, "alpha", "olm").await?;
-    ensure!(records.iter().any(|r| r == record), "alpha's server reads {records:?}");
-    let stored = exec(node, "tenant-alpha", "alpha-redis-0", &["redis-cli", "lrange", "logs:alpha:olm", "0", "-1"])?;
-    ensure!(stored.contains(record), "alpha's Redis holds {stored:?}");
+    ensure_record(node, &client, "alpha", "olm", record).await?;
     timeline.done("alpha and beta Running; a record through alpha's server is in its Redis");
 
     timeline.begin("stable", "the operator's pods up for more than 60 s without a restart");
@@ -193,6 +155,293 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     ensure!(operator_pods(&client).await?.len() == pods.len(), "an operator pod is no longer Ready");
     timeline.done(format!("0 restarts over {:.0}s", ready_at.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// From release `from` (its own operator image and bundle image) to this checkout's bundle through
+/// the Subscription, with Manual approval so that tenants exist before the upgrade.
+async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &str) -> anyhow::Result<()> {
+    let client = node.admin_client().await?;
+    let (old, new) = (released_csv(from), head_csv()?);
+
+    timeline.begin("images", "every release's operator and bundle image, this checkout's; the catalog over them");
+    let old_operator = node.push_image(&format!("operator-{from}"))?;
+    let new_operator = node.push_image("operator")?;
+    let (channel, entries) = upgrade_channel(node)?;
+    let catalog = catalog_image::build(node, &logs.join("catalog"), &format!("upgrade-{from}"), &channel, &entries)?;
+    let images = TenantImages::push(node)?;
+    timeline.done(format!("channel {channel}: {} bundles", entries.len()));
+
+    start_olm(node, timeline).await?;
+    serve_catalog(node, &client, timeline, &catalog).await?;
+
+    timeline.begin("install", &format!("Subscription (Manual, startingCSV {old}), approved; CSV Succeeded"));
+    subscribe(node, &channel, Some(&old), "Manual")?;
+    approve(&client, &old).await?;
+    wait_csv_succeeded(&client, &old).await?;
+    operator_as_olm_deployed(node, &client, &old, &old_operator).await?;
+    timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
+
+    timeline.begin("tenants", &format!("two through v1 under {from}, every pod Ready; a record in each one's Redis"));
+    for (name, tenant) in [("alpha", tenant_v1("alpha", &images)), ("beta", tenant_v1_deleting("beta", &images))] {
+        create_tenant(&client, "v1", &tenant).await?;
+        wait_running_through(&client, "v1", name).await?;
+        write_record(&client, name, "upgrade", &format!("{name} before the upgrade")).await?;
+    }
+    let pods_before = tenant_pods(&client, &["alpha", "beta"]).await?;
+    let stored_before = stored_versions(&client).await?;
+    timeline.done(format!("{} tenant pods; storedVersions {stored_before:?}", pods_before.len()));
+
+    timeline.begin("upgrade", &format!("approve {new}: OLM rolls the Deployment to the new image"));
+    approve(&client, &new).await?;
+    wait_csv_succeeded(&client, &new).await?;
+    let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
+    wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
+    operator_as_olm_deployed(node, &client, &new, &new_operator)
+        .await?
+        .1
+        .context("this checkout's CSV declares no conversion webhook")?;
+    timeline.done(format!("{new} Succeeded, {old} gone, pods from {new_operator}"));
+
+    timeline.begin("after", "tenants Running, the same pods with no restart, every record there; storedVersions [v2]");
+    // A tenant created now is queued behind the ones the new operator listed when it started: once
+    // it runs, the new operator has reconciled the old tenants too.
+    create_tenant(&client, "v2", &tenant_v2("gamma", "Delete", &images)).await?;
+    wait_running(&client, "gamma").await?;
+    for name in ["alpha", "beta"] {
+        wait_running(&client, name).await?;
+        ensure_record(node, &client, name, "upgrade", &format!("{name} before the upgrade")).await?;
+    }
+    let pods_after = tenant_pods(&client, &["alpha", "beta"]).await?;
+    ensure!(
+        pods_after == pods_before,
+        "the tenants' pods changed across the upgrade:\nbefore {pods_before:?}\nafter  {pods_after:?}"
+    );
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    wait("storedVersions trimmed to [v2]", async || {
+        let stored = crds.get(CRD).await?.status.and_then(|s| s.stored_versions).unwrap_or_default();
+        Ok((stored == ["v2"]).then_some(()))
+    })
+    .await?;
+    timeline.done(format!(
+        "{} pods unchanged, records read back, storedVersions {stored_before:?} -> [\"v2\"]",
+        pods_after.len()
+    ));
+    Ok(())
+}
+
+/// The `candidate` channel `tools/release` computes once this checkout is released after every
+/// release of `catalog/releases.yaml`, each entry's bundle image pushed into the node's registry.
+fn upgrade_channel(node: &RealNode) -> anyhow::Result<(String, Vec<ChannelEntry>)> {
+    let mut releases = release::read_releases(&testenv::repo_root().join("catalog/releases.yaml"))?;
+    let head = head_csv()?;
+    let head_version = head.strip_prefix(&format!("{PACKAGE}.v")).context("the CSV's name carries no version")?;
+    releases.push(release::Release {
+        version: semver::Version::parse(head_version)?,
+        yanked: false,
+        commit: String::new(),
+        sha256: String::new(),
+    });
+    let channels = release::channels(PACKAGE, &releases)?;
+    let channel = channels.into_iter().find(|c| c.name == "candidate").context("no candidate channel")?;
+    let mut bundles = BTreeMap::new();
+    for release in &releases {
+        let version = release.version.to_string();
+        let image =
+            if release.version.to_string() == head_version { "bundle".to_owned() } else { format!("bundle-{version}") };
+        bundles.insert(released_csv(&version), node.push_image(&image)?);
+    }
+    let entries = channel
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let bundle =
+                bundles.get(&entry.name).cloned().with_context(|| format!("no bundle image for {}", entry.name))?;
+            Ok(ChannelEntry { bundle, replaces: entry.replaces, skip_range: entry.skip_range, skips: entry.skips })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((channel.name, entries))
+}
+
+/// OLM's images pushed, its operators installed as Deployments.
+async fn start_olm(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()> {
+    timeline.begin("olm", "OLM's olm and catalog operators as Deployments from OLM's image");
+    let settings = Settings {
+        olm_image: node.push_image("olm")?,
+        opm_image: node.push_image("base-opm")?,
+        wakeup: OLM_WAKEUP,
+        install_plan_retry: INSTALL_PLAN_RETRY,
+    };
+    in_cluster::install(node, &settings).await?;
+    timeline.done("both rolled out");
+    Ok(())
+}
+
+/// A grpc CatalogSource of the catalog image, and OLM's catalog pod serving it.
+async fn serve_catalog(node: &RealNode, client: &Client, timeline: &mut Timeline, catalog: &str) -> anyhow::Result<()> {
+    timeline.begin("catalog", "a grpc CatalogSource with the catalog image: OLM's catalog pod serves it");
+    node.apply_json(&json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
+        "metadata": {"name": CATALOG_SOURCE, "namespace": testenv::olm::NAMESPACE},
+        "spec": {
+            "sourceType": "grpc",
+            "image": catalog,
+            "displayName": "NeuralLog (this checkout)",
+            "publisher": "NeuralLog",
+            "grpcPodConfig": {"securityContextConfig": "restricted"},
+        },
+    }))?;
+    let sources = olm_api(client, "v1alpha1", "CatalogSource", Some(testenv::olm::NAMESPACE));
+    wait("the CatalogSource READY", async || {
+        let source = sources.get(CATALOG_SOURCE).await?;
+        Ok((source.data["status"]["connectionState"]["lastObservedState"] == "READY").then_some(()))
+    })
+    .await?;
+    let pod = pod_with_image(client, testenv::olm::NAMESPACE, catalog).await?;
+    timeline.done(format!("pod {pod} Ready from {catalog}"));
+    Ok(())
+}
+
+/// The operator's namespace, an AllNamespaces OperatorGroup and the Subscription.
+fn subscribe(node: &RealNode, channel: &str, starting_csv: Option<&str>, approval: &str) -> anyhow::Result<()> {
+    node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}))?;
+    node.apply_json(&json!({
+        "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
+        "metadata": {"name": "neurallog", "namespace": OPERATOR_NAMESPACE},
+        "spec": {},
+    }))?;
+    let mut subscription = json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": SUBSCRIPTION, "namespace": OPERATOR_NAMESPACE},
+        "spec": {
+            "channel": channel, "name": PACKAGE,
+            "source": CATALOG_SOURCE, "sourceNamespace": testenv::olm::NAMESPACE,
+            "installPlanApproval": approval,
+        },
+    });
+    if let Some(csv) = starting_csv {
+        subscription["spec"]["startingCSV"] = json!(csv);
+    }
+    node.apply_json(&subscription)
+}
+
+/// Approves the InstallPlan that installs `csv` once OLM has made it.
+async fn approve(client: &Client, csv: &str) -> anyhow::Result<()> {
+    let plans = olm_api(client, "v1alpha1", "InstallPlan", Some(OPERATOR_NAMESPACE));
+    let plan = wait(&format!("an InstallPlan for {csv}"), async || {
+        Ok(plans.list(&ListParams::default()).await?.items.into_iter().find_map(|plan| {
+            let names = plan.data["spec"]["clusterServiceVersionNames"].as_array()?;
+            names.iter().any(|name| name == csv).then(|| plan.metadata.name.clone().unwrap_or_default())
+        }))
+    })
+    .await?;
+    plans.patch(&plan, &PatchParams::default(), &Patch::Merge(json!({"spec": {"approved": true}}))).await?;
+    Ok(())
+}
+
+async fn wait_csv_succeeded(client: &Client, csv: &str) -> anyhow::Result<()> {
+    let csvs = olm_api(client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
+    wait(&format!("CSV {csv} Succeeded"), async || {
+        let found = csvs.get_opt(csv).await?;
+        if let Some(phase) = found.as_ref().and_then(|csv| csv.data["status"]["phase"].as_str())
+            && phase == "Failed"
+        {
+            bail!(
+                "CSV {csv} Failed: {}",
+                found.as_ref().map(|c| c.data["status"]["message"].to_string()).unwrap_or_default()
+            );
+        }
+        Ok(found.filter(|csv| csv.data["status"]["phase"] == "Succeeded").map(|_| ()))
+    })
+    .await
+}
+
+/// The operator as OLM deployed CSV `csv`: the Deployment rolled out, every Ready pod running
+/// `image` (pushed by digest, pulled by the CSV's name for it) and, when the CSV declares a webhook
+/// (0.1.0's has none), OLM's serving certificate mounted and the CRD converting through OLM's
+/// Service. Returns the pods and that Service's name.
+async fn operator_as_olm_deployed(
+    node: &RealNode,
+    client: &Client,
+    csv: &str,
+    image: &str,
+) -> anyhow::Result<(Vec<Pod>, Option<String>)> {
+    node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
+    let digest = image.split_once('@').map(|(_, digest)| digest).context("the operator image has no digest")?;
+    let pods = wait(&format!("every operator pod Ready from {digest}"), async || {
+        let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+            .list(&ListParams::default().labels(OPERATOR_LABEL))
+            .await?
+            .items;
+        let from_image = |pod: &Pod| {
+            let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+            statuses.and_then(|s| s.first()).is_some_and(|s| s.image_id.ends_with(digest))
+        };
+        Ok((!pods.is_empty() && pods.iter().all(|pod| is_ready(pod) && from_image(pod))).then_some(pods))
+    })
+    .await?;
+    let declared = olm_api(client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE)).get(csv).await?;
+    if declared.data["spec"]["webhookdefinitions"].as_array().is_none_or(Vec::is_empty) {
+        return Ok((pods, None));
+    }
+    for pod in &pods {
+        let secrets: Vec<&str> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| spec.volumes.iter().flatten())
+            .filter_map(|volume| volume.secret.as_ref()?.secret_name.as_deref())
+            .collect();
+        ensure!(
+            secrets.iter().any(|secret| secret.ends_with("-service-cert")),
+            "operator pod {} mounts no OLM serving certificate: {secrets:?}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get(CRD).await?;
+    let webhook = crd.spec.conversion.as_ref().and_then(|c| c.webhook.as_ref()).and_then(|w| w.client_config.as_ref());
+    let service = webhook.and_then(|c| c.service.as_ref()).context("the CRD converts through no Service")?;
+    ensure!(
+        service.namespace == OPERATOR_NAMESPACE && webhook.and_then(|c| c.ca_bundle.as_ref()).is_some(),
+        "the CRD's conversion webhook is not OLM's: {webhook:?}"
+    );
+    Ok((pods, Some(service.name.clone())))
+}
+
+/// A `v1` tenant whose deletion policy is `Delete`.
+fn tenant_v1_deleting(name: &str, images: &TenantImages) -> serde_json::Value {
+    let mut tenant = tenant_v1(name, images);
+    tenant["spec"]["deletionPolicy"] = json!("Delete");
+    tenant
+}
+
+/// `record` of the tenant's log `log` read back through its server and found in its Redis.
+async fn ensure_record(node: &RealNode, client: &Client, tenant: &str, log: &str, record: &str) -> anyhow::Result<()> {
+    let records = read_records(client, tenant, log).await?;
+    ensure!(records.iter().any(|r| r == record), "{tenant}'s server reads {records:?}, not {record:?}");
+    let namespace = format!("tenant-{tenant}");
+    let key = format!("logs:{tenant}:{log}");
+    let stored = exec(node, &namespace, &format!("{tenant}-redis-0"), &["redis-cli", "lrange", &key, "0", "-1"])?;
+    ensure!(stored.contains(record), "{tenant}'s Redis holds {stored:?}, not {record:?}");
+    Ok(())
+}
+
+/// Every pod of the tenants' namespaces: name -> (UID, restarts).
+async fn tenant_pods(client: &Client, tenants: &[&str]) -> anyhow::Result<BTreeMap<String, (String, i32)>> {
+    let mut pods = BTreeMap::new();
+    for tenant in tenants {
+        let list =
+            Api::<Pod>::namespaced(client.clone(), &format!("tenant-{tenant}")).list(&ListParams::default()).await?;
+        for pod in list.items {
+            let restarts =
+                pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|s| s.restart_count).sum();
+            pods.insert(pod.metadata.name.unwrap_or_default(), (pod.metadata.uid.unwrap_or_default(), restarts));
+        }
+    }
+    Ok(pods)
+}
+
+async fn stored_versions(client: &Client) -> anyhow::Result<Vec<String>> {
+    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get(CRD).await?;
+    Ok(crd.status.and_then(|s| s.stored_versions).unwrap_or_default())
 }
 
 /// An API of one of OLM's kinds, in a namespace or across all.
@@ -254,13 +503,6 @@ async fn restarts(client: &Client) -> anyhow::Result<i32> {
         .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
         .map(|status| status.restart_count)
         .sum())
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// After a failure: OLM's objects and its operators' logs next to the node's.

@@ -55,7 +55,7 @@ async fn one_leader_writes_a_killed_one_is_replaced_and_a_stopped_one_hands_over
 
     // Both serve; the follower says what it is and has written nothing but its Lease claims.
     let (code, body) = poll("the follower answers /readyz", async || follower.readyz().await).await;
-    assert_eq!((code, body.as_str()), (200, "follower: another replica reconciles"));
+    assert_eq!((code, body.as_str()), (200, "serving conversions; follower: another replica reconciles"));
     let follower_writes = follower.writes().await;
     assert!(follower_writes.keys().all(|w| w.ends_with(" leases")), "the follower wrote: {follower_writes:?}");
     let leader_writes = leader.writes().await;

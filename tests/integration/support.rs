@@ -515,15 +515,21 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts `tenant-operator run` with `args`, the pod name `name`, a free admin port and a free
-    /// webhook port.
+    /// Starts `tenant-operator run` with `args`, the pod name `name`, a free admin port, a free
+    /// webhook port and a serving certificate of its own in its certificate directory, as OLM
+    /// mounts one (a replica without one is not ready).
     pub fn start(h: &Harness, name: &str, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let admin = format!("127.0.0.1:{}", testenv::free_port().unwrap());
         let log = h.plane.dir().join(format!("{name}.log"));
+        let cert_dir = h.plane.dir().join(format!("{name}-webhook-certs"));
+        std::fs::create_dir_all(&cert_dir).expect("certificate directory");
+        Pki::new().and_then(|pki| pki.write_loopback_pair(&cert_dir, name)).expect("serving pair written");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"))
             .arg("run")
             .args(["--admin-address", &admin, "--webhook-address", "127.0.0.1:0", "--pod-name", name, "--kubeconfig"])
             .arg(kubeconfig)
+            .arg("--webhook-cert-dir")
+            .arg(&cert_dir)
             .args(args)
             .envs(env.iter().copied())
             .env_remove("KUBECONFIG")

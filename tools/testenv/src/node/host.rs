@@ -1,7 +1,8 @@
 //! What a real node changes on the machine outside its own directory, and putting it back: the
 //! node's address on `lo`, the pod bridge and the route of the Service range into it, the kernel
 //! settings kubelet and the bridge plugin write, the iptables rules kube-proxy and kubelet add,
-//! the cgroups kubelet creates, and the few paths kubelet and containerd hard-code.
+//! the nftables tables of the NetworkPolicy enforcer, the cgroups kubelet creates, and the few
+//! paths kubelet and containerd hard-code.
 //!
 //! [`HostState::read`] is what a test compares before and after a node's life.
 
@@ -44,6 +45,7 @@ pub struct HostState {
     pub sysctls: BTreeMap<String, String>,
     pub iptables: String,
     pub ip6tables: String,
+    pub nft_tables: Vec<String>,
     pub paths: BTreeMap<String, bool>,
     pub cgroups: Vec<String>,
     pub mounts: Vec<String>,
@@ -70,6 +72,13 @@ fn rules(program: &str) -> anyhow::Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\n"))
+}
+
+/// `nft list tables`: one "table <family> <name>" per line, sorted.
+fn nft_tables() -> anyhow::Result<Vec<String>> {
+    let mut tables: Vec<String> = run("nft", &["list", "tables"])?.lines().map(str::to_owned).collect();
+    tables.sort();
+    Ok(tables)
 }
 
 /// Names of the cgroups kubelet makes (`kubepods*`), in every hierarchy.
@@ -125,6 +134,7 @@ impl HostState {
             sysctls,
             iptables: rules("iptables-save")?,
             ip6tables: rules("ip6tables-save")?,
+            nft_tables: nft_tables()?,
             paths,
             cgroups: kubelet_cgroups(),
             mounts,
@@ -138,6 +148,7 @@ pub struct Host {
     sysctls: Vec<(String, String)>,
     iptables: String,
     ip6tables: String,
+    nft_tables: Vec<String>,
     absent_paths: Vec<PathBuf>,
     netns_before: Vec<String>,
 }
@@ -190,6 +201,7 @@ impl Host {
             sysctls,
             iptables: run("iptables-save", &[])?,
             ip6tables: run("ip6tables-save", &[])?,
+            nft_tables: nft_tables()?,
             absent_paths: HARD_CODED_PATHS.iter().map(PathBuf::from).filter(|path| !path.exists()).collect(),
             netns_before: netns_entries(),
         };
@@ -227,6 +239,18 @@ impl Host {
         step("remove the node address", ip(&["addr", "delete", &format!("{NODE_IP}/32"), "dev", "lo"]));
         step("restore iptables", restore_rules("iptables-restore", &self.iptables));
         step("restore ip6tables", restore_rules("ip6tables-restore", &self.ip6tables));
+        // The enforcer deletes its table when it stops in time; a killed one leaves it.
+        match nft_tables() {
+            Ok(tables) => {
+                for table in tables.iter().filter(|table| !self.nft_tables.contains(table)) {
+                    let words: Vec<&str> = table.split_whitespace().collect();
+                    if let ["table", family, name] = words.as_slice() {
+                        step("delete an nftables table", run("nft", &["delete", "table", family, name]).map(drop));
+                    }
+                }
+            }
+            Err(error) => step("list nftables tables", Err(error)),
+        }
         for (key, value) in &self.sysctls {
             step("restore a kernel setting", fs::write(Path::new("/proc/sys").join(key), value).map_err(Into::into));
         }

@@ -8,6 +8,7 @@
 //! changes outside it ([`host`]) is saved first and put back when the [`RealNode`] drops, which a
 //! test checks with [`HostState`].
 
+mod addons;
 pub mod config;
 mod host;
 
@@ -45,6 +46,9 @@ pub struct NodeOptions {
     pub volumes: usize,
     /// Working directory to use instead of a fresh temporary one (kept afterwards).
     pub dir: Option<PathBuf>,
+    /// Whether NetworkPolicies are enforced (by kube-network-policies); without it they are
+    /// stored and ignored, as on a cluster whose network plugin has no policy support.
+    pub network_policies: bool,
 }
 
 /// A running node; dropping it stops everything and restores the host.
@@ -102,6 +106,9 @@ impl RealNode {
         node.start_control_plane(&kube_bin, &etcd_bin).await?;
         node.start_runtime(&kube_bin).await?;
         node.wait_ready(options.volumes).await?;
+        if options.network_policies {
+            node.start_network_policies()?;
+        }
         eprintln!("testenv: node {NODE_NAME} Ready in {:.1}s ({})", started.elapsed().as_secs_f64(), root.display());
         Ok(node)
     }
@@ -400,11 +407,20 @@ impl RealNode {
     /// CoreDNS in `kube-system`, behind the Service kubelet gives pods as their resolver.
     async fn start_cluster_dns(&mut self) -> anyhow::Result<()> {
         let image = self.push_image("coredns")?;
-        let manifests = cluster_dns_manifests(&image);
+        let manifests = addons::cluster_dns(&image);
         for manifest in &manifests {
             self.apply_json(manifest)?;
         }
         self.wait_rollout("kube-system", "deployment/coredns")
+    }
+
+    /// The NetworkPolicy enforcer in `kube-system`, rolled out.
+    fn start_network_policies(&mut self) -> anyhow::Result<()> {
+        let image = self.push_image("kube-network-policies")?;
+        for manifest in &addons::network_policy_enforcer(&image) {
+            self.apply_json(manifest)?;
+        }
+        self.wait_rollout("kube-system", &format!("daemonset/{}", addons::NETWORK_POLICY_TABLE))
     }
 
     /// Pushes the image built as `name` into the node's registry; the name pods use for it.
@@ -592,66 +608,4 @@ fn registry_storage(root: &Path) -> PathBuf {
         .map(PathBuf::from)
         .and_then(|tools| tools.parent().map(|cache| cache.join("registry")))
         .unwrap_or_else(|| root.join("registry"))
-}
-
-/// CoreDNS's ServiceAccount, RBAC, Corefile, Deployment and Service (at the address kubelet
-/// gives pods), non-root and with a read-only root filesystem.
-fn cluster_dns_manifests(image: &str) -> Vec<serde_json::Value> {
-    let labels = serde_json::json!({"k8s-app": "kube-dns"});
-    vec![
-        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "coredns", "namespace": "kube-system"}}),
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "system:coredns"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-        ]}),
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
-            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]}),
-        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "coredns", "namespace": "kube-system"},
-            "data": {"Corefile": config::COREFILE}}),
-        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": "coredns",
-                    "dnsPolicy": "Default",
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "coredns",
-                        "image": image,
-                        "args": ["-conf", "/etc/coredns/Corefile"],
-                        "ports": [
-                            {"name": "dns", "containerPort": 1053, "protocol": "UDP"},
-                            {"name": "dns-tcp", "containerPort": 1053, "protocol": "TCP"},
-                        ],
-                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 1},
-                        "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 10},
-                        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
-                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": true}],
-                    }],
-                    "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                },
-            },
-        }}),
-        serde_json::json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-        "spec": {
-            "clusterIP": config::CLUSTER_DNS_IP.to_string(),
-            "selector": labels,
-            "ports": [
-                {"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
-                {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"},
-            ],
-        }}),
-    ]
 }

@@ -24,6 +24,8 @@ pub struct ChannelEntry {
     pub replaces: Option<String>,
     /// The versions it upgrades straight from (`olm.skipRange`).
     pub skip_range: Option<String>,
+    /// The CSVs it skips (yanked releases).
+    pub skips: Vec<String>,
 }
 
 /// Builds the catalog of `entries` (in upgrade order) as the package's only channel, `channel`,
@@ -96,6 +98,9 @@ fn channel_entry(name: &str, entry: &ChannelEntry) -> Value {
     if let Some(range) = &entry.skip_range {
         item["skipRange"] = json!(range);
     }
+    if !entry.skips.is_empty() {
+        item["skips"] = json!(entry.skips);
+    }
     item
 }
 
@@ -105,12 +110,17 @@ mod tests {
 
     #[test]
     fn a_channel_entry_names_only_the_edges_given() {
-        let entry = ChannelEntry { bundle: "r/b@sha256:1".into(), replaces: None, skip_range: None };
+        let entry = ChannelEntry { bundle: "r/b@sha256:1".into(), replaces: None, skip_range: None, skips: vec![] };
         assert_eq!(channel_entry("p.v1", &entry), json!({"name": "p.v1"}));
-        let entry = ChannelEntry { replaces: Some("p.v1".into()), skip_range: Some(">=1.0.0 <2.0.0".into()), ..entry };
+        let entry = ChannelEntry {
+            replaces: Some("p.v1".into()),
+            skip_range: Some(">=1.0.0 <2.0.0".into()),
+            skips: vec!["p.v1.5".into()],
+            ..entry
+        };
         assert_eq!(
             channel_entry("p.v2", &entry),
-            json!({"name": "p.v2", "replaces": "p.v1", "skipRange": ">=1.0.0 <2.0.0"})
+            json!({"name": "p.v2", "replaces": "p.v1", "skipRange": ">=1.0.0 <2.0.0", "skips": ["p.v1.5"]})
         );
     }
 }
