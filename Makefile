@@ -14,7 +14,7 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run run-once test e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
+.PHONY: help tools build generate run run-once run-node-once test e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,18 +35,26 @@ generate: ## Regenerate the committed CRD from the Rust types and docs/configura
 
 # `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release
 # first and leaves the upgrade to this checkout's bundle for you to approve.
+# `make run NODE=1`: on a real node instead (root; containerd, kubelet; the images of `make images`),
+# the operator from its image and the sample tenant's pods really running.
 OLM ?=
 FROM ?=
+NODE ?=
 
-run: tools build ## Start a simulated (KWOK) cluster, the operator and the sample tenant, Running (Ctrl-C stops all). OLM=1 [FROM=0.1.0]: through OLM.
+run: tools build $(if $(filter 1,$(NODE)),images node-packages) ## Start a simulated (KWOK) cluster, the operator and the sample tenant, Running (Ctrl-C stops all). OLM=1 [FROM=0.1.0]: through OLM. NODE=1: on a real node.
+ifeq ($(NODE),1)
+	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
+		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_IMAGES="$(IMAGES_RECORD)" \
+		"$(CARGO_TARGET_DIR)/debug/testenv" run-node --dir .local/run-node $(if $(RUN_ONCE),--once)
+else ifeq ($(OLM),1)
 	@tools/build.sh kwok >/dev/null
-ifeq ($(OLM),1)
 	@tools/build.sh olm >/dev/null
 	@$(if $(FROM),tools/released-operator.sh $(FROM) >/dev/null)
 	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
 		"$(CARGO_TARGET_DIR)/debug/testenv" olm --dir .local/run-olm --operator "$(CARGO_TARGET_DIR)/debug/tenant-operator" \
 		$(if $(FROM),--from $(FROM)) $(if $(RUN_ONCE),--once)
 else
+	@tools/build.sh kwok >/dev/null
 	tools/run-local.sh
 endif
 
@@ -60,6 +68,7 @@ test: tools lint check-packaging images node-packages ## Run every test: lint, p
 	cd tools/standins && go test ./...
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory run-once
+	@$(MAKE) --no-print-directory run-node-once
 
 run-once: tools build ## `make run` once, non-interactively: the sample tenant Running and registered, then a deletion per policy.
 	@tools/build.sh kwok >/dev/null
@@ -67,6 +76,12 @@ run-once: tools build ## `make run` once, non-interactively: the sample tenant R
 	@RUN_ONCE=1 ADMIN_ADDRESS=127.0.0.1:0 tools/run-local.sh >.local/run-once.log 2>&1 \
 		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
 	@echo "make run: sample tenant Running and registered; deletion completed for both policies (output in .local/run-once.log)"
+
+run-node-once: tools build images node-packages ## `make run NODE=1` once: the sample tenant's pods running on a real node, its logs, an exec into Redis, the operator's traces in Jaeger.
+	@mkdir -p .local
+	@$(MAKE) --no-print-directory run NODE=1 RUN_ONCE=1 >.local/run-node-once.log 2>&1 \
+		|| { tail -40 .local/run-node-once.log; echo "make run NODE=1 failed; full output in .local/run-node-once.log"; exit 1; }
+	@echo "make run NODE=1: the sample tenant Running on a real node; logs, exec and traces shown (output in .local/run-node-once.log)"
 
 e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0, the refused upgrade; the operator's image and its tenants on a real node.
 	@tools/build.sh olm >/dev/null

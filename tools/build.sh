@@ -13,7 +13,6 @@
 #   tools/build.sh olm          # olm, catalog (OLM v0's operators), cpb (its bundle unpacker);
 #                               # ../crds: OLM's CRDs
 #   tools/build.sh grpc-health-probe # grpc-health-probe
-#   tools/build.sh kube-network-policies # kube-network-policies (NetworkPolicy enforcer)
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 #   tools/build.sh coredns      # coredns
 set -euo pipefail
@@ -100,12 +99,6 @@ case "$component" in
     version="v0.4.63"
     packages=(github.com/grpc-ecosystem/grpc-health-probe)
     ;;
-  kube-network-policies)
-    # The real node's NetworkPolicy enforcer: SIG Network's reference implementation (nftables and
-    # an nfqueue, through netlink: no nft binary needed).
-    version="v0.8.0"
-    packages=(sigs.k8s.io/kube-network-policies/cmd)
-    ;;
   kwok)
     version="v0.8.0"
     packages=(sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl)
@@ -162,9 +155,8 @@ if [[ -n "$module_files" ]]; then
   cp -r "$module_root/$files_dir" "$out.tmp/$(basename "$files_dir")"
   chmod -R u+w "$out.tmp/$(basename "$files_dir")"
 fi
-# Go names a binary after the last path element without its major-version suffix: "server", "cmd".
+# Go names a binary after the last path element without its major-version suffix: "server".
 if [[ "$component" == etcd ]]; then mv "$out.tmp/bin/server" "$out.tmp/bin/etcd"; fi
-if [[ "$component" == kube-network-policies ]]; then mv "$out.tmp/bin/cmd" "$out.tmp/bin/kube-network-policies"; fi
 touch "$out.tmp/.complete"
 rm -rf "$out"
 mv "$out.tmp" "$out"

@@ -13,8 +13,6 @@
 #   server, registry, pause  localhost/neurallog-test/NAME:standin tools/images/standin.Containerfile
 #   coredns   localhost/neurallog-test/coredns:ITS_VERSION         tools/images/coredns.Containerfile
 #   olm       localhost/neurallog-test/olm:ITS_VERSION             tools/images/olm.Containerfile
-#   kube-network-policies  localhost/neurallog-test/kube-network-policies:ITS_VERSION
-#                                                                  tools/images/kube-network-policies.Containerfile
 #   released  for every release R of catalog/releases.yaml, from its release commit:
 #             localhost/neurallog/tenant-operator:R                tools/images/released-operator.Containerfile
 #             localhost/neurallog/tenant-operator-bundle:vR        its bundle.Dockerfile
@@ -46,7 +44,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_images=(operator bundle catalog redis server registry pause coredns olm kube-network-policies released)
+all_images=(operator bundle catalog redis server registry pause coredns olm released)
 record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 suite=bookworm
@@ -365,18 +363,6 @@ image_olm() {
   record_image olm "$ref"
 }
 
-# SIG Network's NetworkPolicy enforcer, for the real node.
-image_kube_network_policies() {
-  local bin ref
-  bin="$(tools/build.sh kube-network-policies)"
-  ref="localhost/neurallog-test/kube-network-policies:$(built_version "$bin" kube-network-policies)"
-  log "building $ref"
-  mkdir -p "$work/kube-network-policies"
-  cp "$bin/kube-network-policies" "$work/kube-network-policies/"
-  build -f tools/images/kube-network-policies.Containerfile -t "$ref" "$work/kube-network-policies"
-  record_image kube-network-policies "$ref"
-}
-
 # Every release of catalog/releases.yaml as the upgrade tests install it: its operator image (its own
 # binary, tools/released-operator.sh) and its bundle image, from its release commit's bundle/ and
 # bundle.Dockerfile. Recorded as operator-VERSION and bundle-VERSION.
@@ -414,7 +400,6 @@ for name in "${wanted[@]}"; do
     server | registry | pause) image_standin "$name" ;;
     coredns) image_coredns ;;
     olm) image_olm ;;
-    kube-network-policies) image_kube_network_policies ;;
     released) image_released ;;
   esac
 done

@@ -4,8 +4,8 @@
 #
 #   tools/packages.sh images   # podman and friends: `make images` builds every image with them
 #   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
-#                              # iptables and conntrack for kube-proxy, nftables (nft, to remove
-#                              # what the NetworkPolicy enforcer left), the local OCI registry and
+#                              # iptables and conntrack for kube-proxy, nftables (nft, to find and
+#                              # remove nftables tables made while a node ran), the local OCI registry and
 #                              # podman, which pushes the images into it
 set -euo pipefail
 

@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 use super::{Platform, child_meta, selector_labels, tenant_labels};
 use crate::model::{NAMESPACE_NAME_LABEL, PeerRule, Peers, Protocol, TenantModel};
 
+/// The ports cluster DNS pods serve on, which egress-limited servers may always reach.
+const DNS_PORTS: [i32; 2] = [53, 5353];
+
 /// Label of every policy the operator manages, used to find stale ones.
 pub const COMPONENT_VALUE: &str = "network-policy";
 /// Label telling operator defaults (`default`) from user rules (`custom`).
@@ -162,7 +165,8 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
     }
 
     if !network.egress_rules.is_empty() {
-        // Egress isolation of the server must not cut name resolution or its own tenant.
+        // Egress isolation of the server must not cut name resolution or its own tenant. Policies
+        // see the DNS pod's own port: 53 where CoreDNS serves it, 5353 on OpenShift.
         policies.push(policy(
             model,
             "allow-server-egress-baseline".into(),
@@ -176,7 +180,14 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
                             namespace_selector: Some(LabelSelector::default()),
                             ..Default::default()
                         }]),
-                        ports: Some(vec![port(Protocol::Udp, Some(53)), port(Protocol::Tcp, Some(53))]),
+                        ports: Some(
+                            DNS_PORTS
+                                .iter()
+                                .flat_map(|&number| {
+                                    [port(Protocol::Udp, Some(number)), port(Protocol::Tcp, Some(number))]
+                                })
+                                .collect(),
+                        ),
                     },
                     NetworkPolicyEgressRule {
                         to: Some(vec![NetworkPolicyPeer {
@@ -211,8 +222,8 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
 
 #[cfg(test)]
 mod tests {
-    //! Who may reach whom under the generated policies, by the reachability model (the real
-    //! node's end-to-end test holds the model to what an enforcer does).
+    //! Who may reach whom under the generated policies, by the reachability model (no enforcer
+    //! runs in the test clusters).
 
     use std::collections::BTreeSet;
 
@@ -334,6 +345,11 @@ mod tests {
         // Original bugs: any egress rule cut DNS and server -> Redis.
         assert!(allowed(&p, &server(), &dns, "UDP", 53));
         assert!(allowed(&p, &server(), &dns, "TCP", 53));
+        // OpenShift's DNS pods serve on 5353 behind the Service's 53.
+        let openshift_dns = pod("openshift-dns", &[("dns.operator.openshift.io/daemonset-dns", "default")]);
+        assert!(allowed(&p, &server(), &openshift_dns, "UDP", 5353));
+        assert!(allowed(&p, &server(), &openshift_dns, "TCP", 5353));
+        assert!(!allowed(&p, &server(), &openshift_dns, "TCP", 5354));
         assert!(allowed(&p, &server(), &redis(), "TCP", 6379));
         assert!(allowed(&p, &server(), &registry(), "TCP", 3031));
         assert!(allowed(&p, &server(), &pod("payments", &[("app", "payments")]), "TCP", 443));

@@ -1,8 +1,13 @@
-//! End to end, the way platform engineers meet the operator: installed and upgraded through real
-//! OLM (`olm`, `catalog`, `opm serve` of `catalog/`) on a simulated cluster (kwokctl's binary
-//! runtime: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok's fake node), the
-//! operator run as its pod would run (its Deployment's arguments, its ServiceAccount's token, OLM's
-//! serving certificate behind OLM's webhook Service), traces into Jaeger.
+//! End to end, the way platform engineers meet the operator:
+//! - through real OLM (`olm`, `catalog`, `opm serve` of `catalog/`) on a simulated cluster
+//!   (kwokctl's binary runtime: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+//!   kwok's fake node), the operator run as its pod would run (its Deployment's arguments, its
+//!   ServiceAccount's token, OLM's serving certificate behind OLM's webhook Service), traces into
+//!   Jaeger (`install`, `upgrade`);
+//! - on a real node (kubelet, containerd, kube-proxy, CoreDNS), from the images `make images`
+//!   built: the kustomize install with tenants' pods really running (`real_node`); OperatorHub's
+//!   path with OLM in the cluster, catalog and bundle images, and the upgrades from 0.2.0 and 0.1.0
+//!   (`operatorhub_node`).
 //!
 //! Built only with the `e2e` feature (`make e2e`); the scenarios run one at a time
 //! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its

@@ -87,8 +87,7 @@ async fn on_a_node(
     let mut timeline = Timeline::default();
     timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
     let started = Instant::now();
-    let node =
-        RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
+    let node = RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")) }).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
     let outcome = scenario(&node, &mut timeline, &logs).await;
     if outcome.is_err() {
@@ -182,8 +181,10 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
 
     timeline.begin("tenants", &format!("two through v1 under {from}, every pod Ready; a record in each one's Redis"));
-    for (name, tenant) in [("alpha", tenant_v1("alpha", &images)), ("beta", tenant_v1_deleting("beta", &images))] {
+    for tenant in [tenant_v1("alpha", &images), tenant_v1_deleting("beta", &images)] {
         create_tenant(&client, "v1", &tenant).await?;
+    }
+    for name in ["alpha", "beta"] {
         wait_running_through(&client, "v1", name).await?;
         write_record(&client, name, "upgrade", &format!("{name} before the upgrade")).await?;
     }

@@ -41,8 +41,7 @@ async fn the_operator_and_its_tenants_run_for_real_on_a_real_node() -> anyhow::R
     let mut timeline = Timeline::default();
     timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
     let started = Instant::now();
-    let node =
-        RealNode::start(NodeOptions { volumes: 8, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
+    let node = RealNode::start(NodeOptions { volumes: 8, dir: Some(logs.join("node")) }).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
     let outcome = scenario(&node, &mut timeline).await;
     if outcome.is_err() {
@@ -67,7 +66,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
 
     timeline.begin("install", "kubectl apply -k config/crd, then config/default with the image by digest");
     let installed = Instant::now();
-    install(node, &operator_image)?;
+    node.install_operator(&operator_image, &[])?;
     node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
     let operator_pods = ready_operator_pods(&client).await?;
     ensure!(operator_pods.len() == 2, "expected 2 Ready operator pods, found {operator_pods:?}");
@@ -270,40 +269,6 @@ fn podman(args: &[&str]) -> anyhow::Result<String> {
 fn inspect(reference: &str) -> anyhow::Result<Value> {
     let all: Value = serde_json::from_str(&podman(&["image", "inspect", reference])?)?;
     all.get(0).cloned().with_context(|| format!("podman knows no image {reference}"))
-}
-
-/// `config/crd`, then `config/default` through an overlay that names the image by digest.
-fn install(node: &RealNode, image: &str) -> anyhow::Result<()> {
-    let root = testenv::repo_root();
-    let overlay = node.dir().join("install");
-    std::fs::create_dir_all(&overlay)?;
-    let (name, digest) = image.split_once('@').context("the operator image is not named by digest")?;
-    std::fs::write(
-        overlay.join("kustomization.yaml"),
-        format!(
-            "resources:\n  - {}\nimages:\n  - name: neurallog/tenant-operator\n    newName: {name}\n    digest: {digest}\n",
-            relative(&overlay, &root.join("config/default")).display()
-        ),
-    )?;
-    for dir in [root.join("config/crd"), overlay] {
-        let output = node.kubectl_command(&["apply", "--server-side", "-k"]).arg(&dir).output()?;
-        ensure!(
-            output.status.success(),
-            "kubectl apply -k {} failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
-/// `to` as a path relative to `from` (kustomize takes no absolute base).
-fn relative(from: &Path, to: &Path) -> std::path::PathBuf {
-    let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut path: std::path::PathBuf = from[common..].iter().map(|_| "..").collect();
-    path.extend(&to[common..]);
-    path
 }
 
 async fn claim_uid(client: &Client, tenant: &str) -> anyhow::Result<String> {

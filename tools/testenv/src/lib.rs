@@ -8,7 +8,9 @@
 //!   pods run nothing), for the end-to-end tests through OLM ([`olm`], [`operatorhub`]), the fleet
 //!   benchmarks and `make run`.
 //! - [`node`]: a real node whose pods really run (containerd, kubelet, kube-proxy, cluster DNS),
-//!   pulling from a local registry ([`registry`]) the images `make images` built ([`images`]).
+//!   pulling from a local registry ([`registry`]) the images
+//!   `make images` built ([`images`]); OLM in its cluster ([`olm::in_cluster`]); `make run NODE=1`
+//!   ([`node_run`]).
 //!
 //! Beside them: [`auth`], a stand-in for the NeuralLog Auth service on loopback HTTP; [`jaeger`], a
 //! real Jaeger v2 (OTLP in, query API out); [`timeline`], a scenario's steps and their times.
@@ -20,6 +22,7 @@ pub mod images;
 pub mod jaeger;
 pub mod kwok;
 pub mod node;
+pub mod node_run;
 pub mod olm;
 pub mod olm_run;
 pub mod operatorhub;

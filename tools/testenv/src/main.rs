@@ -13,6 +13,9 @@
 //! `testenv node --dir DIR`: a real node ([`testenv::node`]) whose pods really run, from the
 //! images `make images` recorded (`$TESTENV_IMAGES`), until SIGTERM or Ctrl-C; then the host is
 //! put back as it was.
+//!
+//! `testenv run-node --dir DIR [--once]`: `make run NODE=1`, the operator from its image and the
+//! sample tenant on such a node, traces in Jaeger ([`testenv::node_run`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,12 +50,21 @@ struct Running {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    const USAGE: &str = "usage: testenv up --dir DIR | testenv olm --dir DIR --operator BINARY [--from VERSION] [--once] | testenv node --dir DIR";
+    const USAGE: &str = "usage: testenv up --dir DIR | testenv olm --dir DIR --operator BINARY [--from VERSION] [--once] | testenv node --dir DIR | testenv run-node --dir DIR [--once]";
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = match args.as_slice() {
         [command, flag, dir] if command == "up" && flag == "--dir" => PathBuf::from(dir),
         [command, rest @ ..] if command == "olm" => return testenv::olm_run::run(olm_options(rest)?).await,
         [command, flag, dir] if command == "node" && flag == "--dir" => return node(Path::new(dir)).await,
+        [command, flag, dir, rest @ ..] if command == "run-node" && flag == "--dir" => {
+            let once = match rest {
+                [] => false,
+                [once] if once == "--once" => true,
+                _ => bail!(USAGE),
+            };
+            let dir = std::path::absolute(dir)?;
+            return testenv::node_run::run(testenv::node_run::Options { dir, once }).await;
+        }
         _ => bail!(USAGE),
     };
     // `make run` starts testenv in a session of its own, so that Ctrl-C reaches the operator alone
@@ -95,7 +107,7 @@ async fn node(dir: &Path) -> anyhow::Result<()> {
     }
     let dir = std::path::absolute(dir)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let options = testenv::node::NodeOptions { volumes: VOLUMES, dir: Some(dir), ..Default::default() };
+    let options = testenv::node::NodeOptions { volumes: VOLUMES, dir: Some(dir) };
     let node = tokio::select! {
         node = testenv::node::RealNode::start(options) => node?,
         _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -215,9 +215,9 @@ pub fn kube_proxy(kubeconfig: &Path) -> String {
 }
 
 /// CoreDNS's Corefile: answers for `cluster.local` (Services and pods) from the API server, and
-/// nothing else: no upstream is reachable here. On port 1053, which a non-root process may bind
-/// (the Service maps 53 to it).
-pub const COREFILE: &str = ".:1053 {\n    errors\n    health :8080\n    ready :8181\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n    }\n    cache 30\n    loop\n}\n";
+/// nothing else: no upstream is reachable here. On port 53, as clusters' DNS pods serve it:
+/// NetworkPolicies see the pod's port, and egress rules that allow DNS name 53.
+pub const COREFILE: &str = ".:53 {\n    errors\n    health :8080\n    ready :8181\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n    }\n    cache 30\n    loop\n}\n";
 
 #[cfg(test)]
 mod tests {

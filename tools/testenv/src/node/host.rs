@@ -1,8 +1,8 @@
 //! What a real node changes on the machine outside its own directory, and putting it back: the
 //! node's address on `lo`, the pod bridge and the route of the Service range into it, the kernel
 //! settings kubelet and the bridge plugin write, the iptables rules kube-proxy and kubelet add,
-//! the nftables tables of the NetworkPolicy enforcer, the cgroups kubelet creates, and the few
-//! paths kubelet and containerd hard-code.
+//! any nftables table made meanwhile, the cgroups kubelet creates, and the few paths kubelet and
+//! containerd hard-code.
 //!
 //! [`HostState::read`] is what a test compares before and after a node's life.
 
@@ -239,7 +239,7 @@ impl Host {
         step("remove the node address", ip(&["addr", "delete", &format!("{NODE_IP}/32"), "dev", "lo"]));
         step("restore iptables", restore_rules("iptables-restore", &self.iptables));
         step("restore ip6tables", restore_rules("ip6tables-restore", &self.ip6tables));
-        // The enforcer deletes its table when it stops in time; a killed one leaves it.
+        // A table made while the node ran (by a privileged pod on the host's network, say).
         match nft_tables() {
             Ok(tables) => {
                 for table in tables.iter().filter(|table| !self.nft_tables.contains(table)) {

@@ -46,9 +46,6 @@ pub struct NodeOptions {
     pub volumes: usize,
     /// Working directory to use instead of a fresh temporary one (kept afterwards).
     pub dir: Option<PathBuf>,
-    /// Whether NetworkPolicies are enforced (by kube-network-policies); without it they are
-    /// stored and ignored, as on a cluster whose network plugin has no policy support.
-    pub network_policies: bool,
 }
 
 /// A running node; dropping it stops everything and restores the host.
@@ -106,9 +103,6 @@ impl RealNode {
         node.start_control_plane(&kube_bin, &etcd_bin).await?;
         node.start_runtime(&kube_bin).await?;
         node.wait_ready(options.volumes).await?;
-        if options.network_policies {
-            node.start_network_policies()?;
-        }
         eprintln!("testenv: node {NODE_NAME} Ready in {:.1}s ({})", started.elapsed().as_secs_f64(), root.display());
         Ok(node)
     }
@@ -414,15 +408,6 @@ impl RealNode {
         self.wait_rollout("kube-system", "deployment/coredns")
     }
 
-    /// The NetworkPolicy enforcer in `kube-system`, rolled out.
-    fn start_network_policies(&mut self) -> anyhow::Result<()> {
-        let image = self.push_image("kube-network-policies")?;
-        for manifest in &addons::network_policy_enforcer(&image) {
-            self.apply_json(manifest)?;
-        }
-        self.wait_rollout("kube-system", &format!("daemonset/{}", addons::NETWORK_POLICY_TABLE))
-    }
-
     /// Pushes the image built as `name` into the node's registry; the name pods use for it.
     pub fn push_image(&self, name: &str) -> anyhow::Result<String> {
         let image = self.images.get(name)?;
@@ -453,6 +438,41 @@ impl RealNode {
         let output = child.wait_with_output()?;
         if !output.status.success() {
             bail!("kubectl apply failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// Installs the operator as `README.md` says without OLM: `config/crd`, then `config/default`
+    /// through an overlay that names `image` (by digest, as [`push_image`](Self::push_image) gives
+    /// it) and adds `env` to the operator's container. The overlay is in the node's directory.
+    pub fn install_operator(&self, image: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let root = crate::repo_root();
+        let overlay = self.dir().join("install");
+        fs::create_dir_all(&overlay)?;
+        let (name, digest) = image.split_once('@').context("the operator image is not named by digest")?;
+        let mut kustomization = serde_json::json!({
+            "resources": [relative(&overlay, &root.join("config/default")).display().to_string()],
+            "images": [{"name": "neurallog/tenant-operator", "newName": name, "digest": digest}],
+        });
+        if !env.is_empty() {
+            let operations: Vec<serde_json::Value> = env
+                .iter()
+                .map(|(name, value)| {
+                    serde_json::json!({"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+                        "value": {"name": name, "value": value}})
+                })
+                .collect();
+            kustomization["patches"] = serde_json::json!([{
+                "target": {"kind": "Deployment", "name": "neurallog-tenant-operator"},
+                "patch": serde_json::to_string(&operations)?,
+            }]);
+        }
+        fs::write(overlay.join("kustomization.yaml"), serde_yaml::to_string(&kustomization)?)?;
+        for dir in [root.join("config/crd"), overlay] {
+            let output = self.kubectl_command(&["apply", "--server-side", "-k"]).arg(&dir).output()?;
+            if !output.status.success() {
+                bail!("kubectl apply -k {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr).trim());
+            }
         }
         Ok(())
     }
@@ -608,4 +628,13 @@ fn registry_storage(root: &Path) -> PathBuf {
         .map(PathBuf::from)
         .and_then(|tools| tools.parent().map(|cache| cache.join("registry")))
         .unwrap_or_else(|| root.join("registry"))
+}
+
+/// `to` as a path relative to `from` (kustomize takes no absolute base).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path: PathBuf = from[common..].iter().map(|_| "..").collect();
+    path.extend(&to[common..]);
+    path
 }
