@@ -196,3 +196,22 @@ pub(crate) fn keep_operator_logs(node: &RealNode, logs: &Path) {
         let _ = std::fs::write(logs.join(name), content);
     }
 }
+
+/// The operator's Ready pods, those being deleted left out.
+pub(crate) async fn ready_operator_pods(client: &Client) -> anyhow::Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
+    Ok(list.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod)).collect())
+}
+
+/// The restarts of every container of the operator's pods, summed.
+pub(crate) async fn operator_restarts(client: &Client) -> anyhow::Result<i32> {
+    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
+    Ok(list
+        .items
+        .iter()
+        .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .map(|status| status.restart_count)
+        .sum())
+}

@@ -30,8 +30,9 @@ use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
 use testenv::timeline::Timeline;
 
 use crate::on_node::{
-    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, keep_operator_logs, read_records,
-    tenant_v1, tenant_v2, wait, wait_running, wait_running_through, write_record,
+    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, keep_operator_logs,
+    operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
+    wait_running_through, write_record,
 };
 
 const CATALOG_SOURCE: &str = "neurallog";
@@ -147,11 +148,11 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     timeline.begin("stable", "the operator's pods up for more than 60 s without a restart");
     // A span of time is the requirement: the restarts are watched through it, not waited out blind.
     while ready_at.elapsed() <= STABLE_FOR {
-        ensure!(restarts(&client).await? == 0, "an operator pod restarted");
+        ensure!(operator_restarts(&client).await? == 0, "an operator pod restarted");
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    ensure!(restarts(&client).await? == 0, "an operator pod restarted");
-    ensure!(operator_pods(&client).await?.len() == pods.len(), "an operator pod is no longer Ready");
+    ensure!(operator_restarts(&client).await? == 0, "an operator pod restarted");
+    ensure!(ready_operator_pods(&client).await?.len() == pods.len(), "an operator pod is no longer Ready");
     timeline.done(format!("0 restarts over {:.0}s", ready_at.elapsed().as_secs_f64()));
     Ok(())
 }
@@ -487,23 +488,6 @@ async fn unpack_job(client: &Client, bundle: &str) -> anyhow::Result<String> {
     let succeeded = job.status.and_then(|s| s.succeeded).unwrap_or(0);
     ensure!(succeeded >= 1, "OLM's unpack Job {name} has not succeeded");
     Ok(name)
-}
-
-async fn operator_pods(client: &Client) -> anyhow::Result<Vec<Pod>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
-    Ok(list.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod)).collect())
-}
-
-async fn restarts(client: &Client) -> anyhow::Result<i32> {
-    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
-    Ok(list
-        .items
-        .iter()
-        .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .map(|status| status.restart_count)
-        .sum())
 }
 
 /// After a failure: OLM's objects and its operators' logs next to the node's.

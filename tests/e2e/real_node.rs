@@ -20,8 +20,8 @@ use testenv::node::{NodeOptions, RealNode};
 use testenv::timeline::Timeline;
 
 use crate::on_node::{
-    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, keep_operator_logs,
-    read_records, tenant_v1, tenant_v2, tenants, wait, wait_running, write_record,
+    OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, keep_operator_logs, operator_restarts,
+    read_records, ready_operator_pods, tenant_v1, tenant_v2, tenants, wait, wait_running, write_record,
 };
 
 const DEPLOYMENT: &str = "neurallog-tenant-operator";
@@ -68,7 +68,8 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     let installed = Instant::now();
     node.install_operator(&operator_image, &[])?;
     node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
-    let operator_pods = ready_operator_pods(&client).await?;
+    let operator_pods: Vec<String> =
+        ready_operator_pods(&client).await?.into_iter().filter_map(|pod| pod.metadata.name).collect();
     ensure!(operator_pods.len() == 2, "expected 2 Ready operator pods, found {operator_pods:?}");
     let leader = wait(&format!("lease {LEASE} held"), async || lease_holder(&client).await).await?;
     ensure!(operator_pods.contains(&leader), "the lease holder {leader} is none of {operator_pods:?}");
@@ -296,35 +297,6 @@ async fn secret_uid(client: &Client, tenant: &str) -> anyhow::Result<String> {
         .metadata
         .uid
         .with_context(|| format!("tenant-{tenant} has no Redis password Secret"))
-}
-
-async fn ready_operator_pods(client: &Client) -> anyhow::Result<Vec<String>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|pod| {
-            pod.metadata.deletion_timestamp.is_none()
-                && pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|pod| pod.metadata.name)
-        .collect())
-}
-
-async fn operator_restarts(client: &Client) -> anyhow::Result<i32> {
-    let pods = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods.list(&ListParams::default().labels(OPERATOR_LABEL)).await?;
-    Ok(list
-        .items
-        .iter()
-        .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .map(|status| status.restart_count)
-        .sum())
 }
 
 async fn lease_holder(client: &Client) -> anyhow::Result<Option<String>> {
