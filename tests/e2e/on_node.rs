@@ -135,7 +135,11 @@ pub(crate) async fn server_address(client: &Client, tenant: &str) -> anyhow::Res
 
 pub(crate) async fn write_record(client: &Client, tenant: &str, log: &str, record: &str) -> anyhow::Result<()> {
     let url = format!("http://{}/logs/{log}", server_address(client, tenant).await?);
-    let response = reqwest::Client::new().post(&url).body(record.to_owned()).send().await?;
+    // Until kube-proxy has programmed the Service's endpoints, the connection is refused.
+    let response = wait(&format!("POST {url}"), async || {
+        Ok(Some(reqwest::Client::new().post(&url).body(record.to_owned()).send().await?))
+    })
+    .await?;
     ensure!(response.status().as_u16() == 201, "POST {url}: {} {}", response.status(), response.text().await?);
     Ok(())
 }

@@ -189,6 +189,16 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
         wait_running_through(&client, "v1", name).await?;
         write_record(&client, name, "upgrade", &format!("{name} before the upgrade")).await?;
     }
+    // Each workload rolled out, so that no pod of an earlier template is still going away.
+    for name in ["alpha", "beta"] {
+        for workload in [
+            format!("deployment/{name}-server"),
+            format!("deployment/{name}-registry"),
+            format!("statefulset/{name}-redis"),
+        ] {
+            node.wait_rollout(&format!("tenant-{name}"), &workload)?;
+        }
+    }
     let pods_before = tenant_pods(&client, &["alpha", "beta"]).await?;
     let stored_before = stored_versions(&client).await?;
     timeline.done(format!("{} tenant pods; storedVersions {stored_before:?}", pods_before.len()));
@@ -398,14 +408,19 @@ async fn operator_as_olm_deployed(
             pod.metadata.name.as_deref().unwrap_or_default()
         );
     }
-    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get(CRD).await?;
-    let webhook = crd.spec.conversion.as_ref().and_then(|c| c.webhook.as_ref()).and_then(|w| w.client_config.as_ref());
-    let service = webhook.and_then(|c| c.service.as_ref()).context("the CRD converts through no Service")?;
-    ensure!(
-        service.namespace == OPERATOR_NAMESPACE && webhook.and_then(|c| c.ca_bundle.as_ref()).is_some(),
-        "the CRD's conversion webhook is not OLM's: {webhook:?}"
-    );
-    Ok((pods, Some(service.name.clone())))
+    // OLM points the CRD's conversion at its Service once the Deployment is up.
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let service = wait("the CRD converting through OLM's Service", async || {
+        let crd = crds.get(CRD).await?;
+        let webhook = crd.spec.conversion.and_then(|c| c.webhook).and_then(|w| w.client_config);
+        Ok(webhook
+            .filter(|config| config.ca_bundle.is_some())
+            .and_then(|config| config.service)
+            .filter(|service| service.namespace == OPERATOR_NAMESPACE)
+            .map(|service| service.name))
+    })
+    .await?;
+    Ok((pods, Some(service)))
 }
 
 /// A `v1` tenant whose deletion policy is `Delete`.
@@ -432,7 +447,7 @@ async fn tenant_pods(client: &Client, tenants: &[&str]) -> anyhow::Result<BTreeM
     for tenant in tenants {
         let list =
             Api::<Pod>::namespaced(client.clone(), &format!("tenant-{tenant}")).list(&ListParams::default()).await?;
-        for pod in list.items {
+        for pod in list.items.into_iter().filter(|pod| pod.metadata.deletion_timestamp.is_none()) {
             let restarts =
                 pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|s| s.restart_count).sum();
             pods.insert(pod.metadata.name.unwrap_or_default(), (pod.metadata.uid.unwrap_or_default(), restarts));
