@@ -14,17 +14,18 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run run-once run-node-once test e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
+.PHONY: help tools build generate run run-once run-node-once test test-build test-clusters test-node e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger, opm and operator-sdk binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger, opm, operator-sdk and kube-router binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
 	@tools/build.sh jaeger >/dev/null
 	@tools/build.sh opm >/dev/null
 	@tools/build.sh operator-sdk >/dev/null
+	@tools/build.sh kube-router >/dev/null
 
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
@@ -62,12 +63,35 @@ endif
 IMAGES_RECORD ?= $(CURDIR)/.local/images/images.tsv
 export IMAGES_RECORD
 
-test: tools lint check-packaging images node-packages ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, the real node, e2e.
-	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_IMAGES="$(IMAGES_RECORD)" cargo test --workspace --locked
+# What the tests need from the environment: the cached upstream binaries and the images' record.
+TEST_ENV = TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
+	TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
+	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
+	TESTENV_KUBE_ROUTER_BIN="$$(tools/build.sh kube-router)" TESTENV_IMAGES="$(IMAGES_RECORD)"
+# The tests that need the machine's one real node live in modules whose names end in `_node`; they
+# run one after another in their own lane, beside the lane of the simulated and in-process clusters.
+NODE_TESTS := _node::
+
+test: ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e on KWOK and on the real node, both `make run`s (two jobs at a time, the lanes below side by side).
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-clusters test-node
+
+test-build: tools ## Build every test binary, the tools the tests start and 0.1.0's operator (the lanes then only run).
+	@tools/build.sh olm >/dev/null
+	@tools/build.sh kwok >/dev/null
+	@tools/released-operator.sh 0.1.0 >/dev/null
+	cargo test --workspace --locked --no-run
+	cargo test --locked --features e2e --test e2e --no-run
+	cargo build --workspace --locked
+
+test-clusters: lint check-packaging test-build ## The lane on in-process and simulated (KWOK) clusters: unit, docs, integration, stand-ins, e2e through OLM on KWOK, make run-once.
+	$(TEST_ENV) cargo test --workspace --locked -- --skip $(NODE_TESTS)
 	cd tools/standins && go test ./...
-	@$(MAKE) --no-print-directory e2e
+	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture --skip $(NODE_TESTS)
 	@$(MAKE) --no-print-directory run-once
+
+test-node: images node-packages test-build ## The lane on the real node: the node itself, the operator's image and tenants, OperatorHub's path, make run NODE=1 once.
+	$(TEST_ENV) cargo test --workspace --locked --tests -- --test-threads=1 $(NODE_TESTS)
+	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture $(NODE_TESTS)
 	@$(MAKE) --no-print-directory run-node-once
 
 run-once: tools build ## `make run` once, non-interactively: the sample tenant Running and registered, then a deletion per policy.
@@ -77,20 +101,17 @@ run-once: tools build ## `make run` once, non-interactively: the sample tenant R
 		|| { tail -40 .local/run-once.log; echo "make run failed; full output in .local/run-once.log"; exit 1; }
 	@echo "make run: sample tenant Running and registered; deletion completed for both policies (output in .local/run-once.log)"
 
-run-node-once: tools build images node-packages ## `make run NODE=1` once: the sample tenant's pods running on a real node, its logs, an exec into Redis, the operator's traces in Jaeger.
+run-node-once: ## `make run NODE=1` once: the sample tenant's pods running on a real node, its logs, an exec into Redis, the operator's traces in Jaeger.
 	@mkdir -p .local
 	@$(MAKE) --no-print-directory run NODE=1 RUN_ONCE=1 >.local/run-node-once.log 2>&1 \
 		|| { tail -40 .local/run-node-once.log; echo "make run NODE=1 failed; full output in .local/run-node-once.log"; exit 1; }
 	@echo "make run NODE=1: the sample tenant Running on a real node; logs, exec and traces shown (output in .local/run-node-once.log)"
 
-e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0, the refused upgrade; the operator's image and its tenants on a real node.
+e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluster: install and uninstall, the upgrades from 0.1.0, the refused upgrade; the operator's image, its tenants and OperatorHub's path on a real node.
 	@tools/build.sh olm >/dev/null
 	@tools/build.sh kwok >/dev/null
 	@tools/released-operator.sh 0.1.0 >/dev/null
-	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
-		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
-		TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
-		TESTENV_IMAGES="$(IMAGES_RECORD)" cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
+	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
 
 bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \

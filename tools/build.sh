@@ -15,6 +15,7 @@
 #   tools/build.sh grpc-health-probe # grpc-health-probe
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 #   tools/build.sh coredns      # coredns
+#   tools/build.sh kube-router  # kube-router (its NetworkPolicy controller enforces on the real node)
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -115,6 +116,16 @@ case "$component" in
     # Upstream's Makefile stamps the commit, which `coredns -version` prints (empty unstamped). The
     # commit is the tag's, as the module proxy reports it.
     ldflags+=" -X github.com/coredns/coredns/coremain.GitCommit=0233f3e7c600b730426628f2cf9c829d404a181f"
+    ;;
+  kube-router)
+    # The only NetworkPolicy enforcer that runs on these kernels (iptables and ipsets; SIG Network's
+    # kube-network-policies needs nftables' queue expression, which they lack). v2.1.0 is the one
+    # version the module proxy serves and has reported flaws: tools/kube-router/go.mod raises its
+    # dependencies to current releases, and it runs only on the test node, on loopback, with its
+    # health and metrics servers off. Upstream's Makefile stamps the version.
+    version="v2.1.0"
+    packages=(github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+    ldflags+=" -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

@@ -4,16 +4,17 @@
 #
 #   tools/packages.sh images   # podman and friends: `make images` builds every image with them
 #   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
-#                              # iptables and conntrack for kube-proxy, nftables (nft, to find and
-#                              # remove nftables tables made while a node ran), the local OCI registry and
-#                              # podman, which pushes the images into it
+#                              # iptables and conntrack for kube-proxy, ipset for the NetworkPolicy
+#                              # enforcer, nftables (nft, to find and remove nftables tables made while
+#                              # a node ran), the local OCI registry and podman, which pushes the
+#                              # images into it
 set -euo pipefail
 
 packages=()
 for group in "$@"; do
   case "$group" in
     images) packages+=(podman buildah debootstrap uidmap) ;;
-    node) packages+=(containerd runc containernetworking-plugins iptables conntrack nftables docker-registry podman) ;;
+    node) packages+=(containerd runc containernetworking-plugins iptables conntrack ipset nftables docker-registry podman) ;;
     *) echo "tools/packages.sh: unknown group '$group' (images, node)" >&2; exit 2 ;;
   esac
 done

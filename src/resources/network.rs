@@ -222,8 +222,8 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
 
 #[cfg(test)]
 mod tests {
-    //! Who may reach whom under the generated policies, by the reachability model (no enforcer
-    //! runs in the test clusters).
+    //! Who may reach whom under the generated policies, by the reachability model (the real
+    //! node's end-to-end test holds the model to what an enforcer does).
 
     use std::collections::BTreeSet;
 

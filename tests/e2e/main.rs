@@ -7,13 +7,15 @@
 //! - on a real node (kubelet, containerd, kube-proxy, CoreDNS), from the images `make images`
 //!   built: the kustomize install with tenants' pods really running (`real_node`); OperatorHub's
 //!   path with OLM in the cluster, catalog and bundle images, and the upgrades from 0.2.0 and 0.1.0
-//!   (`operatorhub_node`).
+//!   (`operatorhub_node`); NetworkPolicies enforced by kube-router's NetworkPolicy controller
+//!   (`isolation_node`).
 //!
 //! Built only with the `e2e` feature (`make e2e`); the scenarios run one at a time
 //! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its
 //! step and keeps every component's log in `.local/e2e/<scenario>/`.
 
 mod install;
+mod isolation_node;
 mod on_node;
 mod operatorhub_node;
 mod real_node;

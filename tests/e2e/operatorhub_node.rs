@@ -20,8 +20,8 @@ use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt as _};
 use serde_json::json;
 use testenv::node::{NodeOptions, RealNode};
 use testenv::olm::catalog_image::{self, ChannelEntry};
@@ -88,7 +88,8 @@ async fn on_a_node(
     let mut timeline = Timeline::default();
     timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
     let started = Instant::now();
-    let node = RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")) }).await?;
+    let node =
+        RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
     let outcome = scenario(&node, &mut timeline, &logs).await;
     if outcome.is_err() {
@@ -177,7 +178,6 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     timeline.begin("install", &format!("Subscription (Manual, startingCSV {old}), approved; CSV Succeeded"));
     subscribe(node, &channel, Some(&old), "Manual")?;
     approve(&client, &old).await?;
-    wait_csv_succeeded(&client, &old).await?;
     operator_as_olm_deployed(node, &client, &old, &old_operator).await?;
     timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
 
@@ -205,7 +205,6 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
 
     timeline.begin("upgrade", &format!("approve {new}: OLM rolls the Deployment to the new image"));
     approve(&client, &new).await?;
-    wait_csv_succeeded(&client, &new).await?;
     let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
     wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
     operator_as_olm_deployed(node, &client, &new, &new_operator)
@@ -336,35 +335,49 @@ fn subscribe(node: &RealNode, channel: &str, starting_csv: Option<&str>, approva
     node.apply_json(&subscription)
 }
 
-/// Approves the InstallPlan that installs `csv` once OLM has made it.
+/// Approves the InstallPlan that installs `csv`, as a user does (the plan the Subscription refers
+/// to), and waits for the CSV to succeed. OLM can replace that plan with a second one for the same
+/// CSV when an update of the first conflicts (seen here), so each is approved as it comes.
 async fn approve(client: &Client, csv: &str) -> anyhow::Result<()> {
+    let subscriptions = olm_api(client, "v1alpha1", "Subscription", Some(OPERATOR_NAMESPACE));
     let plans = olm_api(client, "v1alpha1", "InstallPlan", Some(OPERATOR_NAMESPACE));
-    let plan = wait(&format!("an InstallPlan for {csv}"), async || {
-        Ok(plans.list(&ListParams::default()).await?.items.into_iter().find_map(|plan| {
-            let names = plan.data["spec"]["clusterServiceVersionNames"].as_array()?;
-            names.iter().any(|name| name == csv).then(|| plan.metadata.name.clone().unwrap_or_default())
-        }))
+    wait(&format!("{csv} approved and Succeeded"), async || {
+        let subscription = subscriptions.get_opt(SUBSCRIPTION).await?;
+        let referred = subscription.as_ref().and_then(|s| s.data["status"]["installPlanRef"]["name"].as_str());
+        if let Some(plan) = referred {
+            let plan = plans.get_opt(plan).await?;
+            let installs_csv = plan.as_ref().is_some_and(|plan| {
+                plan.data["spec"]["clusterServiceVersionNames"]
+                    .as_array()
+                    .is_some_and(|names| names.iter().any(|name| name == csv))
+            });
+            if let Some(plan) = plan.filter(|plan| installs_csv && plan.data["spec"]["approved"] != true) {
+                let approved = json!({"spec": {"approved": true}});
+                plans.patch(&plan.name_any(), &PatchParams::default(), &Patch::Merge(approved)).await?;
+            }
+        }
+        csv_succeeded(client, csv).await
     })
-    .await?;
-    plans.patch(&plan, &PatchParams::default(), &Patch::Merge(json!({"spec": {"approved": true}}))).await?;
-    Ok(())
+    .await
 }
 
 async fn wait_csv_succeeded(client: &Client, csv: &str) -> anyhow::Result<()> {
+    wait(&format!("CSV {csv} Succeeded"), async || csv_succeeded(client, csv).await).await
+}
+
+/// Whether CSV `csv` has Succeeded; an error when it Failed.
+async fn csv_succeeded(client: &Client, csv: &str) -> anyhow::Result<Option<()>> {
     let csvs = olm_api(client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
-    wait(&format!("CSV {csv} Succeeded"), async || {
-        let found = csvs.get_opt(csv).await?;
-        if let Some(phase) = found.as_ref().and_then(|csv| csv.data["status"]["phase"].as_str())
-            && phase == "Failed"
-        {
-            bail!(
-                "CSV {csv} Failed: {}",
-                found.as_ref().map(|c| c.data["status"]["message"].to_string()).unwrap_or_default()
-            );
-        }
-        Ok(found.filter(|csv| csv.data["status"]["phase"] == "Succeeded").map(|_| ()))
-    })
-    .await
+    let found = csvs.get_opt(csv).await?;
+    if let Some(phase) = found.as_ref().and_then(|csv| csv.data["status"]["phase"].as_str())
+        && phase == "Failed"
+    {
+        bail!(
+            "CSV {csv} Failed: {}",
+            found.as_ref().map(|c| c.data["status"]["message"].to_string()).unwrap_or_default()
+        );
+    }
+    Ok(found.filter(|csv| csv.data["status"]["phase"] == "Succeeded").map(|_| ()))
 }
 
 /// The operator as OLM deployed CSV `csv`: the Deployment rolled out, every Ready pod running

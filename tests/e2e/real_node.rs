@@ -41,7 +41,8 @@ async fn the_operator_and_its_tenants_run_for_real_on_a_real_node() -> anyhow::R
     let mut timeline = Timeline::default();
     timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
     let started = Instant::now();
-    let node = RealNode::start(NodeOptions { volumes: 8, dir: Some(logs.join("node")) }).await?;
+    let node =
+        RealNode::start(NodeOptions { volumes: 8, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
     let outcome = scenario(&node, &mut timeline).await;
     if outcome.is_err() {

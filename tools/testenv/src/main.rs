@@ -107,7 +107,8 @@ async fn node(dir: &Path) -> anyhow::Result<()> {
     }
     let dir = std::path::absolute(dir)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let options = testenv::node::NodeOptions { volumes: VOLUMES, dir: Some(dir) };
+    let options =
+        testenv::node::NodeOptions { volumes: VOLUMES, dir: Some(dir), ..testenv::node::NodeOptions::default() };
     let node = tokio::select! {
         node = testenv::node::RealNode::start(options) => node?,
         _ = tokio::signal::ctrl_c() => return Ok(()),

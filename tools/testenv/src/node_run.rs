@@ -31,7 +31,8 @@ pub struct Options {
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let node = RealNode::start(NodeOptions { volumes: 4, dir: Some(options.dir.join("node")) });
+    let node =
+        RealNode::start(NodeOptions { volumes: 4, dir: Some(options.dir.join("node")), ..NodeOptions::default() });
     let node = tokio::select! {
         node = node => node?,
         _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -1,8 +1,8 @@
 //! What a real node changes on the machine outside its own directory, and putting it back: the
 //! node's address on `lo`, the pod bridge and the route of the Service range into it, the kernel
-//! settings kubelet and the bridge plugin write, the iptables rules kube-proxy and kubelet add,
-//! any nftables table made meanwhile, the cgroups kubelet creates, and the few paths kubelet and
-//! containerd hard-code.
+//! settings kubelet and the bridge plugin write, the iptables rules kube-proxy, kubelet and the
+//! NetworkPolicy enforcer add, the enforcer's ipsets, any nftables table made meanwhile, the
+//! cgroups kubelet creates, and the few paths kubelet and containerd hard-code.
 //!
 //! [`HostState::read`] is what a test compares before and after a node's life.
 
@@ -15,9 +15,10 @@ use anyhow::{Context as _, bail};
 
 use super::config::{BRIDGE, BRIDGE_ADDRESS, NODE_IP, SERVICE_CIDR};
 
-/// Kernel settings kubelet sets for itself (`protectKernelDefaults: false`) and the bridge plugin
-/// (`ip_forward`): saved before, written back after.
-const SYSCTLS: [&str; 8] = [
+/// Kernel settings kubelet sets for itself (`protectKernelDefaults: false`), the bridge plugin
+/// (`ip_forward`) and the NetworkPolicy enforcer's node (bridged traffic through iptables): saved
+/// before, written back after.
+const SYSCTLS: [&str; 9] = [
     "vm/overcommit_memory",
     "vm/panic_on_oom",
     "kernel/panic",
@@ -26,7 +27,11 @@ const SYSCTLS: [&str; 8] = [
     "kernel/keys/root_maxbytes",
     "net/ipv4/ip_forward",
     "net/ipv4/conf/all/route_localnet",
+    BRIDGE_NETFILTER,
 ];
+
+/// Whether traffic between pods on the bridge passes iptables, where an enforcer filters it.
+pub const BRIDGE_NETFILTER: &str = "net/bridge/bridge-nf-call-iptables";
 
 /// Paths kubelet and containerd use whatever they are told: removed after when they were not
 /// there before.
@@ -46,6 +51,7 @@ pub struct HostState {
     pub iptables: String,
     pub ip6tables: String,
     pub nft_tables: Vec<String>,
+    pub ipsets: Vec<String>,
     pub paths: BTreeMap<String, bool>,
     pub cgroups: Vec<String>,
     pub mounts: Vec<String>,
@@ -79,6 +85,18 @@ fn nft_tables() -> anyhow::Result<Vec<String>> {
     let mut tables: Vec<String> = run("nft", &["list", "tables"])?.lines().map(str::to_owned).collect();
     tables.sort();
     Ok(tables)
+}
+
+/// Sets a kernel setting of [`SYSCTLS`] to 1 (the node puts it back when it stops).
+pub fn enable(key: &str) -> anyhow::Result<()> {
+    fs::write(Path::new("/proc/sys").join(key), "1").with_context(|| format!("cannot set {key}"))
+}
+
+/// `ipset list -n`: the names of the IP sets, sorted.
+fn ipsets() -> anyhow::Result<Vec<String>> {
+    let mut sets: Vec<String> = run("ipset", &["list", "-n"])?.lines().map(str::to_owned).collect();
+    sets.sort();
+    Ok(sets)
 }
 
 /// Names of the cgroups kubelet makes (`kubepods*`), in every hierarchy.
@@ -135,6 +153,7 @@ impl HostState {
             iptables: rules("iptables-save")?,
             ip6tables: rules("ip6tables-save")?,
             nft_tables: nft_tables()?,
+            ipsets: ipsets()?,
             paths,
             cgroups: kubelet_cgroups(),
             mounts,
@@ -149,6 +168,7 @@ pub struct Host {
     iptables: String,
     ip6tables: String,
     nft_tables: Vec<String>,
+    ipsets: Vec<String>,
     absent_paths: Vec<PathBuf>,
     netns_before: Vec<String>,
 }
@@ -202,6 +222,7 @@ impl Host {
             iptables: run("iptables-save", &[])?,
             ip6tables: run("ip6tables-save", &[])?,
             nft_tables: nft_tables()?,
+            ipsets: ipsets()?,
             absent_paths: HARD_CODED_PATHS.iter().map(PathBuf::from).filter(|path| !path.exists()).collect(),
             netns_before: netns_entries(),
         };
@@ -250,6 +271,15 @@ impl Host {
                 }
             }
             Err(error) => step("list nftables tables", Err(error)),
+        }
+        // After iptables: a set still named by a rule cannot be destroyed.
+        match ipsets() {
+            Ok(sets) => {
+                for set in sets.iter().filter(|set| !self.ipsets.contains(set)) {
+                    step("destroy an ipset", run("ipset", &["destroy", set]).map(drop));
+                }
+            }
+            Err(error) => step("list ipsets", Err(error)),
         }
         for (key, value) in &self.sysctls {
             step("restore a kernel setting", fs::write(Path::new("/proc/sys").join(key), value).map_err(Into::into));

@@ -1,7 +1,8 @@
 //! A real single-node cluster on this machine, where pods really run: the pinned kube-apiserver,
 //! etcd, kube-controller-manager and kube-scheduler, plus kubelet and kube-proxy from the same
 //! pinned module, Debian's containerd, runc and CNI plugins, cluster DNS (CoreDNS, from its own
-//! image) and a local OCI registry on the node's address that containerd pulls from.
+//! image) and a local OCI registry on the node's address that containerd pulls from; when asked
+//! for, kube-router's NetworkPolicy controller enforces NetworkPolicies.
 //!
 //! One node per machine at a time (fixed ports, global iptables chains, `kubepods` cgroups): a
 //! file lock serialises them across processes. Everything lives in one directory; what the node
@@ -46,6 +47,9 @@ pub struct NodeOptions {
     pub volumes: usize,
     /// Working directory to use instead of a fresh temporary one (kept afterwards).
     pub dir: Option<PathBuf>,
+    /// Whether NetworkPolicies are enforced (by kube-router's NetworkPolicy controller); without
+    /// it they are stored and ignored, as on a cluster whose network plugin has no policy support.
+    pub network_policies: bool,
 }
 
 /// A running node; dropping it stops everything and restores the host.
@@ -103,6 +107,9 @@ impl RealNode {
         node.start_control_plane(&kube_bin, &etcd_bin).await?;
         node.start_runtime(&kube_bin).await?;
         node.wait_ready(options.volumes).await?;
+        if options.network_policies {
+            node.start_network_policies().await?;
+        }
         eprintln!("testenv: node {NODE_NAME} Ready in {:.1}s ({})", started.elapsed().as_secs_f64(), root.display());
         Ok(node)
     }
@@ -406,6 +413,45 @@ impl RealNode {
             self.apply_json(manifest)?;
         }
         self.wait_rollout("kube-system", "deployment/coredns")
+    }
+
+    /// kube-router with only its NetworkPolicy controller, on the host as kube-proxy runs (iptables
+    /// and ipsets; the host's state saves and restores both), with bridged traffic passing
+    /// iptables. Ready once it has programmed its chains.
+    async fn start_network_policies(&mut self) -> anyhow::Result<()> {
+        let bin = tool_dir("kube-router", "TESTENV_KUBE_ROUTER_BIN")?;
+        host::enable(host::BRIDGE_NETFILTER)?;
+        let kubeconfig = self.admin_kubeconfig.display().to_string();
+        self.spawn(
+            "kube-router",
+            &bin.join("kube-router"),
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                "--run-firewall=true".into(),
+                "--run-router=false".into(),
+                "--run-service-proxy=false".into(),
+                "--run-loadbalancer=false".into(),
+                format!("--hostname-override={NODE_NAME}"),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--enable-ipv6=false".into(),
+                // Nothing but the test reaches it: no health or metrics server.
+                "--health-port=0".into(),
+                "--metrics-port=0".into(),
+                "--v=2".into(),
+            ],
+        )?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.check_processes()?;
+            let chain = Command::new("iptables").args(["-S", "KUBE-ROUTER-FORWARD"]).output()?;
+            if chain.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("kube-router programmed no chain within {READY_TIMEOUT:?}; its log is kube-router.log");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Pushes the image built as `name` into the node's registry; the name pods use for it.
