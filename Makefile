@@ -68,31 +68,32 @@ TEST_ENV = TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$
 	TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
 	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
 	TESTENV_KUBE_ROUTER_BIN="$$(tools/build.sh kube-router)" TESTENV_IMAGES="$(IMAGES_RECORD)"
+# One feature set for every test target, so that the library builds once for all of them.
+TEST_FEATURES := --features neurallog-tenant-operator/e2e
 # The tests that need the machine's one real node live in modules whose names end in `_node`; they
 # run one after another in their own lane, beside the lane of the simulated and in-process clusters.
 NODE_TESTS := _node::
 
-test: ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e on KWOK and on the real node, both `make run`s (two jobs at a time, the lanes below side by side).
+test: ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e on KWOK and on the real node, make run-once (two jobs at a time, the lanes below side by side).
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-clusters test-node
 
 test-build: tools ## Build every test binary, the tools the tests start and 0.1.0's operator (the lanes then only run).
 	@tools/build.sh olm >/dev/null
 	@tools/build.sh kwok >/dev/null
 	@tools/released-operator.sh 0.1.0 >/dev/null
-	cargo test --workspace --locked --no-run
-	cargo test --locked --features e2e --test e2e --no-run
+	cargo test --workspace --locked $(TEST_FEATURES) --no-run
+	cargo test --locked $(TEST_FEATURES) --test e2e --no-run
 	cargo build --workspace --locked
 
 test-clusters: lint check-packaging test-build ## The lane on in-process and simulated (KWOK) clusters: unit, docs, integration, stand-ins, e2e through OLM on KWOK, make run-once.
-	$(TEST_ENV) cargo test --workspace --locked -- --skip $(NODE_TESTS)
+	$(TEST_ENV) cargo test --workspace --locked $(TEST_FEATURES) -- --skip $(NODE_TESTS)
 	cd tools/standins && go test ./...
-	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture --skip $(NODE_TESTS)
+	$(TEST_ENV) cargo test --locked $(TEST_FEATURES) --test e2e -- --test-threads=1 --nocapture --skip $(NODE_TESTS)
 	@$(MAKE) --no-print-directory run-once
 
-test-node: images node-packages test-build ## The lane on the real node: the node itself, the operator's image and tenants, OperatorHub's path, make run NODE=1 once.
-	$(TEST_ENV) cargo test --workspace --locked --tests -- --test-threads=1 $(NODE_TESTS)
-	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture $(NODE_TESTS)
-	@$(MAKE) --no-print-directory run-node-once
+test-node: images node-packages test-build ## The lane on the real node: the node itself, the operator's image and tenants (installed and shown by make run NODE=1's code), OperatorHub's path with isolation enforced.
+	$(TEST_ENV) cargo test --workspace --locked $(TEST_FEATURES) --tests -- --test-threads=1 $(NODE_TESTS)
+	$(TEST_ENV) cargo test --locked $(TEST_FEATURES) --test e2e -- --test-threads=1 --nocapture $(NODE_TESTS)
 
 run-once: tools build ## `make run` once, non-interactively: the sample tenant Running and registered, then a deletion per policy.
 	@tools/build.sh kwok >/dev/null
@@ -111,7 +112,7 @@ e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluste
 	@tools/build.sh olm >/dev/null
 	@tools/build.sh kwok >/dev/null
 	@tools/released-operator.sh 0.1.0 >/dev/null
-	$(TEST_ENV) cargo test --locked --features e2e --test e2e -- --test-threads=1 --nocapture
+	$(TEST_ENV) cargo test --locked $(TEST_FEATURES) --test e2e -- --test-threads=1 --nocapture
 
 bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
@@ -143,7 +144,8 @@ check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catal
 
 lint: ## cargo fmt --check and clippy with warnings as errors; gofmt and go vet of the stand-ins.
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked --features neurallog-tenant-operator/e2e -- -D warnings
+	cargo clippy --workspace --all-targets --locked $(TEST_FEATURES) -- -D warnings
+	cargo clippy --locked $(TEST_FEATURES) --test e2e -- -D warnings
 	@test -z "$$(gofmt -l tools/standins)" || { gofmt -l tools/standins; echo "gofmt: the files above need formatting"; exit 1; }
 	cd tools/standins && go vet ./...
 

@@ -19,12 +19,20 @@ for group in "$@"; do
   esac
 done
 
-missing=()
-for package in "${packages[@]}"; do
-  if ! dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$package")
-  fi
-done
+missing_packages() {
+  missing=()
+  for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$package")
+    fi
+  done
+}
+missing_packages
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+# `make test` runs two jobs at a time, and both groups may install at once: one apt at a time.
+exec 9>"${TMPDIR:-/tmp}/neurallog-packages.lock"
+flock 9
+missing_packages
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 if [[ $EUID -ne 0 ]]; then

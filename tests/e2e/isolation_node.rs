@@ -1,5 +1,7 @@
 //! Network isolation enforced by a real implementation: on a real node with kube-router's
-//! NetworkPolicy controller, a tenant's NetworkPolicies are proven from real pods. Each probe is a TCP
+//! NetworkPolicy controller, a tenant's NetworkPolicies are proven from real pods. The OperatorHub
+//! install scenario runs it while the operator's pods must stay up, on the operator OLM deployed.
+//! Each probe is a TCP
 //! connect (bash's `/dev/tcp`, 2 s) from a real pod's network namespace: the tenant's own pods
 //! (through an ephemeral container in the server's and registry's, whose images have no shell), and
 //! peers in an allowed namespace and in another. Every result is held both to what the isolation
@@ -17,12 +19,10 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use neurallog_tenant_operator::fixtures::reachability::{Endpoint, allowed};
 use serde_json::{Value, json};
-use testenv::node::{NodeOptions, RealNode};
+use testenv::node::RealNode;
 use testenv::timeline::Timeline;
 
-use crate::on_node::{
-    OPERATOR_NAMESPACE, TenantImages, create_tenant, is_ready, keep_operator_logs, tenants, wait, wait_running,
-};
+use crate::on_node::{TenantImages, create_tenant, is_ready, tenants, wait, wait_running};
 
 const TENANT: &str = "acme";
 const NAMESPACE: &str = "tenant-acme";
@@ -38,121 +38,116 @@ const CONNECT_TIMEOUT_SECONDS: u32 = 2;
 /// How long the enforcer may take to program a change.
 const ENFORCED_WITHIN: Duration = Duration::from_secs(90);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn network_isolation_is_enforced_as_the_operator_predicts() -> anyhow::Result<()> {
-    let logs = crate::logs("isolation-node");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs)?;
-    let mut timeline = Timeline::default();
-    timeline.begin("node", "a real node with kube-router enforcing NetworkPolicies");
-    let started = Instant::now();
-    let options = NodeOptions { volumes: 2, dir: Some(logs.join("node")), network_policies: true };
-    let node = RealNode::start(options).await?;
-    timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
-    let outcome = scenario(&node, &mut timeline).await;
-    if outcome.is_err() {
-        // The enforcer's log is the node's `kube-router.log`, kept with the others.
-        keep_operator_logs(&node, &logs);
-    }
-    timeline.print("e2e network isolation on a real node", outcome.is_ok(), &logs);
-    drop(node);
-    if outcome.is_ok() {
-        let _ = std::fs::remove_dir_all(&logs);
-    }
-    outcome
+/// The isolation's tenant and its peers, created; [`prove`](Self::prove) waits for them and probes.
+pub(crate) struct Isolation<'a> {
+    node: &'a RealNode,
+    client: Client,
+    images: TenantImages,
 }
 
-async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()> {
-    let client = node.admin_client().await?;
-
-    timeline.begin("install", "the operator from its image (kustomize); peers in an allowed and another namespace");
-    let operator_image = node.push_image("operator")?;
-    let images = TenantImages::push(node)?;
-    node.install_operator(&operator_image, &[])?;
-    node.wait_rollout(OPERATOR_NAMESPACE, "deployment/neurallog-tenant-operator")?;
-    for namespace in [FRIENDS, STRANGERS] {
-        node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))?;
-        node.apply_json(&peer_pod(namespace, &images))?;
+impl<'a> Isolation<'a> {
+    /// Creates peers in an allowed and in another namespace, and the tenant, which allows the
+    /// first, without waiting for them (the caller's own tenants come up meanwhile).
+    pub(crate) async fn create(node: &'a RealNode, client: &Client, images: &TenantImages) -> anyhow::Result<Self> {
+        for namespace in [FRIENDS, STRANGERS] {
+            node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))?;
+            node.apply_json(&peer_pod(namespace, images))?;
+        }
+        let tenant = json!({
+            "apiVersion": "neurallog.io/v2", "kind": "Tenant",
+            "metadata": {"name": TENANT},
+            "spec": {
+                "displayName": TENANT,
+                "deletionPolicy": "Delete",
+                "server": {"replicas": 1, "image": images.server},
+                "redis": {"replicas": 1, "image": images.redis, "storage": "1Gi"},
+                "registry": {"replicas": 1, "image": images.registry},
+                "networkPolicy": {"allowedNamespaces": [FRIENDS]},
+            },
+        });
+        create_tenant(client, "v2", &tenant).await?;
+        Ok(Self { node, client: client.clone(), images: images.clone() })
     }
-    timeline.done("operator rolled out, peer pods created");
 
-    timeline.begin("tenant", "acme allows friends; its pods Running; shells beside the server and registry");
-    let tenant = json!({
-        "apiVersion": "neurallog.io/v2", "kind": "Tenant",
-        "metadata": {"name": TENANT},
-        "spec": {
-            "displayName": TENANT,
-            "deletionPolicy": "Delete",
-            "server": {"replicas": 1, "image": images.server},
-            "redis": {"replicas": 1, "image": images.redis, "storage": "1Gi"},
-            "registry": {"replicas": 1, "image": images.registry},
-            "networkPolicy": {"allowedNamespaces": [FRIENDS]},
-        },
-    });
-    create_tenant(&client, "v2", &tenant).await?;
-    wait_running(&client, TENANT).await?;
-    let world = World::find(node, &client, &images).await?;
-    timeline.done(format!("server {}, registry {}, redis {}", world.server.ip, world.registry.ip, world.redis.ip));
+    /// Waits for the tenant and the peers, then holds each step's probes to the promise and to
+    /// the model.
+    pub(crate) async fn prove(&self, timeline: &mut Timeline) -> anyhow::Result<()> {
+        timeline.begin("isolation", "acme allows friends; its pods Running; shells beside the server and registry");
+        wait_running(&self.client, TENANT).await?;
+        let world = World::find(self.node, &self.client, &self.images).await?;
+        timeline.done(format!("server {}, registry {}, redis {}", world.server.ip, world.registry.ip, world.redis.ip));
+        world.probe_every_rule(timeline).await
+    }
+}
 
-    timeline.begin("defaults", "others shut out, friends reach the HTTP ports, only the server reaches Redis");
-    let (server, registry, redis) = (&world.server, &world.registry, &world.redis);
-    let (friends, strangers) = (&world.friends, &world.strangers);
-    let mut probes = vec![
-        Probe::tcp(strangers, server, world.server_port, false),
-        Probe::tcp(strangers, registry, world.registry_port, false),
-        Probe::tcp(strangers, redis, REDIS_PORT, false),
-        Probe::tcp(friends, server, world.server_port, true),
-        Probe::tcp(friends, registry, world.registry_port, true),
-        Probe::tcp(friends, redis, REDIS_PORT, false),
-        Probe::tcp(server, redis, REDIS_PORT, true),
-        Probe::tcp(registry, redis, REDIS_PORT, false),
-        Probe::tcp(server, registry, world.registry_port, true),
-        Probe::tcp(registry, server, world.server_port, true),
-        Probe::tcp(redis, server, world.server_port, false),
-    ];
-    let checked = world.hold(&probes).await?;
-    timeline.done(format!("{checked} probes as promised and as the model predicts"));
+impl World<'_> {
+    /// The default isolation, then a custom ingress rule and a custom egress rule, each added and
+    /// removed.
+    async fn probe_every_rule(&self, timeline: &mut Timeline) -> anyhow::Result<()> {
+        let world = self;
+        timeline.begin("defaults", "others shut out, friends reach the HTTP ports, only the server reaches Redis");
+        let (server, registry, redis) = (&world.server, &world.registry, &world.redis);
+        let (friends, strangers) = (&world.friends, &world.strangers);
+        let mut probes = vec![
+            Probe::tcp(strangers, server, world.server_port, false),
+            Probe::tcp(strangers, registry, world.registry_port, false),
+            Probe::tcp(strangers, redis, REDIS_PORT, false),
+            Probe::tcp(friends, server, world.server_port, true),
+            Probe::tcp(friends, registry, world.registry_port, true),
+            Probe::tcp(friends, redis, REDIS_PORT, false),
+            Probe::tcp(server, redis, REDIS_PORT, true),
+            Probe::tcp(registry, redis, REDIS_PORT, false),
+            Probe::tcp(server, registry, world.registry_port, true),
+            Probe::tcp(registry, server, world.server_port, true),
+            Probe::tcp(redis, server, world.server_port, false),
+        ];
+        let checked = world.hold(&probes).await?;
+        timeline.done(format!("{checked} probes as promised and as the model predicts"));
 
-    timeline
-        .begin("custom ingress", "a rule opening the server's port to strangers opens that alone; removed, it closes");
-    let rule = json!([{
-        "description": "the strangers' monitoring",
-        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": STRANGERS}}}],
-        "ports": [{"port": world.server_port}],
-    }]);
-    world.set_rules("ingress", Some(rule)).await?;
-    probes = vec![
-        Probe::tcp(strangers, server, world.server_port, true),
-        Probe::tcp(strangers, registry, world.registry_port, false),
-        Probe::tcp(strangers, redis, REDIS_PORT, false),
-        Probe::tcp(friends, server, world.server_port, true),
-    ];
-    let opened = world.hold(&probes).await?;
-    world.set_rules("ingress", None).await?;
-    let closed = world.hold(&[Probe::tcp(strangers, server, world.server_port, false)]).await?;
-    timeline.done(format!("{opened} probes with the rule, {closed} after its removal"));
+        timeline.begin(
+            "custom ingress",
+            "a rule opening the server's port to strangers opens that alone; removed, it closes",
+        );
+        let rule = json!([{
+            "description": "the strangers' monitoring",
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": STRANGERS}}}],
+            "ports": [{"port": world.server_port}],
+        }]);
+        world.set_rules("ingress", Some(rule)).await?;
+        probes = vec![
+            Probe::tcp(strangers, server, world.server_port, true),
+            Probe::tcp(strangers, registry, world.registry_port, false),
+            Probe::tcp(strangers, redis, REDIS_PORT, false),
+            Probe::tcp(friends, server, world.server_port, true),
+        ];
+        let opened = world.hold(&probes).await?;
+        world.set_rules("ingress", None).await?;
+        let closed = world.hold(&[Probe::tcp(strangers, server, world.server_port, false)]).await?;
+        timeline.done(format!("{opened} probes with the rule, {closed} after its removal"));
 
-    timeline.begin("egress", "an egress rule limits the server to friends' port; DNS and the tenant stay reachable");
-    let rule = json!([{
-        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": FRIENDS}}}],
-        "ports": [{"port": LISTENER_PORT}],
-    }]);
-    world.set_rules("egress", Some(rule)).await?;
-    probes = vec![
-        Probe::tcp(server, friends, LISTENER_PORT, true),
-        Probe::tcp(server, strangers, LISTENER_PORT, false),
-        Probe::tcp(server, redis, REDIS_PORT, true),
-        Probe::tcp(server, registry, world.registry_port, true),
-        Probe::tcp(friends, server, world.server_port, true),
-        Probe::dns(server, &world.dns, true),
-        // Only the server is limited.
-        Probe::tcp(registry, strangers, LISTENER_PORT, true),
-    ];
-    let limited = world.hold(&probes).await?;
-    world.set_rules("egress", None).await?;
-    let lifted = world.hold(&[Probe::tcp(server, strangers, LISTENER_PORT, true)]).await?;
-    timeline.done(format!("{limited} probes with the rule, {lifted} after its removal"));
-    Ok(())
+        timeline
+            .begin("egress", "an egress rule limits the server to friends' port; DNS and the tenant stay reachable");
+        let rule = json!([{
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": FRIENDS}}}],
+            "ports": [{"port": LISTENER_PORT}],
+        }]);
+        world.set_rules("egress", Some(rule)).await?;
+        probes = vec![
+            Probe::tcp(server, friends, LISTENER_PORT, true),
+            Probe::tcp(server, strangers, LISTENER_PORT, false),
+            Probe::tcp(server, redis, REDIS_PORT, true),
+            Probe::tcp(server, registry, world.registry_port, true),
+            Probe::tcp(friends, server, world.server_port, true),
+            Probe::dns(server, &world.dns, true),
+            // Only the server is limited.
+            Probe::tcp(registry, strangers, LISTENER_PORT, true),
+        ];
+        let limited = world.hold(&probes).await?;
+        world.set_rules("egress", None).await?;
+        let lifted = world.hold(&[Probe::tcp(server, strangers, LISTENER_PORT, true)]).await?;
+        timeline.done(format!("{limited} probes with the rule, {lifted} after its removal"));
+        Ok(())
+    }
 }
 
 /// A pod a probe starts from or goes to: where it runs, its labels (what policies select), and the
@@ -325,26 +320,30 @@ impl<'a> World<'a> {
     }
 
     /// Sets (or, with `None`, removes) the tenant's custom rules of `direction` (`ingress` or
-    /// `egress`) and waits until the operator has written their policies (or deleted them).
+    /// `egress`) and waits until the operator has reconciled that generation: every policy it
+    /// writes for it (an egress rule comes with a baseline policy of its own) is in place, or gone.
     async fn set_rules(&self, direction: &str, rules: Option<Value>) -> anyhow::Result<()> {
         let wanted = rules.is_some();
         let patch = json!({"spec": {"networkPolicy": {direction: rules.unwrap_or(Value::Null)}}});
-        tenants(&self.client, "v2").patch(TENANT, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let tenants = tenants(&self.client, "v2");
+        let patched = tenants.patch(TENANT, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let generation = patched.metadata.generation.context("the patched tenant has no generation")?;
         let prefix = format!("custom-{direction}-");
         let policies = Api::<NetworkPolicy>::namespaced(self.client.clone(), NAMESPACE);
-        wait(
-            &format!("the operator to {} the {direction} rule's policy", if wanted { "write" } else { "delete" }),
-            async || {
-                let names: Vec<String> = policies
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter_map(|p| p.metadata.name)
-                    .collect();
-                Ok((names.iter().any(|name| name.starts_with(&prefix)) == wanted).then_some(()))
-            },
-        )
+        let what = if wanted { "write" } else { "delete" };
+        wait(&format!("the operator to {what} the {direction} rule's policies (generation {generation})"), async || {
+            // The status is written after every child of that generation.
+            let observed = tenants.get(TENANT).await?.data["status"]["observedGeneration"].as_i64();
+            let names: Vec<String> = policies
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            let written = names.iter().any(|name| name.starts_with(&prefix)) == wanted;
+            Ok((written && observed >= Some(generation)).then_some(()))
+        })
         .await
     }
 }

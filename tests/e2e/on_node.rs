@@ -22,6 +22,7 @@ pub(crate) const OPERATOR_LABEL: &str = "app.kubernetes.io/name=neurallog-tenant
 const DEADLINE: Duration = Duration::from_secs(180);
 
 /// The images of a tenant's pods, pushed into the node's registry and named by digest.
+#[derive(Clone)]
 pub(crate) struct TenantImages {
     pub(crate) server: String,
     pub(crate) redis: String,

@@ -1,8 +1,9 @@
 //! OperatorHub's path on a real node: OLM runs in the cluster from its image, serves a catalog
 //! image in a pod of its own (a CatalogSource of type `grpc` with `image:`), unpacks the bundle
 //! image in its own Job, and deploys the operator from the image the CSV names, with OLM's serving
-//! certificate behind OLM's Service; the operator's pods stay up, and tenants created through `v1`
-//! and `v2` run for real. Then the upgrades through the Subscription, from 0.2.0 and from 0.1.0
+//! certificate behind OLM's Service; the operator's pods stay up, tenants created through `v1`
+//! and `v2` run for real, and a tenant's network isolation holds under kube-router's enforcement
+//! (`isolation_node`). Then the upgrades through the Subscription, from 0.2.0 and from 0.1.0
 //! (straight to this checkout through its `skipRange`): each release's own binary in an image, its
 //! own bundle image, tenants created under it keep their pods and their data.
 //!
@@ -29,6 +30,7 @@ use testenv::olm::in_cluster::{self, Settings};
 use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
 use testenv::timeline::Timeline;
 
+use crate::isolation_node::Isolation;
 use crate::on_node::{
     OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, keep_operator_logs,
     operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
@@ -47,7 +49,7 @@ const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn olm_installs_the_operator_from_catalog_and_bundle_images_on_a_real_node() -> anyhow::Result<()> {
-    on_a_node("operatorhub-node", "e2e operatorhub on a real node", async |node, timeline, logs| {
+    on_a_node("operatorhub-node", "e2e operatorhub on a real node", true, async |node, timeline, logs| {
         install(node, timeline, logs).await
     })
     .await
@@ -58,6 +60,7 @@ async fn olm_upgrades_from_0_2_0_with_real_pods_losing_nothing() -> anyhow::Resu
     on_a_node(
         "operatorhub-node-upgrade-0.2.0",
         "e2e OLM upgrade from 0.2.0 on a real node",
+        false,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.2.0").await,
     )
     .await
@@ -68,16 +71,19 @@ async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_no
     on_a_node(
         "operatorhub-node-upgrade-0.1.0",
         "e2e OLM upgrade from 0.1.0 on a real node",
+        false,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
     )
     .await
 }
 
-/// Runs `scenario` on a fresh node with its logs in `.local/e2e/<name>`, prints its timeline, and
-/// keeps the operator's and OLM's logs when it fails.
+/// Runs `scenario` on a fresh node (NetworkPolicies `enforced` or not) with its logs in
+/// `.local/e2e/<name>`, prints its timeline, and keeps the operator's and OLM's logs when it fails
+/// (the enforcer's is the node's `kube-router.log`).
 async fn on_a_node(
     name: &str,
     title: &str,
+    enforced: bool,
     scenario: impl AsyncFnOnce(&RealNode, &mut Timeline, &Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // reqwest (the server's HTTP) is built without a default crypto provider.
@@ -86,10 +92,11 @@ async fn on_a_node(
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
     let mut timeline = Timeline::default();
-    timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
+    let enforcer = if enforced { ", kube-router enforcing NetworkPolicies" } else { "" };
+    timeline.begin("node", &format!("control plane, containerd, kubelet, kube-proxy, registry, cluster DNS{enforcer}"));
     let started = Instant::now();
-    let node =
-        RealNode::start(NodeOptions { volumes: 4, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
+    let options = NodeOptions { volumes: 4, dir: Some(logs.join("node")), network_policies: enforced };
+    let node = RealNode::start(options).await?;
     timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
     let outcome = scenario(&node, &mut timeline, &logs).await;
     if outcome.is_err() {
@@ -138,6 +145,8 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     timeline.begin("tenants", "one through v1 (converted behind OLM's Service), one through v2: every pod Ready");
     create_tenant(&client, "v1", &tenant_v1("alpha", &images)).await?;
     create_tenant(&client, "v2", &tenant_v2("beta", "Delete", &images)).await?;
+    // Comes up beside alpha and beta; proven below, while the operator must stay up.
+    let isolation = Isolation::create(node, &client, &images).await?;
     for name in ["alpha", "beta"] {
         wait_running(&client, name).await?;
     }
@@ -145,6 +154,8 @@ async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyho
     write_record(&client, "alpha", "olm", record).await?;
     ensure_record(node, &client, "alpha", "olm", record).await?;
     timeline.done("alpha and beta Running; a record through alpha's server is in its Redis");
+
+    isolation.prove(timeline).await?;
 
     timeline.begin("stable", "the operator's pods up for more than 60 s without a restart");
     // A span of time is the requirement: the restarts are watched through it, not waited out blind.

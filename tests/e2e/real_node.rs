@@ -2,7 +2,8 @@
 //! kustomize install (`config/crd`, then `config/default`), tenants' Redis, server and registry
 //! really start, the operator's password, probes, volumes and security contexts meet a kubelet,
 //! data survives `Retain` and goes with `Delete`, and the operator survives losing its leader's pod
-//! and a pod killed mid-reconcile.
+//! and a pod killed mid-reconcile. The operator is installed, and the sample tenant shown, by the
+//! code of `make run NODE=1` (`testenv::node_run`), so this scenario runs that too.
 //!
 //! The images are `make images`'s (the record at `$TESTENV_IMAGES`); NeuralLog's server and
 //! registry are the stand-ins of `tools/standins`, Redis is Debian's.
@@ -17,6 +18,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use testenv::node::{NodeOptions, RealNode};
+use testenv::node_run;
 use testenv::timeline::Timeline;
 
 use crate::on_node::{
@@ -65,10 +67,12 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     let version = check_images(node, &client, &operator_image).await?;
     timeline.done(version);
 
-    timeline.begin("install", "kubectl apply -k config/crd, then config/default with the image by digest");
+    timeline.begin(
+        "install",
+        "as make run NODE=1: kubectl apply -k config/crd, then config/default with the image by digest, traces to Jaeger",
+    );
     let installed = Instant::now();
-    node.install_operator(&operator_image, &[])?;
-    node.wait_rollout(OPERATOR_NAMESPACE, &format!("deployment/{DEPLOYMENT}"))?;
+    let jaeger = node_run::install_traced_operator(node).await?;
     let operator_pods: Vec<String> =
         ready_operator_pods(&client).await?.into_iter().filter_map(|pod| pod.metadata.name).collect();
     ensure!(operator_pods.len() == 2, "expected 2 Ready operator pods, found {operator_pods:?}");
@@ -79,7 +83,8 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     timeline.begin("tenants", "one through v1 (converted by the webhook behind its Service), one through v2");
     create_tenant(&client, "v1", &tenant_v1("alpha", &images)).await?;
     create_tenant(&client, "v2", &tenant_v2("beta", "Delete", &images)).await?;
-    for name in ["alpha", "beta"] {
+    node.apply_json(&node_run::sample_tenant(node)?)?;
+    for name in ["alpha", "beta", node_run::SAMPLE] {
         wait_running(&client, name).await?;
     }
     let converted = tenants(&client, "v1").get("beta").await?;
@@ -88,7 +93,12 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
         "v2 tenant beta is not served as v1: {:?}",
         converted.data
     );
-    timeline.done("alpha and beta Running, every pod Ready; beta's quota read back as v1 resources");
+    timeline.done("alpha, beta and the sample Running, every pod Ready; beta's quota read back as v1 resources");
+
+    timeline
+        .begin("make run", "what make run NODE=1 shows once: the sample's server log, redis-cli through exec, traces");
+    node_run::show_once(node, &jaeger).await?;
+    timeline.done("log read, PONG, the operator's traces in Jaeger");
 
     timeline.begin("redis", "refuses a client without the password, accepts one with it, appends to the claim");
     let answer = exec(node, "tenant-alpha", "alpha-redis-0", &["sh", "-c", "REDISCLI_AUTH= redis-cli ping"])?;

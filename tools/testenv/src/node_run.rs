@@ -20,7 +20,7 @@ use crate::node::{NodeOptions, RealNode};
 /// How long the operator and the sample tenant may take to come up, and the traces to arrive.
 const DEADLINE: Duration = Duration::from_secs(180);
 /// The sample tenant's name, as `config/samples/` names it.
-const SAMPLE: &str = "acme";
+pub const SAMPLE: &str = "acme";
 
 pub struct Options {
     /// Where the node and its logs live.
@@ -38,16 +38,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = term.recv() => return Ok(()),
     };
-    let jaeger = Jaeger::start().await.context("starting Jaeger")?;
-    // Pods reach this machine at the node's address, not at loopback, where Jaeger listens.
-    let otlp = forward(SocketAddr::new(NODE_IP.into(), crate::free_port()?), jaeger_otlp(&jaeger)?).await?;
-
-    let operator = node.push_image("operator")?;
-    let endpoint = format!("http://{otlp}");
-    node.install_operator(&operator, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())])?;
-    node.wait_rollout("neurallog-system", "deployment/neurallog-tenant-operator")?;
-    let sample = sample_tenant(&node)?;
-    node.apply_json(&sample)?;
+    let jaeger = install_traced_operator(&node).await?;
+    node.apply_json(&sample_tenant(&node)?)?;
     wait_running(&node).await?;
 
     let kubeconfig = node.admin_kubeconfig().display().to_string();
@@ -70,8 +62,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the operator from its image as `make run NODE=1` does: the kustomize install, its
+/// traces exported to a Jaeger on this machine (returned), rolled out. The real node's end-to-end
+/// scenario installs it so too.
+pub async fn install_traced_operator(node: &RealNode) -> anyhow::Result<Jaeger> {
+    let jaeger = Jaeger::start().await.context("starting Jaeger")?;
+    // Pods reach this machine at the node's address, not at loopback, where Jaeger listens.
+    let otlp = forward(SocketAddr::new(NODE_IP.into(), crate::free_port()?), jaeger_otlp(&jaeger)?).await?;
+    let operator = node.push_image("operator")?;
+    let endpoint = format!("http://{otlp}");
+    node.install_operator(&operator, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())])?;
+    node.wait_rollout("neurallog-system", "deployment/neurallog-tenant-operator")?;
+    Ok(jaeger)
+}
+
 /// `config/samples/`'s tenant with the images of this machine (pushed into the node's registry).
-fn sample_tenant(node: &RealNode) -> anyhow::Result<serde_json::Value> {
+pub fn sample_tenant(node: &RealNode) -> anyhow::Result<serde_json::Value> {
     let path = crate::repo_root().join("config/samples/neurallog_v2_tenant.yaml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut tenant: serde_json::Value = serde_yaml::from_str(&text)?;
@@ -98,8 +104,9 @@ async fn wait_running(node: &RealNode) -> anyhow::Result<()> {
     }
 }
 
-/// `once`: the server's log, an exec into Redis, and the operator's traces in Jaeger.
-async fn show_once(node: &RealNode, jaeger: &Jaeger) -> anyhow::Result<()> {
+/// `once`: the sample tenant's server log, an exec into its Redis, and the operator's traces in
+/// Jaeger.
+pub async fn show_once(node: &RealNode, jaeger: &Jaeger) -> anyhow::Result<()> {
     let namespace = format!("tenant-{SAMPLE}");
     let logs = node.kubectl_command(&["-n", &namespace, "logs", &format!("deployment/{SAMPLE}-server")]).output()?;
     ensure!(logs.status.success(), "kubectl logs failed: {}", String::from_utf8_lossy(&logs.stderr).trim());

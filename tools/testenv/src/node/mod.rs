@@ -45,7 +45,7 @@ const SANDBOX_TEARDOWN: Duration = Duration::from_secs(60);
 pub struct NodeOptions {
     /// Local PersistentVolumes to offer (a default StorageClass binds claims to them).
     pub volumes: usize,
-    /// Working directory to use instead of a fresh temporary one (kept afterwards).
+    /// Working directory to use instead of a fresh temporary one: emptied first, kept afterwards.
     pub dir: Option<PathBuf>,
     /// Whether NetworkPolicies are enforced (by kube-router's NetworkPolicy controller); without
     /// it they are stored and ignored, as on a cluster whose network plugin has no policy support.
@@ -81,6 +81,8 @@ impl RealNode {
         let etcd_bin = tool_dir("etcd", "TESTENV_ETCD_BIN")?;
         let (temp, root) = match &options.dir {
             Some(dir) => {
+                // A node never starts on an earlier one's state (its etcd, volumes and sandboxes).
+                host::remove_tree(dir)?;
                 fs::create_dir_all(dir)?;
                 (None, dir.clone())
             }
