@@ -75,7 +75,7 @@ TEST_FEATURES := --features neurallog-tenant-operator/e2e
 NODE_TESTS := _node::
 
 test: ## Run every test: lint, packaging, unit, generated-file staleness, integration on a real API server, e2e on KWOK and on the real node, make run-once (two jobs at a time, the lanes below side by side).
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-clusters test-node
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-node test-clusters
 
 test-build: tools ## Build every test binary, the tools the tests start and 0.1.0's operator (the lanes then only run).
 	@tools/build.sh olm >/dev/null

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use testenv::node::RealNode;
 use testenv::timeline::Timeline;
 
-use crate::on_node::{TenantImages, create_tenant, is_ready, tenants, wait, wait_running};
+use crate::on_node::{TenantImages, create_tenant, is_ready, tenant_v2, tenants, wait, wait_running};
 
 const TENANT: &str = "acme";
 const NAMESPACE: &str = "tenant-acme";
@@ -53,18 +53,8 @@ impl<'a> Isolation<'a> {
             node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))?;
             node.apply_json(&peer_pod(namespace, images))?;
         }
-        let tenant = json!({
-            "apiVersion": "neurallog.io/v2", "kind": "Tenant",
-            "metadata": {"name": TENANT},
-            "spec": {
-                "displayName": TENANT,
-                "deletionPolicy": "Delete",
-                "server": {"replicas": 1, "image": images.server},
-                "redis": {"replicas": 1, "image": images.redis, "storage": "1Gi"},
-                "registry": {"replicas": 1, "image": images.registry},
-                "networkPolicy": {"allowedNamespaces": [FRIENDS]},
-            },
-        });
+        let mut tenant = tenant_v2(TENANT, "Delete", images);
+        tenant["spec"]["networkPolicy"] = json!({"allowedNamespaces": [FRIENDS]});
         create_tenant(client, "v2", &tenant).await?;
         Ok(Self { node, client: client.clone(), images: images.clone() })
     }
