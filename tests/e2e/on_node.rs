@@ -1,6 +1,6 @@
 //! What the scenarios on a real node share: tenants with their pods' images, waiting for them to
-//! run, their server's records, `kubectl exec`, polls with a deadline, and the operator's logs kept
-//! after a failure.
+//! run, their server's records, `kubectl exec`, polls with a deadline, and running a scenario on a
+//! fresh node with its timeline and, after a failure, its logs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::{Value, json};
-use testenv::node::RealNode;
+use testenv::node::{NodeOptions, RealNode};
+use testenv::timeline::Timeline;
 
 /// Where the operator runs, whether installed with kustomize or by OLM.
 pub(crate) const OPERATOR_NAMESPACE: &str = "neurallog-system";
@@ -219,4 +220,40 @@ pub(crate) async fn operator_restarts(client: &Client) -> anyhow::Result<i32> {
         .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
         .map(|status| status.restart_count)
         .sum())
+}
+
+/// Runs `scenario` on a fresh node (`volumes` local volumes, NetworkPolicies `enforced` or not) with
+/// its logs in `.local/e2e/<name>`, prints its timeline, and after a failure keeps the operator's
+/// logs and what `keep_more` keeps (the enforcer's log is the node's `kube-router.log`).
+pub(crate) async fn on_a_node(
+    name: &str,
+    title: &str,
+    volumes: usize,
+    enforced: bool,
+    keep_more: fn(&RealNode, &Path),
+    scenario: impl AsyncFnOnce(&RealNode, &mut Timeline, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    // reqwest (the server's HTTP) is built without a default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let logs = crate::logs(name);
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let mut timeline = Timeline::default();
+    let enforcer = if enforced { ", kube-router enforcing NetworkPolicies" } else { "" };
+    timeline.begin("node", &format!("control plane, containerd, kubelet, kube-proxy, registry, cluster DNS{enforcer}"));
+    let started = Instant::now();
+    let options = NodeOptions { volumes, dir: Some(logs.join("node")), network_policies: enforced };
+    let node = RealNode::start(options).await?;
+    timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
+    let outcome = scenario(&node, &mut timeline, &logs).await;
+    if outcome.is_err() {
+        keep_operator_logs(&node, &logs);
+        keep_more(&node, &logs);
+    }
+    timeline.print(title, outcome.is_ok(), &logs);
+    drop(node);
+    if outcome.is_ok() {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
+    outcome
 }

@@ -24,7 +24,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
-use testenv::node::{NodeOptions, RealNode};
+use testenv::node::RealNode;
 use testenv::olm::catalog_image::{self, ChannelEntry};
 use testenv::olm::in_cluster::{self, Settings};
 use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
@@ -32,9 +32,8 @@ use testenv::timeline::Timeline;
 
 use crate::isolation_node::Isolation;
 use crate::on_node::{
-    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, keep_operator_logs,
-    operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
-    wait_running_through, write_record,
+    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, on_a_node, operator_restarts,
+    read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running, wait_running_through, write_record,
 };
 
 const CATALOG_SOURCE: &str = "neurallog";
@@ -43,15 +42,22 @@ const SUBSCRIPTION: &str = "neurallog-tenant-operator";
 const DEPLOYMENT: &str = "neurallog-tenant-operator";
 /// How long OperatorHub's CI wants the operator's pod up without a restart: more than this.
 const STABLE_FOR: Duration = Duration::from_secs(60);
+/// Local volumes each scenario's node offers: a Redis claim per tenant.
+const NODE_VOLUMES: usize = 4;
 /// How often OLM re-checks every CSV, and how long it retries an InstallPlan's failing steps.
 const OLM_WAKEUP: Duration = Duration::from_secs(10);
 const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn olm_installs_the_operator_from_catalog_and_bundle_images_on_a_real_node() -> anyhow::Result<()> {
-    on_a_node("operatorhub-node", "e2e operatorhub on a real node", true, async |node, timeline, logs| {
-        install(node, timeline, logs).await
-    })
+    on_a_node(
+        "operatorhub-node",
+        "e2e operatorhub on a real node",
+        NODE_VOLUMES,
+        true,
+        keep_olm_logs,
+        async |node, timeline, logs| install(node, timeline, logs).await,
+    )
     .await
 }
 
@@ -60,7 +66,9 @@ async fn olm_upgrades_from_0_2_0_with_real_pods_losing_nothing() -> anyhow::Resu
     on_a_node(
         "operatorhub-node-upgrade-0.2.0",
         "e2e OLM upgrade from 0.2.0 on a real node",
+        NODE_VOLUMES,
         false,
+        keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.2.0").await,
     )
     .await
@@ -71,44 +79,12 @@ async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_no
     on_a_node(
         "operatorhub-node-upgrade-0.1.0",
         "e2e OLM upgrade from 0.1.0 on a real node",
+        NODE_VOLUMES,
         false,
+        keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
     )
     .await
-}
-
-/// Runs `scenario` on a fresh node (NetworkPolicies `enforced` or not) with its logs in
-/// `.local/e2e/<name>`, prints its timeline, and keeps the operator's and OLM's logs when it fails
-/// (the enforcer's is the node's `kube-router.log`).
-async fn on_a_node(
-    name: &str,
-    title: &str,
-    enforced: bool,
-    scenario: impl AsyncFnOnce(&RealNode, &mut Timeline, &Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    // reqwest (the server's HTTP) is built without a default crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let logs = crate::logs(name);
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs)?;
-    let mut timeline = Timeline::default();
-    let enforcer = if enforced { ", kube-router enforcing NetworkPolicies" } else { "" };
-    timeline.begin("node", &format!("control plane, containerd, kubelet, kube-proxy, registry, cluster DNS{enforcer}"));
-    let started = Instant::now();
-    let options = NodeOptions { volumes: 4, dir: Some(logs.join("node")), network_policies: enforced };
-    let node = RealNode::start(options).await?;
-    timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
-    let outcome = scenario(&node, &mut timeline, &logs).await;
-    if outcome.is_err() {
-        keep_operator_logs(&node, &logs);
-        keep_olm_logs(&node, &logs);
-    }
-    timeline.print(title, outcome.is_ok(), &logs);
-    drop(node);
-    if outcome.is_ok() {
-        let _ = std::fs::remove_dir_all(&logs);
-    }
-    outcome
 }
 
 async fn install(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyhow::Result<()> {

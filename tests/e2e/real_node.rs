@@ -17,13 +17,13 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeCl
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
-use testenv::node::{NodeOptions, RealNode};
+use testenv::node::RealNode;
 use testenv::node_run;
 use testenv::timeline::Timeline;
 
 use crate::on_node::{
-    OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, keep_operator_logs, operator_restarts,
-    read_records, ready_operator_pods, tenant_v1, tenant_v2, tenants, wait, wait_running, write_record,
+    OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, on_a_node, operator_restarts, read_records,
+    ready_operator_pods, tenant_v1, tenant_v2, tenants, wait, wait_running, write_record,
 };
 
 const DEPLOYMENT: &str = "neurallog-tenant-operator";
@@ -35,27 +35,16 @@ const STABLE_FOR: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_and_its_tenants_run_for_real_on_a_real_node() -> anyhow::Result<()> {
-    // reqwest (the server's HTTP) is built without a default crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let logs = crate::logs("real-node");
-    let _ = std::fs::remove_dir_all(&logs);
-    std::fs::create_dir_all(&logs)?;
-    let mut timeline = Timeline::default();
-    timeline.begin("node", "control plane, containerd, kubelet, kube-proxy, registry, cluster DNS");
-    let started = Instant::now();
-    let node =
-        RealNode::start(NodeOptions { volumes: 8, dir: Some(logs.join("node")), ..NodeOptions::default() }).await?;
-    timeline.done(format!("Ready in {:.1}s", started.elapsed().as_secs_f64()));
-    let outcome = scenario(&node, &mut timeline).await;
-    if outcome.is_err() {
-        keep_operator_logs(&node, &logs);
-    }
-    timeline.print("e2e real node", outcome.is_ok(), &logs);
-    drop(node);
-    if outcome.is_ok() {
-        let _ = std::fs::remove_dir_all(&logs);
-    }
-    outcome
+    // Nothing but the operator's logs to keep after a failure.
+    on_a_node(
+        "real-node",
+        "e2e real node",
+        8,
+        false,
+        |_, _| {},
+        async |node, timeline, _| scenario(node, timeline).await,
+    )
+    .await
 }
 
 async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()> {
