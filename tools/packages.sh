@@ -2,7 +2,8 @@
 # Installs the Debian packages a group of the project's targets needs, when any is missing; prints
 # nothing and does nothing when all are there.
 #
-#   tools/packages.sh images   # podman and friends: `make images` builds every image with them
+#   tools/packages.sh images   # podman and friends: `make images` builds every image with them (with
+#                              # runc: Debian's podman defaults to crun, which fails on these hosts' cgroups)
 #   tools/packages.sh node     # the real node of tools/testenv: containerd, runc, the CNI plugins,
 #                              # iptables and conntrack for kube-proxy, ipset for the NetworkPolicy
 #                              # enforcer, nftables (nft, to find and remove nftables tables made while
@@ -13,7 +14,7 @@ set -euo pipefail
 packages=()
 for group in "$@"; do
   case "$group" in
-    images) packages+=(podman buildah debootstrap uidmap) ;;
+    images) packages+=(podman buildah debootstrap uidmap runc) ;;
     node) packages+=(containerd runc containernetworking-plugins iptables conntrack ipset nftables docker-registry podman) ;;
     *) echo "tools/packages.sh: unknown group '$group' (images, node)" >&2; exit 2 ;;
   esac
