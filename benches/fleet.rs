@@ -155,7 +155,7 @@ async fn create_with_children(client: &Client, name: &str, platform: &Platform, 
     posts.push(child(client, ns, redis::secret(&model, &redis::generate_password()), write));
     posts.push(child(client, ns, redis::config_map(&model), write));
     posts.push(child(client, ns, redis::service(&model), write));
-    posts.push(child(client, ns, redis::stateful_set(&model), write));
+    posts.push(child(client, ns, redis::stateful_set(&model, platform), write));
     posts.push(child(client, ns, server::service(&model), write));
     posts.push(child(client, ns, server::deployment(&model, platform), write));
     posts.push(child(client, ns, registry::service(&model), write));

@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::api::ConversionService;
 use crate::auth::{AuthSettings, TokenSecret};
-use crate::controller::Settings;
+use crate::controller::{RolloutSettings, Settings};
 use crate::migration::MigrationSettings;
+use crate::model::operand::{self, Images, Release};
 use crate::resources::Platform;
 use crate::runtime::{self, client::KubeSource, lease, lease::LeaseSettings};
 use crate::telemetry::{Pod, TelemetryArgs};
@@ -115,6 +116,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
+    pub operand: OperandArgs,
+    #[command(flatten)]
     pub webhook: WebhookArgs,
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
@@ -127,6 +130,52 @@ pub struct RunArgs {
     pub pod_namespace: Option<String>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// The NeuralLog release tenants run by default, and how a new one is rolled out. The images are
+/// the `RELATED_IMAGE_*` variables OLM mirrors: a mirror changes them here, in one place, and the
+/// images of every other version follow (their repositories, tagged with the version).
+#[derive(Debug, clap::Args)]
+pub struct OperandArgs {
+    /// The NeuralLog version a tenant without spec.version runs.
+    #[arg(long, env = "TENANT_OPERATOR_NEURALLOG_VERSION", value_name = "VERSION", default_value = operand::DEFAULT_VERSION)]
+    pub neurallog_version: String,
+    /// The NeuralLog server image of that version.
+    #[arg(long, env = "RELATED_IMAGE_NEURALLOG_SERVER", value_name = "IMAGE", default_value = operand::DEFAULT_SERVER_IMAGE)]
+    pub server_image: String,
+    /// The endpoint registry image of that version.
+    #[arg(long, env = "RELATED_IMAGE_NEURALLOG_REGISTRY", value_name = "IMAGE", default_value = operand::DEFAULT_REGISTRY_IMAGE)]
+    pub registry_image: String,
+    /// The Redis image of every tenant (the one this release was tested with).
+    #[arg(long, env = "RELATED_IMAGE_REDIS", value_name = "IMAGE", default_value = operand::DEFAULT_REDIS_IMAGE)]
+    pub redis_image: String,
+    /// Tenants that move to another version at the same time, at most. The first tenant on a
+    /// version moves alone: the others follow only once it is Ready.
+    #[arg(long, env = "TENANT_OPERATOR_ROLLOUT_MAX_UPGRADING", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rollout_max_upgrading: u16,
+    /// Seconds a moving tenant has to run Ready on its new images; past them its upgrade fails and
+    /// the rollout halts.
+    #[arg(long, env = "TENANT_OPERATOR_ROLLOUT_READY_TIMEOUT_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
+    pub rollout_ready_timeout_seconds: u64,
+}
+
+impl OperandArgs {
+    fn release(&self) -> anyhow::Result<Release> {
+        let images = Images {
+            redis: self.redis_image.clone(),
+            server: self.server_image.clone(),
+            registry: self.registry_image.clone(),
+        };
+        Release::new(&self.neurallog_version, images)
+            .context("invalid NeuralLog release (--neurallog-version and the images)")
+    }
+
+    fn rollout(&self) -> RolloutSettings {
+        RolloutSettings {
+            max_upgrading: usize::from(self.rollout_max_upgrading),
+            ready_timeout: Duration::from_secs(self.rollout_ready_timeout_seconds),
+        }
+    }
 }
 
 /// Leader election among the operator's replicas.
@@ -258,7 +307,9 @@ impl RunArgs {
                     ingress_class: self.ingress_class,
                     ingress_tls_secret: self.ingress_tls_secret,
                     auth_url: self.auth.auth_url.clone(),
+                    release: self.operand.release()?,
                 },
+                rollout: self.operand.rollout(),
                 auth: self.auth.settings()?,
                 auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
             },

@@ -15,6 +15,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     resource: String,
@@ -33,6 +38,10 @@ pub struct Metrics {
     migration_objects: Family<ResultLabels, Counter>,
     migration_duration: Histogram,
     migration_remaining: Gauge,
+    tenants_by_version: Family<VersionLabels, Gauge>,
+    upgrading: Gauge,
+    upgrades_started: Counter,
+    rollout_halts: Counter,
 }
 
 impl Default for Metrics {
@@ -92,8 +101,32 @@ impl Default for Metrics {
             "Tenants the running storage-version migration has yet to visit (as the API server estimates it)",
             migration_remaining.clone(),
         );
+        let tenants_by_version = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "tenants_by_version",
+            "Tenants by the NeuralLog version they last ran Ready (status.version)",
+            tenants_by_version.clone(),
+        );
+        let upgrading = Gauge::default();
+        registry.register("rollout_upgrading", "Tenants moving to another NeuralLog version now", upgrading.clone());
+        let upgrades_started = Counter::default();
+        registry.register(
+            "rollout_upgrades_started",
+            "Tenants the rollout let start moving to another NeuralLog version (each a member of a wave)",
+            upgrades_started.clone(),
+        );
+        let rollout_halts = Counter::default();
+        registry.register(
+            "rollout_halts",
+            "Upgrades that failed to be Ready in time, each halting the rollout",
+            rollout_halts.clone(),
+        );
         Self {
             registry,
+            tenants_by_version,
+            upgrading,
+            upgrades_started,
+            rollout_halts,
             migration_objects,
             migration_duration,
             migration_remaining,
@@ -155,6 +188,30 @@ impl Metrics {
     /// Records one finished storage-version migration run.
     pub fn migration_finished(&self, duration: Duration) {
         self.migration_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The running version of every tenant that has one, and how many tenants move now.
+    pub fn set_rollout(&self, versions: &std::collections::BTreeMap<String, String>, upgrading: usize) {
+        let mut counts = std::collections::BTreeMap::<&str, i64>::new();
+        for version in versions.values() {
+            *counts.entry(version).or_default() += 1;
+        }
+        // Versions no tenant runs any more are dropped, not left at their last count.
+        self.tenants_by_version.clear();
+        for (version, count) in counts {
+            self.tenants_by_version.get_or_create(&VersionLabels { version: version.to_owned() }).set(count);
+        }
+        self.upgrading.set(i64::try_from(upgrading).unwrap_or(i64::MAX));
+    }
+
+    /// One tenant let start moving.
+    pub fn upgrade_started(&self) {
+        self.upgrades_started.inc();
+    }
+
+    /// One upgrade failed, halting the rollout.
+    pub fn rollout_halted(&self) {
+        self.rollout_halts.inc();
     }
 
     /// The metrics in the OpenMetrics text format.

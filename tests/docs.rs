@@ -281,6 +281,7 @@ impl Truth {
         registry.api_request("GET", "tenants");
         registry.conversion_reviewed(true, 1, Duration::ZERO);
         registry.migration_objects(1, 1, 1);
+        registry.set_rollout(&[("tenant".to_owned(), "1.0.0".to_owned())].into(), 0);
         let mut metrics = BTreeSet::new();
         for line in registry.encode().unwrap().lines() {
             let Some(rest) = line.strip_prefix("# TYPE ") else { continue };

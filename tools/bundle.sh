@@ -33,11 +33,23 @@ base_block() {
   awk -v key="  $1:" '$0 == key {on = 1; print; next} on && /^  [a-zA-Z]/ {on = 0} on' "$base_csv" \
     | grep -v '^ *#'
 }
-# operator-sdk rebuilds relatedImages from RELATED_IMAGE_* variables, which the operator does not
-# read; the list written in the base CSV (operator and default operand images) is carried over.
-related="$(base_block relatedImages)"
-awk -v block="$related" '/^  version: / && !done {print block; done = 1} {print}' "$csv" > "$csv.tmp"
+# operator-sdk lists the Deployment's RELATED_IMAGE_* variables (the default NeuralLog images) as
+# relatedImages; the operator's own image goes first, so that a mirror finds every image in one list.
+if ! grep -q '^  relatedImages:$' "$csv"; then
+  echo "tools/bundle.sh: the generated CSV lists no relatedImages: are the RELATED_IMAGE_* variables gone from config/manager?" >&2
+  exit 1
+fi
+awk -v image="$image" '$0 == "  relatedImages:" {print; print "  - image: " image; print "    name: tenant-operator"; next} {print}' \
+  "$csv" > "$csv.tmp"
 mv "$csv.tmp" "$csv"
+# A disconnected (mirrored) install needs every image named by digest: the annotation says so only
+# when the operator's and all relatedImages are.
+related_images="$(awk '$0 == "  relatedImages:" {on = 1; next} on && /^  [a-zA-Z]/ {on = 0} on && $1 == "-" && $2 == "image:" {print $3}' "$csv")"
+disconnected=true
+for related_image in $related_images; do
+  [[ "$related_image" == *@sha256:* ]] || disconnected=false
+done
+sed -i "s|^\(    features.operators.openshift.io/disconnected: \).*|\1\"$disconnected\"|" "$csv"
 # operator-sdk derives webhookdefinitions only from webhook configurations and from CRDs whose
 # conversion names a Service of the manifests, and the bundle has neither: OLM makes the Service
 # and writes the CRD's conversion from the webhookdefinitions. Those of the base CSV (the conversion

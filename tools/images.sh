@@ -11,6 +11,11 @@
 #   catalog   localhost/neurallog/tenant-operator-catalog:vVERSION catalog.Dockerfile
 #   redis     localhost/neurallog-test/redis:7.0                   tools/images/redis.Containerfile
 #   server, registry, pause  localhost/neurallog-test/NAME:standin tools/images/standin.Containerfile
+#   versions  the stand-ins as NeuralLog versions, recorded as server-V and registry-V, and the Redis
+#             image the operator defaults to (redis-default), as a mirror of the default names
+#             serves them to the node:
+#             localhost/neurallog/server:V, localhost/neurallog/registry:V  standin-version.Containerfile
+#             localhost/library/redis:TAG (the redis image, tagged as src/model/operand.rs names it)
 #   coredns   localhost/neurallog-test/coredns:ITS_VERSION         tools/images/coredns.Containerfile
 #   olm       localhost/neurallog-test/olm:ITS_VERSION             tools/images/olm.Containerfile
 #   released  for every release R of catalog/releases.yaml, from its release commit:
@@ -44,7 +49,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_images=(operator bundle catalog redis server registry pause coredns olm released)
+all_images=(operator bundle catalog redis server registry pause versions coredns olm released)
 record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 suite=bookworm
@@ -331,6 +336,41 @@ image_standin() {
   record_image "$name" "$ref"
 }
 
+# The NeuralLog versions the rollout tests move tenants across: the operator's default (from
+# src/model/operand.rs), a later one that is unready by design, and its fix.
+standin_versions() {
+  local default
+  default="$(sed -n 's/^pub const DEFAULT_VERSION: &str = "\(.*\)";/\1/p' src/model/operand.rs)"
+  [[ -n "$default" ]] || die "no DEFAULT_VERSION in src/model/operand.rs"
+  echo "$default:ready 1.1.0:unready 1.1.1:ready"
+}
+
+image_versions() {
+  local entry version readiness name base ref redis_default context="$work/versions"
+  mkdir -p "$context"
+  for name in server registry; do
+    base="localhost/neurallog-test/$name:standin"
+    podman image exists "$base" || image_standin "$name"
+    for entry in $(standin_versions); do
+      version="${entry%%:*}"
+      readiness="${entry#*:}"
+      ref="localhost/neurallog/$name:$version"
+      log "building $ref"
+      local unready=false
+      # Only the server decides readiness; a broken version's registry is fine.
+      if [[ "$name" == server && "$readiness" == unready ]]; then unready=true; fi
+      build -f tools/images/standin-version.Containerfile --build-arg BASE="$base" --build-arg VERSION="$version" \
+        --build-arg UNREADY="$unready" -t "$ref" "$context"
+      record_image "$name-$version" "$ref"
+    done
+  done
+  redis_default="$(sed -n 's|^pub const DEFAULT_REDIS_IMAGE: &str = "docker.io/\(.*\)";|\1|p' src/model/operand.rs)"
+  [[ -n "$redis_default" ]] || die "no DEFAULT_REDIS_IMAGE in src/model/operand.rs"
+  podman image exists localhost/neurallog-test/redis:7.0 || image_redis
+  podman tag localhost/neurallog-test/redis:7.0 "localhost/$redis_default"
+  record_image redis-default "localhost/$redis_default"
+}
+
 image_coredns() {
   local bin ref
   bin="$(tools/build.sh coredns)"
@@ -398,6 +438,7 @@ for name in "${wanted[@]}"; do
     catalog) image_catalog ;;
     redis) image_redis ;;
     server | registry | pause) image_standin "$name" ;;
+    versions) image_versions ;;
     coredns) image_coredns ;;
     olm) image_olm ;;
     released) image_released ;;

@@ -25,6 +25,22 @@ pub const LABEL_KEYS_RULE: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*
 /// carry but no runtime could pull.
 pub const IMAGE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
+/// A NeuralLog version: `MAJOR.MINOR.PATCH` with an optional pre-release, as semver spells them.
+pub const VERSION_PATTERN: &str =
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
+
+/// The images a tenant's components run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperandImages {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+}
+
 /// What deleting the Tenant does to its data. `Delete` removes the namespace and everything in it.
 /// `Retain` removes the workloads and the Auth registration but keeps the namespace and its
 /// PersistentVolumeClaims (the Redis data); a Tenant created again with the same name adopts the
@@ -243,23 +259,14 @@ pub mod schema_defaults {
     pub fn server_replicas() -> Option<i32> {
         Some(d::SERVER_REPLICAS)
     }
-    pub fn server_image() -> Option<String> {
-        Some(d::SERVER_IMAGE.to_owned())
-    }
     pub fn redis_replicas() -> Option<i32> {
         Some(d::REDIS_REPLICAS)
-    }
-    pub fn redis_image() -> Option<String> {
-        Some(d::REDIS_IMAGE.to_owned())
     }
     pub fn redis_storage() -> Option<String> {
         Some(d::REDIS_STORAGE.to_owned())
     }
     pub fn registry_replicas() -> Option<i32> {
         Some(d::REGISTRY_REPLICAS)
-    }
-    pub fn registry_image() -> Option<String> {
-        Some(d::REGISTRY_IMAGE.to_owned())
     }
     pub fn network_policy_enabled() -> Option<bool> {
         Some(d::NETWORK_POLICY_ENABLED)

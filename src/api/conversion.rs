@@ -230,6 +230,8 @@ fn any<T>(values: &[&Option<T>]) -> bool {
 
 fn spec_to_v2(spec: &v1::TenantSpec) -> v2::TenantSpec {
     v2::TenantSpec {
+        version: None,
+        upgrade: None,
         display_name: spec.display_name.clone(),
         description: spec.description.clone(),
         deletion_policy: spec.deletion_policy,
@@ -386,6 +388,10 @@ fn status_to_v2(status: &v1::TenantStatus) -> v2::TenantStatus {
         server: status.server_status.clone(),
         redis: status.redis_status.clone(),
         registry: status.registry_status.clone(),
+        version: status.version.clone(),
+        target_version: status.target_version.clone(),
+        previous_version: status.previous_version.clone(),
+        images: status.images.clone(),
     }
 }
 
@@ -514,6 +520,10 @@ fn status_to_v1(status: &v2::TenantStatus) -> v1::TenantStatus {
         server_status: status.server.clone(),
         redis_status: status.redis.clone(),
         registry_status: status.registry.clone(),
+        version: status.version.clone(),
+        target_version: status.target_version.clone(),
+        previous_version: status.previous_version.clone(),
+        images: status.images.clone(),
     }
 }
 

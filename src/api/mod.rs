@@ -183,12 +183,9 @@ mod tests {
     #[test]
     fn the_crd_states_the_models_defaults() {
         let defaults_of = [
-            ("server.image", Value::from(defaults::SERVER_IMAGE)),
             ("server.replicas", Value::from(defaults::SERVER_REPLICAS)),
-            ("redis.image", Value::from(defaults::REDIS_IMAGE)),
             ("redis.replicas", Value::from(defaults::REDIS_REPLICAS)),
             ("redis.storage", Value::from(defaults::REDIS_STORAGE)),
-            ("registry.image", Value::from(defaults::REGISTRY_IMAGE)),
             ("registry.replicas", Value::from(defaults::REGISTRY_REPLICAS)),
             ("networkPolicy.enabled", Value::from(defaults::NETWORK_POLICY_ENABLED)),
         ];

@@ -24,7 +24,9 @@ use super::write;
 use super::{namespace, password, status};
 use crate::api::Tenant;
 use crate::model::TenantModel;
+use crate::model::operand::Component;
 use crate::model::state::{self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, Replicas, TenantState};
+use crate::model::upgrade::{self, Decision};
 use crate::resources::{access, network, quota, redis, registry, server};
 
 /// Brings a live tenant to its desired state.
@@ -67,22 +69,27 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         ))
         .await;
 
+    // After the children: their rollout says whether the next component may move.
+    let upgrade = workloads.map(|workloads| decide_upgrade(&name, &model, ctx, workloads));
+    let upgrading = upgrade.as_ref().is_some_and(Decision::upgrading);
     let observed = Observation {
         generation,
         namespace_name: model.namespace.clone(),
         namespace: namespace.clone(),
-        redis: workloads.and_then(|w| w.redis),
-        server: workloads.and_then(|w| w.server),
-        registry: workloads.and_then(|w| w.registry),
+        redis: workloads.and_then(|w| w.redis.map(|w| w.replicas)),
+        server: workloads.and_then(|w| w.server.map(|w| w.replicas)),
+        registry: workloads.and_then(|w| w.registry.map(|w| w.replicas)),
         auth: auth.clone(),
         failures: failures.iter().map(ToString::to_string).collect(),
         rollout_without_surge: model.rollout_without_surge.clone(),
+        upgrade,
     };
     let derived = state::derive(&observed, current.as_ref(), &status::now());
     async {
         if status::write(&ctx.client, tenant, &derived).await? {
             publish_auth_change(ctx, tenant, current.as_ref(), &derived).await;
             events::phase_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
+            events::upgrade_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
         }
         Ok::<_, Error>(())
     }
@@ -102,16 +109,72 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     ctx.backoff.reset(&name);
     Ok(Outcome::done(match namespace {
         NamespaceState::Terminating { .. } => Action::requeue(TERMINATION_POLL),
+        // A component that never comes Ready changes nothing that would wake the tenant: the
+        // upgrade's deadline is checked on a clock.
+        _ if upgrading => Action::requeue(upgrade_poll(ctx.rollout.settings().ready_timeout)),
         _ => Action::requeue(ctx.settings.resync_interval),
     }))
 }
 
-/// Ready and desired pods of the tenant's workloads; `None` for one that does not exist.
+/// How often a moving tenant is looked at without a change: a few times within its deadline.
+fn upgrade_poll(ready_timeout: std::time::Duration) -> std::time::Duration {
+    (ready_timeout / 4).max(std::time::Duration::from_secs(5))
+}
+
+/// The tenant's workloads; `None` for one that does not exist.
 #[derive(Clone, Copy)]
 struct Workloads {
-    redis: Option<Replicas>,
-    server: Option<Replicas>,
-    registry: Option<Replicas>,
+    redis: Option<Seen>,
+    server: Option<Seen>,
+    registry: Option<Seen>,
+}
+
+/// A workload as the apply left it.
+#[derive(Clone, Copy)]
+struct Seen {
+    replicas: Replicas,
+    /// Whether it runs the template just applied on every pod, Ready.
+    settled: bool,
+}
+
+/// What one component of a workload kind reported from its apply: ready pods (if its status
+/// says), and whether it runs its applied template, settled.
+type Applied = Option<(Option<i32>, bool)>;
+
+/// Decides the tenant's version for the status (and so for the next pass), asking the rollout
+/// for a slot when it must start moving; traced as its own span.
+fn decide_upgrade(name: &str, model: &TenantModel, ctx: &Context, workloads: Workloads) -> Decision {
+    let span =
+        tracing::info_span!("upgrade", target_version = Empty, version = Empty, reason = Empty, message = Empty,);
+    let _entered = span.enter();
+    let settled = |component: Component| {
+        let seen = match component {
+            Component::Redis => workloads.redis,
+            Component::Server => workloads.server,
+            Component::Registry => workloads.registry,
+        };
+        seen.is_some_and(|seen| seen.settled)
+    };
+    let operand = &model.operand;
+    let pass = upgrade::Pass {
+        policy: &operand.policy,
+        overrides: &operand.overrides,
+        release: &ctx.settings.platform.release,
+        recorded: &operand.recorded,
+        settled: &settled,
+        now: jiff::Timestamp::now().as_second(),
+        ready_timeout: ctx.rollout.settings().ready_timeout,
+    };
+    let decision = upgrade::decide(&pass, |target| ctx.rollout.admit(name, target));
+    ctx.rollout.record(name, &decision);
+    if let Some(target) = &decision.target {
+        span.record("target_version", target.to_string());
+    }
+    if let Some(version) = &decision.version {
+        span.record("version", version.to_string());
+    }
+    span.record("reason", decision.reason.as_str()).record("message", decision.message.as_str());
+    decision
 }
 
 /// Applies the children of one tenant in stages, the writes of a stage at once, marking each
@@ -150,8 +213,8 @@ impl<'a> Applier<'a> {
 
     /// Server-side applies `desired` (nothing is sent when the cached child already holds it).
     /// `None` if the child neither exists nor could be created; else its ready pods, if it is a
-    /// workload.
-    async fn apply<K: Child>(&self, cache: &Store<Cached<K>>, desired: K) -> Option<Option<i32>> {
+    /// workload, and whether it runs the template applied, settled.
+    async fn apply<K: Child>(&self, cache: &Store<Cached<K>>, desired: K) -> Applied {
         let name = desired.name_any();
         // Marked even when the write fails: the sweep must not delete what exists.
         locked(&self.marks).mark::<K>(&name);
@@ -161,16 +224,20 @@ impl<'a> Applier<'a> {
             resource_version: cached.meta().resource_version.as_deref(),
             holds: cached.held_hash(),
         });
-        let cached_ready = cached.as_ref().map(|cached| cached.ready_replicas());
+        let cached_seen = cached.as_ref().map(|cached| (cached.ready_replicas(), cached.settled()));
         match write::apply(&api, &self.model.name, live, &desired).await {
             // It exists: held, or written.
             Ok(applied) => {
                 locked(&self.changes).record(applied.change, write::short_kind::<K>(), &name);
-                Some(applied.object.map_or(cached_ready.flatten(), |object| object.ready_replicas()))
+                match applied.object {
+                    Some(object) => Some((object.ready_replicas(), object.settled())),
+                    None => cached_seen,
+                }
             }
             Err(error) => {
                 locked(&self.failures).push(error);
-                cached_ready
+                // What runs is not what is wanted.
+                cached_seen.map(|(ready, _)| (ready, false))
             }
         }
     }
@@ -221,7 +288,7 @@ impl<'a> Applier<'a> {
                 self.ensure_redis_secret(),
                 self.apply(&children.config_maps, redis::config_map(model)),
                 self.apply(&children.services, redis::service(model)),
-                self.apply(&children.stateful_sets, redis::stateful_set(model)),
+                self.apply(&children.stateful_sets, redis::stateful_set(model, platform)),
             );
             stateful_set
         }
@@ -263,11 +330,14 @@ impl<'a> Applier<'a> {
         }
 
         // A workload that neither exists nor could be created counts as not created yet.
-        let replicas = |desired: i32, ready: Option<i32>| Replicas { desired, ready: ready.unwrap_or(0) };
+        let seen = |desired: i32, (ready, settled): (Option<i32>, bool)| Seen {
+            replicas: Replicas { desired, ready: ready.unwrap_or(0) },
+            settled,
+        };
         let workloads = Workloads {
-            redis: redis.map(|ready| replicas(model.redis.replicas, ready)),
-            server: server.map(|ready| replicas(model.server.replicas, ready)),
-            registry: registry.map(|ready| replicas(model.registry.replicas, ready)),
+            redis: redis.map(|applied| seen(model.redis.replicas, applied)),
+            server: server.map(|applied| seen(model.server.replicas, applied)),
+            registry: registry.map(|applied| seen(model.registry.replicas, applied)),
         };
         AppliedChildren { workloads, changes, failures }
     }

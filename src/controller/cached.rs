@@ -68,6 +68,8 @@ pub struct Cached<K> {
     /// The applied hash of the desired object this child holds in full, if it does.
     holds: Option<Box<str>>,
     ready_replicas: Option<i32>,
+    /// Whether a workload runs its current template on every pod, Ready.
+    settled: bool,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -79,6 +81,7 @@ impl<K> Clone for Cached<K> {
             metadata: self.metadata.clone(),
             holds: self.holds.clone(),
             ready_replicas: self.ready_replicas,
+            settled: self.settled,
             kind: PhantomData,
         }
     }
@@ -90,12 +93,13 @@ impl<K: Resource<DynamicType = ()>> fmt::Debug for Cached<K> {
             .field("metadata", &self.metadata)
             .field("holds", &self.holds)
             .field("ready_replicas", &self.ready_replicas)
+            .field("settled", &self.settled)
             .finish()
     }
 }
 
 impl<K> Cached<K> {
-    fn new(metadata: &ObjectMeta, holds: Option<Box<str>>, ready_replicas: Option<i32>) -> Self {
+    fn new(metadata: &ObjectMeta, holds: Option<Box<str>>, ready_replicas: Option<i32>, settled: bool) -> Self {
         let tenant = metadata.labels.as_ref().and_then(|labels| labels.get(TENANT_LABEL));
         let controller = metadata.owner_references.iter().flatten().filter(|owner| owner.controller == Some(true));
         let keys = ObjectMeta {
@@ -107,12 +111,12 @@ impl<K> Cached<K> {
             owner_references: Some(controller.cloned().collect()).filter(|owners: &Vec<_>| !owners.is_empty()),
             ..ObjectMeta::default()
         };
-        Self { metadata: keys, holds, ready_replicas, kind: PhantomData }
+        Self { metadata: keys, holds, ready_replicas, settled, kind: PhantomData }
     }
 
     /// A child cached without a verdict.
     pub fn unjudged(observed: &impl Observed<K>) -> Self {
-        Self::new(observed.metadata(), None, observed.ready_replicas())
+        Self::new(observed.metadata(), None, observed.ready_replicas(), observed.settled())
     }
 
     /// The applied hash of the desired object this child holds in full, if it does.
@@ -124,13 +128,21 @@ impl<K> Cached<K> {
     pub fn ready_replicas(&self) -> Option<i32> {
         self.ready_replicas
     }
+
+    /// Whether a workload runs its current template on every pod, Ready.
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
 }
 
-/// A workload as its watch delivers it: metadata, and of the rest only the ready pods.
+/// A workload as its watch delivers it: metadata, and of the rest only what says whether its
+/// pods are ready and run its current template.
 #[derive(Deserialize)]
 #[serde(bound = "")]
 pub struct Workload<K> {
     metadata: ObjectMeta,
+    #[serde(default)]
+    spec: WorkloadSpec,
     #[serde(default)]
     status: WorkloadStatus,
     #[serde(skip)]
@@ -138,16 +150,41 @@ pub struct Workload<K> {
 }
 
 #[derive(Deserialize, Default, Clone, Copy, Debug)]
+struct WorkloadSpec {
+    replicas: Option<i32>,
+}
+
+/// The fields Deployments and StatefulSets share in their status, and the revisions of the
+/// latter.
+#[derive(Deserialize, Default, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
-struct WorkloadStatus {
-    ready_replicas: Option<i32>,
+pub struct WorkloadStatus {
+    pub observed_generation: Option<i64>,
+    pub replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+    pub updated_replicas: Option<i32>,
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+}
+
+impl WorkloadStatus {
+    /// Whether the workload of this generation and replicas runs its current template on every
+    /// pod, all of them Ready, and no pod of an older one is left.
+    pub fn settled(&self, generation: Option<i64>, replicas: Option<i32>) -> bool {
+        let desired = replicas.unwrap_or(1);
+        self.observed_generation >= generation
+            && self.updated_replicas.unwrap_or(0) >= desired
+            && self.ready_replicas.unwrap_or(0) >= desired
+            && self.replicas.unwrap_or(0) == self.updated_replicas.unwrap_or(0)
+            && (self.current_revision.is_none() || self.current_revision == self.update_revision)
+    }
 }
 
 resource_of_kind!(Workload);
 
 impl<K> Clone for Workload<K> {
     fn clone(&self) -> Self {
-        Self { metadata: self.metadata.clone(), status: self.status, kind: PhantomData }
+        Self { metadata: self.metadata.clone(), spec: self.spec, status: self.status.clone(), kind: PhantomData }
     }
 }
 
@@ -161,6 +198,8 @@ impl<K: Resource<DynamicType = ()>> fmt::Debug for Workload<K> {
 pub trait Observed<K> {
     fn metadata(&self) -> &ObjectMeta;
     fn ready_replicas(&self) -> Option<i32>;
+    /// Whether a workload runs its current template on every pod, Ready; true for the rest.
+    fn settled(&self) -> bool;
 }
 
 impl<K> Observed<K> for PartialObjectMeta<K> {
@@ -171,6 +210,10 @@ impl<K> Observed<K> for PartialObjectMeta<K> {
     fn ready_replicas(&self) -> Option<i32> {
         None
     }
+
+    fn settled(&self) -> bool {
+        true
+    }
 }
 
 impl<K> Observed<K> for Workload<K> {
@@ -180,6 +223,10 @@ impl<K> Observed<K> for Workload<K> {
 
     fn ready_replicas(&self) -> Option<i32> {
         self.status.ready_replicas
+    }
+
+    fn settled(&self) -> bool {
+        self.status.settled(self.metadata.generation, self.spec.replicas)
     }
 }
 
@@ -200,7 +247,7 @@ impl Judge {
         let metadata = observed.metadata();
         let owned = metadata.managed_fields.as_deref().and_then(ownership::applied_fields);
         let holds = owned.and_then(|owned| self.held_hash::<K>(metadata, owned));
-        Cached::new(metadata, holds.map(Into::into), observed.ready_replicas())
+        Cached::new(metadata, holds.map(Into::into), observed.ready_replicas(), observed.settled())
     }
 
     fn held_hash<K: Child>(&self, metadata: &ObjectMeta, owned: &Value) -> Option<String> {
@@ -242,7 +289,7 @@ mod tests {
             ]
         }))
         .expect("metadata");
-        let cached = Cached::<Deployment>::new(&metadata, Some("0123".into()), Some(1));
+        let cached = Cached::<Deployment>::new(&metadata, Some("0123".into()), Some(1), true);
         let meta = cached.meta();
         assert_eq!(meta.name.as_deref(), Some("acme-server"));
         assert_eq!(meta.namespace.as_deref(), Some("tenant-acme"));

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::backoff::ErrorBackoff;
 use super::children::Children;
+use super::rollout::Rollout;
 use super::triggers::Triggers;
 use crate::auth::{AuthClient, AuthSettings};
 use crate::metrics::Metrics;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub platform: Platform,
     /// NeuralLog Auth; `None` skips registration.
     pub auth: Option<AuthSettings>,
+    /// How new NeuralLog versions reach the tenants.
+    pub rollout: RolloutSettings,
     /// How long after its deletion started a tenant keeps retrying deregistration from Auth
     /// before it is released anyway (with a Warning event), so an Auth outage cannot block
     /// deletion forever.
@@ -46,8 +49,24 @@ impl Default for Settings {
             instance: None,
             platform: Platform::default(),
             auth: None,
+            rollout: RolloutSettings::default(),
             auth_deregistration_deadline: Duration::from_secs(600),
         }
+    }
+}
+
+/// How new NeuralLog versions reach the tenants (see `rollout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSettings {
+    /// Tenants moving at the same time, at most.
+    pub max_upgrading: usize,
+    /// How long a moving tenant has to be Ready on its new images before its upgrade fails.
+    pub ready_timeout: Duration,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self { max_upgrading: 3, ready_timeout: Duration::from_secs(600) }
     }
 }
 
@@ -67,6 +86,7 @@ pub struct Context {
     pub backoff: ErrorBackoff,
     pub triggers: Arc<Triggers>,
     pub metrics: Arc<Metrics>,
+    pub rollout: Rollout,
     /// UIDs of deleted tenants already deregistered from Auth. The status records it too, but the
     /// watch cache may not have that status yet when the next pass runs.
     deregistered: Mutex<HashSet<String>>,
@@ -92,6 +112,7 @@ impl Context {
         auth: Option<AuthClient>,
         triggers: Arc<Triggers>,
         metrics: Arc<Metrics>,
+        rollout: Rollout,
     ) -> Self {
         Self {
             client,
@@ -105,6 +126,7 @@ impl Context {
             backoff: ErrorBackoff::default(),
             triggers,
             metrics,
+            rollout,
             deregistered: Mutex::default(),
             swept: Mutex::default(),
             warned: Mutex::default(),

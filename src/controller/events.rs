@@ -3,12 +3,13 @@
 //! to the trace.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Resource as _;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource as _, ResourceExt as _};
 
 use super::write::Change;
 use crate::api::Tenant;
 use crate::model::state::{Phase, READY, TenantState};
+use crate::model::upgrade::{Reason as UpgradeReason, UPGRADING};
 use crate::telemetry;
 
 /// Why an Event is recorded.
@@ -38,6 +39,8 @@ pub enum Reason {
     Orphaned,
     /// The tenant entered a phase.
     Phase(Phase),
+    /// The tenant's `Upgrading` condition took another reason.
+    Upgrade(UpgradeReason),
     /// Something failed, named by the failure's own reason (`AuthTimeout`, `ApiRequestFailed`).
     Failed(String),
 }
@@ -58,6 +61,8 @@ impl Reason {
             Reason::AuthDeregistrationAbandoned => "AuthDeregistrationAbandoned",
             Reason::Orphaned => "Orphaned",
             Reason::Phase(phase) => phase.as_str(),
+            Reason::Upgrade(UpgradeReason::UpToDate) => "Upgraded",
+            Reason::Upgrade(reason) => reason.as_str(),
             Reason::Failed(reason) => reason,
         }
     }
@@ -69,7 +74,8 @@ impl Reason {
             | Reason::Orphaned
             | Reason::PasswordHeld
             | Reason::PasswordReplaced
-            | Reason::Phase(Phase::Failed | Phase::Degraded) => EventType::Warning,
+            | Reason::Phase(Phase::Failed | Phase::Degraded)
+            | Reason::Upgrade(UpgradeReason::UpgradeFailed | UpgradeReason::RolloutHalted) => EventType::Warning,
             _ => EventType::Normal,
         }
     }
@@ -82,6 +88,7 @@ pub enum Activity {
     Reconcile,
     Register,
     Delete,
+    Upgrade,
 }
 
 impl Activity {
@@ -91,6 +98,7 @@ impl Activity {
             Activity::Reconcile => "Reconcile",
             Activity::Register => "Register",
             Activity::Delete => "Delete",
+            Activity::Upgrade => "Upgrade",
         }
     }
 }
@@ -128,6 +136,25 @@ pub async fn phase_change(recorder: &Recorder, tenant: &Tenant, before: Option<&
     let ready = after.condition(READY).map(|c| c.message.clone()).unwrap_or_default();
     let note = format!("tenant is {}: {ready}", phase.as_str());
     publish(recorder, tenant, Reason::Phase(phase), Activity::Reconcile, note).await;
+}
+
+/// Reports where the tenant's upgrade went: started, done, failed, halted or held back. Waiting
+/// and a new tenant's first start are left to the condition (a rollout would otherwise send one
+/// Event per waiting tenant).
+pub async fn upgrade_change(recorder: &Recorder, tenant: &Tenant, before: Option<&TenantState>, after: &TenantState) {
+    let reason_of = |state: &TenantState| state.condition(UPGRADING).and_then(|c| UpgradeReason::parse(&c.reason));
+    let Some(condition) = after.condition(UPGRADING) else { return };
+    let (before, Some(after)) = (before.and_then(reason_of), reason_of(after)) else { return };
+    let report = match after {
+        UpgradeReason::Waiting | UpgradeReason::Installing => false,
+        // Only the end of an upgrade: a tenant that was never moving has nothing to report.
+        UpgradeReason::UpToDate => matches!(before, Some(UpgradeReason::Upgrading | UpgradeReason::UpgradeFailed)),
+        _ => before != Some(after),
+    };
+    if report {
+        let note = format!("tenant {}: {}", tenant.name_any(), condition.message);
+        publish(recorder, tenant, Reason::Upgrade(after), Activity::Upgrade, note).await;
+    }
 }
 
 /// What a reconcile changed, reported as one Event per kind of change.

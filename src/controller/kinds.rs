@@ -14,6 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::cached::WorkloadStatus;
 use crate::api::{GROUP, KIND, Tenant};
 use crate::model::TenantModel;
 use crate::resources::{Platform, access, network, quota, redis, registry, server};
@@ -36,6 +37,11 @@ pub trait Child:
     fn ready_replicas(&self) -> Option<i32> {
         None
     }
+
+    /// Whether a workload runs its current template on every pod, Ready; true for the rest.
+    fn settled(&self) -> bool {
+        true
+    }
 }
 
 impl Child for Deployment {
@@ -46,15 +52,41 @@ impl Child for Deployment {
     fn ready_replicas(&self) -> Option<i32> {
         self.status.as_ref().and_then(|status| status.ready_replicas)
     }
+
+    fn settled(&self) -> bool {
+        let status = self.status.clone().unwrap_or_default();
+        let status = WorkloadStatus {
+            observed_generation: status.observed_generation,
+            replicas: status.replicas,
+            ready_replicas: status.ready_replicas,
+            updated_replicas: status.updated_replicas,
+            current_revision: None,
+            update_revision: None,
+        };
+        status.settled(self.metadata.generation, self.spec.as_ref().and_then(|spec| spec.replicas))
+    }
 }
 
 impl Child for StatefulSet {
-    fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
-        vec![redis::stateful_set(model)]
+    fn desired(model: &TenantModel, platform: &Platform, _: &Subject) -> Vec<Self> {
+        vec![redis::stateful_set(model, platform)]
     }
 
     fn ready_replicas(&self) -> Option<i32> {
         self.status.as_ref().and_then(|status| status.ready_replicas)
+    }
+
+    fn settled(&self) -> bool {
+        let Some(status) = self.status.clone() else { return false };
+        let status = WorkloadStatus {
+            observed_generation: status.observed_generation,
+            replicas: Some(status.replicas),
+            ready_replicas: status.ready_replicas,
+            updated_replicas: status.updated_replicas,
+            current_revision: status.current_revision,
+            update_revision: status.update_revision,
+        };
+        status.settled(self.metadata.generation, self.spec.as_ref().and_then(|spec| spec.replicas))
     }
 }
 

@@ -25,6 +25,7 @@ mod outcome;
 mod ownership;
 mod password;
 mod reconcile;
+mod rollout;
 mod status;
 mod triggers;
 mod write;
@@ -45,7 +46,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-pub use context::Settings;
+pub use context::{RolloutSettings, Settings};
 pub use finalizer::FINALIZER;
 // What `tenant-operator uninstall` does for each Tenant, with the controller's own writes.
 pub use cleanup::mark_retained;
@@ -128,6 +129,8 @@ pub async fn run(
     // The watches of children and namespaces are driven here, not by the kube Controller, so
     // their caches fill whatever the Controller is doing; their events reach it as wake-ups.
     let (wake, wakes) = futures::channel::mpsc::unbounded();
+    // Tenants the rollout kept waiting, woken as slots free up.
+    let rollout_wake = wake.clone();
     let drive_watches = futures::stream::select(child_wakes, namespace_wakes).for_each(move |tenant| {
         // Fails only once the Controller is gone, when nothing needs waking any more.
         let _ = wake.unbounded_send(tenant);
@@ -161,6 +164,13 @@ pub async fn run(
             }
         }
     };
+    let rollout = rollout::Rollout::new(
+        settings.rollout.clone(),
+        tenant_store.clone(),
+        rollout_wake,
+        triggers.clone(),
+        metrics.clone(),
+    );
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
     let context = Arc::new(Context::new(
@@ -174,6 +184,7 @@ pub async fn run(
         auth,
         triggers,
         metrics,
+        rollout,
     ));
     let orphans = {
         let (context, store) = (context.clone(), tenant_store.clone());

@@ -77,6 +77,8 @@ async fn pass(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
     let has_finalizer = finalizer::has_finalizer(tenant);
     if tenant.meta().deletion_timestamp.is_some() {
+        // A tenant on its way out moves no further and holds no slot of the rollout.
+        ctx.rollout.forget(&name);
         return if has_finalizer {
             cleanup::cleanup(tenant, ctx).await
         } else {

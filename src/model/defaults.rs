@@ -4,9 +4,6 @@
 
 use super::{DeletionPolicy, Protocol};
 
-pub const SERVER_IMAGE: &str = "neurallog/server:latest";
-pub const REDIS_IMAGE: &str = "redis:7-alpine";
-pub const REGISTRY_IMAGE: &str = "neurallog/registry:latest";
 pub const SERVER_REPLICAS: i32 = 1;
 pub const REDIS_REPLICAS: i32 = 1;
 pub const REGISTRY_REPLICAS: i32 = 1;

@@ -7,7 +7,9 @@
 //! version-independent status each version renders.
 
 pub mod defaults;
+pub mod operand;
 pub mod state;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +20,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::quantity::{Amount, Quantity};
 use defaults::ResourceDefaults;
+use operand::{Images, Release};
+use upgrade::{Overrides, Recorded, VersionPolicy};
 
 /// Longest tenant name whose child names are all valid (see the CRD's name rule).
 pub const MAX_TENANT_NAME_LEN: usize = 46;
@@ -91,6 +95,29 @@ pub struct TenantModel {
     /// Why the Deployments roll out without surge, when the budget fits the tenant's pods but not
     /// a rolling update's extra ones; `None` when it fits both (or there is no budget).
     pub rollout_without_surge: Option<String>,
+    /// Which NeuralLog version and images the tenant runs.
+    pub operand: OperandModel,
+}
+
+/// The tenant's NeuralLog version: how it chooses one, the images its spec sets, and what its
+/// status records it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperandModel {
+    pub policy: VersionPolicy,
+    pub overrides: Overrides,
+    pub recorded: Recorded,
+}
+
+impl OperandModel {
+    /// The images in force, which the children are built with: what the status records (decided
+    /// by the pass before, see [`upgrade`]); the images a tenant from before 0.3.0 was given; for a
+    /// new tenant, those of the version it should run. The spec's images replace their component's.
+    pub fn images(&self, release: &Release) -> Images {
+        let recorded = self.recorded.images.clone().or_else(|| self.recorded.exists.then(Images::legacy));
+        let images =
+            recorded.unwrap_or_else(|| release.images_of(self.policy.pinned.as_ref().unwrap_or(&release.version)));
+        self.overrides.apply(images)
+    }
 }
 
 /// What deleting the tenant does to its namespace and data.
@@ -125,7 +152,6 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryModel {
     pub replicas: i32,
-    pub image: String,
     pub resources: ContainerResources,
     /// Public base domain; `None` means in-cluster endpoints and no Ingress.
     pub base_domain: Option<String>,
@@ -178,7 +204,6 @@ pub enum Peers {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerModel {
     pub replicas: i32,
-    pub image: String,
     pub resources: ContainerResources,
     /// User variables, already in Kubernetes form, applied after the built-in ones.
     pub env: Vec<core::EnvVar>,
@@ -187,7 +212,6 @@ pub struct ServerModel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisModel {
     pub replicas: i32,
-    pub image: String,
     pub resources: ContainerResources,
     pub storage: Amount,
     /// User directives, already checked against the allow-list.
@@ -248,6 +272,7 @@ impl TenantModel {
             quota: quota.filter(|q| *q != QuotaModel::default()),
             deletion_policy,
             rollout_without_surge: None,
+            operand: OperandModel::default(),
         };
         model.check_components_fit_the_quota()?;
         Ok(model)
@@ -349,14 +374,16 @@ pub fn replicas(
     }
 }
 
-/// Checks an image reference, `default` when unset.
-pub fn image(field: &str, value: Option<&str>, default: &str) -> Result<String, InvalidSpec> {
+/// Checks an image the spec sets for a component. `None` when unset, or when it is the image
+/// 0.1.0 and 0.2.0 wrote as a schema default (`legacy`): that tenant follows the release's images.
+pub fn image_override(field: &str, value: Option<&str>, legacy: &str) -> Result<Option<String>, InvalidSpec> {
     match value {
-        None => Ok(default.to_owned()),
+        None => Ok(None),
+        Some(image) if image == legacy => Ok(None),
         Some(image) if image.trim().is_empty() || image.contains(char::is_whitespace) => {
             Err(InvalidSpec::new(field, format!("{image:?} is not an image reference")))
         }
-        Some(image) => Ok(image.to_owned()),
+        Some(image) => Ok(Some(image.to_owned())),
     }
 }
 

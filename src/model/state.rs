@@ -5,6 +5,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::operand::Images;
+use super::upgrade::{Decision, UPGRADING};
+
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const REDIS_READY: &str = "RedisReady";
@@ -69,6 +72,12 @@ pub struct TenantState {
     pub server: Option<ComponentState>,
     pub redis: Option<ComponentState>,
     pub registry: Option<ComponentState>,
+    /// The NeuralLog version last run Ready, the one wanted, and the one before.
+    pub version: Option<String>,
+    pub target_version: Option<String>,
+    pub previous_version: Option<String>,
+    /// The images in force (see [`super::upgrade`]).
+    pub images: Option<Images>,
 }
 
 impl TenantState {
@@ -136,6 +145,9 @@ pub struct Observation {
     pub failures: Vec<String>,
     /// Why the Deployments roll out without surge (the model's `rollout_without_surge`).
     pub rollout_without_surge: Option<String>,
+    /// What this pass decided of the tenant's version; `None` when its workloads were not looked
+    /// at (its namespace is not ready), which keeps what the status says.
+    pub upgrade: Option<Decision>,
 }
 
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentState {
@@ -282,7 +294,7 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
         let reason = "BudgetTooSmallForSurge";
         conditions.push(condition(previous, ROLLOUT_WITHOUT_SURGE, true, reason, why.clone(), generation, now));
     }
-    TenantState {
+    let mut state = TenantState {
         conditions,
         phase: Some(phase),
         namespace: Some(observed.namespace_name.clone()),
@@ -290,7 +302,29 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
         redis: Some(redis),
         server: Some(server),
         registry: Some(registry),
+        ..TenantState::default()
+    };
+    match &observed.upgrade {
+        Some(decision) => {
+            let (upgrading, reason) = (decision.upgrading(), decision.reason.as_str());
+            let message = decision.message.clone();
+            state.conditions.push(condition(previous, UPGRADING, upgrading, reason, message, generation, now));
+            state.version = decision.version.as_ref().map(ToString::to_string);
+            state.target_version = decision.target.as_ref().map(ToString::to_string);
+            state.previous_version = decision.previous.as_ref().map(ToString::to_string);
+            state.images = Some(decision.images.clone());
+        }
+        None => {
+            if let Some(current) = current {
+                state.conditions.extend(current.condition(UPGRADING).cloned());
+                state.version.clone_from(&current.version);
+                state.target_version.clone_from(&current.target_version);
+                state.previous_version.clone_from(&current.previous_version);
+                state.images.clone_from(&current.images);
+            }
+        }
     }
+    state
 }
 
 /// State of a tenant whose spec cannot be honoured: `Failed`, with the field named.
@@ -349,6 +383,7 @@ mod tests {
             auth: AuthState::Registered,
             failures: Vec::new(),
             rollout_without_surge: None,
+            upgrade: None,
         }
     }
 

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, SeccompProfil
 use kube::api::ObjectMeta;
 
 use crate::model::TenantModel;
+use crate::model::operand::Release;
 use crate::quantity::Amount;
 
 /// Label naming the tenant an object belongs to.
@@ -42,6 +43,8 @@ pub struct Platform {
     pub ingress_tls_secret: Option<String>,
     /// NeuralLog Auth URL handed to the tenant's server and registry.
     pub auth_url: Option<String>,
+    /// The NeuralLog version and images this release runs by default.
+    pub release: Release,
 }
 
 /// Selector for everything this operator manages.

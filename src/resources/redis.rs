@@ -16,8 +16,8 @@ use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use super::{
-    child_meta, component_labels, container_resources, restricted_container_security, restricted_pod_security,
-    selector_labels,
+    Platform, child_meta, component_labels, container_resources, restricted_container_security,
+    restricted_pod_security, selector_labels,
 };
 use crate::model::TenantModel;
 
@@ -156,11 +156,11 @@ fn checksum(text: &str) -> String {
 
 /// The StatefulSet running Redis as the non-root `redis` user with its config, password and a
 /// persistent data volume.
-pub fn stateful_set(model: &TenantModel) -> StatefulSet {
+pub fn stateful_set(model: &TenantModel, platform: &Platform) -> StatefulSet {
     let labels = labels(model);
     let container = Container {
         name: "redis".to_owned(),
-        image: Some(model.redis.image.clone()),
+        image: Some(model.operand.images(&platform.release).redis),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["redis-server".to_owned(), format!("/etc/redis/{CONFIG_KEY}")]),
         ports: Some(vec![ContainerPort {
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(data[PASSWORD_KEY].0, b"s3cret");
         assert_eq!(data[AUTH_CONF_KEY].0, b"requirepass s3cret\n");
         assert!(!config(&m).contains("s3cret"));
-        assert!(!serde_json::to_string(&stateful_set(&m)).unwrap().contains("s3cret"));
+        assert!(!serde_json::to_string(&stateful_set(&m, &Platform::default())).unwrap().contains("s3cret"));
     }
 
     #[test]
@@ -348,7 +348,9 @@ mod tests {
 
     #[test]
     fn a_config_change_changes_the_pod_template_checksum() {
-        let sts = |m: TenantModel| stateful_set(&m).spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+        let sts = |m: TenantModel| {
+            stateful_set(&m, &Platform::default()).spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+        };
         let before = sts(redis("256Mi", &[]));
         let after = sts(redis("256Mi", &[("timeout", "10")]));
         assert_ne!(before[CONFIG_CHECKSUM_ANNOTATION], after[CONFIG_CHECKSUM_ANNOTATION]);
@@ -357,7 +359,7 @@ mod tests {
 
     #[test]
     fn stateful_set_runs_non_root_under_the_restricted_profile() {
-        let sts = stateful_set(&plain());
+        let sts = stateful_set(&plain(), &Platform::default());
         assert_eq!(sts.metadata.name.as_deref(), Some("acme-redis"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("tenant-acme"));
         assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].controller, Some(true));

@@ -57,7 +57,7 @@ fn component<'a>(model: &'a TenantModel, platform: &Platform) -> HttpComponent<'
         app: APP,
         container: "registry",
         port: REGISTRY_PORT,
-        image: &model.registry.image,
+        image: model.operand.images(&platform.release).registry,
         replicas: model.registry.replicas,
         resources: &model.registry.resources,
         env: env(model, platform),

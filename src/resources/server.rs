@@ -64,7 +64,7 @@ fn component<'a>(model: &'a TenantModel, platform: &Platform) -> HttpComponent<'
         app: APP,
         container: "server",
         port: SERVER_PORT,
-        image: &model.server.image,
+        image: model.operand.images(&platform.release).server,
         replicas: model.server.replicas,
         resources: &model.server.resources,
         env: env(model, platform),

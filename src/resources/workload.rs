@@ -30,7 +30,7 @@ pub struct HttpComponent<'a> {
     /// Name of the container.
     pub container: &'a str,
     pub port: i32,
-    pub image: &'a str,
+    pub image: String,
     pub replicas: i32,
     pub resources: &'a ContainerResources,
     pub env: Vec<EnvVar>,
@@ -90,7 +90,7 @@ pub fn deployment(model: &TenantModel, component: HttpComponent<'_>) -> Deployme
     let labels = component_labels(&model.name, component.component, component.app);
     let container = Container {
         name: component.container.to_owned(),
-        image: Some(component.image.to_owned()),
+        image: Some(component.image),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),

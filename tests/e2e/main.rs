@@ -8,7 +8,7 @@
 //!   built: the kustomize install with tenants' pods really running (`real_node`); OperatorHub's
 //!   path with OLM in the cluster, catalog and bundle images, and the upgrades from 0.2.0 and 0.1.0
 //!   (`operatorhub_node`); NetworkPolicies enforced by kube-router's NetworkPolicy controller
-//!   (`isolation_node`).
+//!   (`isolation_node`); NeuralLog versions rolled out in waves across a fleet (`rollout_node`).
 //!
 //! Built only with the `e2e` feature (`make e2e`); the scenarios run one at a time
 //! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its
@@ -19,6 +19,7 @@ mod isolation_node;
 mod on_node;
 mod operatorhub_node;
 mod real_node;
+mod rollout_node;
 mod upgrade;
 
 /// Where scenario `name` keeps its logs.

@@ -35,6 +35,7 @@ fn children(
         ingress_class: Some("nginx".into()),
         ingress_tls_secret: Some("wildcard-tls".into()),
         auth_url: Some("http://auth.neurallog.svc:3000".into()),
+        ..Platform::default()
     };
     let mut all = vec![entry(&namespace::namespace(&model, None))];
     all.extend(network::network_policies(&model, &platform).iter().map(entry));
@@ -43,7 +44,7 @@ fn children(
     all.push(entry(&redis::secret(&model, &redis::generate_password())));
     all.push(entry(&redis::config_map(&model)));
     all.push(entry(&redis::service(&model)));
-    all.push(entry(&redis::stateful_set(&model)));
+    all.push(entry(&redis::stateful_set(&model, &platform)));
     all.push(entry(&server::service(&model)));
     all.push(entry(&server::deployment(&model, &platform)));
     all.push(entry(&registry::service(&model)));

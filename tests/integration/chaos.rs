@@ -130,7 +130,7 @@ fn expected_objects(name: &str, spec: Value) -> BTreeSet<String> {
     let mut expected = BTreeSet::from([
         key("Deployment", &server::deployment(&model, &platform).metadata),
         key("Deployment", &registry::deployment(&model, &platform).metadata),
-        key("StatefulSet", &redis::stateful_set(&model).metadata),
+        key("StatefulSet", &redis::stateful_set(&model, &platform).metadata),
         key("Service", &redis::service(&model).metadata),
         key("Service", &server::service(&model).metadata),
         key("Service", &registry::service(&model).metadata),

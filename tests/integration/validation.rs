@@ -106,10 +106,11 @@ async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
     let h = Harness::start(Controllers::None).await;
     let created = h.create_tenant(TestTenant::new("valid").manifest()).await.unwrap();
     let spec = &created.data["spec"];
-    assert_eq!(spec["server"], json!({"replicas": 1, "image": "neurallog/server:latest"}));
-    assert_eq!(spec["redis"], json!({"replicas": 1, "image": "redis:7-alpine", "storage": "1Gi"}));
+    // No image: left out, a tenant runs its NeuralLog version's (docs/neurallog-versions.md).
+    assert_eq!(spec["server"], json!({"replicas": 1}));
+    assert_eq!(spec["redis"], json!({"replicas": 1, "storage": "1Gi"}));
     assert_eq!(spec["networkPolicy"], json!({"enabled": true}));
-    assert_eq!(spec["registry"], json!({"replicas": 1, "image": "neurallog/registry:latest"}));
+    assert_eq!(spec["registry"], json!({"replicas": 1}));
     // Left out, the deletion policy in force stays (the namespace records it): no schema default.
     assert!(spec.get("deletionPolicy").is_none(), "{spec}");
 
@@ -138,4 +139,42 @@ async fn defaults_are_filled_in_and_redis_storage_is_immutable() {
     }
     let kept = h.tenants().get("big").await.unwrap();
     assert_eq!(kept.spec.redis.and_then(|r| r.storage).as_deref(), Some("5Gi"));
+}
+
+/// `spec.version` moves only up, within its major version unless allowed; the one way down is a
+/// rollback to `status.previousVersion`. Each refusal names the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_downgrade_or_a_new_major_version_is_refused_naming_spec_version() {
+    let h = Harness::start(Controllers::None).await;
+    let resource = kube::core::ApiResource::erase::<neurallog_tenant_operator::api::v2::Tenant>(&());
+    let tenants = Api::<kube::api::DynamicObject>::all_with(h.admin.clone(), &resource);
+    let tenant = json!({"apiVersion": "neurallog.io/v2", "kind": "Tenant", "metadata": {"name": "pinned"},
+        "spec": {"version": "1.2.0"}});
+    tenants.create(&PostParams::default(), &serde_json::from_value(tenant).unwrap()).await.unwrap();
+    let set_version = |version: &str| json!({"spec": {"version": version}});
+    let patch = async |body: Value| tenants.patch("pinned", &PatchParams::default(), &Patch::Merge(&body)).await;
+    let refusal = |result: kube::Result<kube::api::DynamicObject>| match result {
+        Err(kube::Error::Api(status)) => status.message,
+        other => panic!("not refused: {other:?}"),
+    };
+
+    // Without a status, the version pinned before counts.
+    let message = refusal(patch(set_version("1.1.9")).await);
+    assert!(message.contains("spec.version") && message.contains("may not be lower"), "{message}");
+    assert!(refusal(patch(set_version("not-a-version")).await).contains("spec.version"));
+
+    let status = json!({"status": {"version": "1.2.0", "previousVersion": "1.1.0"}});
+    tenants.patch_status("pinned", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let message = refusal(patch(set_version("1.1.5")).await);
+    assert!(message.contains("spec.version") && message.contains("status.previousVersion"), "{message}");
+    let message = refusal(patch(set_version("2.0.0")).await);
+    assert!(message.contains("spec.version") && message.contains("allowMajorVersion"), "{message}");
+    patch(set_version("1.3.0")).await.expect("a minor upgrade");
+    patch(set_version("1.1.0")).await.expect("the rollback to status.previousVersion");
+    patch(json!({"spec": {"version": "2.0.0", "upgrade": {"allowMajorVersion": true}}}))
+        .await
+        .expect("an allowed major");
+    // A status update never trips the rules, whatever the spec pins.
+    let status = json!({"status": {"version": "2.1.0"}});
+    tenants.patch_status("pinned", &PatchParams::default(), &Patch::Merge(&status)).await.expect("a status update");
 }

@@ -20,7 +20,7 @@ use super::common::{
     NAMESPACE_PATTERN, ONE_LINE_RULE, QUANTITY_PATTERN, REDIS_ENUM_DIRECTIVES, REDIS_INTEGER_DIRECTIVES,
     SUBDOMAIN_PATTERN, keys_rule,
 };
-pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, Protocol, TenantPhase};
+pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, OperandImages, Protocol, TenantPhase};
 use crate::model::REDIS_CONFIG_ALLOWED_KEYS;
 
 /// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
@@ -154,8 +154,11 @@ pub struct ServerSpec {
     #[schemars(range(min = 1, max = 100))]
     pub replicas: Option<i32>,
 
-    /// Container image of the NeuralLog server.
-    #[serde(default = "defaults::server_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of the NeuralLog server. Left out, the image of the tenant's NeuralLog version (the
+    /// operator's `RELATED_IMAGE_SERVER` for its default version, that repository tagged with any
+    /// other). Set, it replaces that image for this tenant and changes with the spec, not with
+    /// rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
@@ -235,8 +238,10 @@ pub struct RedisSpec {
     #[schemars(range(min = 1, max = 1))]
     pub replicas: Option<i32>,
 
-    /// Container image of Redis.
-    #[serde(default = "defaults::redis_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of Redis. Left out, the Redis image of the operator release (tested
+    /// with every NeuralLog version it offers). Set, it replaces that image for this tenant and
+    /// changes with the spec, not with rollouts. The Redis volume is kept across image changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
@@ -302,8 +307,11 @@ pub struct RegistrySpec {
     #[serde(default = "defaults::registry_replicas", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub replicas: Option<i32>,
-    /// Container image of the registry.
-    #[serde(default = "defaults::registry_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of the registry. Left out, the image of the tenant's NeuralLog version (the
+    /// operator's `RELATED_IMAGE_REGISTRY` for its default version, that repository tagged with any
+    /// other). Set, it replaces that image for this tenant and changes with the spec, not with
+    /// rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
     /// CPU and memory of each registry container. Defaults: requests 50m CPU and 64Mi memory,
@@ -418,6 +426,19 @@ pub struct TenantStatus {
     /// Health of the endpoint registry Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_status: Option<ComponentStatus>,
+    /// The NeuralLog version the tenant last ran Ready on every component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The NeuralLog version the tenant should run: the operator's default, or the version a
+    /// `v2` client pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// The version it ran before `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// The images the operator applies now, one component at a time during an upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<OperandImages>,
 }
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
@@ -426,18 +447,13 @@ mod defaults {
     pub use crate::api::common::schema_defaults::*;
 
     pub fn server() -> Option<ServerSpec> {
-        Some(ServerSpec { replicas: server_replicas(), image: server_image(), ..ServerSpec::default() })
+        Some(ServerSpec { replicas: server_replicas(), ..ServerSpec::default() })
     }
     pub fn redis() -> Option<RedisSpec> {
-        Some(RedisSpec {
-            replicas: redis_replicas(),
-            image: redis_image(),
-            storage: redis_storage(),
-            ..RedisSpec::default()
-        })
+        Some(RedisSpec { replicas: redis_replicas(), storage: redis_storage(), ..RedisSpec::default() })
     }
     pub fn registry() -> Option<RegistrySpec> {
-        Some(RegistrySpec { replicas: registry_replicas(), image: registry_image(), ..RegistrySpec::default() })
+        Some(RegistrySpec { replicas: registry_replicas(), ..RegistrySpec::default() })
     }
     pub fn network_policy() -> Option<NetworkPolicySpec> {
         Some(NetworkPolicySpec { enabled: network_policy_enabled(), ..NetworkPolicySpec::default() })

@@ -9,13 +9,15 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
 use super::{
-    ComponentStatus, EnvVar, LabelSelector, NetworkPolicy, Peer, Port, Quota, RedisConfig, Resources, Tenant,
-    TenantStatus,
+    ComponentStatus, EnvVar, LabelSelector, NetworkPolicy, OperandImages, Peer, Port, Quota, RedisConfig, Resources,
+    Tenant, TenantStatus,
 };
+use crate::model::operand::{self, Images};
 use crate::model::state::{ComponentState, TenantState};
+use crate::model::upgrade::{self, Overrides, Recorded, VersionPolicy};
 use crate::model::{
-    self, DeletionPolicy, Identity, InvalidSpec, NAMESPACE_NAME_LABEL, NetworkModel, PeerRule, Peers, Protocol,
-    QuotaModel, RedisModel, RegistryModel, ServerModel, TenantModel, defaults,
+    self, DeletionPolicy, Identity, InvalidSpec, NAMESPACE_NAME_LABEL, NetworkModel, OperandModel, PeerRule, Peers,
+    Protocol, QuotaModel, RedisModel, RegistryModel, ServerModel, TenantModel, defaults,
 };
 
 impl Tenant {
@@ -26,17 +28,16 @@ impl Tenant {
         let server = spec.server.clone().unwrap_or_default();
         let redis = spec.redis.clone().unwrap_or_default();
         let registry = spec.registry.clone().unwrap_or_default();
+        let (policy, overrides) = self.operand_spec()?;
         TenantModel::new(
             identity,
             ServerModel {
                 replicas: model::replicas("spec.server.replicas", server.replicas, defaults::SERVER_REPLICAS, 1..=100)?,
-                image: model::image("spec.server.image", server.image.as_deref(), defaults::SERVER_IMAGE)?,
                 resources: resources("spec.server.resources", server.resources.as_ref(), &defaults::SERVER_RESOURCES)?,
                 env: server.env.iter().enumerate().map(|(i, e)| env_var(i, e)).collect::<Result<_, _>>()?,
             },
             RedisModel {
                 replicas: model::replicas("spec.redis.replicas", redis.replicas, defaults::REDIS_REPLICAS, 1..=1)?,
-                image: model::image("spec.redis.image", redis.image.as_deref(), defaults::REDIS_IMAGE)?,
                 resources: resources("spec.redis.resources", redis.resources.as_ref(), &defaults::REDIS_RESOURCES)?,
                 storage: model::amount("spec.redis.storage", redis.storage.as_deref(), defaults::REDIS_STORAGE)?,
                 config: model::redis_config(
@@ -51,7 +52,6 @@ impl Tenant {
                     defaults::REGISTRY_REPLICAS,
                     1..=10,
                 )?,
-                image: model::image("spec.registry.image", registry.image.as_deref(), defaults::REGISTRY_IMAGE)?,
                 resources: resources(
                     "spec.registry.resources",
                     registry.resources.as_ref(),
@@ -63,6 +63,69 @@ impl Tenant {
             quota(spec.quota.as_ref())?,
             self.deletion_policy(),
         )
+        .map(|model| TenantModel {
+            operand: OperandModel { policy: policy.clone(), overrides: overrides.clone(), recorded: self.recorded() },
+            ..model
+        })
+    }
+
+    /// How the spec chooses the version, and the images it sets.
+    fn operand_spec(&self) -> Result<(VersionPolicy, Overrides), InvalidSpec> {
+        let spec = &self.spec;
+        let pinned = spec
+            .version
+            .as_deref()
+            .map(|text| {
+                operand::parse_version(text).ok_or_else(|| {
+                    InvalidSpec::new("spec.version", format!("{text:?} is not a version (MAJOR.MINOR.PATCH)"))
+                })
+            })
+            .transpose()?;
+        let upgrade = spec.upgrade.clone().unwrap_or_default();
+        let policy = VersionPolicy {
+            pinned,
+            automatic: upgrade.automatic.unwrap_or(true),
+            allow_major: upgrade.allow_major_version.unwrap_or(false),
+        };
+        let image = |field: &str, value: Option<&String>, legacy: &str| {
+            model::image_override(field, value.map(String::as_str), legacy)
+        };
+        let overrides = Overrides {
+            redis: image(
+                "spec.redis.image",
+                spec.redis.as_ref().and_then(|r| r.image.as_ref()),
+                operand::LEGACY_REDIS_IMAGE,
+            )?,
+            server: image(
+                "spec.server.image",
+                spec.server.as_ref().and_then(|s| s.image.as_ref()),
+                operand::LEGACY_SERVER_IMAGE,
+            )?,
+            registry: image(
+                "spec.registry.image",
+                spec.registry.as_ref().and_then(|r| r.image.as_ref()),
+                operand::LEGACY_REGISTRY_IMAGE,
+            )?,
+        };
+        Ok((policy, overrides))
+    }
+
+    /// What the status records of the tenant's versions. A value that does not parse (only the
+    /// operator writes them) counts as unrecorded.
+    pub fn recorded(&self) -> Recorded {
+        let Some(status) = &self.status else { return Recorded::default() };
+        let version = |text: &Option<String>| text.as_deref().and_then(operand::parse_version);
+        let upgrading = status.conditions.iter().find(|c| c.type_ == upgrade::UPGRADING);
+        let images = TenantState::from(status).images;
+        Recorded {
+            version: version(&status.version),
+            target: version(&status.target_version),
+            previous: version(&status.previous_version),
+            images,
+            reason: upgrading.and_then(|c| upgrade::Reason::parse(&c.reason)),
+            since: upgrading.map(|c| c.last_transition_time.0.as_second()),
+            exists: true,
+        }
     }
 
     /// The deletion policy the spec states, readable even when the rest of the spec is not.
@@ -278,6 +341,14 @@ impl From<&TenantState> for TenantStatus {
             server: state.server.as_ref().map(ComponentStatus::from),
             redis: state.redis.as_ref().map(ComponentStatus::from),
             registry: state.registry.as_ref().map(ComponentStatus::from),
+            version: state.version.clone(),
+            target_version: state.target_version.clone(),
+            previous_version: state.previous_version.clone(),
+            images: state.images.as_ref().map(|images| OperandImages {
+                redis: Some(images.redis.clone()),
+                server: Some(images.server.clone()),
+                registry: Some(images.registry.clone()),
+            }),
         }
     }
 }
@@ -292,6 +363,16 @@ impl From<&TenantStatus> for TenantState {
             server: status.server.as_ref().map(ComponentState::from),
             redis: status.redis.as_ref().map(ComponentState::from),
             registry: status.registry.as_ref().map(ComponentState::from),
+            version: status.version.clone(),
+            target_version: status.target_version.clone(),
+            previous_version: status.previous_version.clone(),
+            images: status.images.as_ref().and_then(|images| {
+                Some(Images {
+                    redis: images.redis.clone()?,
+                    server: images.server.clone()?,
+                    registry: images.registry.clone()?,
+                })
+            }),
         }
     }
 }

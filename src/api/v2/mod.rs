@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     APPENDONLY_MESSAGE, APPENDONLY_RULE, DATA_KEY_PATTERN, ENV_NAME_PATTERN, IMAGE_PATTERN, LABEL_KEYS_RULE,
     LABEL_VALUE_PATTERN, NAME_LENGTH_MESSAGE, NAME_LENGTH_RULE, NAME_PATTERN_MESSAGE, NAME_PATTERN_RULE,
-    NAMESPACE_PATTERN, ONE_LINE_RULE, QUANTITY_PATTERN, SUBDOMAIN_PATTERN, keys_rule, untyped_redis_directives,
+    NAMESPACE_PATTERN, ONE_LINE_RULE, QUANTITY_PATTERN, SUBDOMAIN_PATTERN, VERSION_PATTERN, keys_rule,
+    untyped_redis_directives,
 };
-pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, Protocol, TenantPhase};
+pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, OperandImages, Protocol, TenantPhase};
 
 /// Desired state of a NeuralLog tenant. Every field is optional; `kubectl get tenant -o yaml`
 /// shows the defaults the API server filled in.
@@ -48,7 +49,9 @@ pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, Protoco
     // On the whole object, so that no way of writing an update escapes it (see v1).
     validation = Rule::new("!has(oldSelf.spec.redis) || !has(oldSelf.spec.redis.storage) || (has(self.spec.redis) && has(self.spec.redis.storage) && self.spec.redis.storage == oldSelf.spec.redis.storage)")
         .message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator (an update that leaves it out or sets it or spec.redis to null would change it too)")
-        .field_path(".spec.redis.storage")
+        .field_path(".spec.redis.storage"),
+    validation = Rule::new(VERSION_DOWNGRADE_RULE).message(VERSION_DOWNGRADE_MESSAGE).field_path(".spec.version"),
+    validation = Rule::new(VERSION_MAJOR_RULE).message(VERSION_MAJOR_MESSAGE).field_path(".spec.version")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -61,6 +64,18 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub description: Option<String>,
+
+    /// The NeuralLog version the tenant runs (`MAJOR.MINOR.PATCH`). Left out, the tenant follows
+    /// the operator's default, taken in waves when an operator upgrade moves it. A lower version
+    /// than the one running is refused, but for a rollback to `status.previousVersion`; a new major
+    /// version needs `spec.upgrade.allowMajorVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 64))]
+    pub version: Option<String>,
+
+    /// How the tenant takes new NeuralLog versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Upgrade>,
 
     /// What deleting the Tenant does to its data; left out, the policy in force stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +111,49 @@ pub struct TenantSpec {
     /// (--ingress-namespace); the rules given here open or limit the server only.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
+}
+
+/// The version a new `spec.version` is compared with: the one running, else the one pinned before.
+/// Empty on a create, and when neither is known. Only a changed `spec.version` is checked, so a
+/// status update never trips the rules.
+macro_rules! version_rule {
+    ($check:literal) => {
+        concat!(
+            "!has(self.spec.version) || (has(oldSelf.spec.version) && oldSelf.spec.version == self.spec.version) || ",
+            "(has(self.status) && has(self.status.version) && isSemver(self.status.version) ",
+            "? [self.status.version] : has(oldSelf.spec.version) && isSemver(oldSelf.spec.version) ? [oldSelf.spec.version] : [])",
+            ".all(before, ",
+            $check,
+            ")"
+        )
+    };
+}
+
+/// A lower version than the one running, unless it is the one it ran before (a rollback).
+const VERSION_DOWNGRADE_RULE: &str = version_rule!(
+    "!semver(self.spec.version).isLessThan(semver(before)) || (has(self.status) && has(self.status.previousVersion) && self.spec.version == self.status.previousVersion)"
+);
+const VERSION_DOWNGRADE_MESSAGE: &str = "spec.version may not be lower than the version the tenant runs (status.version): a downgrade is refused; the one way back is a rollback to status.previousVersion";
+/// A new major version, unless allowed.
+const VERSION_MAJOR_RULE: &str = version_rule!(
+    "semver(self.spec.version).major() <= semver(before).major() || (has(self.spec.upgrade) && has(self.spec.upgrade.allowMajorVersion) && self.spec.upgrade.allowMajorVersion)"
+);
+const VERSION_MAJOR_MESSAGE: &str =
+    "spec.version is a new major version: set spec.upgrade.allowMajorVersion to true to move across it";
+
+/// How a tenant takes new NeuralLog versions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    /// Whether a tenant without `spec.version` takes a new default of the operator (through the
+    /// rollout, in waves). `false` keeps the version it runs and leaves it out of rollouts, also
+    /// one in progress (its failure then halts nobody). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic: Option<bool>,
+    /// Whether the version may move to a new major version: a `spec.version`, or the operator's
+    /// default. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_major_version: Option<bool>,
 }
 
 /// The tenant-wide budget.
@@ -193,8 +251,11 @@ pub struct Server {
     #[schemars(range(min = 1, max = 100))]
     pub replicas: Option<i32>,
 
-    /// Container image of the NeuralLog server.
-    #[serde(default = "defaults::server_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of the NeuralLog server. Left out, the image of the tenant's NeuralLog version (the
+    /// operator's `RELATED_IMAGE_SERVER` for its default version, that repository tagged with any
+    /// other). Set, it replaces that image for this tenant and changes with the spec, not with
+    /// rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
@@ -287,8 +348,10 @@ pub struct Redis {
     #[schemars(range(min = 1, max = 1))]
     pub replicas: Option<i32>,
 
-    /// Container image of Redis.
-    #[serde(default = "defaults::redis_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of Redis. Left out, the Redis image of the operator release (tested
+    /// with every NeuralLog version it offers). Set, it replaces that image for this tenant and
+    /// changes with the spec, not with rollouts. The Redis volume is kept across image changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
 
@@ -404,8 +467,11 @@ pub struct Registry {
     #[serde(default = "defaults::registry_replicas", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub replicas: Option<i32>,
-    /// Container image of the registry.
-    #[serde(default = "defaults::registry_image", skip_serializing_if = "Option::is_none")]
+    /// Container image of the registry. Left out, the image of the tenant's NeuralLog version (the
+    /// operator's `RELATED_IMAGE_REGISTRY` for its default version, that repository tagged with any
+    /// other). Set, it replaces that image for this tenant and changes with the spec, not with
+    /// rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IMAGE_PATTERN), length(min = 1, max = 512))]
     pub image: Option<String>,
     /// CPU and memory of each registry container. Defaults: requests 50m CPU and 64Mi memory,
@@ -586,6 +652,18 @@ pub struct TenantStatus {
     /// Health of the endpoint registry Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<ComponentStatus>,
+    /// The NeuralLog version the tenant last ran Ready on every component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The NeuralLog version the tenant should run: `spec.version`, or the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// The version it ran before `version`: the one a rollback may return to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// The images the operator applies now, one component at a time during an upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<OperandImages>,
 }
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
@@ -594,13 +672,13 @@ mod defaults {
     pub use crate::api::common::schema_defaults::*;
 
     pub fn server() -> Option<Server> {
-        Some(Server { replicas: server_replicas(), image: server_image(), ..Server::default() })
+        Some(Server { replicas: server_replicas(), ..Server::default() })
     }
     pub fn redis() -> Option<Redis> {
-        Some(Redis { replicas: redis_replicas(), image: redis_image(), storage: redis_storage(), ..Redis::default() })
+        Some(Redis { replicas: redis_replicas(), storage: redis_storage(), ..Redis::default() })
     }
     pub fn registry() -> Option<Registry> {
-        Some(Registry { replicas: registry_replicas(), image: registry_image(), ..Registry::default() })
+        Some(Registry { replicas: registry_replicas(), ..Registry::default() })
     }
     pub fn network_policy() -> Option<NetworkPolicy> {
         Some(NetworkPolicy { enabled: network_policy_enabled(), ..NetworkPolicy::default() })

@@ -8,6 +8,10 @@
 //	GET  /logs/{name}  200 with the list's records as a JSON array of strings
 //
 // Redis failures answer 503 with the error. It exits cleanly on SIGTERM.
+//
+// An image of a NeuralLog version (tools/images/standin-version.Containerfile) sets
+// NEURALLOG_STANDIN_VERSION, which the probe's answer names, and may set
+// NEURALLOG_STANDIN_UNREADY=true: a version broken by design, whose probe always answers 503.
 package main
 
 import (
@@ -35,8 +39,10 @@ const (
 )
 
 type server struct {
-	redis  redisConfig
-	tenant string
+	redis   redisConfig
+	tenant  string
+	version string
+	unready bool
 }
 
 func main() {
@@ -46,7 +52,9 @@ func main() {
 			Addr:     net.JoinHostPort(os.Getenv("REDIS_HOST"), envOr("REDIS_PORT", "6379")),
 			Password: os.Getenv("REDIS_PASSWORD"),
 		},
-		tenant: os.Getenv("TENANT_ID"),
+		tenant:  os.Getenv("TENANT_ID"),
+		version: envOr("NEURALLOG_STANDIN_VERSION", "unversioned"),
+		unready: os.Getenv("NEURALLOG_STANDIN_UNREADY") == "true",
 	}
 
 	srv := &http.Server{
@@ -59,8 +67,8 @@ func main() {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Printf("server stand-in for tenant %q listening on %s, Redis at %s (auth: %t)",
-		s.tenant, srv.Addr, s.redis.Addr, s.redis.Password != "")
+	log.Printf("server stand-in %s for tenant %q listening on %s, Redis at %s (auth: %t, unready by design: %t)",
+		s.version, s.tenant, srv.Addr, s.redis.Addr, s.redis.Password != "", s.unready)
 
 	select {
 	case err := <-errc:
@@ -84,6 +92,10 @@ func (s *server) handler() http.Handler {
 
 // probe answers 200 only when Redis answers PING (after AUTH) within probeTimeout.
 func (s *server) probe(w http.ResponseWriter, r *http.Request) {
+	if s.unready {
+		http.Error(w, "version "+s.version+" is unready by design", http.StatusServiceUnavailable)
+		return
+	}
 	reply, err := s.do(r.Context(), probeTimeout, "PING")
 	if err == nil && reply != "PONG" {
 		err = fmt.Errorf("redis: unexpected PING reply %v", reply)
@@ -93,7 +105,7 @@ func (s *server) probe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "ok")
+	fmt.Fprintln(w, "ok", s.version)
 }
 
 func (s *server) appendLog(w http.ResponseWriter, r *http.Request) {

@@ -123,6 +123,15 @@ func TestUnreachableRedisIs503(t *testing.T) {
 	}
 }
 
+// A version unready by design fails its probe without asking Redis, and says so.
+func TestUnreadyVersionFailsItsProbe(t *testing.T) {
+	s := &server{redis: redisConfig{Addr: closedAddr(t)}, tenant: "acme", version: "1.1.0", unready: true}
+	rec := serve(s, "GET", "/", "")
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "1.1.0 is unready by design") {
+		t.Errorf("probe: status %d, body %q", rec.Code, rec.Body.String())
+	}
+}
+
 // A Redis that accepts the connection but never answers fails the probe after about a second.
 func TestSilentRedisProbeTimesOut(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
