@@ -196,11 +196,11 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
     let in_force = recorded.images.clone().or_else(|| recorded.exists.then(Images::legacy));
     let (target_version, target) = match wanted(pass) {
         Ok(version) => {
-            let images = pass.overrides.apply(pass.release.images_of(&version));
+            let images = pass.release.images_of(&version);
             (version, images)
         }
         Err(why) => {
-            let images = pass.overrides.apply(in_force.clone().unwrap_or_else(|| pass.release.images.clone()));
+            let images = in_force.clone().unwrap_or_else(|| pass.release.images.clone());
             let settled = recorded.version.clone();
             return Decision {
                 images,
@@ -212,7 +212,12 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
             };
         }
     };
-    let in_force = pass.overrides.apply(in_force.unwrap_or_else(|| target.clone()));
+    // The images decided and recorded are the version's; a component the spec gives an image of
+    // its own runs that one instead, and never holds up the rest.
+    let mut in_force = in_force.unwrap_or_else(|| target.clone());
+    for (component, _) in pass.overrides.each() {
+        in_force = in_force.with(component, target.get(component));
+    }
     let settled = Component::ORDER.iter().all(|&component| (pass.settled)(component));
     let target_text = target_version.to_string();
 
@@ -524,10 +529,20 @@ mod tests {
     }
 
     #[test]
-    fn an_override_replaces_its_component_and_is_never_paced() {
+    fn an_override_is_never_paced_and_its_removal_takes_the_version_image() {
         let mut case = Case::new("1.3.0").running("1.3.0");
         case.overrides.server = Some("example/server:custom".into());
         let decision = case.decide_with(Gate::Halted("never asked".into()));
-        assert_eq!(decision.images.server, "example/server:custom");
+        assert_eq!(decision.reason, Reason::UpToDate);
+        assert_eq!(decision.images.server, "neurallog/server:1.3.0", "the version's image is recorded");
+        // A new default moves the others; the overridden server holds nothing up.
+        case.release = release("1.4.0");
+        case.settled = [true, false, true];
+        let moving = case.decide();
+        assert_eq!(moving.images.redis, "redis:for-1.4.0");
+        case.record(&moving);
+        let next = case.decide();
+        assert_eq!(next.images.server, "neurallog/server:1.4.0", "not waiting on the overridden server");
+        assert_eq!(next.images.registry, "neurallog/registry:1.3.0");
     }
 }

@@ -163,11 +163,17 @@ pub(crate) fn exec(node: &RealNode, namespace: &str, pod: &str, command: &[&str]
 
 /// Polls `check` until it yields a value, for at most [`DEADLINE`]; an error counts as "not yet"
 /// and is reported if the deadline passes.
-pub(crate) async fn wait<T>(
+pub(crate) async fn wait<T>(what: &str, check: impl AsyncFnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    wait_within(what, DEADLINE, check).await
+}
+
+/// [`wait`] for at most `limit`, for what takes longer by design (a rollout across a fleet).
+pub(crate) async fn wait_within<T>(
     what: &str,
+    limit: Duration,
     mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + limit;
     let mut last_error = None;
     loop {
         match check().await {
@@ -177,8 +183,8 @@ pub(crate) async fn wait<T>(
         }
         if Instant::now() >= deadline {
             return Err(match last_error {
-                Some(error) => error.context(format!("timed out after {DEADLINE:?} waiting for {what}")),
-                None => anyhow::anyhow!("timed out after {DEADLINE:?} waiting for {what}"),
+                Some(error) => error.context(format!("timed out after {limit:?} waiting for {what}")),
+                None => anyhow::anyhow!("timed out after {limit:?} waiting for {what}"),
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -24,14 +24,18 @@ use serde_json::{Value, json};
 use testenv::node::RealNode;
 use testenv::timeline::Timeline;
 
-use crate::on_node::{OPERATOR_NAMESPACE, create_tenant, on_a_node, read_records, tenants, wait, write_record};
+use crate::on_node::{
+    OPERATOR_NAMESPACE, create_tenant, on_a_node, read_records, tenants, wait, wait_within, write_record,
+};
 
 /// Tenants following the default.
 const FLEET: usize = 12;
 /// `--rollout-max-upgrading` of the scenario.
 const MAX_UPGRADING: usize = 3;
-/// `--rollout-ready-timeout-seconds` of the scenario: the broken version fails within it.
-const READY_TIMEOUT_SECONDS: u64 = 30;
+/// `--rollout-ready-timeout-seconds` while the default is the broken version, which fails within
+/// it; then the default's, for the fixed version (three components restart one after another).
+const BROKEN_READY_TIMEOUT_SECONDS: u64 = 30;
+const READY_TIMEOUT_SECONDS: u64 = 600;
 const DEPLOYMENT: &str = "deployment/neurallog-tenant-operator";
 const PINNED: &str = "pinned";
 
@@ -85,14 +89,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     timeline.begin("install", "the kustomize install, the built-in default NeuralLog version and images");
     let operator = node.push_image("operator")?;
     let max_upgrading = MAX_UPGRADING.to_string();
-    let ready_timeout = READY_TIMEOUT_SECONDS.to_string();
-    node.install_operator(
-        &operator,
-        &[
-            ("TENANT_OPERATOR_ROLLOUT_MAX_UPGRADING", max_upgrading.as_str()),
-            ("TENANT_OPERATOR_ROLLOUT_READY_TIMEOUT_SECONDS", ready_timeout.as_str()),
-        ],
-    )?;
+    node.install_operator(&operator, &[("TENANT_OPERATOR_ROLLOUT_MAX_UPGRADING", max_upgrading.as_str())])?;
     node.wait_rollout(OPERATOR_NAMESPACE, DEPLOYMENT)?;
     timeline.done("rolled out");
 
@@ -122,7 +119,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     };
     let started = Instant::now();
     record.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset(started);
-    set_default(node, "1.1.0", &other_redis)?;
+    set_default(node, "1.1.0", &other_redis, BROKEN_READY_TIMEOUT_SECONDS)?;
     let failed = wait("one tenant's upgrade to fail and the others to be halted", async || {
         let reasons = upgrade_reasons(&client).await?;
         let failed: Vec<&String> =
@@ -150,7 +147,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
     timeline.begin("fixed", "the default moves to 1.1.1: the rollout resumes and completes");
     let started = Instant::now();
     record.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset(started);
-    set_default(node, "1.1.1", &other_redis)?;
+    set_default(node, "1.1.1", &other_redis, READY_TIMEOUT_SECONDS)?;
     wait_versions(&client, &fleet_names(), "1.1.1").await?;
     let record = record.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     watching.abort();
@@ -189,9 +186,11 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
 }
 
 /// Moves the operator's default to NeuralLog `version` (the stand-ins' names, as the operator
-/// derives them) with the Redis image `redis`, as an operator upgrade would.
-fn set_default(node: &RealNode, version: &str, redis: &str) -> anyhow::Result<()> {
+/// derives them) with the Redis image `redis`, as an operator upgrade would, and gives a moving
+/// tenant `ready_timeout` seconds.
+fn set_default(node: &RealNode, version: &str, redis: &str, ready_timeout: u64) -> anyhow::Result<()> {
     let env = [
+        format!("TENANT_OPERATOR_ROLLOUT_READY_TIMEOUT_SECONDS={ready_timeout}"),
         format!("TENANT_OPERATOR_NEURALLOG_VERSION={version}"),
         format!("RELATED_IMAGE_NEURALLOG_SERVER=docker.io/neurallog/server:{version}"),
         format!("RELATED_IMAGE_NEURALLOG_REGISTRY=docker.io/neurallog/registry:{version}"),
@@ -204,10 +203,12 @@ fn set_default(node: &RealNode, version: &str, redis: &str) -> anyhow::Result<()
     node.wait_rollout(OPERATOR_NAMESPACE, DEPLOYMENT)
 }
 
-/// Waits until every tenant of `names` runs Ready on `version` with nothing left to move.
+/// Waits until every tenant of `names` runs Ready on `version` with nothing left to move: the
+/// first tenant, then the others in waves, each restarting three components one after another.
 async fn wait_versions(client: &Client, names: &[String], version: &str) -> anyhow::Result<()> {
     let api = tenants(client, "v2");
-    wait(&format!("{} tenants Ready on NeuralLog {version}", names.len()), async || {
+    let limit = Duration::from_secs(600);
+    wait_within(&format!("{} tenants Ready on NeuralLog {version}", names.len()), limit, async || {
         for name in names {
             let tenant = api.get(name).await?;
             let status = &tenant.data["status"];

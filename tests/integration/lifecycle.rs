@@ -45,7 +45,10 @@ async fn create_provisions_every_child_with_the_expected_shape() {
     assert_eq!(status.namespace.as_deref(), Some("tenant-acme"));
     assert_eq!(status.observed_generation, Some(1));
     let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["Ready", "NamespaceReady", "RedisReady", "ServerReady", "RegistryReady", "AuthRegistered"]);
+    assert_eq!(
+        types,
+        ["Ready", "NamespaceReady", "RedisReady", "ServerReady", "RegistryReady", "AuthRegistered", "Upgrading"]
+    );
     assert_eq!(status.server_status.unwrap().total_replicas, 2);
 
     let tenant_obj = h.tenants().get("acme").await.unwrap();

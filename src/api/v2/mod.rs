@@ -661,7 +661,8 @@ pub struct TenantStatus {
     /// The version it ran before `version`: the one a rollback may return to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<String>,
-    /// The images the operator applies now, one component at a time during an upgrade.
+    /// The images of the NeuralLog version the operator applies now, one component at a time
+    /// during an upgrade. A component given an image in the spec runs that one instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<OperandImages>,
 }
