@@ -198,17 +198,23 @@ impl Operator {
     /// Starts the operator as the plane's operator user with `extra` arguments and `env`; does not
     /// wait for it (see [`Operator::wait_ready`]).
     pub fn spawn(plane: &ControlPlane, extra: &[String], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
+        let mut args = vec!["--webhook-address".to_owned(), "127.0.0.1:0".to_owned()];
+        args.extend_from_slice(extra);
+        Self::spawn_with(plane.operator_kubeconfig(), &args, env, log)
+    }
+
+    /// Starts the operator with `kubeconfig`, `args` and `env`; does not wait for it.
+    pub fn spawn_with(kubeconfig: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
         let admin_port = free_port()?;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-operator"));
         testenv::dies_with_parent(&mut command);
         command
             .arg("run")
             .arg("--kubeconfig")
-            .arg(plane.operator_kubeconfig())
+            .arg(kubeconfig)
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{admin_port}"))
-            .args(["--webhook-address", "127.0.0.1:0"])
-            .args(extra);
+            .args(args);
         // Only the configuration decides: nothing the operator reads may leak in from the caller.
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
