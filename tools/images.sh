@@ -359,8 +359,10 @@ image_versions() {
       local unready=false
       # Only the server decides readiness; a broken version's registry is fine.
       if [[ "$name" == server && "$readiness" == unready ]]; then unready=true; fi
-      build -f tools/images/standin-version.Containerfile --build-arg BASE="$base" --build-arg VERSION="$version" \
-        --build-arg UNREADY="$unready" -t "$ref" "$context"
+      # No layer cache: buildah reuses the first version's layers for the others, whatever the
+      # build arguments.
+      build --no-cache -f tools/images/standin-version.Containerfile --build-arg BASE="$base" \
+        --build-arg VERSION="$version" --build-arg UNREADY="$unready" -t "$ref" "$context"
       record_image "$name-$version" "$ref"
     done
   done

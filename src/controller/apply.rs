@@ -40,6 +40,8 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             // Admission rejects what it can; what it cannot (a quota too small for the tenant's own
             // pods, an object stored before a rule existed) is reported, and nothing is changed.
             // Retrying cannot help: the next spec change wakes the tenant.
+            // Nothing of it moves until it is fixed: it holds no slot of the rollout meanwhile.
+            ctx.rollout.forget(&name);
             let message = format!("tenant {name}: {invalid}");
             let failed = state::invalid_spec(current.as_ref(), generation, message, &status::now());
             if status::write(&ctx.client, tenant, &failed).await? {

@@ -195,6 +195,14 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
     // then; a new tenant starts on what it should run.
     let in_force = recorded.images.clone().or_else(|| recorded.exists.then(Images::legacy));
     let (target_version, target) = match wanted(pass) {
+        // A tenant pinned to the version it runs keeps its images, whatever the release's are
+        // (its Redis too): only a change of its pin moves it.
+        Ok(version)
+            if pass.policy.pinned.is_some() && recorded.version.as_ref() == Some(&version) && in_force.is_some() =>
+        {
+            let images = in_force.clone().unwrap_or_else(|| pass.release.images_of(&version));
+            (version, images)
+        }
         Ok(version) => {
             let images = pass.release.images_of(&version);
             (version, images)
@@ -489,13 +497,16 @@ mod tests {
     }
 
     #[test]
-    fn a_pinned_tenant_ignores_the_default() {
+    fn a_pinned_tenant_keeps_its_images_whatever_the_release() {
         let mut case = Case::new("1.3.0").running("1.2.0");
         case.policy.pinned = Some(v("1.2.0"));
-        case.recorded.images = Some(case.release.images_of(&v("1.2.0")));
         let decision = case.decide_with(Gate::Halted("never asked".into()));
         assert_eq!((decision.reason, decision.version), (Reason::UpToDate, Some(v("1.2.0"))));
-        assert_eq!(decision.images.server, "neurallog/server:1.2.0");
+        assert_eq!(decision.images, release("1.2.0").images, "its Redis too, though 1.3.0's release has another");
+        // A new pin moves it, onto the release's images of that version.
+        case.policy.pinned = Some(v("1.2.5"));
+        let moving = case.decide();
+        assert_eq!((moving.reason, moving.images.redis.as_str()), (Reason::Upgrading, "redis:for-1.3.0"));
     }
 
     #[test]

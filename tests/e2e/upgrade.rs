@@ -1,14 +1,16 @@
 //! The path users take from 0.1.0: installed from the catalog, upgraded by their Subscription.
 //! 0.1.0 runs as its own binary (built from the commit that released it); this checkout's bundle
 //! replaces it. Nothing may be lost: every tenant reads the same through `v1`, means the same
-//! through `v2`, is stored as `v2`; no child is re-created and no workload rolls; the tenant being
-//! deleted at upgrade time finishes. And OLM refuses a bundle that would drop a stored version.
+//! through `v2`, is stored as `v2`; no child is re-created; a workload changes only by the rollout
+//! of this release's NeuralLog images (a tenant on 0.1.0's default images moves onto them, in
+//! waves, an image the tenant set stays); the tenant being deleted at upgrade time finishes. And
+//! OLM refuses a bundle that would drop a stored version.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -139,8 +141,38 @@ struct Snapshot {
     tenants: BTreeMap<String, Value>,
     /// `Kind namespace/name` → UID of every object in the tenants' namespaces, and the namespaces.
     children: BTreeMap<String, String>,
-    /// `Kind namespace/name` → generation and pod template hash / revision of each workload.
+    /// `Kind namespace/name` → digest of each workload's pod template but its images.
     workloads: BTreeMap<String, String>,
+    /// `Kind namespace/name` → the images of each workload's containers.
+    images: BTreeMap<String, Vec<String>>,
+}
+
+/// The images of a pod template's containers, and the template without them.
+fn split_images(template: Option<Value>) -> (Vec<String>, Option<Value>) {
+    let mut template = template;
+    let mut images = Vec::new();
+    if let Some(containers) =
+        template.as_mut().and_then(|t| t.pointer_mut("/spec/containers")).and_then(Value::as_array_mut)
+    {
+        for container in containers {
+            if let Some(image) = container.get_mut("image").map(Value::take) {
+                images.push(image.as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    (images, template)
+}
+
+/// The image this release's NeuralLog version gives a workload's container: a tenant that set none
+/// (or 0.1.0's schema default) moves onto it.
+fn release_image(image: &str) -> &str {
+    use neurallog_tenant_operator::model::operand;
+    match image {
+        operand::LEGACY_SERVER_IMAGE => operand::DEFAULT_SERVER_IMAGE,
+        operand::LEGACY_REDIS_IMAGE => operand::DEFAULT_REDIS_IMAGE,
+        operand::LEGACY_REGISTRY_IMAGE => operand::DEFAULT_REGISTRY_IMAGE,
+        set => set,
+    }
 }
 
 /// A short digest of a pod template, to compare templates by value.
@@ -150,10 +182,20 @@ fn digest(template: &Option<Value>) -> String {
     sha2::Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A tenant without what changes by itself: what a migration writes, and what a release that
+/// knows NeuralLog versions adds to the status.
 fn without_volatile(mut tenant: Value) -> Value {
     if let Some(metadata) = tenant.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.remove("resourceVersion");
         metadata.remove("managedFields");
+    }
+    if let Some(status) = tenant.get_mut("status").and_then(Value::as_object_mut) {
+        for field in ["version", "targetVersion", "previousVersion", "images"] {
+            status.remove(field);
+        }
+        if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+            conditions.retain(|condition| condition["type"] != "Upgrading");
+        }
     }
     tenant
 }
@@ -175,7 +217,12 @@ impl Snapshot {
     async fn take(env: &Env, names: &[String]) -> anyhow::Result<Self> {
         let client = &env.client;
         let v1 = env.tenants("v1");
-        let mut snapshot = Self { tenants: BTreeMap::new(), children: BTreeMap::new(), workloads: BTreeMap::new() };
+        let mut snapshot = Self {
+            tenants: BTreeMap::new(),
+            children: BTreeMap::new(),
+            workloads: BTreeMap::new(),
+            images: BTreeMap::new(),
+        };
         for name in names {
             let tenant = json_of(&v1.get(name).await?);
             let namespace = text(&tenant, "/status/namespace").to_owned();
@@ -198,34 +245,23 @@ impl Snapshot {
             uids::<k8s_openapi::api::core::v1::LimitRange>(client, &namespace, out).await?;
             uids::<Deployment>(client, &namespace, out).await?;
             uids::<StatefulSet>(client, &namespace, out).await?;
-            uids::<ReplicaSet>(client, &namespace, out).await?;
-            uids::<Pod>(client, &namespace, out).await?;
+            // Pods and ReplicaSets are not compared: the rollout of the release's images replaces
+            // them, and a workload's template says whether anything else changed.
             for deployment in
                 Api::<Deployment>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items
             {
-                let hashes: Vec<String> = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .iter()
-                    .filter(|rs| rs.owner_references().iter().any(|o| Some(&o.uid) == deployment.metadata.uid.as_ref()))
-                    .filter_map(|rs| rs.labels().get("pod-template-hash").cloned())
-                    .collect();
-                let template = digest(&deployment.spec.as_ref().map(|spec| json_of(&spec.template)));
-                snapshot.workloads.insert(
-                    format!("Deployment {namespace}/{}", deployment.name_any()),
-                    format!("template {template}, pod-template-hash {hashes:?}"),
-                );
+                let (images, template) = split_images(deployment.spec.as_ref().map(|spec| json_of(&spec.template)));
+                let key = format!("Deployment {namespace}/{}", deployment.name_any());
+                snapshot.workloads.insert(key.clone(), format!("template {}", digest(&template)));
+                snapshot.images.insert(key, images);
             }
             for set in
                 Api::<StatefulSet>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items
             {
-                let revision = set.status.as_ref().and_then(|s| s.update_revision.clone());
-                let template = digest(&set.spec.as_ref().map(|spec| json_of(&spec.template)));
-                snapshot.workloads.insert(
-                    format!("StatefulSet {namespace}/{}", set.name_any()),
-                    format!("template {template}, revision {revision:?}"),
-                );
+                let (images, template) = split_images(set.spec.as_ref().map(|spec| json_of(&spec.template)));
+                let key = format!("StatefulSet {namespace}/{}", set.name_any());
+                snapshot.workloads.insert(key.clone(), format!("template {}", digest(&template)));
+                snapshot.images.insert(key, images);
             }
         }
         Ok(snapshot)
@@ -252,6 +288,13 @@ impl Snapshot {
                     Some(current) if current != value => lines.push(format!("{what} {key}: {value} became {current}")),
                     Some(_) => {}
                 }
+            }
+        }
+        for (key, before) in &self.images {
+            let expected: Vec<&str> = before.iter().map(|image| release_image(image)).collect();
+            match after.images.get(key) {
+                Some(now) if *now == expected => {}
+                now => lines.push(format!("workload {key} runs {now:?}: {before:?} should have become {expected:?}")),
             }
         }
         lines
@@ -381,7 +424,7 @@ async fn assert_nothing_lost(
     env: &Env,
     names: &[String],
     before: &Snapshot,
-    route: WebhookRoute,
+    (route, waves): (WebhookRoute, Waves),
 ) -> anyhow::Result<String> {
     let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
     env.wait("the migration to trim storedVersions to [v2]", async || {
@@ -400,6 +443,26 @@ async fn assert_nothing_lost(
             Ok(names.iter().all(|name| reconciled.contains(name)).then_some(reconciled.len()))
         })
         .await?;
+
+    // The tenants on 0.1.0's default images move onto this release's, in waves.
+    let v2 = env.tenants("v2");
+    env.wait("every tenant's rollout to this release's NeuralLog images to end", async || {
+        for name in names {
+            let tenant = json_of(&v2.get(name).await?);
+            let conditions =
+                tenant.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            if !conditions.iter().any(|c| c["type"] == "Upgrading" && c["reason"] == "UpToDate") {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await?;
+    let widest = waves.widest();
+    anyhow::ensure!(
+        (1..=MAX_UPGRADING).contains(&widest),
+        "{widest} tenants upgraded at once, outside 1..={MAX_UPGRADING}"
+    );
 
     // A changed pod template shows as a new ReplicaSet or revision once the controllers have
     // seen the change.
@@ -425,7 +488,6 @@ async fn assert_nothing_lost(
     anyhow::ensure!(differences.is_empty(), "the upgrade changed what it must not:\n{}", differences.join("\n"));
     let added = before.added(&after);
 
-    let v2 = env.tenants("v2");
     for (name, recorded) in &before.tenants {
         let expected = conversion::convert(recorded, "neurallog.io/v2")?;
         let read =
@@ -464,7 +526,7 @@ async fn assert_nothing_lost(
         })
         .await?;
     Ok(format!(
-        "{} tenants (reconciled by the new version: {reconciled}) and {} children unchanged, stored as v2; added by the new version: {added:?}; {converted} objects converted over {tunnels} connections; migration trace {}",
+        "{} tenants (reconciled by the new version: {reconciled}) and {} children unchanged but the images the rollout moved (at most {widest} tenants at once), stored as v2; added by the new version: {added:?}; {converted} objects converted over {tunnels} connections; migration trace {}",
         before.tenants.len(),
         before.children.len(),
         text(&trace, "/traceID")
@@ -472,17 +534,65 @@ async fn assert_nothing_lost(
 }
 
 /// As a rollout does it: once OLM has rolled the Deployment for CSV `new`, 0.1.0 stops and this
-/// checkout's operator starts behind OLM's webhook Service; then OLM's InstallPlan settles.
-async fn take_over(env: &Env, new: &str) -> anyhow::Result<WebhookRoute> {
+/// checkout's operator starts behind OLM's webhook Service; then OLM's InstallPlan settles. The
+/// tenants' upgrades are watched from the moment it serves.
+async fn take_over(env: &Env, new: &str) -> anyhow::Result<(WebhookRoute, Waves)> {
     env.wait_installed(new).await?;
     env.stop_operator("operator-old").await?;
     let route = env
         .start_operator("operator-new", env!("CARGO_BIN_EXE_tenant-operator").as_ref())
         .await?
         .ok_or_else(|| anyhow::anyhow!("CSV {new} declares no conversion webhook"))?;
+    let waves = Waves::watch(env.tenants("v2"));
     env.wait_settled(new).await?;
-    Ok(route)
+    Ok((route, waves))
 }
+
+/// The tenants `Upgrading` now, and the most at once so far.
+type Moving = std::sync::Arc<std::sync::Mutex<(std::collections::BTreeSet<String>, usize)>>;
+
+/// The most tenants seen `Upgrading` at once, from a watch of every change of their status.
+struct Waves {
+    widest: Moving,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Waves {
+    fn watch(tenants: Api<DynamicObject>) -> Self {
+        use futures::TryStreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let widest = Moving::default();
+        let task = tokio::spawn({
+            let widest = std::sync::Arc::clone(&widest);
+            async move {
+                let events = watcher(tenants, watcher::Config::default()).default_backoff().applied_objects();
+                let mut events = std::pin::pin!(events);
+                while let Ok(Some(tenant)) = events.try_next().await {
+                    let upgrading = tenant.data["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Upgrading" && c["status"] == "True"));
+                    let Ok(mut seen) = widest.lock() else { return };
+                    if upgrading {
+                        seen.0.insert(tenant.name_any());
+                    } else {
+                        seen.0.remove(&tenant.name_any());
+                    }
+                    seen.1 = seen.1.max(seen.0.len());
+                }
+            }
+        });
+        Self { widest, task }
+    }
+
+    /// The most at once so far; stops watching.
+    fn widest(self) -> usize {
+        self.task.abort();
+        self.widest.lock().map(|seen| seen.1).unwrap_or_default()
+    }
+}
+
+/// `--rollout-max-upgrading` of the installed operator: its default (the CSV sets none).
+const MAX_UPGRADING: usize = 3;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_from_0_1_0_with_manual_approval_loses_nothing() -> anyhow::Result<()> {
@@ -534,7 +644,10 @@ async fn upgrade_manually(env: &mut Env) -> anyhow::Result<()> {
     env.wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
     env.done(format!("{new} Succeeded (InstallPlan {plan}), {old} gone, conversion through OLM's Service"));
 
-    env.begin("after", "nothing lost: v1 unchanged, v2 same meaning, stored as v2, no child re-created, no rollout");
+    env.begin(
+        "after",
+        "nothing lost: v1 unchanged, v2 same meaning, stored as v2, no child re-created, only the images rolled, in waves",
+    );
     release_doomed(env, &doomed_namespace).await?;
     let summary = assert_nothing_lost(env, &names, &before, route).await?;
     env.done(summary);
