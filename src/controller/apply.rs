@@ -97,6 +97,11 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
     .instrument(tracing::info_span!("status", phase = derived.phase.map(|p| p.as_str())))
     .await?;
+    // Once the status and its Events say it: a slot freed here is taken by another tenant only
+    // after this one is recorded as done.
+    if let Some(decision) = &observed.upgrade {
+        ctx.rollout.record(&name, decision);
+    }
     for failure in &failures {
         let reason = Reason::Failed(failure.reason().to_owned());
         events::publish(&ctx.recorder, tenant, reason, Activity::Apply, failure.to_string()).await;
@@ -144,7 +149,8 @@ struct Seen {
 type Applied = Option<(Option<i32>, bool)>;
 
 /// Decides the tenant's version for the status (and so for the next pass), asking the rollout
-/// for a slot when it must start moving; traced as its own span.
+/// for a slot when it must start moving; traced as its own span. The rollout learns the decision
+/// once the status holds it.
 fn decide_upgrade(name: &str, model: &TenantModel, ctx: &Context, workloads: Workloads) -> Decision {
     let span =
         tracing::info_span!("upgrade", target_version = Empty, version = Empty, reason = Empty, message = Empty,);
@@ -168,7 +174,6 @@ fn decide_upgrade(name: &str, model: &TenantModel, ctx: &Context, workloads: Wor
         ready_timeout: ctx.rollout.settings().ready_timeout,
     };
     let decision = upgrade::decide(&pass, |target| ctx.rollout.admit(name, target));
-    ctx.rollout.record(name, &decision);
     if let Some(target) = &decision.target {
         span.record("target_version", target.to_string());
     }
