@@ -197,7 +197,8 @@ fn without_volatile(mut tenant: Value) -> Value {
         if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
             conditions.retain(|condition| condition["type"] != "Upgrading");
             for condition in conditions.iter_mut().filter_map(Value::as_object_mut) {
-                condition.remove("lastTransitionTime");
+                // Kept as a field: the status still has to read as a status.
+                condition.insert("lastTransitionTime".into(), json!("1970-01-01T00:00:00Z"));
             }
         }
     }
