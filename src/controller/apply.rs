@@ -152,8 +152,7 @@ type Applied = Option<(Option<i32>, bool)>;
 /// for a slot when it must start moving; traced as its own span. The rollout learns the decision
 /// once the status holds it.
 fn decide_upgrade(name: &str, model: &TenantModel, ctx: &Context, workloads: Workloads) -> Decision {
-    let span =
-        tracing::info_span!("upgrade", target_version = Empty, version = Empty, reason = Empty, message = Empty,);
+    let span = tracing::info_span!("upgrade", target_version = Empty, version = Empty, reason = Empty, message = Empty);
     let _entered = span.enter();
     let settled = |component: Component| {
         let seen = match component {

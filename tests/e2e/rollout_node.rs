@@ -8,7 +8,8 @@
 //! - the default moves to 1.1.1: the rollout resumes and completes, never more than
 //!   `--rollout-max-upgrading` tenants moving at once; the pinned tenant's pods are never touched;
 //!   a record written before the Redis image change is still there;
-//! - admission refuses a downgrade and a new major version, naming `spec.version`.
+//! - admission refuses a downgrade and a new major version, naming `spec.version`, and allows the
+//!   rollback of one tenant to its previous version, which keeps its records.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -187,6 +188,23 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
         ensure!(message.contains("spec.version") && message.contains(expected), "{version}: {message}");
     }
     timeline.done("both refused");
+
+    timeline.begin("rollback", "fleet-01 back to status.previousVersion, the one downgrade admission allows");
+    let started = Instant::now();
+    let previous = tenants(&client, "v2").get("fleet-01").await?.data["status"]["previousVersion"].clone();
+    ensure!(previous == "1.0.0", "fleet-01's previous version is {previous}");
+    let patch = json!({"spec": {"version": previous}});
+    tenants(&client, "v2").patch("fleet-01", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_versions(&client, &["fleet-01".to_owned()], "1.0.0").await?;
+    let rolled_back = tenants(&client, "v2").get("fleet-01").await?;
+    ensure!(
+        rolled_back.data["status"]["previousVersion"] == "1.1.1",
+        "after the rollback: {}",
+        rolled_back.data["status"]
+    );
+    let records = read_records(&client, "fleet-01", "before-redis-change").await?;
+    ensure!(records == ["kept across the Redis image change"], "Redis lost a record in the rollback: {records:?}");
+    timeline.done(format!("fleet-01 Ready on 1.0.0 in {:.0}s, previousVersion 1.1.1", started.elapsed().as_secs_f64()));
     Ok(())
 }
 
