@@ -97,8 +97,8 @@ impl KwokCluster {
     /// kube-scheduler, etcd and kwok; a unique cluster name; free ports picked here (kwokctl's
     /// own would collide with a cluster created at the same time); `KWOK_WORKDIR` under `dir`; the
     /// API server's egress selector naming an egress proxy started here, so that Service-referenced
-    /// webhooks can be forwarded. Waits until the API server is ready, then creates the fake node [`NODE`] (pod CIDR 10.244.0.0/24, clear
-    /// of the 10.0.0.0/24 service range; 64 CPUs, 256Gi, 250 pods) and waits until it is Ready,
+    /// webhooks can be forwarded. Waits until the API server is ready, then creates the fake node [`NODE`] (pod CIDR 10.244.0.0/22, clear
+    /// of the 10.0.0.0/24 service range; 64 CPUs, 256Gi, 1000 pods) and waits until it is Ready,
     /// and `volumes` hostPath PersistentVolumes (10Gi, ReadWriteOnce, Retain) for claims such as
     /// Redis', waiting until they are Available. Should one of kwokctl's processes exit meanwhile
     /// (a port taken since it was picked, typically), the cluster is created again, up to 3 times.
@@ -328,7 +328,8 @@ impl KwokCluster {
     /// Creates the fake node and the volumes, and waits until they are Ready and Available.
     async fn populate(&self, volumes: usize) -> anyhow::Result<()> {
         let client = self.admin_client().await?;
-        let resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
+        // Room for a fleet's pods: 100 tenants run 300, and a rollout's surge some more.
+        let resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "1000"});
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Node",
@@ -345,7 +346,7 @@ impl KwokCluster {
                 },
             },
             // Pod IPs come from here; kwok's default would overlap the services' 10.0.0.0/24.
-            "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+            "spec": {"podCIDR": "10.244.0.0/22", "podCIDRs": ["10.244.0.0/22"]},
             "status": {"allocatable": resources, "capacity": resources},
         }))?;
         let nodes = Api::<Node>::all(client.clone());
