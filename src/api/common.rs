@@ -26,8 +26,9 @@ pub const LABEL_KEYS_RULE: &str = r"self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*
 pub const IMAGE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$";
 
 /// A NeuralLog version: `MAJOR.MINOR.PATCH` with an optional pre-release, as semver spells them.
-pub const VERSION_PATTERN: &str =
-    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
+/// Numbers have at most 9 digits, so that every version admitted fits the operator's parser and
+/// the API server's CEL `semver()` alike; a numeric pre-release identifier has no leading zero.
+pub const VERSION_PATTERN: &str = r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})(-(0|[1-9][0-9]{0,8}|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)(\.(0|[1-9][0-9]{0,8}|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*))*)?$";
 
 /// The images a tenant's components run.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -322,6 +322,30 @@ mod tests {
         assert_eq!(Observed::ready_replicas(&no_status), None);
     }
 
+    #[test]
+    fn a_workload_is_settled_once_every_pod_runs_its_current_template_ready() {
+        let status = |observed: i64, replicas: i32, ready: i32, updated: i32| WorkloadStatus {
+            observed_generation: Some(observed),
+            replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            ..WorkloadStatus::default()
+        };
+        assert!(status(2, 2, 2, 2).settled(Some(2), Some(2)));
+        assert!(!status(1, 2, 2, 2).settled(Some(2), Some(2)), "the new generation not observed yet");
+        assert!(!status(2, 3, 3, 2).settled(Some(2), Some(2)), "an old pod left (surge)");
+        assert!(!status(2, 2, 1, 2).settled(Some(2), Some(2)), "a new pod not Ready");
+        assert!(!status(2, 2, 2, 1).settled(Some(2), Some(2)), "an old pod still running");
+        assert!(!WorkloadStatus::default().settled(Some(1), Some(1)), "no status yet");
+        let revisions = |current: &str| WorkloadStatus {
+            current_revision: Some(current.into()),
+            update_revision: Some("r2".into()),
+            ..status(2, 1, 1, 1)
+        };
+        assert!(revisions("r2").settled(Some(2), Some(1)));
+        assert!(!revisions("r1").settled(Some(2), Some(1)), "a StatefulSet still rolling");
+    }
+
     /// The managed fields of `object` as an apply of it records them, for a ConfigMap (maps only).
     fn applied_config_map(object: &Value) -> Value {
         fn set(value: &Value) -> Value {

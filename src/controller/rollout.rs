@@ -22,7 +22,7 @@ use super::triggers::Triggers;
 use crate::api::Tenant;
 use crate::metrics::Metrics;
 use crate::model::operand::Images;
-use crate::model::upgrade::{Decision, Gate, Reason};
+use crate::model::upgrade::{Decision, Gate, Reason, UPGRADING};
 
 /// Where each tenant stands, as its last pass decided.
 #[derive(Default)]
@@ -86,7 +86,7 @@ impl Rollout {
                             .status
                             .iter()
                             .flat_map(|status| &status.conditions)
-                            .find(|c| c.type_ == crate::model::upgrade::UPGRADING)
+                            .find(|c| c.type_ == UPGRADING)
                             .map(|c| c.message.clone())
                             .unwrap_or_default();
                         fleet.failed.insert(name, message);

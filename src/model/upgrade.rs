@@ -228,6 +228,12 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
     }
     let settled = Component::ORDER.iter().all(|&component| (pass.settled)(component));
     let target_text = target_version.to_string();
+    // Overrides are reported where the tenant's version is: they run instead of the version's.
+    let overridden: String = pass
+        .overrides
+        .each()
+        .map(|(component, image)| format!("; spec.{component}.image runs {image} instead"))
+        .collect();
 
     if in_force == target && (settled || recorded.version.as_ref() == Some(&target_version)) {
         if settled {
@@ -241,7 +247,7 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
                 target: Some(target_version),
                 previous,
                 reason: Reason::UpToDate,
-                message: format!("runs NeuralLog {target_text}"),
+                message: format!("runs NeuralLog {target_text}{overridden}"),
             };
         }
         // Ready once, on this version: a pod that restarts since is the Ready condition's matter.
@@ -251,7 +257,7 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
             target: Some(target_version),
             previous: recorded.previous.clone(),
             reason: Reason::UpToDate,
-            message: format!("runs NeuralLog {target_text}"),
+            message: format!("runs NeuralLog {target_text}{overridden}"),
         };
     }
     let keep = |reason: Reason, message: String| Decision {
@@ -267,7 +273,7 @@ pub fn decide(pass: &Pass<'_>, admit: impl FnOnce(&Images) -> Gate) -> Decision 
         && recorded.reason != Some(Reason::UpgradeFailed)
     {
         // A new tenant's first start: nothing to pace.
-        return keep(Reason::Installing, format!("starting NeuralLog {target_text}"));
+        return keep(Reason::Installing, format!("starting NeuralLog {target_text}{overridden}"));
     }
 
     match recorded.reason {
@@ -545,6 +551,7 @@ mod tests {
         case.overrides.server = Some("example/server:custom".into());
         let decision = case.decide_with(Gate::Halted("never asked".into()));
         assert_eq!(decision.reason, Reason::UpToDate);
+        assert_eq!(decision.message, "runs NeuralLog 1.3.0; spec.server.image runs example/server:custom instead");
         assert_eq!(decision.images.server, "neurallog/server:1.3.0", "the version's image is recorded");
         // A new default moves the others; the overridden server holds nothing up.
         case.release = release("1.4.0");
