@@ -227,6 +227,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_rollout_counts_tenants_per_version_and_drops_versions_none_runs() {
+        let metrics = Metrics::default();
+        let versions = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(tenant, version)| ((*tenant).to_owned(), (*version).to_owned())).collect()
+        };
+        metrics.set_rollout(&versions(&[("a", "1.0.0"), ("b", "1.0.0"), ("c", "1.1.0")]), 2);
+        metrics.upgrade_started();
+        metrics.rollout_halted();
+        let text = metrics.encode().unwrap();
+        assert!(text.contains("neurallog_tenant_operator_tenants_by_version{version=\"1.0.0\"} 2"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_tenants_by_version{version=\"1.1.0\"} 1"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_rollout_upgrading 2"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_rollout_upgrades_started_total 1"), "{text}");
+        assert!(text.contains("neurallog_tenant_operator_rollout_halts_total 1"), "{text}");
+        metrics.set_rollout(&versions(&[("a", "1.1.0"), ("b", "1.1.0"), ("c", "1.1.0")]), 0);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("version=\"1.0.0\""), "a version no tenant runs is gone: {text}");
+        assert!(text.contains("neurallog_tenant_operator_tenants_by_version{version=\"1.1.0\"} 3"), "{text}");
+    }
+
+    #[test]
     fn reconciles_leadership_and_requests_are_exposed() {
         let metrics = Metrics::default();
         metrics.reconciled(true, Duration::from_millis(20));

@@ -147,6 +147,7 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
         "network_policies",
         "auth",
         "status",
+        "upgrade",
         "auth.is_registered",
         "auth.register",
         "apply Deployment traced-server",
@@ -154,6 +155,10 @@ async fn every_reconcile_is_one_trace_in_jaeger_and_sigterm_loses_none() {
     ] {
         assert!(names.contains(step), "{step} in\n{}", tree(first));
     }
+    // The tenant's version decision, with its reason: a new tenant's first images are starting.
+    let upgrade = first["spans"].as_array().unwrap().iter().find(|s| s["operationName"] == "upgrade").unwrap();
+    assert_eq!(tag(upgrade, "reason").and_then(Value::as_str), Some("Installing"), "{}", tree(first));
+    assert!(tag(upgrade, "target_version").is_some(), "{}", tree(first));
     println!("first reconcile of tenant traced, as Jaeger returned it:\n{}", tree(first));
     let writes: Vec<&Value> = first["spans"].as_array().unwrap().iter().filter(|s| tag(s, "verb").is_some()).collect();
     assert!(writes.len() >= 10, "{}", tree(first));

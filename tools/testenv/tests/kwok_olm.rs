@@ -43,7 +43,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     ensure!(components.len() == 5, "expected kwokctl's 5 components of {name}, found {components:#?}");
     let client = cluster.admin_client().await?;
     let node = Api::<Node>::all(client.clone()).get(NODE).await?;
-    ensure!(node.spec.and_then(|spec| spec.pod_cidr).as_deref() == Some("10.244.0.0/24"));
+    ensure!(node.spec.and_then(|spec| spec.pod_cidr).as_deref() == Some("10.244.0.0/22"));
     let volume = Api::<PersistentVolume>::all(client.clone()).get("testenv-volume-0").await?;
     ensure!(volume.status.and_then(|status| status.phase).as_deref() == Some("Available"));
 
