@@ -260,9 +260,17 @@ async fn upgrade_reasons(client: &Client) -> anyhow::Result<BTreeMap<String, Str
     Ok(reasons)
 }
 
+/// The tenant's pods, those already being deleted left out: a workload counts as rolled out while
+/// a replaced pod is still shutting down.
 async fn pod_uids(client: &Client, tenant: &str) -> anyhow::Result<BTreeSet<String>> {
     let pods = Api::<Pod>::namespaced(client.clone(), &format!("tenant-{tenant}"));
-    Ok(pods.list(&ListParams::default()).await?.items.into_iter().filter_map(|pod| pod.metadata.uid).collect())
+    let list = pods.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| pod.metadata.uid)
+        .collect())
 }
 
 async fn redis_image(client: &Client, tenant: &str) -> anyhow::Result<String> {
