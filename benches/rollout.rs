@@ -61,8 +61,8 @@ async fn wait_all_on(client: &Client, count: usize, version: &str) -> anyhow::Re
 fn operator(kubeconfig: &Path, webhook: &[String], version: &str, max: usize, log: &Path) -> anyhow::Result<Operator> {
     let mut args = webhook.to_vec();
     args.extend(["--rollout-max-upgrading".to_owned(), max.to_string(), "--allow-unconfined".to_owned()]);
-    let server = format!("docker.io/neurallog/server:{version}");
-    let registry = format!("docker.io/neurallog/registry:{version}");
+    let server = format!("neurallog/server:{version}");
+    let registry = format!("neurallog/registry:{version}");
     let env = [
         ("TENANT_OPERATOR_NEURALLOG_VERSION", version),
         ("RELATED_IMAGE_NEURALLOG_SERVER", server.as_str()),

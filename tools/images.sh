@@ -366,8 +366,10 @@ image_versions() {
       record_image "$name-$version" "$ref"
     done
   done
-  redis_default="$(sed -n 's|^pub const DEFAULT_REDIS_IMAGE: &str = "docker.io/\(.*\)";|\1|p' src/model/operand.rs)"
+  redis_default="$(sed -n 's|^pub const DEFAULT_REDIS_IMAGE: &str = "\(.*\)";|\1|p' src/model/operand.rs)"
   [[ -n "$redis_default" ]] || die "no DEFAULT_REDIS_IMAGE in src/model/operand.rs"
+  # An official image named without a namespace (redis:TAG) is library/redis:TAG in a registry.
+  [[ "$redis_default" == */* ]] || redis_default="library/$redis_default"
   podman image exists localhost/neurallog-test/redis:7.0 || image_redis
   podman tag localhost/neurallog-test/redis:7.0 "localhost/$redis_default"
   record_image redis-default "localhost/$redis_default"

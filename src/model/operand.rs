@@ -11,9 +11,9 @@ use semver::Version;
 /// The NeuralLog version this release runs by default.
 pub const DEFAULT_VERSION: &str = "1.0.0";
 /// The images of [`DEFAULT_VERSION`]; Redis is the one this release was tested with.
-pub const DEFAULT_SERVER_IMAGE: &str = "docker.io/neurallog/server:1.0.0";
-pub const DEFAULT_REGISTRY_IMAGE: &str = "docker.io/neurallog/registry:1.0.0";
-pub const DEFAULT_REDIS_IMAGE: &str = "docker.io/library/redis:7.0.15";
+pub const DEFAULT_SERVER_IMAGE: &str = "neurallog/server:1.0.0";
+pub const DEFAULT_REGISTRY_IMAGE: &str = "neurallog/registry:1.0.0";
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.0.15";
 
 /// The images 0.1.0 and 0.2.0 wrote into every tenant's spec as schema defaults. A tenant that
 /// holds one did not choose it: it follows the release's default like a tenant that names none.
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_repository_is_the_reference_without_tag_and_digest() {
-        assert_eq!(repository("docker.io/neurallog/server:1.0.0"), "docker.io/neurallog/server");
+        assert_eq!(repository("neurallog/server:1.0.0"), "neurallog/server");
         assert_eq!(repository("mirror:5000/neurallog/server:1.0.0"), "mirror:5000/neurallog/server");
         assert_eq!(repository("mirror:5000/neurallog/server"), "mirror:5000/neurallog/server");
         assert_eq!(repository("neurallog/server@sha256:abc"), "neurallog/server");

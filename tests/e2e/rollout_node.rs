@@ -215,8 +215,8 @@ fn set_default(node: &RealNode, version: &str, redis: &str, ready_timeout: u64) 
     let env = [
         format!("TENANT_OPERATOR_ROLLOUT_READY_TIMEOUT_SECONDS={ready_timeout}"),
         format!("TENANT_OPERATOR_NEURALLOG_VERSION={version}"),
-        format!("RELATED_IMAGE_NEURALLOG_SERVER=docker.io/neurallog/server:{version}"),
-        format!("RELATED_IMAGE_NEURALLOG_REGISTRY=docker.io/neurallog/registry:{version}"),
+        format!("RELATED_IMAGE_NEURALLOG_SERVER=neurallog/server:{version}"),
+        format!("RELATED_IMAGE_NEURALLOG_REGISTRY=neurallog/registry:{version}"),
         format!("RELATED_IMAGE_REDIS={redis}"),
     ];
     let mut args = vec!["-n", OPERATOR_NAMESPACE, "set", "env", DEPLOYMENT];
