@@ -19,7 +19,7 @@ use kube::runtime::reflector::Store;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::kinds::{Child, controlling_tenant};
+use super::kinds::{Child, WorkloadStatus, controlling_tenant};
 use super::ownership;
 use super::write::{self, APPLIED_HASH_ANNOTATION};
 use crate::api::Tenant;
@@ -152,32 +152,6 @@ pub struct Workload<K> {
 #[derive(Deserialize, Default, Clone, Copy, Debug)]
 struct WorkloadSpec {
     replicas: Option<i32>,
-}
-
-/// The fields Deployments and StatefulSets share in their status, and the revisions of the
-/// latter.
-#[derive(Deserialize, Default, Clone, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkloadStatus {
-    pub observed_generation: Option<i64>,
-    pub replicas: Option<i32>,
-    pub ready_replicas: Option<i32>,
-    pub updated_replicas: Option<i32>,
-    pub current_revision: Option<String>,
-    pub update_revision: Option<String>,
-}
-
-impl WorkloadStatus {
-    /// Whether the workload of this generation and replicas runs its current template on every
-    /// pod, all of them Ready, and no pod of an older one is left.
-    pub fn settled(&self, generation: Option<i64>, replicas: Option<i32>) -> bool {
-        let desired = replicas.unwrap_or(1);
-        self.observed_generation >= generation
-            && self.updated_replicas.unwrap_or(0) >= desired
-            && self.ready_replicas.unwrap_or(0) >= desired
-            && self.replicas.unwrap_or(0) == self.updated_replicas.unwrap_or(0)
-            && (self.current_revision.is_none() || self.current_revision == self.update_revision)
-    }
 }
 
 resource_of_kind!(Workload);

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::backoff::ErrorBackoff;
 use super::children::Children;
-use super::rollout::Rollout;
+use super::rollout::{Rollout, RolloutSettings};
 use super::triggers::Triggers;
 use crate::auth::{AuthClient, AuthSettings};
 use crate::metrics::Metrics;
@@ -52,21 +52,6 @@ impl Default for Settings {
             rollout: RolloutSettings::default(),
             auth_deregistration_deadline: Duration::from_secs(600),
         }
-    }
-}
-
-/// How new NeuralLog versions reach the tenants (see `rollout`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolloutSettings {
-    /// Tenants moving at the same time, at most.
-    pub max_upgrading: usize,
-    /// How long a moving tenant has to be Ready on its new images before its upgrade fails.
-    pub ready_timeout: Duration,
-}
-
-impl Default for RolloutSettings {
-    fn default() -> Self {
-        Self { max_upgrading: 3, ready_timeout: Duration::from_secs(600) }
     }
 }
 

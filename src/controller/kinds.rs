@@ -11,10 +11,9 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
 use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::cached::WorkloadStatus;
 use crate::api::{GROUP, KIND, Tenant};
 use crate::model::TenantModel;
 use crate::resources::{Platform, access, network, quota, redis, registry, server};
@@ -129,6 +128,32 @@ impl Child for ResourceQuota {
 impl Child for LimitRange {
     fn desired(model: &TenantModel, _: &Platform, _: &Subject) -> Vec<Self> {
         quota::limit_range(model).into_iter().collect()
+    }
+}
+
+/// The fields Deployments and StatefulSets share in their status, and the revisions of the
+/// latter.
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub observed_generation: Option<i64>,
+    pub replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+    pub updated_replicas: Option<i32>,
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+}
+
+impl WorkloadStatus {
+    /// Whether the workload of this generation and replicas runs its current template on every
+    /// pod, all of them Ready, and no pod of an older one is left.
+    pub fn settled(&self, generation: Option<i64>, replicas: Option<i32>) -> bool {
+        let desired = replicas.unwrap_or(1);
+        self.observed_generation >= generation
+            && self.updated_replicas.unwrap_or(0) >= desired
+            && self.ready_replicas.unwrap_or(0) >= desired
+            && self.replicas.unwrap_or(0) == self.updated_replicas.unwrap_or(0)
+            && (self.current_revision.is_none() || self.current_revision == self.update_revision)
     }
 }
 

@@ -46,8 +46,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-pub use context::{RolloutSettings, Settings};
+pub use context::Settings;
 pub use finalizer::FINALIZER;
+pub use rollout::RolloutSettings;
 // What `tenant-operator uninstall` does for each Tenant, with the controller's own writes.
 pub use cleanup::mark_retained;
 pub use finalizer::{FinalizerPatch, remove as release_finalizer};

@@ -9,20 +9,33 @@
 //! where the last one was.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::context::RolloutSettings;
 use super::triggers::Triggers;
 use crate::api::Tenant;
 use crate::metrics::Metrics;
 use crate::model::operand::Images;
 use crate::model::upgrade::{Decision, Gate, Reason, UPGRADING};
+
+/// How new NeuralLog versions reach the tenants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSettings {
+    /// Tenants moving at the same time, at most.
+    pub max_upgrading: usize,
+    /// How long a moving tenant has to be Ready on its new images before its upgrade fails.
+    pub ready_timeout: Duration,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self { max_upgrading: 3, ready_timeout: Duration::from_secs(600) }
+    }
+}
 
 /// Where each tenant stands, as its last pass decided.
 #[derive(Default)]
