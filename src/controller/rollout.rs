@@ -110,6 +110,7 @@ impl Rollout {
                     _ => {}
                 }
             }
+            self.metrics.set_rollout(&fleet.versions, fleet.upgrading.len());
         }
         fleet
     }
@@ -170,14 +171,19 @@ impl Rollout {
         if !matches!(decision.reason, Reason::Waiting | Reason::RolloutHalted) {
             fleet.waiting.remove(tenant);
         }
-        match &decision.version {
-            Some(version) => fleet.versions.insert(tenant.to_owned(), version.to_string()),
+        let version = decision.version.as_ref().map(ToString::to_string);
+        let before = match &version {
+            Some(version) => fleet.versions.insert(tenant.to_owned(), version.clone()),
             None => fleet.versions.remove(tenant),
         };
         let halted = !was_failed && decision.reason == Reason::UpgradeFailed;
         let lifted = was_failed && decision.reason != Reason::UpgradeFailed && fleet.failed.is_empty();
         let freed = was_upgrading && decision.reason != Reason::Upgrading;
-        self.metrics.set_rollout(&fleet.versions, fleet.upgrading.len());
+        // Counting every tenant's version is a pass over the fleet: only when something changed,
+        // not on every converged reconcile.
+        if before != version || was_upgrading != (decision.reason == Reason::Upgrading) {
+            self.metrics.set_rollout(&fleet.versions, fleet.upgrading.len());
+        }
         if halted || lifted {
             // Every waiting tenant learns that the rollout halted, or goes on.
             self.wake(&mut fleet, usize::MAX, "the rollout halted or went on");
