@@ -32,6 +32,7 @@ build: ## Build the operator and the local control plane launcher.
 
 generate: ## Regenerate the committed CRD from the Rust types and docs/configuration.md from the command line.
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
+	cargo run --locked --quiet --bin tenant-operator -- crd tenantbackups > config/crd/bases/neurallog.io_tenantbackups.yaml
 	cargo run --locked --quiet --bin configuration-reference > docs/configuration.md
 
 # `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release

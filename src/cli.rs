@@ -28,8 +28,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller until SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
-    /// Print the Tenant CustomResourceDefinition as YAML, its conversion webhook included.
+    /// Print a CustomResourceDefinition as YAML: the Tenant's (its conversion webhook included)
+    /// or the TenantBackup's.
     Crd(CrdArgs),
+    /// What the backup Jobs and the restore's init container run in a tenant's namespace.
+    Backup {
+        #[command(subcommand)]
+        command: crate::backup::command::BackupCommand,
+    },
     /// Remove the Tenant API and what the operator made outside the tenant namespaces, keeping
     /// every tenant namespace with its data (marked retained, for a reinstall to adopt). Works
     /// whether or not the operator still runs; run it with an administrator's kubeconfig.
@@ -67,9 +73,18 @@ pub struct UninstallArgs {
     pub timeout_seconds: u64,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CrdKind {
+    Tenants,
+    Tenantbackups,
+}
+
 /// Where the printed CRD sends conversions between `v1` and `v2`.
 #[derive(Debug, clap::Args)]
 pub struct CrdArgs {
+    /// Which CRD.
+    #[arg(value_enum, default_value_t = CrdKind::Tenants)]
+    pub kind: CrdKind,
     /// Namespace of the conversion webhook's Service (the operator's namespace).
     #[arg(long, default_value = crate::api::DEFAULT_OPERATOR_NAMESPACE)]
     pub webhook_namespace: String,
@@ -107,6 +122,10 @@ pub struct RunArgs {
     /// namespace (for example issued there by cert-manager). No TLS when unset.
     #[arg(long, env = "TENANT_OPERATOR_INGRESS_TLS_SECRET")]
     pub ingress_tls_secret: Option<String>,
+    /// The operator's own image, which the backup Jobs and the restore's init container run in
+    /// the tenant namespaces (`tenant-operator backup`): set it to the image this pod runs.
+    #[arg(long, env = "TENANT_OPERATOR_IMAGE", value_name = "IMAGE", default_value = concat!("neurallog/tenant-operator:", env!("CARGO_PKG_VERSION")))]
+    pub operator_image: String,
     /// Run even when the admission policy that confines the operator's writes to the tenant
     /// namespaces cannot be put in place (no right to create it, an API server without
     /// ValidatingAdmissionPolicy, or a changed copy in the cluster). Without it the operator
@@ -308,6 +327,7 @@ impl RunArgs {
                     ingress_tls_secret: self.ingress_tls_secret,
                     auth_url: self.auth.auth_url.clone(),
                     release: self.operand.release()?,
+                    operator_image: self.operator_image,
                 },
                 rollout: self.operand.rollout(),
                 auth: self.auth.settings()?,
@@ -370,9 +390,19 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             crate::uninstall::run(&client, &uninstall).await
         }
         Command::Crd(args) => {
-            let service = ConversionService { namespace: args.webhook_namespace, name: args.webhook_service };
-            print!("{}", crate::api::crd_yaml(&service).context("cannot render the CRD")?);
+            let yaml = match args.kind {
+                CrdKind::Tenants => {
+                    let service = ConversionService { namespace: args.webhook_namespace, name: args.webhook_service };
+                    crate::api::crd_yaml(&service)
+                }
+                CrdKind::Tenantbackups => crate::api::backup_crd_yaml(),
+            };
+            print!("{}", yaml.context("cannot render the CRD")?);
             Ok(())
+        }
+        Command::Backup { command } => {
+            crate::tls::install_crypto_provider();
+            crate::backup::command::run(command).await
         }
     }
 }

@@ -9,12 +9,14 @@
 //! - [`migration`]: the storage-version migration of stored Tenants, on the leader.
 //! - [`webhook`]: the CRD conversion webhook server, on every replica, and its certificate.
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
+//! - [`backup`]: what the backup Jobs and the restore run (`tenant-operator backup`).
 //! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
 //! - [`cli`]: the `tenant-operator` command line; [`reference`]: the configuration reference
 //!   generated from it (`docs/configuration.md`).
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod controller;
 #[cfg(any(test, feature = "test-fixtures"))]

@@ -20,6 +20,11 @@ struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     resource: String,
@@ -42,6 +47,11 @@ pub struct Metrics {
     upgrading: Gauge,
     upgrades_started: Counter,
     rollout_halts: Counter,
+    backup_last_success: Family<TenantLabels, Gauge>,
+    backup_bytes: Family<TenantLabels, Gauge>,
+    backup_failures: Family<TenantLabels, Counter>,
+    backup_duration: Histogram,
+    restores: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,8 +131,39 @@ impl Default for Metrics {
             "Upgrades that failed to be Ready in time, each halting the rollout",
             rollout_halts.clone(),
         );
+        let backup_last_success = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the newest backup of each tenant that succeeded was complete (Unix seconds)",
+            backup_last_success.clone(),
+        );
+        let backup_bytes = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "backup_size_bytes",
+            "Size of the newest backup of each tenant that succeeded",
+            backup_bytes.clone(),
+        );
+        let backup_failures = Family::<TenantLabels, Counter>::default();
+        registry.register("backup_failures", "Backups that failed, per tenant", backup_failures.clone());
+        let backup_duration = Histogram::new([1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0]);
+        registry.register(
+            "backup_duration_seconds",
+            "Time from a backup's Job start to its completion, for backups that succeeded",
+            backup_duration.clone(),
+        );
+        let restores = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "restores",
+            "Restores of new tenants from backups, by result: success or failure",
+            restores.clone(),
+        );
         Self {
             registry,
+            backup_last_success,
+            backup_bytes,
+            backup_failures,
+            backup_duration,
+            restores,
             tenants_by_version,
             upgrading,
             upgrades_started,
@@ -142,6 +183,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records a backup of `tenant` that succeeded.
+    pub fn backup_succeeded(&self, tenant: &str, completed_unix: i64, bytes: i64, duration: Duration) {
+        let labels = TenantLabels { tenant: tenant.to_owned() };
+        self.backup_last_success.get_or_create(&labels).set(completed_unix);
+        self.backup_bytes.get_or_create(&labels).set(bytes);
+        self.backup_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records a backup of `tenant` that failed.
+    pub fn backup_failed(&self, tenant: &str) {
+        self.backup_failures.get_or_create(&TenantLabels { tenant: tenant.to_owned() }).inc();
+    }
+
+    /// Records a finished restore.
+    pub fn restore_finished(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.restores.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Forgets the backup series of a deleted tenant, so they do not outlive it.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let labels = TenantLabels { tenant: tenant.to_owned() };
+        self.backup_last_success.remove(&labels);
+        self.backup_bytes.remove(&labels);
+        self.backup_failures.remove(&labels);
+    }
+
     /// Records one finished reconcile.
     pub fn reconciled(&self, success: bool, duration: Duration) {
         let result = if success { "success" } else { "error" };

@@ -16,6 +16,7 @@
 #   tools/build.sh kwok         # kwok, kwokctl (fake nodes/pods; kwokctl --runtime binary)
 #   tools/build.sh coredns      # coredns
 #   tools/build.sh kube-router  # kube-router (its NetworkPolicy controller enforces on the real node)
+#   tools/build.sh versitygw    # versitygw (the S3-compatible store the backup tests write to)
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -126,6 +127,14 @@ case "$component" in
     version="v2.1.0"
     packages=(github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
     ldflags+=" -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
+    ;;
+  versitygw)
+    # The S3-compatible store of the backup tests: Apache-2.0, one binary, and a POSIX backend that
+    # keeps each object as a plain file, so a test can corrupt or remove one behind its back.
+    # Upstream's Makefile stamps the version.
+    version="v1.8.0"
+    packages=(github.com/versity/versitygw/cmd/versitygw)
+    ldflags+=" -X main.Version=$version"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

@@ -20,6 +20,8 @@ base_csv="$root/config/manifests/bases/$package.clusterserviceversion.yaml"
 # What `kustomize edit set image controller=<image>` does, without kustomize.
 sed -i -e "s|^\(    newName: \).*|\1${image%:*}|" -e "s|^\(    newTag: \).*|\1${image##*:}|" \
   "$root/config/manager/kustomization.yaml"
+# The backup and restore pods run the same image.
+sed -i "/name: TENANT_OPERATOR_IMAGE/{n;s|^\( *value: \).*|\1${image}|}" "$root/config/manager/manager.yaml"
 
 cd "$root"
 rm -rf bundle
@@ -63,6 +65,7 @@ base_block webhookdefinitions >> "$csv"
 created_at="$(sed -n 's/^    createdAt: //p' "$base_csv")"
 sed -i -e "s|^\(    createdAt: \).*|\1${created_at}|" \
   -e "s|^\(    containerImage: \).*|\1${image}|" \
+  -e "/name: TENANT_OPERATOR_IMAGE/{n;s|^\( *value: \).*|\1${image}|}" \
   -e "s|^\(      image: \)neurallog/tenant-operator:.*|\1${image}|" \
   -e "s|^\(    - image: \)neurallog/tenant-operator:.*|\1${image}|" \
   "$csv"

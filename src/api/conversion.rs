@@ -232,6 +232,8 @@ fn spec_to_v2(spec: &v1::TenantSpec) -> v2::TenantSpec {
     v2::TenantSpec {
         version: None,
         upgrade: None,
+        backup: None,
+        restore_from: None,
         display_name: spec.display_name.clone(),
         description: spec.description.clone(),
         deletion_policy: spec.deletion_policy,
@@ -392,6 +394,7 @@ fn status_to_v2(status: &v1::TenantStatus) -> v2::TenantStatus {
         target_version: status.target_version.clone(),
         previous_version: status.previous_version.clone(),
         images: status.images.clone(),
+        backup: status.backup.clone(),
     }
 }
 
@@ -524,6 +527,7 @@ fn status_to_v1(status: &v2::TenantStatus) -> v1::TenantStatus {
         target_version: status.target_version.clone(),
         previous_version: status.previous_version.clone(),
         images: status.images.clone(),
+        backup: status.backup.clone(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! through the aliases below, so changing the storage version is a change here and nowhere else in
 //! it.
 
+pub mod backup;
 mod common;
 pub mod conversion;
 pub mod v1;
@@ -93,6 +94,11 @@ pub fn crd_yaml(service: &ConversionService) -> Result<String, serde_yaml::Error
     serde_yaml::to_string(&crd(service))
 }
 
+/// The TenantBackup CRD in the YAML form committed at `config/crd/bases/`.
+pub fn backup_crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&backup::TenantBackup::crd())
+}
+
 /// Why an installed Tenant CRD cannot be served by this operator, if it cannot: a CRD that serves
 /// a version other than the storage version without a conversion webhook stores what is written
 /// through that version unconverted.
@@ -129,6 +135,16 @@ mod tests {
         assert!(
             committed == super::crd_yaml(&super::ConversionService::default()).unwrap(),
             "config/crd/bases/neurallog.io_tenants.yaml is stale: run `make generate` and commit the result"
+        );
+    }
+
+    /// So is the committed TenantBackup CRD.
+    #[test]
+    fn committed_backup_crd_is_up_to_date() {
+        let committed = include_str!("../../config/crd/bases/neurallog.io_tenantbackups.yaml");
+        assert!(
+            committed == super::backup_crd_yaml().unwrap(),
+            "config/crd/bases/neurallog.io_tenantbackups.yaml is stale: run `make generate` and commit the result"
         );
     }
 

@@ -21,11 +21,13 @@ use super::events::{self, Activity, Changes, Reason};
 use super::kinds::Child;
 use super::outcome::{Outcome, TERMINATION_POLL};
 use super::write;
-use super::{namespace, password, status};
+use super::{backups, namespace, password, status};
 use crate::api::Tenant;
 use crate::model::TenantModel;
 use crate::model::operand::Component;
-use crate::model::state::{self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, Replicas, TenantState};
+use crate::model::state::{
+    self, AUTH_REGISTERED, AuthState, NamespaceState, Observation, RESTORED, Replicas, RestoreState, TenantState,
+};
 use crate::model::upgrade::{self, Decision};
 use crate::resources::{access, network, quota, redis, registry, server};
 
@@ -34,7 +36,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let name = tenant.name_any();
     let generation = tenant.meta().generation;
     let current = tenant.state();
-    let model = match tenant.model() {
+    let mut model = match tenant.model() {
         Ok(model) => model,
         Err(invalid) => {
             // Admission rejects what it can; what it cannot (a quota too small for the tenant's own
@@ -52,10 +54,17 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         }
     };
 
+    // A tenant created from a backup: its Redis is created once the backup's location is known,
+    // its server and registry once Redis holds the backup.
+    let restore_done = backups::restored(current.as_ref());
+    let restore_blocked = if restore_done { None } else { backups::resolve_restore(&mut model, &ctx.backups).err() };
+    let hold = Hold { redis: restore_blocked.is_some(), workloads: model.restore.is_some() && !restore_done };
+    let model = model;
+
     let mut changes = Changes::default();
     let namespace = namespace::ensure(&model, ctx, &mut changes).instrument(tracing::info_span!("namespace")).await?;
     let (workloads, changes, failures) = if namespace == NamespaceState::Ready {
-        let applied = Applier::new(ctx, tenant, &model, changes).apply_all(generation).await;
+        let applied = Applier::new(ctx, tenant, &model, changes).apply_all(generation, hold).await;
         (Some(applied.workloads), applied.changes, applied.failures)
     } else {
         (None, changes, Vec::new())
@@ -74,6 +83,26 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     // After the children: their rollout says whether the next component may move.
     let upgrade = workloads.map(|workloads| decide_upgrade(&name, &model, ctx, workloads));
     let upgrading = upgrade.as_ref().is_some_and(Decision::upgrading);
+    let backups = backups::summaries(&ctx.backups, &name);
+    let next_backup =
+        backups::schedule(tenant, &model, ctx, &backups).instrument(tracing::info_span!("backup_schedule")).await;
+    let mut backup_observation = backups::observe(&backups);
+    backup_observation.restored_from = model.restore.as_ref().and_then(|restore| restore.location.clone());
+    backup_observation.restore = match (&model.restore, restore_blocked) {
+        (None, _) => None,
+        (Some(_), Some(blocked)) => Some(blocked),
+        (Some(_), None) if restore_done => current
+            .as_ref()
+            .and_then(|state| state.condition(RESTORED))
+            .map(|c| RestoreState::Restored { message: c.message.clone() }),
+        (Some(_), None) => {
+            let redis_ready =
+                workloads.and_then(|w| w.redis).is_some_and(|redis| redis.settled && redis.replicas.ready > 0);
+            Some(backups::restore_progress(ctx, &model, redis_ready).instrument(tracing::info_span!("restore")).await)
+        }
+    };
+    let restoring =
+        matches!(backup_observation.restore, Some(ref state) if !matches!(state, RestoreState::Restored { .. }));
     let observed = Observation {
         generation,
         namespace_name: model.namespace.clone(),
@@ -85,6 +114,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         failures: failures.iter().map(ToString::to_string).collect(),
         rollout_without_surge: model.rollout_without_surge.clone(),
         upgrade,
+        backups: backup_observation,
     };
     let derived = state::derive(&observed, current.as_ref(), &status::now());
     async {
@@ -92,6 +122,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             publish_auth_change(ctx, tenant, current.as_ref(), &derived).await;
             events::phase_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
             events::upgrade_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
+            publish_restore_change(ctx, tenant, current.as_ref(), &derived).await;
         }
         Ok::<_, Error>(())
     }
@@ -114,13 +145,53 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         return Ok(Outcome::fell_short(Action::requeue(ctx.backoff.next_delay(&name)), shortfall.join("; ")));
     }
     ctx.backoff.reset(&name);
-    Ok(Outcome::done(match namespace {
-        NamespaceState::Terminating { .. } => Action::requeue(TERMINATION_POLL),
+    let wait = match namespace {
+        NamespaceState::Terminating { .. } => TERMINATION_POLL,
         // A component that never comes Ready changes nothing that would wake the tenant: the
         // upgrade's deadline is checked on a clock.
-        _ if upgrading => Action::requeue(upgrade_poll(ctx.rollout.settings().ready_timeout)),
-        _ => Action::requeue(ctx.settings.resync_interval),
-    }))
+        _ if upgrading => upgrade_poll(ctx.rollout.settings().ready_timeout),
+        // Nor does an init container of the restore that fails: its pod is read on a clock.
+        _ if restoring => RESTORE_POLL,
+        _ => ctx.settings.resync_interval,
+    };
+    // The schedule's next backup is due on a clock too.
+    Ok(Outcome::done(Action::requeue(next_backup.map_or(wait, |next| next.min(wait)))))
+}
+
+/// How often a restoring tenant's Redis pod is looked at.
+const RESTORE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reports a restore that finished or failed (or failed another way) as an Event and a metric.
+async fn publish_restore_change(ctx: &Context, tenant: &Tenant, before: Option<&TenantState>, after: &TenantState) {
+    let Some(after) = after.condition(RESTORED) else { return };
+    let before = before.and_then(|state| state.condition(RESTORED));
+    if before.is_some_and(|b| b.reason == after.reason && b.message == after.message) {
+        return;
+    }
+    let reason = match after.reason.as_str() {
+        "Restored" => Reason::Restored,
+        "RestoreFailed" => Reason::RestoreFailed,
+        _ => return,
+    };
+    if before.is_none_or(|b| b.reason != after.reason) {
+        ctx.metrics.restore_finished(reason == Reason::Restored);
+    }
+    events::publish(
+        &ctx.recorder,
+        tenant,
+        reason,
+        Activity::Restore,
+        format!("tenant {}: {}", tenant.name_any(), after.message),
+    )
+    .await;
+}
+
+/// What the apply leaves for later: the Redis of a restore whose backup is not found yet, and the
+/// server and registry until the restore is done.
+#[derive(Clone, Copy, Default)]
+struct Hold {
+    redis: bool,
+    workloads: bool,
 }
 
 /// How often a moving tenant is looked at without a change: a few times within its deadline.
@@ -248,6 +319,12 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// Leaves `desired` for later: marked, so the sweep keeps it if it exists, and not written.
+    fn hold<K: Child>(&self, desired: &K) -> Applied {
+        locked(&self.marks).mark::<K>(&desired.name_any());
+        None
+    }
+
     /// Applies `desired` if the tenant wants one; unmarked, the sweep removes what exists.
     async fn apply_optional<K: Child>(&self, cache: &Store<Cached<K>>, desired: Option<K>) {
         if let Some(desired) = desired {
@@ -268,7 +345,7 @@ impl<'a> Applier<'a> {
     /// Three stages, each waiting for the one before: network isolation (no workload ever runs in
     /// the namespace without its policies) with the operator's own access, the budget (the
     /// tenant's pods are admitted against it from the start), then everything else.
-    async fn apply_all(self, generation: Option<i64>) -> AppliedChildren {
+    async fn apply_all(self, generation: Option<i64>, hold: Hold) -> AppliedChildren {
         let (ctx, model) = (self.ctx, self.model);
         let children = &ctx.children;
         let platform = &ctx.settings.platform;
@@ -294,23 +371,41 @@ impl<'a> Applier<'a> {
                 self.ensure_redis_secret(),
                 self.apply(&children.config_maps, redis::config_map(model)),
                 self.apply(&children.services, redis::service(model)),
-                self.apply(&children.stateful_sets, redis::stateful_set(model, platform)),
+                async {
+                    let stateful_set = redis::stateful_set(model, platform);
+                    if hold.redis {
+                        self.hold(&stateful_set)
+                    } else {
+                        self.apply(&children.stateful_sets, stateful_set).await
+                    }
+                },
             );
             stateful_set
         }
         .instrument(tracing::info_span!("redis"));
         let server = async {
-            let (_, deployment) = futures::join!(
-                self.apply(&children.services, server::service(model)),
-                self.apply(&children.deployments, server::deployment(model, platform)),
-            );
+            let (_, deployment) = futures::join!(self.apply(&children.services, server::service(model)), async {
+                let deployment = server::deployment(model, platform);
+                if hold.workloads {
+                    self.hold(&deployment)
+                } else {
+                    self.apply(&children.deployments, deployment).await
+                }
+            },);
             deployment
         }
         .instrument(tracing::info_span!("server"));
         let registry = async {
             let (_, deployment, ()) = futures::join!(
                 self.apply(&children.services, registry::service(model)),
-                self.apply(&children.deployments, registry::deployment(model, platform)),
+                async {
+                    let deployment = registry::deployment(model, platform);
+                    if hold.workloads {
+                        self.hold(&deployment)
+                    } else {
+                        self.apply(&children.deployments, deployment).await
+                    }
+                },
                 self.apply_optional(&children.ingresses, registry::ingress(model, platform)),
             );
             deployment

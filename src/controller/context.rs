@@ -16,6 +16,7 @@ use super::backoff::ErrorBackoff;
 use super::children::Children;
 use super::rollout::{Rollout, RolloutSettings};
 use super::triggers::Triggers;
+use crate::api::backup::TenantBackup;
 use crate::auth::{AuthClient, AuthSettings};
 use crate::metrics::Metrics;
 use crate::resources::Platform;
@@ -72,6 +73,8 @@ pub struct Context {
     pub triggers: Arc<Triggers>,
     pub metrics: Arc<Metrics>,
     pub rollout: Rollout,
+    /// Every TenantBackup: a tenant's schedule, retention, status and restore read them here.
+    pub backups: Store<TenantBackup>,
     /// UIDs of deleted tenants already deregistered from Auth. The status records it too, but the
     /// watch cache may not have that status yet when the next pass runs.
     deregistered: Mutex<HashSet<String>>,
@@ -98,6 +101,7 @@ impl Context {
         triggers: Arc<Triggers>,
         metrics: Arc<Metrics>,
         rollout: Rollout,
+        backups: Store<TenantBackup>,
     ) -> Self {
         Self {
             client,
@@ -112,6 +116,7 @@ impl Context {
             triggers,
             metrics,
             rollout,
+            backups,
             deregistered: Mutex::default(),
             swept: Mutex::default(),
             warned: Mutex::default(),

@@ -41,6 +41,22 @@ pub enum Reason {
     Phase(Phase),
     /// The tenant's `Upgrading` condition took another reason.
     Upgrade(UpgradeReason),
+    /// A backup's Job was started.
+    BackupStarted,
+    /// A backup was written and verified.
+    BackupSucceeded,
+    /// A backup failed; nothing of it is kept.
+    BackupFailed,
+    /// The schedule created a backup.
+    BackupScheduled,
+    /// Retention deleted a scheduled backup past the count kept.
+    BackupExpired,
+    /// A deleted backup's objects could not be deleted from the store and are kept there.
+    BackupObjectsKept,
+    /// A new tenant's Redis was restored from a backup.
+    Restored,
+    /// A restore failed; nothing was written.
+    RestoreFailed,
     /// Something failed, named by the failure's own reason (`AuthTimeout`, `ApiRequestFailed`).
     Failed(String),
 }
@@ -63,6 +79,14 @@ impl Reason {
             Reason::Phase(phase) => phase.as_str(),
             Reason::Upgrade(UpgradeReason::UpToDate) => "Upgraded",
             Reason::Upgrade(reason) => reason.as_str(),
+            Reason::BackupStarted => "BackupStarted",
+            Reason::BackupSucceeded => "BackupSucceeded",
+            Reason::BackupFailed => "BackupFailed",
+            Reason::BackupScheduled => "BackupScheduled",
+            Reason::BackupExpired => "BackupExpired",
+            Reason::BackupObjectsKept => "BackupObjectsKept",
+            Reason::Restored => "Restored",
+            Reason::RestoreFailed => "RestoreFailed",
             Reason::Failed(reason) => reason,
         }
     }
@@ -74,6 +98,9 @@ impl Reason {
             | Reason::Orphaned
             | Reason::PasswordHeld
             | Reason::PasswordReplaced
+            | Reason::BackupFailed
+            | Reason::BackupObjectsKept
+            | Reason::RestoreFailed
             | Reason::Phase(Phase::Failed | Phase::Degraded)
             | Reason::Upgrade(UpgradeReason::UpgradeFailed | UpgradeReason::RolloutHalted) => EventType::Warning,
             _ => EventType::Normal,
@@ -89,6 +116,8 @@ pub enum Activity {
     Register,
     Delete,
     Upgrade,
+    Backup,
+    Restore,
 }
 
 impl Activity {
@@ -99,6 +128,8 @@ impl Activity {
             Activity::Register => "Register",
             Activity::Delete => "Delete",
             Activity::Upgrade => "Upgrade",
+            Activity::Backup => "Backup",
+            Activity::Restore => "Restore",
         }
     }
 }

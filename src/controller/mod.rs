@@ -11,6 +11,7 @@
 
 mod apply;
 mod backoff;
+pub mod backups;
 mod cached;
 mod children;
 mod cleanup;
@@ -132,6 +133,7 @@ pub async fn run(
     let (wake, wakes) = futures::channel::mpsc::unbounded();
     // Tenants the rollout kept waiting, woken as slots free up.
     let rollout_wake = wake.clone();
+    let backup_wake = wake.clone();
     let drive_watches = futures::stream::select(child_wakes, namespace_wakes).for_each(move |tenant| {
         // Fails only once the Controller is gone, when nothing needs waking any more.
         let _ = wake.unbounded_send(tenant);
@@ -165,6 +167,15 @@ pub async fn run(
             }
         }
     };
+    // TenantBackups: cached for the tenants (each event wakes its tenant) and the backup
+    // controller's own trigger.
+    let (backup_store, backup_events) = backups::watch(&client);
+    let backup_events = backup_events.inspect_ok({
+        let wake = backup_wake;
+        move |backup| {
+            let _ = wake.unbounded_send(ObjectRef::new(&backup.spec.tenant));
+        }
+    });
     let rollout = rollout::Rollout::new(
         settings.rollout.clone(),
         tenant_store.clone(),
@@ -186,12 +197,20 @@ pub async fn run(
         triggers,
         metrics,
         rollout,
+        backup_store.clone(),
     ));
     let orphans = {
         let (context, store) = (context.clone(), tenant_store.clone());
         async move {
             context.caches_synced().await;
             orphans::run(context, store, orphan_checks).await;
+        }
+    };
+    let backup_controller = {
+        let (context, tenants, shutdown) = (context.clone(), tenant_store.clone(), shutdown.clone());
+        async move {
+            context.caches_synced().await;
+            backups::run(context, tenants, (backup_store, backup_events), shutdown).await;
         }
     };
     let controller = Controller::for_stream(tenant_events, tenant_store)
@@ -214,7 +233,7 @@ pub async fn run(
         });
     // Everything lives in this future: dropped (when leadership is lost), it all stops at once.
     tokio::select! {
-        () = controller => {}
+        _ = futures::future::join(controller, backup_controller) => {}
         _ = futures::future::join(drive_watches, wait_for_sync) => {}
         _ = futures::future::join(orphans, orphan_scan) => {}
     }

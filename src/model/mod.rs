@@ -6,6 +6,7 @@
 //! existed) is reported instead of panicking the operator. [`state`] is the other direction: the
 //! version-independent status each version renders.
 
+pub mod backup;
 pub mod defaults;
 pub mod operand;
 pub mod state;
@@ -97,6 +98,10 @@ pub struct TenantModel {
     pub rollout_without_surge: Option<String>,
     /// Which NeuralLog version and images the tenant runs.
     pub operand: OperandModel,
+    /// Its backups, when the spec asks for them.
+    pub backup: Option<backup::BackupModel>,
+    /// What its Redis starts from, for a tenant created from a backup.
+    pub restore: Option<backup::RestoreModel>,
 }
 
 /// The tenant's NeuralLog version: how it chooses one, the images its spec sets, and what its
@@ -273,6 +278,8 @@ impl TenantModel {
             deletion_policy,
             rollout_without_surge: None,
             operand: OperandModel::default(),
+            backup: None,
+            restore: None,
         };
         model.check_components_fit_the_quota()?;
         Ok(model)

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::operand::Images;
 use super::upgrade::{Decision, UPGRADING};
+use crate::api::backup::BackupStatus;
 
 pub const READY: &str = "Ready";
 pub const NAMESPACE_READY: &str = "NamespaceReady";
@@ -16,6 +17,10 @@ pub const REGISTRY_READY: &str = "RegistryReady";
 pub const AUTH_REGISTERED: &str = "AuthRegistered";
 /// Present (True) only while the budget leaves no room for a rolling update's extra pods.
 pub const ROLLOUT_WITHOUT_SURGE: &str = "RolloutWithoutSurge";
+/// Whether the newest finished backup succeeded; present once one has finished.
+pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+/// Whether the Redis of a tenant created from a backup holds it; only on such tenants.
+pub const RESTORED: &str = "Restored";
 /// Reason of `AuthRegistered` once a deleted tenant is deregistered.
 const DEREGISTERED: &str = "Deregistered";
 
@@ -78,6 +83,8 @@ pub struct TenantState {
     pub previous_version: Option<String>,
     /// The images in force (see [`super::upgrade`]).
     pub images: Option<Images>,
+    /// The newest backup that succeeded, and where the tenant was restored from.
+    pub backup: Option<BackupStatus>,
 }
 
 impl TenantState {
@@ -148,6 +155,51 @@ pub struct Observation {
     /// What this pass decided of the tenant's version; `None` when its workloads were not looked
     /// at (its namespace is not ready), which keeps what the status says.
     pub upgrade: Option<Decision>,
+    /// The tenant's backups and restore.
+    pub backups: BackupObservation,
+}
+
+/// A finished backup of the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedBackup {
+    pub name: String,
+    pub succeeded: bool,
+    pub message: String,
+    pub completed: Option<Time>,
+    pub size_bytes: Option<i64>,
+}
+
+/// What the reconcile found of the tenant's backups and restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupObservation {
+    /// The newest finished backup.
+    pub latest: Option<FinishedBackup>,
+    /// The newest that succeeded.
+    pub last_success: Option<FinishedBackup>,
+    /// `None` for a tenant that restores nothing.
+    pub restore: Option<RestoreState>,
+    /// Where the tenant's Redis is restored from, once known (then kept in the status).
+    pub restored_from: Option<crate::api::backup::BackupLocation>,
+}
+
+/// How far a tenant created from a backup is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreState {
+    /// The backup is not ready to be read (or its location not known yet); nothing is written.
+    Waiting {
+        message: String,
+    },
+    /// The restore's init containers run.
+    Restoring {
+        message: String,
+    },
+    Restored {
+        message: String,
+    },
+    /// It failed: the tenant is Failed with the backup and the reason named; nothing was written.
+    Failed {
+        message: String,
+    },
 }
 
 fn component(name: &str, replicas: Option<Replicas>) -> ComponentState {
@@ -262,6 +314,11 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
     let all_running = components.iter().all(|(c, _)| c.phase == ComponentPhase::Running);
     let any_degraded = components.iter().any(|(c, _)| c.phase == ComponentPhase::Degraded);
     let was_up = matches!(previous_phase, Some(Phase::Running | Phase::Degraded));
+    let restore_failed = match &observed.backups.restore {
+        Some(RestoreState::Failed { message }) => Some(message.clone()),
+        _ => None,
+    };
+    let blocked_phase = blocked_phase.or(restore_failed.as_ref().map(|_| Phase::Failed));
     let phase = blocked_phase.unwrap_or(if all_running && !auth_failed && !apply_failed {
         Phase::Running
     } else if any_degraded || was_up || auth_failed || apply_failed {
@@ -272,6 +329,7 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
 
     let (ready_reason, ready_message) = match phase {
         Phase::Running => ("AllComponentsReady", "every component is ready".to_owned()),
+        _ if restore_failed.is_some() => ("RestoreFailed", restore_failed.clone().unwrap_or_default()),
         _ if blocked_phase.is_some() => ("NamespaceNotReady", namespace_condition.message.clone()),
         _ if apply_failed => ("ChildNotApplied", observed.failures.join("; ")),
         _ if auth_failed => ("AuthNotRegistered", auth_condition.message.clone()),
@@ -294,7 +352,37 @@ pub fn derive(observed: &Observation, current: Option<&TenantState>, now: &Time)
         let reason = "BudgetTooSmallForSurge";
         conditions.push(condition(previous, ROLLOUT_WITHOUT_SURGE, true, reason, why.clone(), generation, now));
     }
+    let backups = &observed.backups;
+    if let Some(latest) = &backups.latest {
+        let reason = if latest.succeeded { "BackupSucceeded" } else { "BackupFailed" };
+        conditions.push(condition(
+            previous,
+            BACKUP_SUCCEEDED,
+            latest.succeeded,
+            reason,
+            latest.message.clone(),
+            generation,
+            now,
+        ));
+    }
+    if let Some(restore) = &backups.restore {
+        let (ok, reason, message) = match restore {
+            RestoreState::Waiting { message } => (false, "WaitingForBackup", message),
+            RestoreState::Restoring { message } => (false, "Restoring", message),
+            RestoreState::Restored { message } => (true, "Restored", message),
+            RestoreState::Failed { message } => (false, "RestoreFailed", message),
+        };
+        conditions.push(condition(previous, RESTORED, ok, reason, message.clone(), generation, now));
+    }
+    let last = backups.last_success.as_ref();
+    let backup_status = crate::api::backup::BackupStatus {
+        last_backup: last.map(|b| b.name.clone()),
+        last_backup_time: last.and_then(|b| b.completed.clone()),
+        last_backup_size_bytes: last.and_then(|b| b.size_bytes),
+        restored_from: backups.restored_from.clone(),
+    };
     let mut state = TenantState {
+        backup: (backup_status != crate::api::backup::BackupStatus::default()).then_some(backup_status),
         conditions,
         phase: Some(phase),
         namespace: Some(observed.namespace_name.clone()),
@@ -384,7 +472,49 @@ mod tests {
             failures: Vec::new(),
             rollout_without_surge: None,
             upgrade: None,
+            backups: BackupObservation::default(),
         }
+    }
+
+    #[test]
+    fn the_newest_finished_backup_is_a_condition_and_the_newest_success_is_in_the_status() {
+        let now = Time(jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let finished = |name: &str, succeeded: bool| FinishedBackup {
+            name: name.into(),
+            succeeded,
+            message: format!("backup {name}: done"),
+            completed: Some(now.clone()),
+            size_bytes: Some(1234),
+        };
+        let mut seen = observed(Some((1, 1)), Some((1, 1)));
+        assert!(derive(&seen, None, &now).condition(BACKUP_SUCCEEDED).is_none(), "no backup yet, no condition");
+        seen.backups.latest = Some(finished("b2", false));
+        seen.backups.last_success = Some(finished("b1", true));
+        let state = derive(&seen, None, &now);
+        let condition = state.condition(BACKUP_SUCCEEDED).unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "BackupFailed"));
+        assert_eq!(state.phase, Some(Phase::Running), "a failed backup leaves the tenant running");
+        let backup = state.backup.unwrap();
+        assert_eq!((backup.last_backup.as_deref(), backup.last_backup_size_bytes), (Some("b1"), Some(1234)));
+    }
+
+    #[test]
+    fn a_failed_restore_fails_the_tenant_naming_why_and_a_finished_one_is_a_true_condition() {
+        let now = Time(jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let mut seen = observed(None, None);
+        let message = "restore from backup s3://logs/acme/b1: checksum mismatch".to_owned();
+        seen.backups.restore = Some(RestoreState::Failed { message: message.clone() });
+        let state = derive(&seen, None, &now);
+        assert_eq!(state.phase, Some(Phase::Failed));
+        let ready = state.condition(READY).unwrap();
+        assert_eq!((ready.reason.as_str(), ready.message.as_str()), ("RestoreFailed", message.as_str()));
+        assert_eq!(state.condition(RESTORED).unwrap().status, "False");
+
+        let mut done = observed(Some((1, 1)), Some((1, 1)));
+        done.backups.restore = Some(RestoreState::Restored { message: "Redis was restored".into() });
+        let state = derive(&done, None, &now);
+        assert_eq!(state.phase, Some(Phase::Running));
+        assert_eq!(state.condition(RESTORED).unwrap().status, "True");
     }
 
     #[test]

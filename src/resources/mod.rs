@@ -3,6 +3,7 @@
 //! is unit-tested without a cluster.
 
 pub mod access;
+pub mod backup;
 pub mod endpoints;
 pub mod namespace;
 pub mod network;
@@ -45,6 +46,8 @@ pub struct Platform {
     pub auth_url: Option<String>,
     /// The NeuralLog version and images this release runs by default.
     pub release: Release,
+    /// The operator's own image, which the backup and restore pods run.
+    pub operator_image: String,
 }
 
 /// Selector for everything this operator manages.

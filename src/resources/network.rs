@@ -214,10 +214,75 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
             },
         ));
     }
+    if let Some(backup) = &model.backup {
+        policies.extend(backup_policies(model, backup));
+    }
     // Identical rules give identical policies; keep one of each name.
     policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     policies.dedup_by(|a, b| a.metadata.name == b.metadata.name);
     policies
+}
+
+/// The port an `http(s)://host[:port]` endpoint is served on.
+fn endpoint_port(endpoint: &str) -> Option<i32> {
+    let (scheme, rest) = endpoint.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    match authority.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(if scheme == "https" { 443 } else { 80 }),
+    }
+}
+
+/// Backup pods reach the tenant's Redis, name resolution and, for a bucket, the store's port;
+/// nothing else. Redis admits them beside the server.
+fn backup_policies(model: &TenantModel, backup: &crate::model::backup::BackupModel) -> Vec<NetworkPolicy> {
+    let backup_pods = || selector(selector_labels(&model.name, super::backup::APP));
+    let redis_pods = || selector(selector_labels(&model.name, super::redis::APP));
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer { namespace_selector: Some(LabelSelector::default()), ..Default::default() }]),
+        ports: Some(
+            DNS_PORTS
+                .iter()
+                .flat_map(|&number| [port(Protocol::Udp, Some(number)), port(Protocol::Tcp, Some(number))])
+                .collect(),
+        ),
+    };
+    let redis = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer { pod_selector: Some(redis_pods()), ..Default::default() }]),
+        ports: Some(vec![port(Protocol::Tcp, Some(super::redis::PORT))]),
+    };
+    let mut egress = vec![dns, redis];
+    // The store may be anywhere (in the cluster or not): its port is opened to any address.
+    if let Some(store_port) = backup.destination.s3.as_ref().and_then(|s3| endpoint_port(&s3.endpoint)) {
+        egress.push(NetworkPolicyEgressRule { to: None, ports: Some(vec![port(Protocol::Tcp, Some(store_port))]) });
+    }
+    vec![
+        policy(
+            model,
+            "allow-redis-from-backup".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(redis_pods()),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer { pod_selector: Some(backup_pods()), ..Default::default() }]),
+                    ports: Some(vec![port(Protocol::Tcp, Some(super::redis::PORT))]),
+                }]),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+        policy(
+            model,
+            "allow-backup-egress".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(backup_pods()),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(egress),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -158,6 +158,8 @@ fn checksum(text: &str) -> String {
 /// persistent data volume.
 pub fn stateful_set(model: &TenantModel, platform: &Platform) -> StatefulSet {
     let labels = labels(model);
+    // A tenant created from a backup fetches it into the empty volume before Redis starts.
+    let (init_containers, restore_volumes) = super::backup::restore_init_containers(model, platform);
     let container = Container {
         name: "redis".to_owned(),
         image: Some(model.operand.images(&platform.release).redis),
@@ -233,26 +235,32 @@ pub fn stateful_set(model: &TenantModel, platform: &Platform) -> StatefulSet {
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod_security(REDIS_USER)),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "redis-config".to_owned(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: config_map_name(model),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "redis-auth".to_owned(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(secret_name(&model.name)),
-                                default_mode: Some(0o440),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
+                    volumes: Some(
+                        [
+                            Volume {
+                                name: "redis-config".to_owned(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: config_map_name(model),
+                                    ..ConfigMapVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                            Volume {
+                                name: "redis-auth".to_owned(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(secret_name(&model.name)),
+                                    default_mode: Some(0o440),
+                                    ..SecretVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                        ]
+                        .into_iter()
+                        .chain(restore_volumes)
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },

@@ -440,6 +440,9 @@ pub struct TenantStatus {
     /// during an upgrade. A component given an image in the spec runs that one instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<OperandImages>,
+    /// The newest backup that succeeded, and where the tenant was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::backup::BackupStatus>,
 }
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.

@@ -12,6 +12,7 @@ use super::{
     ComponentStatus, EnvVar, LabelSelector, NetworkPolicy, OperandImages, Peer, Port, Quota, RedisConfig, Resources,
     Tenant, TenantStatus,
 };
+use crate::model::backup::{self, BackupModel, RestoreModel, RestoreSource, Schedule};
 use crate::model::operand::{self, Images};
 use crate::model::state::{ComponentState, TenantState};
 use crate::model::upgrade::{self, Overrides, Recorded, VersionPolicy};
@@ -29,6 +30,7 @@ impl Tenant {
         let redis = spec.redis.clone().unwrap_or_default();
         let registry = spec.registry.clone().unwrap_or_default();
         let (policy, overrides) = self.operand_spec()?;
+        let backup = self.backup_model()?;
         TenantModel::new(
             identity,
             ServerModel {
@@ -65,8 +67,35 @@ impl Tenant {
         )
         .map(|model| TenantModel {
             operand: OperandModel { policy: policy.clone(), overrides: overrides.clone(), recorded: self.recorded() },
+            backup,
+            restore: self.restore_model(),
             ..model
         })
+    }
+
+    /// The tenant's backups, its schedule checked.
+    fn backup_model(&self) -> Result<Option<BackupModel>, InvalidSpec> {
+        let Some(backup) = &self.spec.backup else { return Ok(None) };
+        let schedule =
+            backup.schedule.as_deref().map(|text| Schedule::parse("spec.backup.schedule", text)).transpose()?;
+        let keep = backup.keep.and_then(|keep| usize::try_from(keep).ok()).filter(|keep| *keep > 0);
+        Ok(Some(BackupModel {
+            schedule,
+            keep: keep.unwrap_or(backup::DEFAULT_KEEP),
+            destination: backup.destination.clone(),
+        }))
+    }
+
+    /// What the tenant's Redis starts from: the spec's source, and where the status records it
+    /// was found.
+    fn restore_model(&self) -> Option<RestoreModel> {
+        let source = self.spec.restore_from.as_ref().and_then(|from| match (&from.backup, &from.location) {
+            (Some(name), _) => Some(RestoreSource::Backup(name.clone())),
+            (None, Some(location)) => Some(RestoreSource::Location(location.clone())),
+            (None, None) => None,
+        });
+        let recorded = self.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.restored_from.clone());
+        (source.is_some() || recorded.is_some()).then_some(RestoreModel { source, location: recorded })
     }
 
     /// How the spec chooses the version, and the images it sets.
@@ -349,6 +378,7 @@ impl From<&TenantState> for TenantStatus {
                 server: Some(images.server.clone()),
                 registry: Some(images.registry.clone()),
             }),
+            backup: state.backup.clone(),
         }
     }
 }
@@ -373,6 +403,7 @@ impl From<&TenantStatus> for TenantState {
                     registry: images.registry.clone()?,
                 })
             }),
+            backup: status.backup.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::backup::{BackupSpec, BackupStatus, RestoreFrom};
 use super::common::{
     APPENDONLY_MESSAGE, APPENDONLY_RULE, DATA_KEY_PATTERN, ENV_NAME_PATTERN, IMAGE_PATTERN, LABEL_KEYS_RULE,
     LABEL_VALUE_PATTERN, NAME_LENGTH_MESSAGE, NAME_LENGTH_RULE, NAME_PATTERN_MESSAGE, NAME_PATTERN_RULE,
@@ -51,7 +52,10 @@ pub use super::common::{ComponentPhase, ComponentStatus, DeletionPolicy, Operand
         .message("spec.redis.storage is immutable: the data volume of an existing Redis cannot be resized by the operator (an update that leaves it out or sets it or spec.redis to null would change it too)")
         .field_path(".spec.redis.storage"),
     validation = Rule::new(VERSION_DOWNGRADE_RULE).message(VERSION_DOWNGRADE_MESSAGE).field_path(".spec.version"),
-    validation = Rule::new(VERSION_MAJOR_RULE).message(VERSION_MAJOR_MESSAGE).field_path(".spec.version")
+    validation = Rule::new(VERSION_MAJOR_RULE).message(VERSION_MAJOR_MESSAGE).field_path(".spec.version"),
+    validation = Rule::new("!has(self.spec.restoreFrom) || (has(oldSelf.spec.restoreFrom) && self.spec.restoreFrom == oldSelf.spec.restoreFrom)")
+        .message("spec.restoreFrom is set only when a tenant is created: a restore writes only into a new, empty Redis")
+        .field_path(".spec.restoreFrom")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -111,6 +115,16 @@ pub struct TenantSpec {
     /// (--ingress-namespace); the rules given here open or limit the server only.
     #[serde(default = "defaults::network_policy", skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
+
+    /// Backups of the tenant's logs (its Redis): where they go, when, and how many are kept. Each
+    /// backup is a TenantBackup, run as a Job in the tenant namespace under its budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// A backup the new tenant's Redis starts from, restored into its empty volume before the
+    /// server starts. Only when the tenant is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
 }
 
 /// The version a new `spec.version` is compared with: the one running, else the one pinned before.
@@ -665,6 +679,9 @@ pub struct TenantStatus {
     /// during an upgrade. A component given an image in the spec runs that one instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<OperandImages>,
+    /// The newest backup that succeeded, and where the tenant was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
 
 /// Schema defaults (`default:` in the CRD), from the one place defaults live.
