@@ -97,7 +97,9 @@ impl Store {
             Self::Directory(_) => String::new(),
         };
         let response = request.timeout(REQUEST_TIMEOUT).send().map_err(|error| {
-            // The cause chain says what failed (refused, timed out, no such host).
+            // Without the URL: a signed URL is a credential while it lasts. The cause chain says
+            // what failed (refused, timed out, no such host).
+            let error = error.without_url();
             let mut message = error.to_string();
             let mut source = std::error::Error::source(&error);
             while let Some(cause) = source {

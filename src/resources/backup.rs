@@ -245,9 +245,9 @@ fn load_script() -> String {
 work=/data/{RESTORE_DIR}
 [ -f "$work/{RESTORE_DONE}" ] && exit 0
 if ! redis-check-rdb "$work/{STAGED_SNAPSHOT}" > "$work/check.log" 2>&1; then
-  reason=$(grep -v '^\[offset' "$work/check.log" | grep -i -m1 -e "can't" -e 'error' -e 'wrong' -e 'unexpected' || tail -n1 "$work/check.log")
+  reason=$(grep '^\[offset' "$work/check.log" | grep -v 'Checking RDB file' | tail -n1 | sed 's/^\[offset [0-9]*\] //')
   rm -rf "$work"
-  echo "restore: this Redis ($(redis-server --version | cut -d' ' -f3)) cannot load the snapshot: $reason" > /dev/termination-log
+  echo "restore: this Redis ($(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')) cannot load the snapshot: $reason" > /dev/termination-log
   exit 1
 fi
 mkdir -p /data/appendonlydir

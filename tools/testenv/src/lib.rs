@@ -23,6 +23,7 @@ pub mod jaeger;
 pub mod kwok;
 pub mod node;
 pub mod node_run;
+pub mod object_store;
 pub mod olm;
 pub mod olm_run;
 pub mod operatorhub;

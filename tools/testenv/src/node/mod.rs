@@ -498,6 +498,16 @@ impl RealNode {
         let overlay = self.dir().join("install");
         fs::create_dir_all(&overlay)?;
         let (name, digest) = image.split_once('@').context("the operator image is not named by digest")?;
+        // The backup and restore pods run the operator's image too: the variable naming it is
+        // merged by name (a strategic merge), the others added.
+        let own_image = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "neurallog-tenant-operator", "namespace": "neurallog-system"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "operator", "env": [{"name": "TENANT_OPERATOR_IMAGE", "value": image}]}
+            ]}}},
+        });
+        let mut patches = vec![serde_json::json!({"patch": serde_json::to_string(&own_image)?})];
         let mut kustomization = serde_json::json!({
             "resources": [relative(&overlay, &root.join("config/default")).display().to_string()],
             "images": [{"name": "neurallog/tenant-operator", "newName": name, "digest": digest}],
@@ -510,11 +520,12 @@ impl RealNode {
                         "value": {"name": name, "value": value}})
                 })
                 .collect();
-            kustomization["patches"] = serde_json::json!([{
+            patches.push(serde_json::json!({
                 "target": {"kind": "Deployment", "name": "neurallog-tenant-operator"},
                 "patch": serde_json::to_string(&operations)?,
-            }]);
+            }));
         }
+        kustomization["patches"] = serde_json::Value::Array(patches);
         fs::write(overlay.join("kustomization.yaml"), serde_yaml::to_string(&kustomization)?)?;
         for dir in [root.join("config/crd"), overlay] {
             let output = self.kubectl_command(&["apply", "--server-side", "-k"]).arg(&dir).output()?;
