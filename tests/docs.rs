@@ -282,6 +282,9 @@ impl Truth {
         registry.conversion_reviewed(true, 1, Duration::ZERO);
         registry.migration_objects(1, 1, 1);
         registry.set_rollout(&[("tenant".to_owned(), "1.0.0".to_owned())].into(), 0);
+        registry.backup_succeeded("tenant", 0, 0, Duration::ZERO);
+        registry.backup_failed("tenant");
+        registry.restore_finished(true);
         let mut metrics = BTreeSet::new();
         for line in registry.encode().unwrap().lines() {
             let Some(rest) = line.strip_prefix("# TYPE ") else { continue };

@@ -21,12 +21,12 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 pub enum BackupCommand {
     /// Take a snapshot of a tenant's Redis and write it, with its metadata, to the store (the
     /// backup Job).
-    Take(TakeArgs),
+    Take(Box<TakeArgs>),
     /// Fetch a backup into an empty Redis volume and verify its checksum (the restore's first init
     /// container; the Redis image then checks that it can load it).
-    Fetch(FetchArgs),
+    Fetch(Box<FetchArgs>),
     /// Delete a backup's objects from the store (when its TenantBackup is deleted).
-    Delete(DeleteArgs),
+    Delete(Box<DeleteArgs>),
 }
 
 /// Where the backup is: an S3-compatible bucket (credentials in AWS_ACCESS_KEY_ID and
@@ -61,7 +61,7 @@ pub struct TakeArgs {
     #[arg(long)]
     pub backup: String,
     /// The NeuralLog version the tenant runs, recorded in the metadata.
-    #[arg(long)]
+    #[arg(long, value_name = "VERSION")]
     pub neurallog_version: String,
     /// The tenant's Redis, host:port.
     #[arg(long)]

@@ -41,8 +41,16 @@ pub enum StoreError {
 
 /// A store of backup objects, addressed by key (`<backup key>/<object>`).
 pub enum Store {
-    S3 { bucket: Bucket, credentials: Credentials, http: Client, endpoint: String },
+    S3(Box<S3>),
     Directory(PathBuf),
+}
+
+/// An S3-compatible bucket and how to reach it.
+pub struct S3 {
+    bucket: Bucket,
+    credentials: Credentials,
+    http: Client,
+    endpoint: String,
 }
 
 /// The `Code` of an S3 error document, when the body is one.
@@ -66,13 +74,13 @@ impl Store {
         let url = endpoint.parse().map_err(|error| StoreError::Settings(format!("endpoint {endpoint:?}: {error}")))?;
         let bucket = Bucket::new(url, UrlStyle::Path, bucket.to_owned(), region.to_owned())
             .map_err(|error| StoreError::Settings(format!("bucket {bucket:?} at {endpoint}: {error}")))?;
-        Ok(Self::S3 { bucket, credentials, http, endpoint: endpoint.to_owned() })
+        Ok(Self::S3(Box::new(S3 { bucket, credentials, http, endpoint: endpoint.to_owned() })))
     }
 
     /// How an object is named in messages: its URL or its path.
     pub fn describe(&self, key: &str) -> String {
         match self {
-            Self::S3 { bucket, .. } => format!("s3://{}/{key}", bucket.name()),
+            Self::S3(s3) => format!("s3://{}/{key}", s3.bucket.name()),
             Self::Directory(root) => root.join(key).display().to_string(),
         }
     }
@@ -93,7 +101,7 @@ impl Store {
         request: reqwest::blocking::RequestBuilder,
     ) -> Result<Response, StoreError> {
         let endpoint = match self {
-            Self::S3 { endpoint, .. } => endpoint.clone(),
+            Self::S3(s3) => s3.endpoint.clone(),
             Self::Directory(_) => String::new(),
         };
         let response = request.timeout(REQUEST_TIMEOUT).send().map_err(|error| {
@@ -125,7 +133,8 @@ impl Store {
     /// Writes the file at `path` as `key`.
     pub fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         match self {
-            Self::S3 { bucket, credentials, http, .. } => {
+            Self::S3(s3) => {
+                let (bucket, credentials, http) = (&s3.bucket, &s3.credentials, &s3.http);
                 let size = std::fs::metadata(path).map_err(self.io(key))?.len();
                 if size <= PART_SIZE {
                     let file = File::open(path).map_err(self.io(key))?;
@@ -151,7 +160,8 @@ impl Store {
 
     /// A multipart upload of a file too large for one request; aborted if a part fails.
     fn put_parts(&self, key: &str, path: &Path, size: u64) -> Result<(), StoreError> {
-        let Self::S3 { bucket, credentials, http, .. } = self else { return Ok(()) };
+        let Self::S3(s3) = self else { return Ok(()) };
+        let (bucket, credentials, http) = (&s3.bucket, &s3.credentials, &s3.http);
         let url = bucket.create_multipart_upload(Some(credentials), key).sign(SIGNATURE_LIFETIME);
         let created = self.send("upload", key, http.post(url))?.text().unwrap_or_default();
         let upload = rusty_s3::actions::CreateMultipartUpload::parse_response(&created)
@@ -197,7 +207,8 @@ impl Store {
     /// Writes `bytes` as `key`.
     pub fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         match self {
-            Self::S3 { bucket, credentials, http, .. } => {
+            Self::S3(s3) => {
+                let (bucket, credentials, http) = (&s3.bucket, &s3.credentials, &s3.http);
                 let url = bucket.put_object(Some(credentials), key).sign(SIGNATURE_LIFETIME);
                 self.send("upload", key, http.put(url).body(bytes))?;
                 Ok(())
@@ -215,7 +226,8 @@ impl Store {
     /// Copies `key` into `out`; its size.
     pub fn get(&self, key: &str, out: &mut impl Write) -> Result<u64, StoreError> {
         match self {
-            Self::S3 { bucket, credentials, http, .. } => {
+            Self::S3(s3) => {
+                let (bucket, credentials, http) = (&s3.bucket, &s3.credentials, &s3.http);
                 let url = bucket.get_object(Some(credentials), key).sign(SIGNATURE_LIFETIME);
                 let mut response = self.send("download", key, http.get(url))?;
                 response.copy_to(out).map_err(|error| StoreError::Unreachable {
@@ -233,7 +245,8 @@ impl Store {
     /// Deletes `key`; one that does not exist is fine.
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Self::S3 { bucket, credentials, http, .. } => {
+            Self::S3(s3) => {
+                let (bucket, credentials, http) = (&s3.bucket, &s3.credentials, &s3.http);
                 let url = bucket.delete_object(Some(credentials), key).sign(SIGNATURE_LIFETIME);
                 match self.send("delete", key, http.delete(url)) {
                     Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
