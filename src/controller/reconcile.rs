@@ -77,8 +77,10 @@ async fn pass(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
     let has_finalizer = finalizer::has_finalizer(tenant);
     if tenant.meta().deletion_timestamp.is_some() {
-        // A tenant on its way out moves no further and holds no slot of the rollout.
+        // A tenant on its way out moves no further and holds no slot of the rollout; its backup
+        // series go with it (its TenantBackups stay).
         ctx.rollout.forget(&name);
+        ctx.metrics.forget_tenant(&name);
         return if has_finalizer {
             cleanup::cleanup(tenant, ctx).await
         } else {

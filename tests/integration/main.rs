@@ -4,6 +4,7 @@
 
 mod admitted;
 mod auth;
+mod backups;
 mod chaos;
 mod components;
 mod conversion;

@@ -314,6 +314,8 @@ impl Harness {
         let webhook = ConversionWebhook::start(self.plane.dir().join("webhook-certs")).await;
         let crd = repo_root().join("config/crd/bases/neurallog.io_tenants.yaml");
         self.plane.install_crd_converting(&crd, &webhook.url(), &webhook.pki.ca_pem).await.expect("CRD installs");
+        let backups = repo_root().join("config/crd/bases/neurallog.io_tenantbackups.yaml");
+        self.plane.install_crd(&backups).await.expect("the TenantBackup CRD installs");
         self.webhook = Some(webhook);
     }
 

@@ -552,6 +552,11 @@ pub async fn install_crd_converting(
     create_crd(client, &ControlPlane::read_crd_converting(path, url, ca_pem)?).await
 }
 
+/// Creates the CRD of a YAML file (one without conversion) and waits until it is established.
+pub async fn install_crd(client: Client, path: &Path) -> anyhow::Result<CustomResourceDefinition> {
+    create_crd(client, &ControlPlane::read_crd(path)?).await
+}
+
 pub(crate) async fn create_crd(
     client: Client,
     crd: &CustomResourceDefinition,

@@ -32,7 +32,7 @@ mod process;
 pub mod registry;
 pub mod timeline;
 
-pub use control_plane::{ControlPlane, OPERATOR_USER, Options, continue_token_at, install_crd_converting};
+pub use control_plane::{ControlPlane, OPERATOR_USER, Options, continue_token_at, install_crd, install_crd_converting};
 pub(crate) use control_plane::{create_crd, etcd_get};
 pub use pki::{CertAndKey, Pki};
 pub use process::{dies_with_parent, free_port, repo_root, write_private};

@@ -179,6 +179,8 @@ async fn up(dir: &Path) -> anyhow::Result<Running> {
     testenv::install_crd_converting(client.clone(), &crd, &format!("https://{webhook}/convert"), &pki.ca_pem)
         .await
         .context("installing the CRD")?;
+    let backups = root.join("config/crd/bases/neurallog.io_tenantbackups.yaml");
+    testenv::install_crd(client.clone(), &backups).await.context("installing the TenantBackup CRD")?;
     println!("webhook address: {webhook}");
     println!("webhook certs: {}", certs.display());
 
