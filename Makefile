@@ -117,10 +117,11 @@ e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluste
 	@tools/released-operator.sh 0.1.0 >/dev/null
 	$(TEST_ENV) cargo test --locked $(TEST_FEATURES) --test e2e -- --test-threads=1 --nocapture
 
-bench: tools ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000), a NeuralLog rollout on KWOK (BENCH_ROLLOUT_TENANTS=100).
+bench: tools images ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000), a NeuralLog rollout on KWOK (BENCH_ROLLOUT_TENANTS=100), backup and restore (BENCH_BACKUP_RECORDS=1000,100000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
-		cargo bench --locked --bench fleet --bench throughput --bench conversion --bench migration --bench rollout
+		TESTENV_VERSITYGW_BIN="$$(tools/build.sh versitygw)" TESTENV_IMAGES="$(IMAGES_RECORD)" \
+		cargo bench --locked --bench fleet --bench throughput --bench conversion --bench migration --bench rollout --bench backup
 
 chaos: tools ## Faults at full size: SIGKILL the operator 20 times while 100 tenants converge and 20 more while 20 are deleted.
 	CHAOS_TENANTS=$${CHAOS_TENANTS:-100} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_DELETIONS=$${CHAOS_DELETIONS:-20} \
