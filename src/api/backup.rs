@@ -68,6 +68,10 @@ pub struct TenantBackupStatus {
     /// The Job taking the backup, in the tenant's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// The UID of the Tenant backed up: a tenant created later under the same name is another one,
+    /// whose status and retention leave this backup alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_uid: Option<String>,
     /// Where the backup is kept: a restore reads it from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<BackupLocation>,

@@ -83,7 +83,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     // After the children: their rollout says whether the next component may move.
     let upgrade = workloads.map(|workloads| decide_upgrade(&name, &model, ctx, workloads));
     let upgrading = upgrade.as_ref().is_some_and(Decision::upgrading);
-    let backups = backups::summaries(&ctx.backups, &name);
+    let backups = backups::summaries(&ctx.backups, &model);
     let next_backup =
         backups::schedule(tenant, &model, ctx, &backups).instrument(tracing::info_span!("backup_schedule")).await;
     let mut backup_observation = backups::observe(&backups);

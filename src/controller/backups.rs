@@ -40,12 +40,17 @@ fn timestamp(time: &Time) -> jiff::Timestamp {
     time.0
 }
 
-/// The tenant's backups, as the schedule and retention see them.
-pub fn summaries(backups: &Store<TenantBackup>, tenant: &str) -> Vec<(BackupSummary, Arc<TenantBackup>)> {
+/// The backups of this tenant (not of an earlier one of the same name), as the schedule, retention
+/// and status see them.
+pub fn summaries(backups: &Store<TenantBackup>, model: &TenantModel) -> Vec<(BackupSummary, Arc<TenantBackup>)> {
     backups
         .state()
         .into_iter()
-        .filter(|backup| backup.spec.tenant == tenant)
+        .filter(|backup| backup.spec.tenant == model.name)
+        .filter(|backup| {
+            let uid = backup.status.as_ref().and_then(|s| s.tenant_uid.as_deref());
+            uid.is_none_or(|uid| uid == model.uid)
+        })
         .map(|backup| {
             let scheduled_at = backup
                 .annotations()
@@ -413,6 +418,7 @@ async fn advance(
         return Ok(TenantBackupStatus {
             phase: Some(BackupPhase::Running),
             job: Some(job_name.clone()),
+            tenant_uid: Some(model.uid.clone()),
             location: Some(location),
             start_time: Some(super::status::now()),
             message: Some(format!("Job {job_name} in {} takes the backup", model.namespace)),

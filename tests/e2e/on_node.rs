@@ -99,7 +99,7 @@ pub(crate) async fn delete_tenant(client: &Client, name: &str) -> anyhow::Result
     wait(&format!("tenant {name} to be gone"), async || Ok(api.get_opt(name).await?.is_none().then_some(()))).await
 }
 
-/// Waits for the tenant's phase `Running` and every pod in its namespace Ready.
+/// Waits for the tenant's phase `Running` and every pod in its namespace Ready (but finished ones).
 pub(crate) async fn wait_running(client: &Client, name: &str) -> anyhow::Result<()> {
     wait_running_through(client, "v2", name).await
 }
@@ -114,7 +114,13 @@ pub(crate) async fn wait_running_through(client: &Client, version: &str, name: &
             return Ok(None);
         }
         let list = pods.list(&ListParams::default()).await?;
-        Ok((list.items.len() >= 3 && list.items.iter().all(is_ready)).then_some(()))
+        // A backup Job's pod that finished is not one of the tenant's workloads.
+        let running: Vec<&Pod> = list
+            .items
+            .iter()
+            .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded"))
+            .collect();
+        Ok((running.len() >= 3 && running.iter().all(|pod| is_ready(pod))).then_some(()))
     })
     .await
 }
