@@ -127,6 +127,17 @@ pub struct BackupLocation {
     pub volume_claim: Option<VolumeClaimLocation>,
 }
 
+impl BackupLocation {
+    /// How messages name it.
+    pub fn describe(&self) -> String {
+        match (&self.s3, &self.volume_claim) {
+            (Some(s3), _) => format!("s3://{}/{} at {}", s3.bucket, s3.key, s3.endpoint),
+            (None, Some(claim)) => format!("{} in volume claim {}", claim.path, claim.claim_name),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// A backup in an S3-compatible bucket: the objects `<key>/dump.rdb` and `<key>/metadata.json`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

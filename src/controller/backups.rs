@@ -147,7 +147,8 @@ pub fn resolve_restore(model: &mut TenantModel, backups: &Store<TenantBackup>) -
 /// How far the restore of a tenant whose Redis exists is: done once Redis runs Ready (its init
 /// containers restored first), failed when one of them said so, else under way.
 pub async fn restore_progress(ctx: &Context, model: &TenantModel, redis_ready: bool) -> RestoreState {
-    let from = model.restore.as_ref().and_then(|r| r.location.as_ref()).map(describe).unwrap_or_default();
+    let from =
+        model.restore.as_ref().and_then(|r| r.location.as_ref()).map(BackupLocation::describe).unwrap_or_default();
     if redis_ready {
         return RestoreState::Restored { message: format!("Redis was restored from backup {from}") };
     }
@@ -179,15 +180,6 @@ pub async fn restore_progress(ctx: &Context, model: &TenantModel, redis_ready: b
         }
     }
     RestoreState::Restoring { message: format!("restoring Redis from backup {from}") }
-}
-
-/// How a location is named in messages.
-pub fn describe(location: &BackupLocation) -> String {
-    match (&location.s3, &location.volume_claim) {
-        (Some(s3), _) => format!("s3://{}/{} at {}", s3.bucket, s3.key, s3.endpoint),
-        (None, Some(claim)) => format!("{} in volume claim {}", claim.path, claim.claim_name),
-        (None, None) => String::new(),
-    }
 }
 
 /// Creates the scheduled backup that is due and deletes those retention no longer keeps; the time
@@ -440,7 +432,7 @@ async fn advance(
             metadata.rdb_version,
             metadata.redis_version,
             metadata.neurallog_version,
-            describe(&location)
+            location.describe()
         );
         return Ok(TenantBackupStatus {
             phase: Some(BackupPhase::Succeeded),
@@ -563,7 +555,7 @@ async fn finalize(backup: &TenantBackup, shared: &BackupContext) -> Result<Actio
     if !namespace_usable {
         let note = format!(
             "the objects of backup {name} stay at {}: namespace {namespace}, which holds the store's credentials, is gone",
-            describe(&location)
+            location.describe()
         );
         return release(Some(note)).await;
     }
@@ -586,7 +578,7 @@ async fn finalize(backup: &TenantBackup, shared: &BackupContext) -> Result<Actio
                 Err(kube::Error::Api(refused)) => {
                     release(Some(format!(
                         "the objects of backup {name} stay at {}: {}",
-                        describe(&location),
+                        location.describe(),
                         refused.message
                     )))
                     .await
@@ -601,7 +593,7 @@ async fn finalize(backup: &TenantBackup, shared: &BackupContext) -> Result<Actio
                 release(None).await
             } else if holds("Failed") {
                 let said = report(ctx, &namespace, &job_name).await.unwrap_or_default();
-                release(Some(format!("the objects of backup {name} stay at {}: {said}", describe(&location)))).await
+                release(Some(format!("the objects of backup {name} stay at {}: {said}", location.describe()))).await
             } else {
                 Ok(Action::requeue(POLL))
             }

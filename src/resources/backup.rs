@@ -238,16 +238,16 @@ pub fn deletion_job(platform: &Platform, backup: &BackupJob<'_>) -> Job {
 
 /// The script of the restore's second init container, in the Redis image: its own
 /// `redis-check-rdb` says whether this Redis loads the snapshot; then the snapshot becomes the
-/// base of the append-only file Redis starts from. What it refuses is removed.
+/// base of the append-only file Redis starts from. A snapshot it refuses stays staged, outside
+/// what Redis reads: the kubelet retries only this container, which then says the same again.
 fn load_script() -> String {
     format!(
         r#"set -eu
 work=/data/{RESTORE_DIR}
 [ -f "$work/{RESTORE_DONE}" ] && exit 0
 if ! redis-check-rdb "$work/{STAGED_SNAPSHOT}" > "$work/check.log" 2>&1; then
-  reason=$(grep '^\[offset' "$work/check.log" | grep -v 'Checking RDB file' | tail -n1 | sed 's/^\[offset [0-9]*\] //')
-  rm -rf "$work"
-  echo "restore: this Redis ($(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')) cannot load the snapshot: $reason" > /dev/termination-log
+  reason=$(grep -v -e '^\[info\]' -e '^\[additional info\]' -e '^---' -e 'Checking RDB file' "$work/check.log" | sed 's/^\[offset [0-9]*\] //' | grep -v '^$' | tail -n1)
+  echo "restore from backup $RESTORE_FROM: this Redis ($(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')) cannot load the snapshot: $reason" > /dev/termination-log
   exit 1
 fi
 mkdir -p /data/appendonlydir
@@ -288,6 +288,7 @@ pub fn restore_init_containers(model: &TenantModel, platform: &Platform) -> (Vec
         image: Some(model.operand.images(&platform.release).redis),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["sh".into(), "-c".into(), load_script()]),
+        env: Some(vec![EnvVar { name: "RESTORE_FROM".into(), value: Some(location.describe()), ..EnvVar::default() }]),
         volume_mounts: Some(vec![data]),
         resources: Some(container_resources(&model.redis.resources)),
         security_context: Some(restricted_container_security()),

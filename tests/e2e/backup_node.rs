@@ -341,7 +341,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline, logs: &std::path::Pa
     let cases = [
         ("restore-corrupted", "bad/corrupted", "checksum mismatch"),
         ("restore-missing", "bad/missing", "does not exist"),
-        ("restore-newer", "bad/newer", "Can't handle RDB format version 99"),
+        ("restore-newer", "bad/newer", "cannot load the snapshot: Can't handle RDB format version 99"),
     ];
     for (name, key, _) in &cases {
         let location = json!({"s3": {"endpoint": endpoint, "bucket": BUCKET, "key": key, "credentialsSecret": SECRET}});
