@@ -165,8 +165,7 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
     }
 
     if !network.egress_rules.is_empty() {
-        // Egress isolation of the server must not cut name resolution or its own tenant. Policies
-        // see the DNS pod's own port: 53 where CoreDNS serves it, 5353 on OpenShift.
+        // Egress isolation of the server must not cut name resolution or its own tenant.
         policies.push(policy(
             model,
             "allow-server-egress-baseline".into(),
@@ -175,20 +174,7 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
                 pod_selector: Some(server_pods()),
                 policy_types: Some(vec!["Egress".into()]),
                 egress: Some(vec![
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![NetworkPolicyPeer {
-                            namespace_selector: Some(LabelSelector::default()),
-                            ..Default::default()
-                        }]),
-                        ports: Some(
-                            DNS_PORTS
-                                .iter()
-                                .flat_map(|&number| {
-                                    [port(Protocol::Udp, Some(number)), port(Protocol::Tcp, Some(number))]
-                                })
-                                .collect(),
-                        ),
-                    },
+                    dns_egress(),
                     NetworkPolicyEgressRule {
                         to: Some(vec![NetworkPolicyPeer {
                             pod_selector: Some(LabelSelector::default()),
@@ -223,6 +209,20 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
     policies
 }
 
+/// Name resolution, wherever the cluster's DNS pods run. Policies see the DNS pod's own port: 53
+/// where CoreDNS serves it, 5353 on OpenShift.
+fn dns_egress() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer { namespace_selector: Some(LabelSelector::default()), ..Default::default() }]),
+        ports: Some(
+            DNS_PORTS
+                .iter()
+                .flat_map(|&number| [port(Protocol::Udp, Some(number)), port(Protocol::Tcp, Some(number))])
+                .collect(),
+        ),
+    }
+}
+
 /// The port an `http(s)://host[:port]` endpoint is served on.
 fn endpoint_port(endpoint: &str) -> Option<i32> {
     let (scheme, rest) = endpoint.split_once("://")?;
@@ -238,15 +238,7 @@ fn endpoint_port(endpoint: &str) -> Option<i32> {
 fn backup_policies(model: &TenantModel, backup: &crate::model::backup::BackupModel) -> Vec<NetworkPolicy> {
     let backup_pods = || selector(selector_labels(&model.name, super::backup::APP));
     let redis_pods = || selector(selector_labels(&model.name, super::redis::APP));
-    let dns = NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer { namespace_selector: Some(LabelSelector::default()), ..Default::default() }]),
-        ports: Some(
-            DNS_PORTS
-                .iter()
-                .flat_map(|&number| [port(Protocol::Udp, Some(number)), port(Protocol::Tcp, Some(number))])
-                .collect(),
-        ),
-    };
+    let dns = dns_egress();
     let redis = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer { pod_selector: Some(redis_pods()), ..Default::default() }]),
         ports: Some(vec![port(Protocol::Tcp, Some(super::redis::PORT))]),
@@ -335,6 +327,39 @@ mod tests {
 
     fn names(policies: &[NetworkPolicy]) -> Vec<String> {
         policies.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn backup_pods_reach_redis_dns_and_the_stores_port_and_nothing_else() {
+        let mut model = TestTenant::new("acme").valid_model();
+        let policies = |model: &TenantModel| network_policies(model, &Platform::default());
+        let backup_pod = pod("tenant-acme", &[("app", "backup"), ("neurallog.io/tenant", "acme")]);
+        assert!(!allowed(&policies(&model), &backup_pod, &redis(), "TCP", 6379), "no backups, no way in");
+        model.backup = Some(crate::model::backup::BackupModel {
+            schedule: None,
+            keep: 7,
+            destination: crate::api::backup::BackupDestination {
+                s3: Some(crate::api::backup::S3Destination {
+                    endpoint: "https://store.example:8443".into(),
+                    bucket: "logs".into(),
+                    credentials_secret: "store".into(),
+                    ..Default::default()
+                }),
+                volume_claim: None,
+            },
+        });
+        let p = policies(&model);
+        let store = pod("storage", &[("app", "s3")]);
+        let dns = pod("kube-system", &[("k8s-app", "kube-dns")]);
+        assert!(allowed(&p, &backup_pod, &redis(), "TCP", 6379));
+        assert!(allowed(&p, &server(), &redis(), "TCP", 6379), "the server still reaches Redis");
+        assert!(allowed(&p, &backup_pod, &store, "TCP", 8443));
+        assert!(allowed(&p, &backup_pod, &dns, "UDP", 53));
+        assert!(!allowed(&p, &backup_pod, &store, "TCP", 80), "only the store's port");
+        assert!(!allowed(&p, &backup_pod, &server(), "TCP", 3030), "not the server");
+        assert_eq!(endpoint_port("http://store:7070"), Some(7070));
+        assert_eq!(endpoint_port("http://store"), Some(80));
+        assert_eq!(endpoint_port("https://store/"), Some(443));
     }
 
     #[test]
