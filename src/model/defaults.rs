@@ -38,6 +38,10 @@ pub const REDIS_RESOURCES: ResourceDefaults =
     ResourceDefaults { cpu_request: "100m", cpu_limit: "300m", memory_request: "128Mi", memory_limit: "256Mi" };
 pub const REGISTRY_RESOURCES: ResourceDefaults =
     ResourceDefaults { cpu_request: "50m", cpu_limit: "200m", memory_request: "64Mi", memory_limit: "128Mi" };
+/// A backup pod's (its Job's, and the restore's first init container): it streams, so it needs
+/// little whatever the data.
+pub const BACKUP_RESOURCES: ResourceDefaults =
+    ResourceDefaults { cpu_request: "50m", cpu_limit: "500m", memory_request: "64Mi", memory_limit: "128Mi" };
 /// Defaults of containers that declare nothing in a tenant namespace with a budget (the
 /// LimitRange), before the budget caps them: the server's.
 pub const CONTAINER_RESOURCES: ResourceDefaults = SERVER_RESOURCES;

@@ -289,7 +289,7 @@ impl TenantModel {
     /// rollout stuck on "exceeded quota" with nothing on the Tenant saying why. A Deployment's
     /// rolling update briefly runs a quarter more pods (rounded up): a budget that fits the pods
     /// but not those keeps the tenant, and its Deployments roll out without surge.
-    fn check_components_fit_the_quota(&mut self) -> Result<(), InvalidSpec> {
+    pub(crate) fn check_components_fit_the_quota(&mut self) -> Result<(), InvalidSpec> {
         let Some(quota) = &self.quota else { return Ok(()) };
         if let Some(shortfall) = self.quota_shortfall(quota, false) {
             return Err(shortfall);
@@ -310,11 +310,17 @@ impl TenantModel {
             let replicas = i128::from(replicas);
             if surge && rolls { replicas + (replicas + 3) / 4 } else { replicas }
         };
-        let pods = [
+        // A tenant with backups runs a backup pod beside its own now and then.
+        let backup_pod = self.backup.as_ref().and_then(|_| {
+            let none = (None, None);
+            container_resources("backup", none, none, &defaults::BACKUP_RESOURCES).ok()
+        });
+        let mut pods = vec![
             (&self.server.resources, pods(self.server.replicas, true)),
             (&self.redis.resources, pods(self.redis.replicas, false)),
             (&self.registry.resources, pods(self.registry.replicas, true)),
         ];
+        pods.extend(backup_pod.as_ref().map(|resources| (resources, 1)));
         let total = |value: fn(&ContainerResources) -> &Amount| {
             pods.iter()
                 .fold(Quantity::default(), |sum, (resources, count)| sum.plus(value(resources).value().times(*count)))
@@ -334,8 +340,11 @@ impl TenantModel {
                 InvalidSpec::new(
                     field,
                     format!(
-                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas{counted})",
-                        self.server.replicas, self.redis.replicas, self.registry.replicas
+                        "the quota allows {allowed} of {what} but the tenant's own pods need {needed} (server {}, Redis {}, registry {} replicas{}{counted})",
+                        self.server.replicas,
+                        self.redis.replicas,
+                        self.registry.replicas,
+                        if self.backup.is_some() { ", a backup pod" } else { "" },
                     ),
                 )
             })
@@ -471,6 +480,20 @@ pub fn redis_config(field: &str, config: &BTreeMap<String, String>) -> Result<BT
 mod tests {
     use super::*;
     use crate::fixtures::TestTenant;
+
+    #[test]
+    fn a_tenant_with_backups_needs_room_in_its_budget_for_a_backup_pod() {
+        // The default pods request 250m CPU: a budget of exactly that fits them, not a backup pod.
+        let mut model = TestTenant::new("acme").cpu_budget(Some("250m"), None).valid_model();
+        model.backup = Some(backup::BackupModel {
+            schedule: None,
+            keep: 1,
+            destination: crate::api::backup::BackupDestination::default(),
+        });
+        let error = model.check_components_fit_the_quota().unwrap_err();
+        assert_eq!(error.field, "spec.quota.requests.cpu");
+        assert!(error.message.contains("300m") && error.message.contains("a backup pod"), "{}", error.message);
+    }
 
     #[test]
     fn names_that_cannot_form_child_names_are_rejected() {

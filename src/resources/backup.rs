@@ -43,9 +43,10 @@ fn backup_resources() -> ResourceRequirements {
     let pair = |cpu: &str, memory: &str| {
         BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
     };
+    let defaults = crate::model::defaults::BACKUP_RESOURCES;
     ResourceRequirements {
-        requests: Some(pair("50m", "64Mi")),
-        limits: Some(pair("500m", "128Mi")),
+        requests: Some(pair(defaults.cpu_request, defaults.memory_request)),
+        limits: Some(pair(defaults.cpu_limit, defaults.memory_limit)),
         ..Default::default()
     }
 }

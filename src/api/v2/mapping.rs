@@ -65,11 +65,22 @@ impl Tenant {
             quota(spec.quota.as_ref())?,
             self.deletion_policy(),
         )
-        .map(|model| TenantModel {
-            operand: OperandModel { policy: policy.clone(), overrides: overrides.clone(), recorded: self.recorded() },
-            backup,
-            restore: self.restore_model(),
-            ..model
+        .and_then(|model| {
+            let mut model = TenantModel {
+                operand: OperandModel {
+                    policy: policy.clone(),
+                    overrides: overrides.clone(),
+                    recorded: self.recorded(),
+                },
+                restore: self.restore_model(),
+                ..model
+            };
+            if backup.is_some() {
+                // Its backup pod must fit the budget too.
+                model.backup = backup;
+                model.check_components_fit_the_quota()?;
+            }
+            Ok(model)
         })
     }
 

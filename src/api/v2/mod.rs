@@ -89,8 +89,8 @@ pub struct TenantSpec {
     /// `requests` and `limits` of `cpu` and `memory` cap the sum over all pods, and
     /// `requests.storage` caps the storage all PersistentVolumeClaims may request. A LimitRange
     /// `<name>-limits` gives containers that declare nothing default requests and limits that fit
-    /// the budget. The operator's own pods (server, Redis, registry) must fit, or the tenant is
-    /// Failed with the shortfall named; a budget without room for a rolling update's extra pod
+    /// the budget. The operator's own pods (server, Redis, registry, and a backup pod when
+    /// `spec.backup` is set) must fit, or the tenant is Failed with the shortfall named; a budget without room for a rolling update's extra pod
     /// makes the Deployments roll out without surge (condition `RolloutWithoutSurge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
