@@ -15,12 +15,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, CustomResourceExt as _, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 
 use crate::api::Tenant;
+use crate::api::backup::TenantBackup;
+use crate::controller::backups::FINALIZER as BACKUP_FINALIZER;
 use crate::controller::{self, FINALIZER, FinalizerPatch};
 use crate::migration::PROGRESS_LEASE;
 use crate::model::namespace_name;
@@ -74,7 +76,53 @@ pub async fn run(client: &Client, uninstall: &Uninstall) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    remove_backups(client, deadline, uninstall.timeout).await?;
     remove_leftovers(client, uninstall).await
+}
+
+/// Deletes the TenantBackup CRD, releasing each backup's finalizer: every backup's objects stay in
+/// the store, where a new tenant restores from them by location.
+async fn remove_backups(client: &Client, deadline: tokio::time::Instant, timeout: Duration) -> anyhow::Result<()> {
+    let crd = crate::api::backup::CRD_NAME;
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let Some(found) = crds.get_metadata_opt(crd).await.with_context(|| format!("cannot read the CRD {crd}"))? else {
+        return Ok(());
+    };
+    if found.metadata.deletion_timestamp.is_none() {
+        crds.delete(crd, &DeleteParams::background()).await.with_context(|| format!("cannot delete the CRD {crd}"))?;
+        println!("deleting CustomResourceDefinition {crd}: every backup stays in its store");
+    }
+    let backups = Api::<TenantBackup>::all(client.clone());
+    loop {
+        let listed = match backups.list_metadata(&ListParams::default()).await {
+            Ok(listed) => listed.items,
+            Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+            Err(error) => return Err(error).context("cannot list the TenantBackups"),
+        };
+        for backup in listed.iter().filter(|b| b.finalizers().iter().any(|f| f == BACKUP_FINALIZER)) {
+            let finalizers: Vec<&String> = backup.finalizers().iter().filter(|f| *f != BACKUP_FINALIZER).collect();
+            let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": backup.resource_version()}});
+            match backups.patch(&backup.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => println!("backup {}: finalizer released, its objects kept", backup.name_any()),
+                // Gone, or changed since the list: the next round sees it again.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot release backup {}", backup.name_any()));
+                }
+            }
+        }
+        if crds.get_metadata_opt(crd).await.with_context(|| format!("cannot read the CRD {crd}"))?.is_none() {
+            println!("CustomResourceDefinition {crd} is gone");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the CRD {crd} is still there after {}s: `kubectl get tenantbackups` shows what holds it",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Keeps the namespace of a deleted tenant whole, marked retained for its adopter, and releases

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -550,6 +551,16 @@ async fn finalize(backup: &TenantBackup, shared: &BackupContext) -> Result<Actio
         }
     };
     let Some(location) = location else { return release(None).await };
+    // An uninstall deletes the CRD, and with it every TenantBackup: their objects are kept.
+    let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+    let crd = crds.get_metadata_opt(crate::api::backup::CRD_NAME).await?;
+    if crd.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()) {
+        let note = format!(
+            "the TenantBackup CustomResourceDefinition is being deleted (an uninstall): the objects of backup {name} stay at {}",
+            location.describe()
+        );
+        return release(Some(note)).await;
+    }
     let namespace_usable =
         ctx.namespaces.get(&ObjectRef::new(&namespace)).is_some_and(|ns| ns.metadata.deletion_timestamp.is_none());
     if !namespace_usable {

@@ -314,8 +314,15 @@ impl Harness {
         let webhook = ConversionWebhook::start(self.plane.dir().join("webhook-certs")).await;
         let crd = repo_root().join("config/crd/bases/neurallog.io_tenants.yaml");
         self.plane.install_crd_converting(&crd, &webhook.url(), &webhook.pki.ca_pem).await.expect("CRD installs");
-        let backups = repo_root().join("config/crd/bases/neurallog.io_tenantbackups.yaml");
-        self.plane.install_crd(&backups).await.expect("the TenantBackup CRD installs");
+        // A reinstall after the Tenant CRD alone was deleted finds it still there.
+        let crds =
+            Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(
+                self.admin.clone(),
+            );
+        if crds.get_opt(neurallog_tenant_operator::api::backup::CRD_NAME).await.expect("CRDs readable").is_none() {
+            let backups = repo_root().join("config/crd/bases/neurallog.io_tenantbackups.yaml");
+            self.plane.install_crd(&backups).await.expect("the TenantBackup CRD installs");
+        }
         self.webhook = Some(webhook);
     }
 
