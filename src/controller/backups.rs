@@ -378,7 +378,12 @@ async fn advance(
         return Ok(failed(status, format!("tenant {tenant_name} has no spec.backup.destination")));
     };
     let job_name = jobs::job_name(&name, "");
-    let job = shared.jobs.get(&ObjectRef::new(&job_name).within(&model.namespace));
+    let jobs_api = Api::<Job>::namespaced(ctx.client.clone(), &model.namespace);
+    let mut job = shared.jobs.get(&ObjectRef::new(&job_name).within(&model.namespace));
+    if job.is_none() && status.phase == Some(BackupPhase::Running) {
+        // The Job just created may not be in the cache yet: only a read says it is gone.
+        job = jobs_api.get_opt(&job_name).await?.map(Arc::new);
+    }
     let Some(job) = job else {
         if status.phase == Some(BackupPhase::Running) {
             return Ok(failed(
@@ -397,7 +402,7 @@ async fn advance(
         };
         let job = jobs::backup_job(&model, &ctx.settings.platform, &spec);
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        match Api::<Job>::namespaced(ctx.client.clone(), &model.namespace).create(&params, &job).await {
+        match jobs_api.create(&params, &job).await {
             Ok(_) => {}
             Err(kube::Error::Api(conflict)) if conflict.code == 409 => {}
             Err(kube::Error::Api(refused)) => {
