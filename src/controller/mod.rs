@@ -208,9 +208,13 @@ pub async fn run(
     };
     let backup_controller = {
         let (context, tenants, shutdown) = (context.clone(), tenant_store.clone(), shutdown.clone());
+        // It never ends the others: the tenant controller's end (after its in-flight reconciles)
+        // ends it, wherever it is; each of its steps is safe to stop between API calls.
         async move {
-            context.caches_synced().await;
-            backups::run(context, tenants, (backup_store, backup_events), shutdown).await;
+            if context.caches_synced().await {
+                backups::run(context, tenants, (backup_store, backup_events), shutdown).await;
+            }
+            std::future::pending::<()>().await;
         }
     };
     let controller = Controller::for_stream(tenant_events, tenant_store)
@@ -233,7 +237,8 @@ pub async fn run(
         });
     // Everything lives in this future: dropped (when leadership is lost), it all stops at once.
     tokio::select! {
-        _ = futures::future::join(controller, backup_controller) => {}
+        () = controller => {}
+        () = backup_controller => {}
         _ = futures::future::join(drive_watches, wait_for_sync) => {}
         _ = futures::future::join(orphans, orphan_scan) => {}
     }
