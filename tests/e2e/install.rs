@@ -9,7 +9,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 
 use testenv::operatorhub::{CRD, Entry, Env, INSTALL_NAMESPACE, INSTALL_PLAN_RETRY, PACKAGE, head_csv, json_of, text};
@@ -41,6 +43,8 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
     let examples: Vec<Value> = serde_json::from_str(text(&installed, "/metadata/annotations/alm-examples"))?;
     anyhow::ensure!(examples.len() >= 2, "the CSV has {} examples, expected one per served version", examples.len());
     let mut names = Vec::new();
+    let (examples, backups): (Vec<Value>, Vec<Value>) =
+        examples.into_iter().partition(|example| text(example, "/kind") == "Tenant");
     for example in examples {
         let version = text(&example, "/apiVersion").rsplit('/').next().unwrap_or_default().to_owned();
         let mut tenant: DynamicObject = serde_json::from_value(example)?;
@@ -57,7 +61,27 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
         })
         .await?;
     }
-    env.done(format!("{} Running", names.join(", ")));
+    // The TenantBackup example, for the v2 tenant: without a destination (the sample has none) it
+    // fails saying so.
+    let backup_resource = ApiResource::from_gvk(&GroupVersionKind::gvk("neurallog.io", "v1", "TenantBackup"));
+    let backup_api = Api::<DynamicObject>::all_with(env.client.clone(), &backup_resource);
+    let mut failed = Vec::new();
+    for example in backups {
+        let mut backup: DynamicObject = serde_json::from_value(example)?;
+        let tenant = format!("{}-v2", backup.data["spec"]["tenant"].as_str().unwrap_or_default());
+        backup.data["spec"]["tenant"] = Value::String(tenant.clone());
+        let name = backup.metadata.name.clone().unwrap_or_default();
+        backup_api.create(&PostParams::default(), &backup).await?;
+        env.wait(&format!("backup {name} of {tenant} to fail for want of a destination"), async || {
+            let status = json_of(&backup_api.get(&name).await?);
+            Ok((text(&status, "/status/phase") == "Failed"
+                && text(&status, "/status/message").contains("has no spec.backup.destination"))
+            .then_some(()))
+        })
+        .await?;
+        failed.push(name);
+    }
+    env.done(format!("{} Running; {} Failed without a destination", names.join(", "), failed.join(", ")));
 
     env.begin(
         "confinement",
