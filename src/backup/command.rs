@@ -139,6 +139,9 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
 /// after the snapshot's upload deletes it: nothing of a failed backup stays in the store.
 fn take(args: &TakeArgs) -> anyhow::Result<String> {
     let store = args.store.open()?;
+    store
+        .check(&args.store.key)
+        .with_context(|| format!("backup {} of tenant {}: the store, before any snapshot", args.backup, args.tenant))?;
     let staged = args.work_dir.join(SNAPSHOT_OBJECT);
     let started = std::time::Instant::now();
     let snapshot = {

@@ -130,6 +130,25 @@ impl Store {
         Err(StoreError::Refused { action, object, status: status.as_u16(), code })
     }
 
+    /// Whether the store is reachable with these credentials and holds the bucket (or the
+    /// directory exists): checked before a snapshot is taken, so a store that cannot take it
+    /// costs Redis no fork and says plainly why.
+    pub fn check(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::S3(s3) => {
+                let url = s3.bucket.head_bucket(Some(&s3.credentials)).sign(SIGNATURE_LIFETIME);
+                match self.send("access", key, s3.http.head(url)) {
+                    Ok(_) => Ok(()),
+                    Err(StoreError::NotFound { .. }) => {
+                        Err(StoreError::NotFound { object: format!("bucket {}", s3.bucket.name()) })
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Self::Directory(root) => std::fs::read_dir(root).map(|_| ()).map_err(self.io("")),
+        }
+    }
+
     /// Writes the file at `path` as `key`.
     pub fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         match self {
