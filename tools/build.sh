@@ -17,6 +17,7 @@
 #   tools/build.sh coredns      # coredns
 #   tools/build.sh kube-router  # kube-router (its NetworkPolicy controller enforces on the real node)
 #   tools/build.sh versitygw    # versitygw (the S3-compatible store the backup tests write to)
+#   tools/build.sh prometheus   # prometheus, promtool (Prometheus 3; no built-in web UI, the API only)
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -135,6 +136,22 @@ case "$component" in
     version="v1.8.0"
     packages=(github.com/versity/versitygw/cmd/versitygw)
     ldflags+=" -X main.Version=$version"
+    ;;
+  prometheus)
+    # Go version v0.316.0 of github.com/prometheus/prometheus is Prometheus 3.16.0 (its VERSION file;
+    # see tools/prometheus/go.mod). Upstream's .promu.yml tags netgo and builtinassets; the latter
+    # embeds the web UI's assets, which need its npm build; the tests use only the HTTP API, so it is
+    # left out (the UI's pages then look for the assets on disk and fail; the API does not need them).
+    version="v3.16.0"
+    packages=(github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+    tags="netgo"
+    # Upstream's .promu.yml stamps these, which `prometheus --version`, `promtool --version` and
+    # prometheus_build_info print (empty unstamped). The module proxy does not report the tag's commit,
+    # so the revision stays unset ("unknown"); the branch is what release builds print, the date is the
+    # tag's commit time as the proxy reports it.
+    pkg=github.com/prometheus/common/version
+    ldflags+=" -X $pkg.Version=${version#v} -X $pkg.Branch=HEAD -X $pkg.BuildUser=tools/build.sh"
+    ldflags+=" -X $pkg.BuildDate=20261105-15:06:51"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;
