@@ -21,6 +21,10 @@
 #   released  for every release R of catalog/releases.yaml, from its release commit:
 #             localhost/neurallog/tenant-operator:R                tools/images/released-operator.Containerfile
 #             localhost/neurallog/tenant-operator-bundle:vR        its bundle.Dockerfile
+#   next      this checkout as its next patch release N (VERSION without pre-release, patch + 1), for
+#             the test that upgrades this checkout through OLM:
+#             localhost/neurallog/tenant-operator:N                the operator image, a label apart
+#             localhost/neurallog/tenant-operator-bundle:vN        a bundle generated for N and it
 #
 # The Containerfiles name public base images by default; here they get local equivalents, built
 # only when missing or when their recipe changed (the label neurallog.recipe holds its hash):
@@ -49,7 +53,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_images=(operator bundle catalog redis server registry pause versions coredns olm released)
+all_images=(operator bundle catalog redis server registry pause versions coredns olm released next)
 record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 suite=bookworm
@@ -433,6 +437,36 @@ image_released() {
   done < <(awk '/^- version: / { version = $3 } $1 == "commit:" { print version, $2 }' catalog/releases.yaml)
 }
 
+# This checkout's next patch release: VERSION without its pre-release part, patch + 1
+# (testenv::operatorhub::next_csv names its CSV by the same rule).
+next_version() {
+  local core="${version%%[-+]*}"
+  echo "${core%.*}.$(( ${core##*.} + 1 ))"
+}
+
+# This checkout as its next release: the operator image with one more label, so that it has a
+# digest of its own and OLM's upgrade rolls the operator's pods, and a bundle generated from a copy
+# of config/ for that version and image. Recorded as operator-next and bundle-next.
+image_next() {
+  local next current ref context="$work/next"
+  next="$(next_version)"
+  current="localhost/neurallog/tenant-operator:$version"
+  podman image exists "$current" || image_operator
+  mkdir -p "$context"
+  printf 'FROM %s\nLABEL org.opencontainers.image.version="%s"\n' "$current" "$next" >"$context/Containerfile"
+  ref="localhost/neurallog/tenant-operator:$next"
+  log "building $ref from $current"
+  build -f "$context/Containerfile" -t "$ref" "$context"
+  record_image operator-next "$ref"
+
+  cp -r config "$context/"
+  tools/bundle.sh "$context" "$next" "neurallog/tenant-operator:$next"
+  ref="localhost/neurallog/tenant-operator-bundle:v$next"
+  log "building $ref"
+  build -f "$context/bundle.Dockerfile" -t "$ref" "$context"
+  record_image bundle-next "$ref"
+}
+
 # --- Main ---------------------------------------------------------------------------------------
 
 for name in "${wanted[@]}"; do
@@ -446,6 +480,7 @@ for name in "${wanted[@]}"; do
     coredns) image_coredns ;;
     olm) image_olm ;;
     released) image_released ;;
+    next) image_next ;;
   esac
 done
 

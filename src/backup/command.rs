@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 
 use super::snapshot::{self, hex};
-use super::store::{DEFAULT_REGION, Store};
+use super::store::{DEFAULT_REGION, Store, StoreError};
 use super::{METADATA_OBJECT, Metadata, RESTORE_DIR, RESTORE_DONE, SNAPSHOT_OBJECT, STAGED_SNAPSHOT, object_key};
 use crate::tls::{Trust, client_config};
 
@@ -139,8 +139,7 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
 /// after the snapshot's upload deletes it: nothing of a failed backup stays in the store.
 fn take(args: &TakeArgs) -> anyhow::Result<String> {
     let store = args.store.open()?;
-    store
-        .check(&args.store.key)
+    super::patiently(super::REACH_PATIENCE, StoreError::is_unreachable, || store.check(&args.store.key))
         .with_context(|| format!("backup {} of tenant {}: the store, before any snapshot", args.backup, args.tenant))?;
     let staged = args.work_dir.join(SNAPSHOT_OBJECT);
     let started = std::time::Instant::now();
@@ -148,7 +147,12 @@ fn take(args: &TakeArgs) -> anyhow::Result<String> {
         let file =
             File::create(&staged).with_context(|| format!("cannot stage the snapshot at {}", staged.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let snapshot = snapshot::take(&args.redis, &args.redis_password, &mut out).with_context(|| {
+        // A connection refused leaves nothing written, so the whole snapshot can be tried again.
+        let unreachable = snapshot::SnapshotError::is_unreachable;
+        let taken = super::patiently(super::REACH_PATIENCE, unreachable, || {
+            snapshot::take(&args.redis, &args.redis_password, &mut out)
+        });
+        let snapshot = taken.with_context(|| {
             format!("backup {} of tenant {}: snapshot of Redis {}", args.backup, args.tenant, args.redis)
         })?;
         out.into_inner().map_err(|error| error.into_error())?.sync_all()?;
@@ -221,7 +225,11 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<String> {
     }
     let metadata_key = object_key(&args.store.key, METADATA_OBJECT);
     let mut raw = Vec::new();
-    store.get(&metadata_key, &mut raw).map_err(|error| anyhow::anyhow!(failed(format!("its metadata: {error}"))))?;
+    super::patiently(super::REACH_PATIENCE, StoreError::is_unreachable, || {
+        raw.clear();
+        store.get(&metadata_key, &mut raw)
+    })
+    .map_err(|error| anyhow::anyhow!(failed(format!("its metadata: {error}"))))?;
     let metadata: Metadata = serde_json::from_slice(&raw).map_err(|error| {
         anyhow::anyhow!(failed(format!("{} is not a backup's metadata: {error}", store.describe(&metadata_key))))
     })?;

@@ -34,6 +34,13 @@ pub enum SnapshotError {
     NotRdb(String),
 }
 
+impl SnapshotError {
+    /// Whether Redis could not be reached (worth another try; nothing was written).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+}
+
 /// How long one read or write may wait: Redis forks and writes the snapshot before the first byte
 /// comes, which takes a while for a large data set.
 const IO_TIMEOUT: Duration = Duration::from_secs(300);

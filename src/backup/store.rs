@@ -39,6 +39,13 @@ pub enum StoreError {
     Io { object: String, source: std::io::Error },
 }
 
+impl StoreError {
+    /// Whether the store could not be reached (worth another try), rather than refusing.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
 /// A store of backup objects, addressed by key (`<backup key>/<object>`).
 pub enum Store {
     S3(Box<S3>),

@@ -155,32 +155,36 @@ pub async fn restore_progress(ctx: &Context, model: &TenantModel, redis_ready: b
     }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &model.namespace);
     let selector = format!("app={},{TENANT_LABEL}={}", crate::resources::redis::APP, model.name);
-    let listed = pods.list(&ListParams::default().labels(&selector)).await;
-    let Ok(listed) = listed else {
-        return RestoreState::Restoring { message: format!("restoring Redis from backup {from}") };
-    };
-    for pod in listed.items {
-        let statuses = pod.status.and_then(|s| s.init_container_statuses).unwrap_or_default();
-        for status in statuses {
-            let terminated = status
-                .state
-                .as_ref()
-                .and_then(|s| s.terminated.clone())
-                .or_else(|| status.last_state.as_ref().and_then(|s| s.terminated.clone()));
-            if let Some(terminated) = terminated.filter(|t| t.exit_code != 0) {
-                let said = terminated.message.unwrap_or_else(|| format!("exit code {}", terminated.exit_code));
-                return RestoreState::Failed { message: format!("{} failed: {}", status.name, said.trim()) };
-            }
-            if let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref())
-                && waiting.reason.as_deref() == Some("CreateContainerConfigError")
-            {
-                return RestoreState::Failed {
-                    message: format!("{}: {}", status.name, waiting.message.clone().unwrap_or_default()),
-                };
-            }
+    let pods = pods.list(&ListParams::default().labels(&selector)).await.map(|list| list.items).unwrap_or_default();
+    restore_state(&from, &pods)
+}
+
+/// How far the restore from backup `from` is, by the Redis pods' init containers: a container that
+/// failed fails the restore with what it said; one the kubelet cannot start yet (its credentials
+/// Secret or key missing, which the user may still create) keeps it waiting, saying why.
+fn restore_state(from: &str, pods: &[Pod]) -> RestoreState {
+    let statuses =
+        pods.iter().flat_map(|pod| pod.status.iter().flat_map(|s| s.init_container_statuses.iter().flatten()));
+    let mut waiting_for = None;
+    for status in statuses {
+        let terminated = status
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .or_else(|| status.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+        if let Some(terminated) = terminated.filter(|t| t.exit_code != 0) {
+            let said = terminated.message.clone().unwrap_or_else(|| format!("exit code {}", terminated.exit_code));
+            return RestoreState::Failed { message: format!("{} failed: {}", status.name, said.trim()) };
+        }
+        if let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && waiting.reason.as_deref() == Some("CreateContainerConfigError")
+        {
+            waiting_for =
+                Some(format!("{} cannot start: {}", status.name, waiting.message.as_deref().unwrap_or_default()));
         }
     }
-    RestoreState::Restoring { message: format!("restoring Redis from backup {from}") }
+    let message = format!("restoring Redis from backup {from}");
+    RestoreState::Restoring { message: waiting_for.map_or(message.clone(), |why| format!("{message}; {why}")) }
 }
 
 /// Creates the scheduled backup that is due and deletes those retention no longer keeps; the time
@@ -635,5 +639,68 @@ impl BackupPhase {
             BackupPhase::Succeeded => "Succeeded",
             BackupPhase::Failed => "Failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+
+    use super::*;
+
+    fn pod(statuses: Vec<ContainerStatus>) -> Pod {
+        Pod {
+            status: Some(PodStatus { init_container_statuses: Some(statuses), ..PodStatus::default() }),
+            ..Pod::default()
+        }
+    }
+
+    fn status(name: &str, state: ContainerState) -> ContainerStatus {
+        ContainerStatus { name: name.to_owned(), state: Some(state), ..ContainerStatus::default() }
+    }
+
+    fn waiting(reason: &str, message: &str) -> ContainerState {
+        ContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: Some(message.into()) }),
+            ..ContainerState::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_credentials_secret_keeps_the_restore_waiting_and_says_so() {
+        let pods =
+            [pod(vec![status("restore-fetch", waiting("CreateContainerConfigError", "secret \"store\" not found"))])];
+        let RestoreState::Restoring { message } = restore_state("s3://b/k", &pods) else {
+            panic!("a Secret the user may still create fails nothing");
+        };
+        assert!(message.contains("s3://b/k") && message.contains("secret \"store\" not found"), "{message}");
+    }
+
+    #[test]
+    fn a_failed_init_container_fails_the_restore_with_what_it_said() {
+        let failed = |exit_code, message: Option<&str>| ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code,
+                message: message.map(str::to_owned),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        };
+        let pods = [pod(vec![status("restore-fetch", failed(1, Some("checksum mismatch\n")))])];
+        let RestoreState::Failed { message } = restore_state("s3://b/k", &pods) else { panic!("not failed") };
+        assert_eq!(message, "restore-fetch failed: checksum mismatch");
+        // A failure kubelet is retrying (the last state) fails it too, and one without a message says its code.
+        let retrying = ContainerStatus {
+            last_state: Some(failed(2, None)),
+            ..status("restore-load", waiting("CrashLoopBackOff", "back-off"))
+        };
+        let RestoreState::Failed { message } = restore_state("s3://b/k", &[pod(vec![retrying])]) else {
+            panic!("not failed")
+        };
+        assert_eq!(message, "restore-load failed: exit code 2");
+        let succeeded = status("restore-fetch", failed(0, None));
+        assert!(matches!(restore_state("s3://b/k", &[pod(vec![succeeded])]), RestoreState::Restoring { .. }));
     }
 }

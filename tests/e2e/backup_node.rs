@@ -32,8 +32,8 @@ use crate::on_node::{
     wait_within, write_record,
 };
 
-const BUCKET: &str = "backups";
-const SECRET: &str = "backup-store";
+pub(crate) const BUCKET: &str = "backups";
+pub(crate) const SECRET: &str = "backup-store";
 const RECORDS: usize = 1000;
 const SOURCE: &str = "source";
 const DEPLOYMENT: &str = "deployment/neurallog-tenant-operator";
@@ -51,17 +51,17 @@ async fn a_backup_restores_into_a_new_tenant_and_failures_say_why() -> anyhow::R
     .await
 }
 
-fn backups(client: &Client) -> Api<DynamicObject> {
+pub(crate) fn backups(client: &Client) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("neurallog.io", "v1", "TenantBackup"));
     Api::all_with(client.clone(), &resource)
 }
 
-fn s3(endpoint: &str) -> Value {
+pub(crate) fn s3(endpoint: &str) -> Value {
     json!({"endpoint": endpoint, "bucket": BUCKET, "credentialsSecret": SECRET})
 }
 
 /// A `v2` tenant on the default images with small CPU requests.
-fn tenant(name: &str, extra: Value) -> Value {
+pub(crate) fn tenant(name: &str, extra: Value) -> Value {
     let small = json!({"requests": {"cpu": "10m"}});
     let mut tenant = json!({
         "apiVersion": "neurallog.io/v2", "kind": "Tenant",
@@ -80,7 +80,12 @@ fn tenant(name: &str, extra: Value) -> Value {
 }
 
 /// Waits for the tenant's namespace, then gives it the store's credentials.
-async fn give_credentials(node: &RealNode, client: &Client, tenant: &str, secret_key: &str) -> anyhow::Result<()> {
+pub(crate) async fn give_credentials(
+    node: &RealNode,
+    client: &Client,
+    tenant: &str,
+    secret_key: &str,
+) -> anyhow::Result<()> {
     let namespace = format!("tenant-{tenant}");
     let namespaces = Api::<Namespace>::all(client.clone());
     wait(&format!("namespace {namespace}"), async || Ok(namespaces.get_opt(&namespace).await?.map(|_| ()))).await?;
@@ -92,7 +97,7 @@ async fn give_credentials(node: &RealNode, client: &Client, tenant: &str, secret
 }
 
 /// The 1,000 records: each different, with quotes, a backslash and characters beyond ASCII.
-fn record(i: usize) -> String {
+pub(crate) fn record(i: usize) -> String {
     format!("record {i:04} \"quoted\" \\ é✓ {}", "x".repeat(i % 97))
 }
 
@@ -104,7 +109,7 @@ fn stream_record(n: usize) -> String {
 }
 
 /// Waits for a TenantBackup to finish; its status.
-async fn finished(client: &Client, name: &str) -> anyhow::Result<Value> {
+pub(crate) async fn finished(client: &Client, name: &str) -> anyhow::Result<Value> {
     let api = backups(client);
     wait(&format!("backup {name} to finish"), async || {
         let backup = api.get(name).await?;
@@ -114,7 +119,7 @@ async fn finished(client: &Client, name: &str) -> anyhow::Result<Value> {
     .await
 }
 
-async fn create_backup(client: &Client, name: &str, tenant: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_backup(client: &Client, name: &str, tenant: &str) -> anyhow::Result<()> {
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "neurallog.io/v1", "kind": "TenantBackup",
         "metadata": {"name": name}, "spec": {"tenant": tenant},
@@ -123,7 +128,7 @@ async fn create_backup(client: &Client, name: &str, tenant: &str) -> anyhow::Res
     Ok(())
 }
 
-async fn condition(client: &Client, tenant: &str, type_: &str) -> anyhow::Result<Option<Value>> {
+pub(crate) async fn condition(client: &Client, tenant: &str, type_: &str) -> anyhow::Result<Option<Value>> {
     let object = tenants(client, "v2").get(tenant).await?;
     let conditions = object.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
     Ok(conditions.into_iter().find(|c| c["type"] == type_))

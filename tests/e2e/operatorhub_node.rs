@@ -5,7 +5,9 @@
 //! and `v2` run for real, and a tenant's network isolation holds under kube-router's enforcement
 //! (`isolation_node`). Then the upgrades through the Subscription, from 0.2.0 and from 0.1.0
 //! (straight to this checkout through its `skipRange`): each release's own binary in an image, its
-//! own bundle image, tenants created under it keep their pods and their data.
+//! own bundle image, tenants created under it keep their pods and their data. And this checkout
+//! upgraded to its next release (`tools/images.sh next`) with NetworkPolicies enforced: a backup
+//! taken before the upgrade restores after it.
 //!
 //! The catalog is made as OperatorHub's pipeline makes one: rendered from the bundle images in the
 //! node's registry, so it holds each bundle's image and CSV metadata, not its manifests; its
@@ -19,21 +21,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 use testenv::node::RealNode;
+use testenv::node::config::NODE_IP;
+use testenv::object_store::{ObjectStore, SECRET_KEY};
 use testenv::olm::catalog_image::{self, ChannelEntry};
 use testenv::olm::in_cluster::{self, Settings};
 use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
 use testenv::timeline::Timeline;
 
+use crate::backup_node::{self, BUCKET};
 use crate::isolation_node::Isolation;
 use crate::on_node::{
-    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, exec, is_ready, on_a_node, operator_restarts,
-    read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running, wait_running_through, write_record,
+    OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, is_ready, on_a_node,
+    operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
+    wait_running_through, write_record,
 };
 
 const CATALOG_SOURCE: &str = "neurallog";
@@ -83,6 +89,19 @@ async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_no
         false,
         keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_before_an_olm_upgrade_restores_after_it() -> anyhow::Result<()> {
+    on_a_node(
+        "operatorhub-node-upgrade-backup",
+        "e2e a backup across an OLM upgrade on a real node",
+        NODE_VOLUMES,
+        true,
+        keep_olm_logs,
+        async |node, timeline, logs| upgrade_with_backup(node, timeline, logs).await,
     )
     .await
 }
@@ -225,6 +244,110 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
         pods_after.len()
     ));
     Ok(())
+}
+
+/// This checkout installed through OLM, a tenant backed up, the upgrade to this checkout's next
+/// release approved; then the tenant deleted with its data and restored from the backup by the
+/// upgraded operator, from its own image.
+async fn upgrade_with_backup(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyhow::Result<()> {
+    const TENANT: &str = "kept";
+    const BACKUP: &str = "kept-before-upgrade";
+    const RECORDS: usize = 300;
+    let client = node.admin_client().await?;
+    let (current, next) = (head_csv()?, next_csv()?);
+
+    timeline.begin("images", "this checkout's operator and bundle images, its next release's; a catalog of both");
+    let operator = node.push_image("operator")?;
+    let next_operator = node.push_image("operator-next")?;
+    let entries = [
+        ChannelEntry { bundle: node.push_image("bundle")?, replaces: None, skip_range: None, skips: vec![] },
+        ChannelEntry {
+            bundle: node.push_image("bundle-next")?,
+            replaces: Some(current.clone()),
+            skip_range: None,
+            skips: vec![],
+        },
+    ];
+    let catalog = catalog_image::build(node, &logs.join("catalog"), "upgrade-next", "local", &entries)?;
+    for name in ["server-1.0.0", "registry-1.0.0", "redis-default"] {
+        node.push_image(name)?;
+    }
+    let mut store = ObjectStore::start(NODE_IP, logs, &[BUCKET])?;
+    let endpoint = store.endpoint();
+    timeline.done(format!("{current} -> {next}; the store at {endpoint}"));
+
+    start_olm(node, timeline).await?;
+    serve_catalog(node, &client, timeline, &catalog).await?;
+
+    timeline.begin("install", &format!("Subscription (Manual, startingCSV {current}), approved"));
+    subscribe(node, "local", Some(&current), "Manual")?;
+    approve(&client, &current).await?;
+    operator_as_olm_deployed(node, &client, &current, &operator).await?;
+    timeline.done(format!("{current} Succeeded, its pods from {operator}"));
+
+    timeline.begin("backup", &format!("tenant {TENANT}: {RECORDS} records, then a backup by hand"));
+    let destination = json!({"backup": {"destination": {"s3": backup_node::s3(&endpoint)}}});
+    create_tenant(&client, "v2", &backup_node::tenant(TENANT, destination)).await?;
+    backup_node::give_credentials(node, &client, TENANT, SECRET_KEY).await?;
+    wait_running(&client, TENANT).await?;
+    for i in 0..RECORDS {
+        write_record(&client, TENANT, "app", &backup_node::record(i)).await?;
+    }
+    backup_node::create_backup(&client, BACKUP, TENANT).await?;
+    let taken = backup_node::finished(&client, BACKUP).await?;
+    ensure!(taken["phase"] == "Succeeded", "the backup before the upgrade failed: {taken}");
+    timeline.done(format!("{} bytes, sha256 {}", taken["sizeBytes"], taken["sha256"]));
+
+    timeline.begin("upgrade", &format!("approve {next}: OLM rolls the Deployment to the next image"));
+    approve(&client, &next).await?;
+    let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
+    wait(&format!("CSV {current} to be gone"), async || Ok(csvs.get_opt(&current).await?.is_none().then_some(())))
+        .await?;
+    operator_as_olm_deployed(node, &client, &next, &next_operator).await?;
+    timeline.done(format!("{next} Succeeded, {current} gone, pods from {next_operator}"));
+
+    timeline.begin("restore", &format!("{TENANT} deleted with its data, created anew from {BACKUP}"));
+    delete_tenant(&client, TENANT).await?;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    wait(&format!("namespace tenant-{TENANT} to be gone"), async || {
+        Ok(namespaces.get_opt(&format!("tenant-{TENANT}")).await?.is_none().then_some(()))
+    })
+    .await?;
+    let restored = backup_node::tenant(TENANT, json!({"restoreFrom": {"backup": BACKUP}}));
+    create_tenant(&client, "v2", &restored).await?;
+    backup_node::give_credentials(node, &client, TENANT, SECRET_KEY).await?;
+    wait_running(&client, TENANT).await?;
+    let records = read_records(&client, TENANT, "app").await?;
+    let expected: Vec<String> = (0..RECORDS).map(backup_node::record).collect();
+    ensure!(records == expected, "the restored tenant holds the {RECORDS} records ({} read)", records.len());
+    let restored = backup_node::condition(&client, TENANT, "Restored").await?.context("no Restored condition")?;
+    ensure!(restored["status"] == "True", "Restored: {restored}");
+    // The snapshot was fetched by the upgraded operator's image, which the CSV hands its pods.
+    let redis =
+        Api::<Pod>::namespaced(client.clone(), &format!("tenant-{TENANT}")).get(&format!("{TENANT}-redis-0")).await?;
+    let fetched_by = redis
+        .spec
+        .iter()
+        .flat_map(|spec| spec.init_containers.iter().flatten())
+        .find(|container| container.name == "restore-fetch")
+        .and_then(|container| container.image.clone())
+        .context("the Redis pod has no restore-fetch container")?;
+    let next_version = next.strip_prefix(&format!("{PACKAGE}.v")).unwrap_or_default();
+    ensure!(fetched_by.ends_with(&format!(":{next_version}")), "the restore ran {fetched_by}, not the next release");
+    let kept = backup_node::backups(&client).get(BACKUP).await?.data["status"].clone();
+    ensure!(kept == taken, "the upgraded operator changed the backup's status:\nbefore {taken}\nafter  {kept}");
+    store.stop();
+    timeline.done(format!("{RECORDS} records equal, restored by {fetched_by}; the backup's status unchanged"));
+    Ok(())
+}
+
+/// This checkout's CSV as its next patch release (its version without the pre-release part, patch
+/// + 1): the bundle `tools/images.sh next` builds by the same rule.
+fn next_csv() -> anyhow::Result<String> {
+    let head = head_csv()?;
+    let version = head.strip_prefix(&format!("{PACKAGE}.v")).context("the CSV's name carries no version")?;
+    let version = semver::Version::parse(version).with_context(|| format!("{head} has no semantic version"))?;
+    Ok(released_csv(&format!("{}.{}.{}", version.major, version.minor, version.patch + 1)))
 }
 
 /// The `candidate` channel `tools/release` computes once this checkout is released after every
