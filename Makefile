@@ -32,10 +32,12 @@ tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
 
-generate: ## Regenerate the committed CRD from the Rust types and docs/configuration.md from the command line.
+generate: ## Regenerate the committed CRDs from the Rust types, docs/configuration.md from the command line, and the alerting rules and dashboard (config/monitoring/).
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
 	cargo run --locked --quiet --bin tenant-operator -- crd tenantbackups > config/crd/bases/neurallog.io_tenantbackups.yaml
 	cargo run --locked --quiet --bin configuration-reference > docs/configuration.md
+	cargo run --locked --quiet --bin tenant-operator -- monitoring rules > config/monitoring/rules.yaml
+	cargo run --locked --quiet --bin tenant-operator -- monitoring dashboard > config/monitoring/dashboard.json
 
 # `make run OLM=1`: install through OLM from the catalog instead; `FROM=0.1.0` installs that release
 # first and leaves the upgrade to this checkout's bundle for you to approve.

@@ -31,6 +31,12 @@ pub enum Command {
     /// Print a CustomResourceDefinition as YAML: the Tenant's (its conversion webhook included)
     /// or the TenantBackup's.
     Crd(CrdArgs),
+    /// Print what the operator creates for Prometheus and Grafana: the alerting rules (a rule
+    /// file, for promtool) or the dashboard (Grafana's JSON model).
+    Monitoring {
+        #[arg(value_enum)]
+        what: MonitoringOutput,
+    },
     /// What the backup Jobs and the restore's init container run in a tenant's namespace.
     Backup {
         #[command(subcommand)]
@@ -93,6 +99,12 @@ pub struct CrdArgs {
     pub webhook_service: String,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MonitoringOutput {
+    Rules,
+    Dashboard,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -107,7 +119,7 @@ pub struct RunArgs {
     /// that stops mid-migration costs its successor at most one page again.
     #[arg(long, env = "TENANT_OPERATOR_MIGRATION_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub migration_page_size: u32,
-    /// Address of the admin HTTP server: /metrics, /healthz and /readyz.
+    /// Address of the admin HTTP server: /healthz and /readyz (and /metrics with --metrics-insecure).
     #[arg(long, env = "TENANT_OPERATOR_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     pub admin_address: std::net::SocketAddr,
     /// Namespace of the cluster's ingress controller; its pods may reach every tenant's server
@@ -139,6 +151,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub webhook: WebhookArgs,
     #[command(flatten)]
+    pub monitoring: MonitoringArgs,
+    #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
     /// Name of this pod (downward API): the instance in Events and traces, and the identity in
     /// leader election.
@@ -149,6 +163,29 @@ pub struct RunArgs {
     pub pod_namespace: Option<String>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// The metrics endpoint, the operand's metrics, and what the operator creates for Prometheus.
+#[derive(Debug, clap::Args)]
+pub struct MonitoringArgs {
+    /// Address of the metrics server: /metrics over HTTPS (the conversion webhook's certificate),
+    /// each request authenticated (TokenReview) and authorised (SubjectAccessReview: get on the
+    /// non-resource URL /metrics, which the ClusterRole neurallog-tenant-operator-metrics-reader
+    /// grants) by the API server.
+    #[arg(long, env = "TENANT_OPERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8443")]
+    pub metrics_address: std::net::SocketAddr,
+    /// Serve /metrics over plain HTTP on the admin address instead, to anyone who reaches it, and
+    /// no metrics server: for a process on a developer's machine, never in a cluster.
+    #[arg(long, env = "TENANT_OPERATOR_METRICS_INSECURE")]
+    pub metrics_insecure: bool,
+    /// Seconds between two collections of every tenant's Redis metrics (INFO over the network);
+    /// 0 turns them off.
+    #[arg(long, env = "TENANT_OPERATOR_OPERAND_METRICS_SECONDS", default_value_t = 30)]
+    pub operand_metrics_seconds: u64,
+    /// Create the ServiceMonitor and the PrometheusRule in the operator's namespace when the
+    /// Prometheus Operator's CRDs exist (checked at each start as leader); false never does.
+    #[arg(long, env = "TENANT_OPERATOR_MONITORING_RESOURCES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub monitoring_resources: bool,
 }
 
 /// The NeuralLog release tenants run by default, and how a new one is rolled out. The images are
@@ -315,6 +352,7 @@ impl RunArgs {
         Ok(runtime::Config {
             kube: self.kube.source(),
             admin_address: self.admin_address,
+            metrics_address: (!self.monitoring.metrics_insecure).then_some(self.monitoring.metrics_address),
             webhook: self.webhook.settings(),
             webhook_self_managed: self.webhook.self_managed(&pod)?,
             controller: Settings {
@@ -328,10 +366,14 @@ impl RunArgs {
                     auth_url: self.auth.auth_url.clone(),
                     release: self.operand.release()?,
                     operator_image: self.operator_image,
+                    operator_namespace: pod.namespace.clone(),
                 },
                 rollout: self.operand.rollout(),
                 auth: self.auth.settings()?,
                 auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
+                operand_metrics_interval: (self.monitoring.operand_metrics_seconds > 0)
+                    .then(|| Duration::from_secs(self.monitoring.operand_metrics_seconds)),
+                monitoring_resources: self.monitoring.monitoring_resources,
             },
             migration: MigrationSettings {
                 page_size: self.migration_page_size,
@@ -398,6 +440,16 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 CrdKind::Tenantbackups => crate::api::backup_crd_yaml(),
             };
             print!("{}", yaml.context("cannot render the CRD")?);
+            Ok(())
+        }
+        Command::Monitoring { what } => {
+            print!(
+                "{}",
+                match what {
+                    MonitoringOutput::Rules => crate::monitoring::rules_yaml(),
+                    MonitoringOutput::Dashboard => crate::monitoring::dashboard_json(),
+                }
+            );
             Ok(())
         }
         Command::Backup { command } => {

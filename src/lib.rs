@@ -11,6 +11,8 @@
 //! - [`auth`]: the NeuralLog Auth client that registers and deregisters tenants.
 //! - [`backup`]: what the backup Jobs and the restore run (`tenant-operator backup`).
 //! - [`telemetry`]: logging and OTLP tracing; [`metrics`] and [`readiness`] for the admin server.
+//! - [`monitoring`]: the ServiceMonitor, alerts and dashboard the operator creates for Prometheus
+//!   and Grafana.
 //! - [`cli`]: the `tenant-operator` command line; [`reference`]: the configuration reference
 //!   generated from it (`docs/configuration.md`).
 
@@ -21,9 +23,11 @@ pub mod cli;
 pub mod controller;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
+pub mod https;
 pub mod metrics;
 pub mod migration;
 pub mod model;
+pub mod monitoring;
 pub mod quantity;
 pub mod readiness;
 pub mod reference;

@@ -50,6 +50,10 @@ use neurallog_tenant_operator::cli::Cli;
 use neurallog_tenant_operator::metrics::Metrics;
 
 /// Prefixes that make an upper-case name an environment variable of this project.
+/// The metric families the operator exposes: a name with one of these prefixes in the docs must be
+/// one of them.
+const METRIC_PREFIXES: [&str; 6] =
+    ["neurallog_tenant_operator_", "controller_runtime_", "leader_election_", "rest_client_", "workqueue_", "process_"];
 const ENV_PREFIXES: &[&str] =
     &["TENANT_OPERATOR_", "OTEL_", "TESTENV_", "BENCH_", "CHAOS_", "E2E_", "NEURALLOG_", "RUN_ONCE"];
 
@@ -84,6 +88,10 @@ const ALLOWED: &[&str] = &[
     "Failed",
     // OLM's check of existing objects before it replaces a CRD (docs/upgrading.md).
     "CRDValidation",
+    // The kubelet's waiting reason for an image it cannot pull (docs/runbooks/).
+    "ImagePullBackOff",
+    // Prometheus' own flag for exemplar storage (docs/monitoring.md).
+    "--enable-feature",
     // Backups the reader writes with kubectl (docs/upgrading.md, "Back up first").
     "tenants-0.1.0.yaml",
     "tenants-crd-0.1.0.yaml",
@@ -277,8 +285,13 @@ impl Truth {
 
         // A labelled family shows in the exposition only once it has a sample: record one of each.
         let registry = Metrics::default();
-        registry.reconciled(true, Duration::ZERO);
-        registry.api_request("GET", "tenants");
+        registry.reconciled("tenant", false, Duration::ZERO, None);
+        registry.api_request("GET", "tenants", "host", "200");
+        registry.auth_call("register", Duration::ZERO, Some("AuthUnreachable"));
+        registry.set_tenant_status("tenant", Some("Running"), &[("Ready", "True")]);
+        registry.set_leader(true);
+        registry.set_max_concurrent_reconciles("tenant", 1);
+        drop(registry.worker("tenant"));
         registry.conversion_reviewed(true, 1, Duration::ZERO);
         registry.migration_objects(1, 1, 1);
         registry.set_rollout(&[("tenant".to_owned(), "1.0.0".to_owned())].into(), 0);
@@ -590,7 +603,7 @@ impl Checker<'_> {
     fn env_and_metrics(&mut self, place: &str, text: &str, any_env: bool) {
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '*')) {
             let word = word.trim_start_matches('*');
-            if word.starts_with("neurallog_tenant_operator_") {
+            if METRIC_PREFIXES.iter().any(|prefix| word.starts_with(prefix)) {
                 self.checked += 1;
                 let known = match word.strip_suffix('*') {
                     Some(prefix) => self.truth.metrics.iter().any(|m| m.starts_with(prefix)),

@@ -89,7 +89,7 @@ echo "    serving the Tenant CRD's conversion webhook on https://$webhook_addres
 OTEL_EXPORTER_OTLP_ENDPOINT="$otlp_endpoint" POD_NAMESPACE=neurallog-system setpriv --pdeathsig TERM \
   "$bin/tenant-operator" run --kubeconfig "$operator_kubeconfig" --admin-address "$admin_address" \
   --webhook-address "$webhook_address" --webhook-cert-dir "$webhook_certs" --auth-url "$auth_url" \
-  --ingress-namespace ingress-nginx >"$dir/operator.log" 2>&1 &
+  --ingress-namespace ingress-nginx --metrics-insecure >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying config/samples/ (tenant acme)"

@@ -1,6 +1,7 @@
 //! [`AuthClient`]: the Auth contract over HTTP, one span per call, with trace-context headers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_http::HeaderInjector;
@@ -14,6 +15,7 @@ use super::AuthSettings;
 use super::error::{AuthError, Failure, Operation, error_chain, excerpt};
 use super::retry;
 use super::token::TokenCache;
+use crate::metrics::Metrics;
 use crate::tls::{self, Trust};
 
 /// The user Auth makes the first administrator of a tenant it registers.
@@ -42,6 +44,7 @@ pub struct AuthClient {
     token: Option<TokenCache>,
     timeout: Duration,
     attempts: u32,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for AuthClient {
@@ -102,7 +105,13 @@ impl AuthClient {
             token,
             timeout: settings.timeout,
             attempts: settings.attempts.max(1),
+            metrics: None,
         })
+    }
+
+    /// Records each call's time, and its failure, in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics: Some(metrics), ..self }
     }
 
     /// The base URL, normalised (no trailing `/`).
@@ -167,12 +176,17 @@ impl AuthClient {
         accept: impl Fn(StatusCode) -> bool,
     ) -> Result<(StatusCode, Vec<u8>), AuthError> {
         let span = tracing::Span::current();
-        retry::run(self.attempts, tokio::time::sleep, |attempt| {
+        let started = std::time::Instant::now();
+        let result = retry::run(self.attempts, tokio::time::sleep, |attempt| {
             span.record("attempt", attempt);
             self.attempt(&span, &request, &accept)
         })
         .await
-        .map_err(|(failure, attempts)| failure.into_error(tenant, operation, attempts, self.timeout))
+        .map_err(|(failure, attempts)| failure.into_error(tenant, operation, attempts, self.timeout));
+        if let Some(metrics) = &self.metrics {
+            metrics.auth_call(operation.label(), started.elapsed(), result.as_ref().err().map(AuthError::reason));
+        }
+        result
     }
 
     /// One request, with the bearer token and the trace context of `span`.

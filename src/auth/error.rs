@@ -19,6 +19,15 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::CheckRegistration => "check_registration",
+            Operation::Register => "register",
+            Operation::Deregister => "deregister",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::CheckRegistration => "check registration of",

@@ -46,7 +46,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             ctx.rollout.forget(&name);
             let message = format!("tenant {name}: {invalid}");
             let failed = state::invalid_spec(current.as_ref(), generation, message, &status::now());
-            if status::write(&ctx.client, tenant, &failed).await? {
+            if status::write(ctx, tenant, &failed).await? {
                 events::phase_change(&ctx.recorder, tenant, current.as_ref(), &failed).await;
             }
             ctx.backoff.reset(&name);
@@ -118,7 +118,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     };
     let derived = state::derive(&observed, current.as_ref(), &status::now());
     async {
-        if status::write(&ctx.client, tenant, &derived).await? {
+        if status::write(ctx, tenant, &derived).await? {
             publish_auth_change(ctx, tenant, current.as_ref(), &derived).await;
             events::phase_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;
             events::upgrade_change(&ctx.recorder, tenant, current.as_ref(), &derived).await;

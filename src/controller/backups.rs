@@ -26,6 +26,7 @@ use super::write::FIELD_MANAGER;
 use crate::api::Tenant;
 use crate::api::backup::{BackupLocation, BackupPhase, TenantBackup, TenantBackupSpec, TenantBackupStatus};
 use crate::backup::Metadata;
+use crate::metrics::BACKUP_CONTROLLER;
 use crate::model::TenantModel;
 use crate::model::backup::{self as plan, BackupSummary, RestoreSource};
 use crate::model::state::{BackupObservation, FinishedBackup, RESTORED, RestoreState, TenantState};
@@ -195,12 +196,16 @@ pub async fn schedule(
     ctx: &Context,
     backups: &[(BackupSummary, Arc<TenantBackup>)],
 ) -> Option<Duration> {
-    let backup = model.backup.as_ref()?;
-    let schedule = backup.schedule.as_ref()?;
     let now = jiff::Timestamp::now();
+    let created = tenant.metadata.creation_timestamp.as_ref().map_or(now, timestamp);
+    let backup = model.backup.as_ref();
+    let schedule = backup.and_then(|backup| backup.schedule.as_ref());
+    // When the newest scheduled backup was due, for the overdue alert (none before the tenant).
+    let latest_due = schedule.and_then(|schedule| schedule.latest_due(now)).filter(|due| *due >= created);
+    ctx.metrics.set_backup_due(&model.name, latest_due.map(|due| due.as_second()));
+    let (backup, schedule) = (backup?, schedule?);
     let summaries: Vec<BackupSummary> = backups.iter().map(|(summary, _)| summary.clone()).collect();
     let api = Api::<TenantBackup>::all(ctx.client.clone());
-    let created = tenant.metadata.creation_timestamp.as_ref().map_or(now, timestamp);
     if let Some(due) = plan::due(schedule, created, now, &summaries) {
         let name = plan::scheduled_name(&model.name, due);
         let mut labels = crate::resources::tenant_labels(&model.name);
@@ -307,7 +312,10 @@ async fn reconcile(backup: Arc<TenantBackup>, shared: Arc<BackupContext>) -> Res
     let span =
         tracing::info_span!("backup", backup = %name, tenant = %backup.spec.tenant, phase = tracing::field::Empty);
     let wrap = |source| BackupError { backup: name.clone(), source };
-    async {
+    let started = std::time::Instant::now();
+    let _worker = shared.ctx.metrics.worker(BACKUP_CONTROLLER);
+    let trace_id = span.in_scope(crate::telemetry::current_ids).map(|(trace_id, _)| trace_id);
+    let result = async {
         if backup.metadata.deletion_timestamp.is_some() {
             return finalize(&backup, &shared).await.map_err(wrap);
         }
@@ -335,7 +343,9 @@ async fn reconcile(backup: Arc<TenantBackup>, shared: Arc<BackupContext>) -> Res
         })
     }
     .instrument(span)
-    .await
+    .await;
+    shared.ctx.metrics.reconciled(BACKUP_CONTROLLER, result.is_ok(), started.elapsed(), trace_id);
+    result
 }
 
 fn failed(mut status: TenantBackupStatus, message: String) -> TenantBackupStatus {

@@ -30,7 +30,7 @@ pub async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let name = tenant.name_any();
     let current = tenant.state();
     let terminating = state::terminating(current.as_ref());
-    let status_written = status::write(&ctx.client, tenant, &terminating).await?;
+    let status_written = status::write(ctx, tenant, &terminating).await?;
     if status_written {
         events::phase_change(&ctx.recorder, tenant, current.as_ref(), &terminating).await;
     }
@@ -184,7 +184,7 @@ async fn deregister(tenant: &Tenant, current: Option<&TenantState>, ctx: &Contex
             ctx.deregistered().insert(uid.clone());
             let message = format!("tenant {name} is deregistered from NeuralLog Auth");
             let deregistered = state::deregistered(current, message.clone(), &status::now());
-            status::write(&ctx.client, tenant, &deregistered).await?;
+            status::write(ctx, tenant, &deregistered).await?;
             events::publish(&ctx.recorder, tenant, Reason::Deregistered, Activity::Delete, message).await;
             // The status write moved the resourceVersion the finalizer patch is guarded by: the
             // next pass (woken by that write) releases the finalizer.

@@ -40,6 +40,11 @@ pub struct Settings {
     /// before it is released anyway (with a Warning event), so an Auth outage cannot block
     /// deletion forever.
     pub auth_deregistration_deadline: Duration,
+    /// How often each tenant's Redis is asked for its metrics; `None`: never.
+    pub operand_metrics_interval: Option<Duration>,
+    /// Put the ServiceMonitor and PrometheusRule in place in the operator's namespace
+    /// (`platform.operator_namespace`) when the Prometheus Operator's CRDs exist.
+    pub monitoring_resources: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +57,8 @@ impl Default for Settings {
             auth: None,
             rollout: RolloutSettings::default(),
             auth_deregistration_deadline: Duration::from_secs(600),
+            operand_metrics_interval: None,
+            monitoring_resources: false,
         }
     }
 }

@@ -20,7 +20,9 @@ pub mod error;
 mod events;
 mod finalizer;
 mod kinds;
+mod monitoring;
 mod namespace;
+pub mod operand;
 mod orphans;
 mod outcome;
 mod ownership;
@@ -89,7 +91,7 @@ pub async fn run(
     let auth = settings
         .auth
         .clone()
-        .map(|auth| AuthClient::new(auth, client.clone()))
+        .map(|auth| AuthClient::new(auth, client.clone()).map(|auth| auth.with_metrics(metrics.clone())))
         .transpose()
         .context("invalid NeuralLog Auth settings")?;
 
@@ -185,6 +187,7 @@ pub async fn run(
     );
     let reporter = Reporter { controller: "neurallog-tenant-operator".into(), instance: settings.instance.clone() };
     let concurrency = settings.concurrency;
+    metrics.set_max_concurrent_reconciles(crate::metrics::TENANT_CONTROLLER, usize::from(concurrency));
     let context = Arc::new(Context::new(
         client.clone(),
         identity,
@@ -217,6 +220,28 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
+    let monitoring_objects = {
+        let context = context.clone();
+        async move {
+            if let (true, Some(namespace)) =
+                (context.settings.monitoring_resources, context.settings.platform.operator_namespace.as_deref())
+            {
+                monitoring::ensure(&context.client, namespace).await;
+            }
+            std::future::pending::<()>().await;
+        }
+    };
+    let operand_metrics = {
+        let (context, store, shutdown) = (context.clone(), tenant_store.clone(), shutdown.clone());
+        async move {
+            if let Some(interval) = context.settings.operand_metrics_interval
+                && context.caches_synced().await
+            {
+                operand::run(context, store, interval, shutdown).await;
+            }
+            std::future::pending::<()>().await;
+        }
+    };
     let controller = Controller::for_stream(tenant_events, tenant_store)
         .reconcile_on(wakes)
         .with_config(controller::Config::default().concurrency(concurrency))
@@ -239,6 +264,8 @@ pub async fn run(
     tokio::select! {
         () = controller => {}
         () = backup_controller => {}
+        () = operand_metrics => {}
+        () = monitoring_objects => {}
         _ = futures::future::join(drive_watches, wait_for_sync) => {}
         _ = futures::future::join(orphans, orphan_scan) => {}
     }

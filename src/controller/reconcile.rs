@@ -16,11 +16,13 @@ use super::finalizer::{self, FinalizerPatch};
 use super::outcome::{NEWER_COPY_WAIT, Outcome};
 use super::{apply, cleanup};
 use crate::api::Tenant;
+use crate::metrics::TENANT_CONTROLLER;
 use crate::telemetry;
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let name = tenant.name_any();
     let started = std::time::Instant::now();
+    let _worker = ctx.metrics.worker(TENANT_CONTROLLER);
     let span = tracing::info_span!(
         parent: None,
         "reconcile",
@@ -33,7 +35,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
         otel.status_code = Empty,
         otel.status_message = Empty,
     );
-    if let Some((trace_id, span_id)) = span.in_scope(telemetry::current_ids) {
+    let ids = span.in_scope(telemetry::current_ids);
+    if let Some((trace_id, span_id)) = &ids {
         span.record("trace_id", trace_id).record("span_id", span_id);
     }
     let result = async {
@@ -65,7 +68,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     .instrument(span)
     .await;
     let succeeded = matches!(&result, Ok(Outcome { shortfall: None, .. }));
-    ctx.metrics.reconciled(succeeded, started.elapsed());
+    ctx.metrics.reconciled(TENANT_CONTROLLER, succeeded, started.elapsed(), ids.map(|(trace_id, _)| trace_id));
     result.map(|outcome| outcome.action)
 }
 

@@ -21,6 +21,19 @@ pub const ROLLOUT_WITHOUT_SURGE: &str = "RolloutWithoutSurge";
 pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
 /// Whether the Redis of a tenant created from a backup holds it; only on such tenants.
 pub const RESTORED: &str = "Restored";
+/// Every condition type a tenant's status can carry.
+pub const CONDITION_TYPES: [&str; 10] = [
+    READY,
+    NAMESPACE_READY,
+    REDIS_READY,
+    SERVER_READY,
+    REGISTRY_READY,
+    AUTH_REGISTERED,
+    ROLLOUT_WITHOUT_SURGE,
+    BACKUP_SUCCEEDED,
+    RESTORED,
+    super::upgrade::UPGRADING,
+];
 /// Reason of `AuthRegistered` once a deleted tenant is deregistered.
 const DEREGISTERED: &str = "Deregistered";
 
@@ -36,6 +49,9 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 6] =
+        [Phase::Pending, Phase::Provisioning, Phase::Running, Phase::Degraded, Phase::Failed, Phase::Terminating];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",

@@ -48,6 +48,9 @@ pub struct Platform {
     pub release: Release,
     /// The operator's own image, which the backup and restore pods run.
     pub operator_image: String,
+    /// The namespace the operator's pods run in, whose pods may reach every tenant's Redis to
+    /// collect its metrics; `None` outside a cluster.
+    pub operator_namespace: Option<String>,
 }
 
 /// Selector for everything this operator manages.

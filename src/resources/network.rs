@@ -118,6 +118,25 @@ pub fn network_policies(model: &TenantModel, platform: &Platform) -> Vec<Network
             },
         ),
     ];
+    // The operator asks each Redis for its INFO (src/controller/operand.rs).
+    if let Some(operator_namespace) = &platform.operator_namespace {
+        let operator_pods =
+            selector(BTreeMap::from([("app.kubernetes.io/name".to_owned(), crate::monitoring::NAME.to_owned())]));
+        policies.push(policy(
+            model,
+            "allow-redis-from-operator".into(),
+            "default",
+            NetworkPolicySpec {
+                pod_selector: Some(selector(selector_labels(&model.name, super::redis::APP))),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![namespace_peer(operator_namespace, Some(operator_pods))]),
+                    ports: Some(vec![port(Protocol::Tcp, Some(super::redis::PORT))]),
+                }]),
+                ..NetworkPolicySpec::default()
+            },
+        ));
+    }
 
     // Each HTTP component accepts its tenant peer plus the allowed and ingress namespaces. A
     // policy with an empty `from` would open the port to the whole cluster; here the peer is
@@ -360,6 +379,22 @@ mod tests {
         assert_eq!(endpoint_port("http://store:7070"), Some(7070));
         assert_eq!(endpoint_port("http://store"), Some(80));
         assert_eq!(endpoint_port("https://store/"), Some(443));
+    }
+
+    #[test]
+    fn the_operators_pods_reach_redis_from_their_namespace_and_nothing_else_does() {
+        let model = TestTenant::new("acme").valid_model();
+        let operator = pod("ops", &[("app.kubernetes.io/name", "neurallog-tenant-operator")]);
+        let beside_it = pod("ops", &[("app.kubernetes.io/name", "debug")]);
+        let elsewhere = pod("other", &[("app.kubernetes.io/name", "neurallog-tenant-operator")]);
+        let outside = network_policies(&model, &Platform::default());
+        assert!(!allowed(&outside, &operator, &redis(), "TCP", 6379), "no operator namespace, no way in");
+        let p = network_policies(&model, &Platform { operator_namespace: Some("ops".into()), ..Platform::default() });
+        assert!(allowed(&p, &operator, &redis(), "TCP", 6379));
+        assert!(!allowed(&p, &operator, &redis(), "TCP", 6380), "only Redis' port");
+        assert!(!allowed(&p, &operator, &server(), "TCP", 3030), "not the server");
+        assert!(!allowed(&p, &beside_it, &redis(), "TCP", 6379), "not another pod of its namespace");
+        assert!(!allowed(&p, &elsewhere, &redis(), "TCP", 6379), "not the same labels elsewhere");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The admin HTTP server, on every replica: `/metrics` (Prometheus), `/healthz` (liveness) and
-//! `/readyz` (the conversion webhook serving with a certificate; the body also says the part in
-//! leader election and the watch caches' state: see [`crate::readiness`]).
+//! The admin HTTP server, on every replica: `/healthz` (liveness) and `/readyz` (the conversion
+//! webhook serving with a certificate; the body also says the part in leader election and the
+//! watch caches' state: see [`crate::readiness`]), plain HTTP for the kubelet's probes. `/metrics`
+//! is served here only with `--metrics-insecure`; otherwise by [`super::metrics_server`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::metrics::Metrics;
@@ -21,15 +22,21 @@ struct Shared {
     readiness: Arc<Readiness>,
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    match shared.metrics.encode() {
+/// The metrics in the OpenMetrics text format (exemplars need it).
+pub fn metrics_response(metrics: &Metrics) -> Response {
+    match metrics.encode() {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             text,
-        ),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new()),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    metrics_response(&shared.metrics)
 }
 
 async fn ready(State(shared): State<Shared>) -> (StatusCode, &'static str) {
@@ -44,17 +51,18 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener
     tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
 }
 
-/// Serves until `shutdown` completes.
+/// Serves until `shutdown` completes; `/metrics` too when `with_metrics`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    with_metrics: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(self::metrics))
-        .route("/healthz", get(|| async { StatusCode::OK }))
-        .route("/readyz", get(ready))
-        .with_state(Shared { metrics, readiness });
+    let mut app = Router::new().route("/healthz", get(|| async { StatusCode::OK })).route("/readyz", get(ready));
+    if with_metrics {
+        app = app.route("/metrics", get(self::metrics));
+    }
+    let app = app.with_state(Shared { metrics, readiness });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("admin server failed")
 }

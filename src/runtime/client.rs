@@ -1,7 +1,10 @@
 //! The Kubernetes client: from a kubeconfig or the in-cluster service account, counting every
-//! request it sends by method and resource (`neurallog_tenant_operator_api_requests_total`).
+//! request it sends by method and resource (`neurallog_tenant_operator_api_requests_total`) and,
+//! as client-go does, by status code, method and host (`rest_client_requests_total`).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,8 +49,9 @@ pub async fn build(source: &KubeSource, metrics: Arc<Metrics>) -> anyhow::Result
 
 /// A client for `config` whose requests are counted in `metrics`.
 pub fn counted(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+    let host = config.cluster_url.authority().map(ToString::to_string).unwrap_or_default();
     let builder = ClientBuilder::try_from(config).context("cannot build a Kubernetes client")?;
-    Ok(builder.with_layer(&CountRequests(metrics)).build())
+    Ok(builder.with_layer(&CountRequests { metrics, host: host.into() }).build())
 }
 
 /// The resource a request path is about (`deployments`, `tenants/status`), for a metric label.
@@ -69,38 +73,54 @@ fn resource_of(path: &str) -> String {
     }
 }
 
-/// A tower layer that counts the requests passing through it.
+/// A tower layer that counts the requests passing through it, once their response (or failure)
+/// is known.
 #[derive(Clone)]
-struct CountRequests(Arc<Metrics>);
+struct CountRequests {
+    metrics: Arc<Metrics>,
+    host: Arc<str>,
+}
 
 impl<S> tower::Layer<S> for CountRequests {
     type Service = Counted<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Counted { inner, metrics: self.0.clone() }
+        Counted { inner, counter: self.clone() }
     }
 }
 
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    counter: CountRequests,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Counted<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for Counted<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.metrics.api_request(request.method().as_str(), &resource_of(request.uri().path()));
-        self.inner.call(request)
+        let method = request.method().to_string();
+        let resource = resource_of(request.uri().path());
+        let counter = self.counter.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            let code = match &response {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(_) => "<error>".to_owned(),
+            };
+            counter.metrics.api_request(&method, &resource, &counter.host, &code);
+            response
+        })
     }
 }
 

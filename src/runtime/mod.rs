@@ -1,8 +1,9 @@
 //! The process: what runs on every replica and what runs only on the leader, under one shutdown.
 //!
-//! - Every replica: the [`admin`] server (`/metrics`, `/healthz`, `/readyz`), the leader
-//!   election ([`lease`]) and the conversion webhook ([`crate::webhook`]; the API server calls
-//!   whichever replica the Service picks), with its self-managed certificate where configured.
+//! - Every replica: the [`admin`] server (`/healthz`, `/readyz`), the [`metrics_server`]
+//!   (`/metrics` over HTTPS, authenticated and authorised), the leader election ([`lease`]) and
+//!   the conversion webhook ([`crate::webhook`]; the API server calls whichever replica the
+//!   Service picks), with its self-managed certificate where configured.
 //! - The leader only (or the one process, with leader election off): the controller, and beside
 //!   it the storage-version migration ([`migration`]), a task of its own so it never holds up a
 //!   reconcile. Losing the lease drops both at once, so a replica that is no longer the leader
@@ -14,6 +15,7 @@
 mod admin;
 pub mod client;
 pub mod lease;
+pub mod metrics_server;
 pub mod preflight;
 
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ use lease::LeaseSettings;
 pub struct Config {
     pub kube: KubeSource,
     pub admin_address: SocketAddr,
+    /// Where `/metrics` is served over HTTPS; `None` serves it on the admin address, in the clear.
+    pub metrics_address: Option<SocketAddr>,
     /// The conversion webhook's address and mounted certificate.
     pub webhook: webhook::Settings,
     /// The certificate issued and the CRD pointed at the webhook by the operator itself (installs
@@ -107,8 +111,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let webhook = Webhook::bind(&config.webhook, certificates).await?;
     readiness.follow_webhook_certificate(webhook.certificate());
+    let metrics_server = match config.metrics_address {
+        Some(address) => {
+            let listener = admin::bind(address).await?;
+            tracing::info!(%address, path = metrics_server::PATH, "metrics over HTTPS, for authorised tokens");
+            let app =
+                metrics_server::router(metrics.clone(), Arc::new(metrics_server::Authorizer::new(client.clone())));
+            let serving =
+                crate::https::serve(listener, webhook.certificate(), app, "metrics server", serving_stopped.clone());
+            Some(tokio::spawn(serving))
+        }
+        None => {
+            tracing::warn!("metrics served in the clear on the admin address to anyone (--metrics-insecure)");
+            None
+        }
+    };
     let webhook = tokio::spawn(webhook.serve(metrics.clone(), serving_stopped.clone()));
-    let admin = tokio::spawn(admin::serve(admin_listener, metrics.clone(), readiness.clone(), serving_stopped));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        readiness.clone(),
+        config.metrics_address.is_none(),
+        serving_stopped,
+    ));
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let election = match config.leader_election {
         Some(settings) => {
@@ -139,8 +164,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_serving.send(());
     let admin_result = admin.await.context("admin server task failed")?;
     let webhook_result = webhook.await.context("conversion webhook task failed")?;
+    let metrics_result = match metrics_server {
+        Some(server) => server.await.context("metrics server task failed")?,
+        None => Ok(()),
+    };
     telemetry.shutdown().await;
-    result.and(admin_result).and(webhook_result)
+    result.and(admin_result).and(webhook_result).and(metrics_result)
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;

@@ -30,9 +30,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use kube::core::conversion::{ConversionResponse, ConversionReview};
 use kube::core::{Status, TypeMeta};
 use tokio::net::TcpListener;
@@ -53,16 +50,9 @@ pub use crate::api::CONVERSION_PATH as PATH;
 pub const MAX_BODY: usize = 64 << 20;
 /// Time to read a review's body and answer it; the API server gives up after 30 s anyway.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a new connection has to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a connection has to send a request's headers, which also closes a connection idle that
-/// long between requests.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every reply is a ConversionReview of the one version the API server is told to send (the
 /// CRD's `conversionReviewVersions`).
 const REVIEW_KIND: &str = "ConversionReview";
-/// Time reviews in flight have to finish after the server is asked to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the webhook listens and where its certificate is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,62 +112,13 @@ impl Webhook {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Webhook { listener, local_addr, resolver, follow_certificates } = self;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(resolver)?));
-        let app = router(metrics);
         let follower = tokio::spawn(follow_certificates);
-        let graceful = GracefulShutdown::new();
         tracing::info!(address = %local_addr, path = PATH, "conversion webhook listening");
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, say: wait rather than spin.
-                        tracing::warn!(%error, "the conversion webhook cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(app.clone());
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => return tracing::debug!(%peer, %error, "webhook TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
-                };
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(tls), service);
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, %error, "webhook connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
+        let served = crate::https::serve(listener, resolver, router(metrics), "conversion webhook", shutdown).await;
         follower.abort();
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-            tracing::warn!("conversion webhook connections still open after {SHUTDOWN_GRACE:?}; closed");
-        }
         tracing::info!("conversion webhook stopped");
-        Ok(())
+        served
     }
-}
-
-/// TLS 1.2 and 1.3 on ring, HTTP/1.1 offered by ALPN, the certificate from `resolver`.
-fn server_config(resolver: Arc<Reloading>) -> anyhow::Result<rustls::ServerConfig> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(certificates::provider()))
-        .with_safe_default_protocol_versions()
-        .context("no TLS protocol version for the conversion webhook")?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 fn router(metrics: Arc<Metrics>) -> Router {

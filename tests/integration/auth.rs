@@ -77,8 +77,9 @@ async fn an_already_registered_tenant_and_a_failing_auth_are_handled() {
     // is a reconcile that failed.
     poll("the failed registration counted as a failed reconcile", async || {
         let text = operator.metrics.encode().ok()?;
-        let errors =
-            text.lines().find_map(|l| l.strip_prefix("neurallog_tenant_operator_reconciles_total{result=\"error\"} "));
+        let errors = text
+            .lines()
+            .find_map(|l| l.strip_prefix("controller_runtime_reconcile_errors_total{controller=\"tenant\"} "));
         errors.filter(|count| *count != "0").map(drop)
     })
     .await;

@@ -61,7 +61,7 @@ async fn one_leader_writes_a_killed_one_is_replaced_and_a_stopped_one_hands_over
     let leader_writes = leader.writes().await;
     assert!(leader_writes.keys().any(|w| w == "PATCH tenants/status"), "the leader wrote: {leader_writes:?}");
     let leading = |metrics: Option<BTreeMap<String, f64>>| {
-        metrics.and_then(|m| m.get("neurallog_tenant_operator_leader").copied())
+        metrics.and_then(|m| m.get("leader_election_master_status{name=\"neurallog-tenant-operator\"}").copied())
     };
     assert_eq!(leading(leader.metrics().await), Some(1.0));
     assert_eq!(leading(follower.metrics().await), Some(0.0));

@@ -12,6 +12,7 @@ mod deletion;
 mod install;
 mod leader;
 mod lifecycle;
+mod metrics;
 mod migration;
 mod network;
 mod partial;

@@ -526,7 +526,8 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `tenant-operator run` with `args`, the pod name `name`, a free admin port, a free
     /// webhook port and a serving certificate of its own in its certificate directory, as OLM
-    /// mounts one (a replica without one is not ready).
+    /// mounts one (a replica without one is not ready). Its metrics are served in the clear on the
+    /// admin port (`--metrics-insecure`), unless `args` give a `--metrics-address`.
     pub fn start(h: &Harness, name: &str, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let admin = format!("127.0.0.1:{}", testenv::free_port().unwrap());
         let log = h.plane.dir().join(format!("{name}.log"));
@@ -540,6 +541,7 @@ impl OperatorProcess {
             .arg("--webhook-cert-dir")
             .arg(&cert_dir)
             .args(args)
+            .args((!args.contains(&"--metrics-address")).then_some("--metrics-insecure"))
             .envs(env.iter().copied())
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
@@ -568,7 +570,7 @@ impl OperatorProcess {
     }
 
     /// GET of an admin path: status and body (None while it is not serving yet).
-    async fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+    pub async fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         // The workspace's reqwest has no TLS provider of its own (see Cargo.toml).
         neurallog_tenant_operator::tls::install_crypto_provider();
         let response = reqwest::get(format!("http://{}{path}", self.admin)).await.ok()?;

@@ -29,6 +29,7 @@ pub mod olm_run;
 pub mod operatorhub;
 mod pki;
 mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod timeline;
 

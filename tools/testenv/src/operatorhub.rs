@@ -555,6 +555,9 @@ impl Env {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .env("TENANT_OPERATOR_ADMIN_ADDRESS", admin.to_string())
+            // Its metrics in the clear on that port, for the test to read (releases before 0.3.0
+            // serve them there anyway); tests/integration/metrics.rs proves the secure server.
+            .env("TENANT_OPERATOR_METRICS_INSECURE", "true")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.jaeger.otlp_grpc_endpoint());
 
         let owner = deployment.metadata.labels.as_ref().and_then(|l| l.get("olm.owner")).cloned().unwrap_or_default();
