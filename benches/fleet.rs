@@ -25,7 +25,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
@@ -301,6 +301,47 @@ struct Fleet {
     restart_quiet: Duration,
     restart_writes: u64,
     restart_peak_kib: u64,
+    scrape: ScrapeCost,
+}
+
+/// What scraping `/metrics` costs over an idle fleet: the exposition's size, and the operator's CPU
+/// over [`SCRAPE_WINDOW`] without a scrape and with one every [`SCRAPE_EVERY`].
+#[derive(Debug, Clone, Default)]
+struct ScrapeCost {
+    series: usize,
+    bytes: usize,
+    /// Time of each scrape in the scraped window.
+    times: Vec<Duration>,
+    idle_cpu: Duration,
+    scraped_cpu: Duration,
+}
+
+/// The scrape-cost windows: a minute each, one scrape a second in the second.
+const SCRAPE_WINDOW: Duration = Duration::from_secs(60);
+const SCRAPE_EVERY: Duration = Duration::from_secs(1);
+
+/// The operator's CPU over a quiet window, then over a window scraped every second; the size of
+/// the last exposition.
+async fn scrape_cost(operator: &mut Operator, clock: &CpuClock) -> anyhow::Result<ScrapeCost> {
+    let operator_cpu = |before: &BTreeMap<String, Duration>, after: &BTreeMap<String, Duration>| {
+        cpu_between(before, after).get("operator").copied().unwrap_or_default()
+    };
+    let before = clock.read()?;
+    tokio::time::sleep(SCRAPE_WINDOW).await;
+    let idle_cpu = operator_cpu(&before, &clock.read()?);
+    let before = clock.read()?;
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(SCRAPE_EVERY);
+    let (mut times, mut last) = (Vec::new(), String::new());
+    while start.elapsed() < SCRAPE_WINDOW {
+        ticks.tick().await;
+        let (took, body) = operator.scrape().await?;
+        times.push(took);
+        last = body;
+    }
+    let scraped_cpu = operator_cpu(&before, &clock.read()?);
+    let series = last.lines().filter(|line| !line.is_empty() && !line.starts_with('#')).count();
+    Ok(ScrapeCost { series, bytes: last.len(), times, idle_cpu, scraped_cpu })
 }
 
 impl Fleet {
@@ -382,6 +423,8 @@ async fn operator_run(names: &[String], concurrency: Option<u16>) -> anyhow::Res
         operator.wait_reconciles(before_touch + names.len() as u64, "touch every tenant").await?;
         operator.wait_idle().await?;
         let touched_writes = writes_between(&before, &operator.writes().await?).values().sum();
+        eprintln!("bench:   the cost of a scrape a second, over {} idle tenants", names.len());
+        let scrape = scrape_cost(&mut operator, &clock).await?;
         let memory = operator.memory()?;
         operator.terminate().await?;
 
@@ -412,6 +455,7 @@ async fn operator_run(names: &[String], concurrency: Option<u16>) -> anyhow::Res
             restart_quiet,
             restart_writes,
             restart_peak_kib,
+            scrape,
         })
     };
     measured.await.map_err(|error| {
@@ -515,6 +559,46 @@ fn report(fleets: &[Fleet], concurrency: Option<u16>) {
     let mut cpu_header = vec!["tenants"];
     cpu_header.extend(processes);
     print_table(&cpu_header, &cpu_rows);
+    println!();
+    println!(
+        "Scraping /metrics (in the clear here: the HTTPS server's cost is a TLS session per connection and \
+         a token review every 10 s) over the idle fleet: operator CPU over {}s without scrapes and with one \
+         every {}s.",
+        SCRAPE_WINDOW.as_secs(),
+        SCRAPE_EVERY.as_secs()
+    );
+    println!();
+    let scrape_rows: Vec<Vec<String>> = fleets
+        .iter()
+        .map(|fleet| {
+            let scrape = &fleet.scrape;
+            let mut times = scrape.times.clone();
+            times.sort();
+            let at = |percent: usize| {
+                let rank = (times.len() * percent).div_ceil(100);
+                rank.checked_sub(1)
+                    .and_then(|rank| times.get(rank))
+                    .map_or_else(|| "-".to_owned(), |t| format!("{:.1}", t.as_secs_f64() * 1000.0))
+            };
+            vec![
+                fleet.tenants.to_string(),
+                scrape.series.to_string(),
+                format!("{:.0}", scrape.bytes as f64 / 1024.0),
+                format!("{}/{}", at(50), at(100)),
+                format!("{:.2}", scrape.idle_cpu.as_secs_f64()),
+                format!("{:.2}", scrape.scraped_cpu.as_secs_f64()),
+                format!(
+                    "{:.1}",
+                    (scrape.scraped_cpu.saturating_sub(scrape.idle_cpu)).as_secs_f64() * 1000.0
+                        / scrape.times.len().max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    print_table(
+        &["tenants", "series", "KiB", "scrape p50/max ms", "CPU s, quiet", "CPU s, scraped", "CPU ms/scrape"],
+        &scrape_rows,
+    );
     for fleet in fleets {
         println!();
         println!(

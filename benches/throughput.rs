@@ -12,6 +12,8 @@
 //! Run with `make bench`; `BENCH_TENANTS` sets N (default 40), `BENCH_CONCURRENCY` the operator's
 //! `--concurrency` (default: the operator's own). Timings are reported, never asserted.
 
+// Shared with the other benchmarks, of which this one reads only a part.
+#[allow(dead_code)]
 mod support;
 
 use std::fmt::Write as _;

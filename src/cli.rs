@@ -179,7 +179,8 @@ pub struct MonitoringArgs {
     #[arg(long, env = "TENANT_OPERATOR_METRICS_INSECURE")]
     pub metrics_insecure: bool,
     /// Seconds between two collections of every tenant's Redis metrics (INFO over the network);
-    /// 0 turns them off.
+    /// 0 turns them off. Only in a pod (KUBERNETES_SERVICE_HOST set): elsewhere no Redis is
+    /// reachable by its Service's name.
     #[arg(long, env = "TENANT_OPERATOR_OPERAND_METRICS_SECONDS", default_value_t = 30)]
     pub operand_metrics_seconds: u64,
     /// Create the ServiceMonitor and the PrometheusRule in the operator's namespace when the
@@ -371,8 +372,11 @@ impl RunArgs {
                 rollout: self.operand.rollout(),
                 auth: self.auth.settings()?,
                 auth_deregistration_deadline: Duration::from_secs(self.auth.auth_deregistration_deadline_seconds),
-                operand_metrics_interval: (self.monitoring.operand_metrics_seconds > 0)
-                    .then(|| Duration::from_secs(self.monitoring.operand_metrics_seconds)),
+                // Outside a pod no Redis is reachable by its Service's name: asking would only send
+                // lookups of cluster names to the host's resolver.
+                operand_metrics_interval: (self.monitoring.operand_metrics_seconds > 0
+                    && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+                .then(|| Duration::from_secs(self.monitoring.operand_metrics_seconds)),
                 monitoring_resources: self.monitoring.monitoring_resources,
             },
             migration: MigrationSettings {

@@ -14,7 +14,37 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::webhook::certificates::{self, Reloading};
+use std::sync::{PoisonError, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A [`ResolvesServerCert`] whose certificate can be replaced while the server runs. Without one
+/// every handshake fails (the client sees a handshake failure alert), which is what an API server
+/// should see before the first certificate exists.
+#[derive(Debug, Default)]
+pub struct Reloading {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+impl Reloading {
+    /// Serves `key` from the next handshake on; true when it is the first.
+    pub fn set(&self, key: CertifiedKey) -> bool {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        current.replace(Arc::new(key)).is_none()
+    }
+
+    /// The certificate in force.
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
 
 /// Time a new connection has to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +106,7 @@ pub async fn serve(
 
 /// TLS 1.2 and 1.3 on ring, HTTP/1.1 offered by ALPN, the certificate from `resolver`.
 fn server_config(resolver: Arc<Reloading>, what: &str) -> anyhow::Result<rustls::ServerConfig> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(certificates::provider()))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(crate::tls::provider()))
         .with_safe_default_protocol_versions()
         .with_context(|| format!("no TLS protocol version for the {what}"))?
         .with_no_client_auth()

@@ -44,6 +44,14 @@ struct TraceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    name: &'static str,
+}
+
+/// The tenant controller's queue, as `workqueue_*` label it.
+const TENANT_QUEUE: QueueLabels = QueueLabels { name: TENANT_CONTROLLER };
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaseLabels {
     name: &'static str,
 }
@@ -104,6 +112,9 @@ pub struct Metrics {
     active_workers: Family<ControllerLabels, Gauge>,
     max_concurrent_reconciles: Family<ControllerLabels, Gauge>,
     leader: Family<LeaseLabels, Gauge>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    queue_adds: Family<QueueLabels, Counter>,
+    queue_duration: Family<QueueLabels, Histogram>,
     rest_client_requests: Family<RestClientLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
     tenant_phase: Family<PhaseLabels, Gauge>,
@@ -219,6 +230,19 @@ impl Default for Metrics {
             "master_status",
             "1 while this process leads (reconciles), 0 while it waits; 1 with leader election off",
             leader.clone(),
+        );
+        let workqueue = root.sub_registry_with_prefix("workqueue");
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        workqueue.register("depth", "Tenants waiting for a reconcile after a change was seen", queue_depth.clone());
+        let queue_adds = Family::<QueueLabels, Counter>::default();
+        workqueue.register("adds", "Tenants that started waiting for a reconcile", queue_adds.clone());
+        let queue_duration = Family::<QueueLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0])
+        });
+        workqueue.register(
+            "queue_duration_seconds",
+            "How long a tenant waited from a change seen to its reconcile's start",
+            queue_duration.clone(),
         );
         let rest_client_requests = Family::<RestClientLabels, Counter>::default();
         root.sub_registry_with_prefix("rest_client").register(
@@ -355,6 +379,8 @@ impl Default for Metrics {
         // controller-runtime has them: a follower says it does not lead, a controller with no
         // reconcile yet says so.
         leader.get_or_create(&LeaseLabels { name: LEASE_NAME }).set(0);
+        queue_depth.get_or_create(&TENANT_QUEUE).set(0);
+        queue_adds.get_or_create(&TENANT_QUEUE).inc_by(0);
         for controller in [TENANT_CONTROLLER, BACKUP_CONTROLLER] {
             for result in ["success", "error"] {
                 reconciles.get_or_create(&ControllerResultLabels { controller, result }).inc_by(0);
@@ -370,6 +396,9 @@ impl Default for Metrics {
             active_workers,
             max_concurrent_reconciles,
             leader,
+            queue_depth,
+            queue_adds,
+            queue_duration,
             rest_client_requests,
             api_requests,
             tenant_phase,
@@ -420,7 +449,7 @@ impl Metrics {
     }
 
     /// What `tenant`'s Redis answered, or that it did not (`None`): then only `redis_up` says so.
-    pub fn set_redis(&self, tenant: &str, info: Option<&crate::controller::operand::RedisInfo>) {
+    pub fn set_redis(&self, tenant: &str, info: Option<&crate::model::redis_info::RedisInfo>) {
         let labels = TenantLabels { tenant: tenant.to_owned() };
         let redis = &self.redis;
         redis.up.get_or_create(&labels).set(i64::from(info.is_some()));
@@ -494,6 +523,18 @@ impl Metrics {
         let gauge = self.active_workers.get_or_create(&ControllerLabels { controller }).clone();
         gauge.inc();
         ActiveWorker(gauge)
+    }
+
+    /// A tenant started waiting for a reconcile; `depth` wait now.
+    pub fn queue_added(&self, depth: usize) {
+        self.queue_adds.get_or_create(&TENANT_QUEUE).inc();
+        self.queue_depth.get_or_create(&TENANT_QUEUE).set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// A reconcile took a tenant that waited `waited`; `depth` still wait.
+    pub fn queue_taken(&self, depth: usize, waited: Duration) {
+        self.queue_depth.get_or_create(&TENANT_QUEUE).set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.queue_duration.get_or_create(&TENANT_QUEUE).observe(waited.as_secs_f64());
     }
 
     /// How many reconciles `controller` runs at most at once.

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::webhook::certificates::Reloading;
+use crate::https::Reloading;
 
 /// This process's part in leader election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

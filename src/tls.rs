@@ -1,5 +1,5 @@
 //! TLS for the operator's own clients (NeuralLog Auth, the OTLP collector): rustls on ring, the
-//! crypto provider kube already uses (see the root Cargo.toml).
+//! crypto provider kube already uses (see the root Cargo.toml), which its servers use too.
 
 use std::sync::Arc;
 
@@ -14,6 +14,11 @@ use rustls_platform_verifier::BuilderVerifierExt as _;
 pub fn install_crypto_provider() {
     // Err only means a provider is installed already, which is all this wants.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The ring provider, which the whole crate uses, clients and servers.
+pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// Which servers a client trusts.

@@ -251,6 +251,13 @@ impl Operator {
         }
     }
 
+    /// One scrape of `/metrics`: how long it took and what it returned.
+    pub async fn scrape(&mut self) -> anyhow::Result<(Duration, String)> {
+        let start = Instant::now();
+        let body = self.metrics().await?;
+        Ok((start.elapsed(), body))
+    }
+
     async fn metrics(&mut self) -> anyhow::Result<String> {
         if let Some(status) = self.child.try_wait()? {
             bail!("the operator exited with {status}");

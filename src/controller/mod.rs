@@ -95,7 +95,7 @@ pub async fn run(
         .transpose()
         .context("invalid NeuralLog Auth settings")?;
 
-    let triggers = Arc::new(Triggers::default());
+    let triggers = Arc::new(Triggers::measured(metrics.clone()));
     let (tenant_store, tenant_events, tenants_listed) = children::cached_watch(tenants, watcher::Config::default());
     // Names of tenants whose namespace may have outlived them (src/controller/orphans.rs).
     let (orphan_check, orphan_checks) = futures::channel::mpsc::unbounded::<String>();

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod defaults;
 pub mod operand;
+pub mod redis_info;
 pub mod state;
 pub mod upgrade;
 

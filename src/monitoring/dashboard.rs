@@ -18,7 +18,7 @@ pub struct Panel {
     pub legend: &'static str,
 }
 
-pub const PANELS: [Panel; 14] = [
+pub const PANELS: [Panel; 15] = [
     Panel {
         title: "Tenants by phase",
         unit: "short",
@@ -54,6 +54,12 @@ pub const PANELS: [Panel; 14] = [
         unit: "short",
         expr: "sum by (controller) (controller_runtime_active_workers)",
         legend: "{{controller}}",
+    },
+    Panel {
+        title: "Tenants waiting for a reconcile",
+        unit: "short",
+        expr: "max by (name) (workqueue_depth)",
+        legend: "{{name}}",
     },
     Panel { title: "Leader", unit: "short", expr: "max(leader_election_master_status)", legend: "leading replicas" },
     Panel {

@@ -8,17 +8,18 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
+
+use crate::https::Reloading;
+use crate::tls::provider;
 
 /// Where OLM (and controller-runtime's convention) mounts the serving certificate.
 pub const DEFAULT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
@@ -126,11 +127,6 @@ pub enum CertificateError {
     Key(#[from] rustls::Error),
 }
 
-/// The ring provider, which the whole crate uses (see src/tls.rs).
-pub(crate) fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
 /// The pair as rustls serves it, refused unless the key belongs to the leaf certificate.
 pub fn certified_key(pair: &PemPair) -> Result<CertifiedKey, CertificateError> {
     let chain = CertificateDer::pem_slice_iter(&pair.cert).collect::<Result<Vec<_>, _>>()?;
@@ -139,33 +135,6 @@ pub fn certified_key(pair: &PemPair) -> Result<CertifiedKey, CertificateError> {
     }
     let key = PrivateKeyDer::from_pem_slice(&pair.key)?;
     Ok(CertifiedKey::from_der(chain, key, &provider())?)
-}
-
-/// A [`ResolvesServerCert`] whose certificate can be replaced while the server runs. Without one
-/// every handshake fails (the client sees a handshake failure alert), which is what an API server
-/// should see before the first certificate exists.
-#[derive(Debug, Default)]
-pub struct Reloading {
-    current: RwLock<Option<Arc<CertifiedKey>>>,
-}
-
-impl Reloading {
-    /// Serves `key` from the next handshake on; true when it is the first.
-    pub fn set(&self, key: CertifiedKey) -> bool {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        current.replace(Arc::new(key)).is_none()
-    }
-
-    /// The certificate in force.
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-impl ResolvesServerCert for Reloading {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current()
-    }
 }
 
 /// What the directory held at the last poll.

@@ -37,8 +37,8 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::https::Reloading;
 pub use certificates::Certificates;
-use certificates::Reloading;
 
 use crate::api::conversion;
 use crate::metrics::Metrics;

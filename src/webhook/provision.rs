@@ -146,12 +146,10 @@ fn verify(cert: &[u8], ca: &[u8], host: &str, at: SystemTime) -> Result<(), Stri
     for certificate in CertificateDer::pem_slice_iter(ca) {
         roots.add(certificate.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(certificates::provider()),
-    )
-    .build()
-    .map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(crate::tls::provider()))
+            .build()
+            .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     let at = UnixTime::since_unix_epoch(at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
     verifier.verify_server_cert(leaf, intermediates, &name, &[], at).map(drop).map_err(|e| e.to_string())

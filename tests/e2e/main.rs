@@ -9,7 +9,8 @@
 //!   path with OLM in the cluster, catalog and bundle images, and the upgrades from 0.2.0 and 0.1.0
 //!   (`operatorhub_node`); NetworkPolicies enforced by kube-router's NetworkPolicy controller
 //!   (`isolation_node`); NeuralLog versions rolled out in waves across a fleet (`rollout_node`);
-//!   backups to a real S3-compatible store and restores into new tenants (`backup_node`).
+//!   backups to a real S3-compatible store and restores into new tenants (`backup_node`); a real
+//!   Prometheus scraping the operator and its tenants, its alerts firing (`monitoring_node`).
 //!
 //! Built only with the `e2e` feature (`make e2e`); the scenarios run one at a time
 //! (`--test-threads=1`), each on its own cluster. Each prints its timeline; a failing one names its
@@ -18,6 +19,7 @@
 mod backup_node;
 mod install;
 mod isolation_node;
+mod monitoring_node;
 mod on_node;
 mod operatorhub_node;
 mod real_node;
