@@ -448,6 +448,14 @@ impl Metrics {
         }
     }
 
+    /// Forgets the Redis series of a tenant no longer measured.
+    pub fn forget_redis(&self, tenant: &str) {
+        let labels = TenantLabels { tenant: tenant.to_owned() };
+        for family in self.redis.families() {
+            family.remove(&labels);
+        }
+    }
+
     /// What `tenant`'s Redis answered, or that it did not (`None`): then only `redis_up` says so.
     pub fn set_redis(&self, tenant: &str, info: Option<&crate::model::redis_info::RedisInfo>) {
         let labels = TenantLabels { tenant: tenant.to_owned() };
@@ -486,9 +494,7 @@ impl Metrics {
         self.backup_bytes.remove(&labels);
         self.backup_failures.remove(&labels);
         self.backup_due.remove(&labels);
-        for family in self.redis.families() {
-            family.remove(&labels);
-        }
+        self.forget_redis(tenant);
         self.set_tenant_status(tenant, None, &[]);
     }
 

@@ -7,7 +7,7 @@
 //! answer within [`QUERY_TIMEOUT`] is `redis_up 0`. The password Secret is immutable, so it is read
 //! once per tenant. The NetworkPolicy `allow-redis-from-operator` admits the operator's pods.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ impl Passwords {
 /// Asks every tenant's Redis for its INFO, every `interval`, until `shutdown`.
 pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>, interval: Duration, shutdown: impl Future<Output = ()>) {
     let passwords = Passwords::default();
+    // The tenants measured in the last round: one deleted meanwhile loses its series (a sample
+    // taken while its deletion dropped the others would otherwise stay).
+    let mut measured = HashSet::new();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -104,6 +107,11 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>, interval: Duration, 
         let live: Vec<Arc<Tenant>> =
             listed.into_iter().filter(|tenant| tenant.metadata.deletion_timestamp.is_none()).collect();
         passwords.keep(&live.iter().filter_map(|tenant| tenant.uid()).collect::<Vec<_>>());
+        let names: HashSet<String> = live.iter().map(|tenant| tenant.name_any()).collect();
+        for gone in measured.difference(&names) {
+            ctx.metrics.forget_redis(gone);
+        }
+        measured = names;
         let span = tracing::info_span!("operand_metrics", tenants = live.len());
         futures::stream::iter(live)
             .for_each_concurrent(PARALLEL_QUERIES, |tenant| collect(&ctx, &passwords, tenant))
