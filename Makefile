@@ -19,7 +19,7 @@ IMG ?= neurallog/tenant-operator:$(VERSION)
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger, opm, operator-sdk, kube-router, versitygw and Prometheus (with promtool) binaries once (cached).
+tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger, opm, operator-sdk, kube-router, versitygw, Prometheus (with promtool) and Prometheus Operator (with its CRDs) binaries once (cached).
 	@tools/build.sh etcd >/dev/null
 	@tools/build.sh kubernetes >/dev/null
 	@tools/build.sh jaeger >/dev/null
@@ -28,6 +28,7 @@ tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger
 	@tools/build.sh kube-router >/dev/null
 	@tools/build.sh versitygw >/dev/null
 	@tools/build.sh prometheus >/dev/null
+	@tools/build.sh prometheus-operator >/dev/null
 
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
@@ -73,7 +74,8 @@ TEST_ENV = TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$
 	TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
 	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
 	TESTENV_KUBE_ROUTER_BIN="$$(tools/build.sh kube-router)" TESTENV_VERSITYGW_BIN="$$(tools/build.sh versitygw)" \
-	TESTENV_PROMETHEUS_BIN="$$(tools/build.sh prometheus)" TESTENV_IMAGES="$(IMAGES_RECORD)"
+	TESTENV_PROMETHEUS_BIN="$$(tools/build.sh prometheus)" \
+	TESTENV_PROMETHEUS_OPERATOR_BIN="$$(tools/build.sh prometheus-operator)" TESTENV_IMAGES="$(IMAGES_RECORD)"
 # One feature set for every test target, so that the library builds once for all of them.
 TEST_FEATURES := --features neurallog-tenant-operator/e2e
 # The tests that need the machine's one real node live in modules whose names end in `_node`; they

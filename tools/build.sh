@@ -18,6 +18,8 @@
 #   tools/build.sh kube-router  # kube-router (its NetworkPolicy controller enforces on the real node)
 #   tools/build.sh versitygw    # versitygw (the S3-compatible store the backup tests write to)
 #   tools/build.sh prometheus   # prometheus, promtool (Prometheus 3; no built-in web UI, the API only)
+#   tools/build.sh prometheus-operator # operator (the Prometheus Operator);
+#                               # ../prometheus-operator-crd: its CRDs
 set -euo pipefail
 
 component="${1:?usage: tools/build.sh <component>}"
@@ -152,6 +154,20 @@ case "$component" in
     pkg=github.com/prometheus/common/version
     ldflags+=" -X $pkg.Version=${version#v} -X $pkg.Branch=HEAD -X $pkg.BuildUser=tools/build.sh"
     ldflags+=" -X $pkg.BuildDate=20261105-15:06:51"
+    ;;
+  prometheus-operator)
+    version="v0.89.0"
+    packages=(github.com/prometheus-operator/prometheus-operator/cmd/operator)
+    # Upstream's Makefile stamps these, which `operator --version` and its startup log print (empty
+    # unstamped); Version also tags the default config-reloader image it puts in the pods it makes.
+    # The revision is the tag's commit, the date its commit time, both as the module proxy reports
+    # them; upstream's branch (the CI ref) is left out.
+    pkg=github.com/prometheus/common/version
+    ldflags+=" -X $pkg.Version=${version#v} -X $pkg.Revision=e13fb157486c9957c11a88fca97bf1a758a915c8"
+    ldflags+=" -X $pkg.BuildUser=tools/build.sh -X $pkg.BuildDate=20260206-08:19:25"
+    # The operator's integration tests install the real ServiceMonitor and PrometheusRule CRDs (and the
+    # others) from here: <out>/prometheus-operator-crd/*.yaml.
+    module_files="github.com/prometheus-operator/prometheus-operator example/prometheus-operator-crd"
     ;;
   *)
     echo "tools/build.sh: no recipe for '$component'" >&2; exit 2 ;;

@@ -1,6 +1,6 @@
 //! The real Prometheus and promtool (`tools/build.sh prometheus`, `$TESTENV_PROMETHEUS_BIN`): a
 //! server on loopback with the configuration and rule files a test writes, asked through its HTTP
-//! API.
+//! API; and the Prometheus Operator's CRDs (`tools/build.sh prometheus-operator`).
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -14,6 +14,13 @@ use crate::process::{log_tail, spawn, tool_dir};
 /// promtool, of the pinned Prometheus build.
 pub fn promtool() -> anyhow::Result<PathBuf> {
     Ok(tool_dir("prometheus", "TESTENV_PROMETHEUS_BIN")?.join("promtool"))
+}
+
+/// The directory of the Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule, …; one YAML
+/// file each), copied from its module next to the pinned build (`tools/build.sh
+/// prometheus-operator`, `$TESTENV_PROMETHEUS_OPERATOR_BIN`): `<bin>/../prometheus-operator-crd`.
+pub fn operator_crds() -> anyhow::Result<PathBuf> {
+    Ok(tool_dir("prometheus-operator", "TESTENV_PROMETHEUS_OPERATOR_BIN")?.join("../prometheus-operator-crd"))
 }
 
 /// A running Prometheus; stopped when dropped.
