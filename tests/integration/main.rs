@@ -14,6 +14,7 @@ mod leader;
 mod lifecycle;
 mod metrics;
 mod migration;
+mod monitoring;
 mod network;
 mod partial;
 mod password;
