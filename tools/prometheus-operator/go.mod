@@ -3,7 +3,7 @@
 // (example/prometheus-operator-crd), which the integration tests install.
 module neurallog.io/tools/prometheus-operator
 
-go 1.26.8
+go 1.25.0
 
 tool github.com/prometheus-operator/prometheus-operator/cmd/operator
 
