@@ -33,10 +33,11 @@ tools: ## Build the pinned etcd, Kubernetes (kubelet and kube-proxy too), Jaeger
 build: ## Build the operator and the local control plane launcher.
 	cargo build --workspace --locked
 
-generate: ## Regenerate the committed CRDs from the Rust types, docs/configuration.md from the command line, and the alerting rules and dashboard (config/monitoring/).
+generate: ## Regenerate the committed CRDs from the Rust types, docs/configuration.md from the command line, docs/api-reference.md from the CRDs and the operator's Event and condition reasons, and the alerting rules and dashboard (config/monitoring/).
 	cargo run --locked --quiet --bin tenant-operator -- crd > config/crd/bases/neurallog.io_tenants.yaml
 	cargo run --locked --quiet --bin tenant-operator -- crd tenantbackups > config/crd/bases/neurallog.io_tenantbackups.yaml
 	cargo run --locked --quiet --bin configuration-reference > docs/configuration.md
+	cargo run --locked --quiet --bin api-reference > docs/api-reference.md
 	cargo run --locked --quiet --bin tenant-operator -- monitoring rules > config/monitoring/rules.yaml
 	cargo run --locked --quiet --bin tenant-operator -- monitoring dashboard > config/monitoring/dashboard.json
 

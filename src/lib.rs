@@ -15,8 +15,11 @@
 //!   and Grafana.
 //! - [`cli`]: the `tenant-operator` command line; [`reference`]: the configuration reference
 //!   generated from it (`docs/configuration.md`).
+//! - [`api_reference`]: the API reference generated from the CRDs and the operator's Event and
+//!   condition reasons (`docs/api-reference.md`).
 
 pub mod api;
+pub mod api_reference;
 pub mod auth;
 pub mod backup;
 pub mod cli;

@@ -38,6 +38,16 @@ pub const FINALIZER: &str = "neurallog.io/backup-objects";
 /// How often a running backup or restore is looked at when nothing wakes it.
 const POLL: Duration = Duration::from_secs(10);
 
+/// The condition of a TenantBackup: True once the backup is complete and verified.
+pub const SUCCEEDED: &str = "Succeeded";
+/// `Succeeded` while its Job takes the backup, once it is verified, once it failed: (status,
+/// reason).
+const TAKING: (bool, &str) = (false, "Running");
+const VERIFIED: (bool, &str) = (true, "BackupSucceeded");
+const FAILED: (bool, &str) = (false, "BackupFailed");
+/// Every (status, reason) of `Succeeded`.
+pub const SUCCEEDED_REASONS: [(bool, &str); 3] = [TAKING, VERIFIED, FAILED];
+
 fn timestamp(time: &Time) -> jiff::Timestamp {
     time.0
 }
@@ -351,14 +361,14 @@ async fn reconcile(backup: Arc<TenantBackup>, shared: Arc<BackupContext>) -> Res
 fn failed(mut status: TenantBackupStatus, message: String) -> TenantBackupStatus {
     status.phase = Some(BackupPhase::Failed);
     status.completion_time = Some(super::status::now());
-    status.conditions = vec![succeeded_condition(false, "BackupFailed", &message)];
+    status.conditions = vec![succeeded_condition(FAILED, &message)];
     status.message = Some(message);
     status
 }
 
-fn succeeded_condition(ok: bool, reason: &str, message: &str) -> Condition {
+fn succeeded_condition((ok, reason): (bool, &str), message: &str) -> Condition {
     Condition {
-        type_: "Succeeded".into(),
+        type_: SUCCEEDED.into(),
         status: if ok { "True" } else { "False" }.into(),
         reason: reason.into(),
         message: message.into(),
@@ -434,7 +444,7 @@ async fn advance(
             location: Some(location),
             start_time: Some(super::status::now()),
             message: Some(format!("Job {job_name} in {} takes the backup", model.namespace)),
-            conditions: vec![succeeded_condition(false, "Running", "the backup is being taken")],
+            conditions: vec![succeeded_condition(TAKING, "the backup is being taken")],
             ..status
         });
     };
@@ -456,7 +466,7 @@ async fn advance(
         );
         return Ok(TenantBackupStatus {
             phase: Some(BackupPhase::Succeeded),
-            conditions: vec![succeeded_condition(true, "BackupSucceeded", &message)],
+            conditions: vec![succeeded_condition(VERIFIED, &message)],
             completion_time: Some(super::status::now()),
             size_bytes: i64::try_from(metadata.size_bytes).ok(),
             sha256: Some(metadata.sha256),

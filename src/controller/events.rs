@@ -61,8 +61,46 @@ pub enum Reason {
     Failed(String),
 }
 
+/// The `Upgrading` reasons left to the condition, never an Event: waiting, and a new tenant's
+/// first start (a rollout would otherwise send one Event per waiting tenant).
+const UPGRADE_REASONS_UNREPORTED: [UpgradeReason; 2] = [UpgradeReason::Waiting, UpgradeReason::Installing];
+
 impl Reason {
-    fn as_str(&self) -> &str {
+    /// Every reason recorded but `Failed`'s, which are the failures' own
+    /// ([`super::error::Error::reason`], [`crate::auth::AuthError::reason`]): each phase entered,
+    /// and each `Upgrading` reason reported.
+    pub fn all() -> Vec<Reason> {
+        let mut all = vec![
+            Reason::Created,
+            Reason::Updated,
+            Reason::Deleted,
+            Reason::Deleting,
+            Reason::Retaining,
+            Reason::Uninstalled,
+            Reason::Registered,
+            Reason::Deregistered,
+            Reason::PasswordHeld,
+            Reason::PasswordReplaced,
+            Reason::AuthDeregistrationAbandoned,
+            Reason::Orphaned,
+        ];
+        all.extend(Phase::ALL.map(Reason::Phase));
+        let reported = UpgradeReason::ALL.into_iter().filter(|r| !UPGRADE_REASONS_UNREPORTED.contains(r));
+        all.extend(reported.map(Reason::Upgrade));
+        all.extend([
+            Reason::BackupStarted,
+            Reason::BackupSucceeded,
+            Reason::BackupFailed,
+            Reason::BackupScheduled,
+            Reason::BackupExpired,
+            Reason::BackupObjectsKept,
+            Reason::Restored,
+            Reason::RestoreFailed,
+        ]);
+        all
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             Reason::Created => "Created",
             Reason::Updated => "Updated",
@@ -91,7 +129,7 @@ impl Reason {
         }
     }
 
-    fn event_type(&self) -> EventType {
+    pub fn event_type(&self) -> EventType {
         match self {
             Reason::Failed(_)
             | Reason::AuthDeregistrationAbandoned
@@ -177,7 +215,7 @@ pub async fn upgrade_change(recorder: &Recorder, tenant: &Tenant, before: Option
     let Some(condition) = after.condition(UPGRADING) else { return };
     let (before, Some(after)) = (before.and_then(reason_of), reason_of(after)) else { return };
     let report = match after {
-        UpgradeReason::Waiting | UpgradeReason::Installing => false,
+        _ if UPGRADE_REASONS_UNREPORTED.contains(&after) => false,
         // Only the end of an upgrade: a tenant that was never moving has nothing to report.
         UpgradeReason::UpToDate => matches!(before, Some(UpgradeReason::Upgrading | UpgradeReason::UpgradeFailed)),
         _ => before != Some(after),
@@ -238,6 +276,47 @@ mod tests {
         assert_eq!(changes.created, ["Namespace tenant-a"]);
         assert_eq!(changes.updated, ["Deployment a-server"]);
         assert_eq!(changes.deleted, ["Ingress a-registry"]);
+    }
+
+    /// `all` holds every variant but `Failed`, each reason once. `kind` numbers the variants in
+    /// declaration order, `Failed` last: a variant added fails to compile there until it is
+    /// numbered, and this test until `all` holds it.
+    #[test]
+    fn all_holds_every_reason_once() {
+        let kind = |reason: &Reason| match reason {
+            Reason::Created => 0,
+            Reason::Updated => 1,
+            Reason::Deleted => 2,
+            Reason::Deleting => 3,
+            Reason::Retaining => 4,
+            Reason::Uninstalled => 5,
+            Reason::Registered => 6,
+            Reason::Deregistered => 7,
+            Reason::PasswordHeld => 8,
+            Reason::PasswordReplaced => 9,
+            Reason::AuthDeregistrationAbandoned => 10,
+            Reason::Orphaned => 11,
+            Reason::Phase(_) => 12,
+            Reason::Upgrade(_) => 13,
+            Reason::BackupStarted => 14,
+            Reason::BackupSucceeded => 15,
+            Reason::BackupFailed => 16,
+            Reason::BackupScheduled => 17,
+            Reason::BackupExpired => 18,
+            Reason::BackupObjectsKept => 19,
+            Reason::Restored => 20,
+            Reason::RestoreFailed => 21,
+            Reason::Failed(_) => 22,
+        };
+        let all = Reason::all();
+        let kinds: std::collections::BTreeSet<u8> = all.iter().map(kind).collect();
+        let every_but_failed = (0..kind(&Reason::Failed(String::new()))).collect();
+        assert_eq!(kinds, every_but_failed);
+        let names: std::collections::BTreeSet<&str> = all.iter().map(Reason::as_str).collect();
+        assert_eq!(names.len(), all.len(), "each reason once");
+        assert!(Phase::ALL.iter().all(|p| all.contains(&Reason::Phase(*p))));
+        assert!(all.contains(&Reason::Upgrade(UpgradeReason::UpToDate)));
+        assert!(!all.contains(&Reason::Upgrade(UpgradeReason::Waiting)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod children;
 mod cleanup;
 mod context;
 pub mod error;
-mod events;
+pub mod events;
 mod finalizer;
 mod kinds;
 mod monitoring;

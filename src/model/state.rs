@@ -34,6 +34,44 @@ pub const CONDITION_TYPES: [&str; 10] = [
     RESTORED,
     super::upgrade::UPGRADING,
 ];
+/// Every condition [`derive`], [`invalid_spec`] and [`deregistered`] write, as (type, status,
+/// reason), in the order they write them. Besides these, `AuthRegistered` is False with the
+/// reason of a failed Auth call ([`crate::auth::AuthError::reason`]), and `Upgrading` takes the
+/// reasons of [`super::upgrade::Reason`].
+pub const CONDITIONS: [(&str, bool, &str); 32] = [
+    (READY, true, "AllComponentsReady"),
+    (READY, false, "RestoreFailed"),
+    (READY, false, "NamespaceNotReady"),
+    (READY, false, "ChildNotApplied"),
+    (READY, false, "AuthNotRegistered"),
+    (READY, false, "ComponentsNotReady"),
+    (READY, false, "InvalidSpec"),
+    (NAMESPACE_READY, true, "Created"),
+    (NAMESPACE_READY, false, "NamespaceConflict"),
+    (NAMESPACE_READY, false, "NamespaceTerminating"),
+    (REDIS_READY, false, "NotCreated"),
+    (REDIS_READY, false, "Provisioning"),
+    (REDIS_READY, true, "Running"),
+    (REDIS_READY, false, "Degraded"),
+    (SERVER_READY, false, "NotCreated"),
+    (SERVER_READY, false, "Provisioning"),
+    (SERVER_READY, true, "Running"),
+    (SERVER_READY, false, "Degraded"),
+    (REGISTRY_READY, false, "NotCreated"),
+    (REGISTRY_READY, false, "Provisioning"),
+    (REGISTRY_READY, true, "Running"),
+    (REGISTRY_READY, false, "Degraded"),
+    (AUTH_REGISTERED, false, "AuthNotConfigured"),
+    (AUTH_REGISTERED, true, "Registered"),
+    (AUTH_REGISTERED, false, DEREGISTERED),
+    (ROLLOUT_WITHOUT_SURGE, true, "BudgetTooSmallForSurge"),
+    (BACKUP_SUCCEEDED, true, "BackupSucceeded"),
+    (BACKUP_SUCCEEDED, false, "BackupFailed"),
+    (RESTORED, false, "WaitingForBackup"),
+    (RESTORED, false, "Restoring"),
+    (RESTORED, true, "Restored"),
+    (RESTORED, false, "RestoreFailed"),
+];
 /// Reason of `AuthRegistered` once a deleted tenant is deregistered.
 const DEREGISTERED: &str = "Deregistered";
 
@@ -652,5 +690,56 @@ mod tests {
         assert_eq!(state.phase, Some(Phase::Failed));
         assert_eq!(state.conditions[0].reason, "InvalidSpec");
         assert!(state.conditions[0].message.contains("spec.redis.replicas"));
+    }
+
+    /// `CONDITIONS` is what the state functions write, no more and no less: each observation
+    /// varies one thing from a running tenant.
+    #[test]
+    fn conditions_lists_every_condition_written() {
+        let running = observed(Some((1, 1)), Some((1, 1)));
+        let mut seen = vec![running.clone()];
+        let mut vary = |change: &dyn Fn(&mut Observation)| {
+            let mut o = running.clone();
+            change(&mut o);
+            seen.push(o);
+        };
+        vary(&|o| o.namespace = NamespaceState::Conflict { message: "taken".into() });
+        vary(&|o| o.namespace = NamespaceState::Terminating { message: "going".into() });
+        for replicas in [None, Some(Replicas { ready: 0, desired: 2 }), Some(Replicas { ready: 1, desired: 2 })] {
+            vary(&|o| o.redis = replicas);
+            vary(&|o| o.server = replicas);
+            vary(&|o| o.registry = replicas);
+        }
+        vary(&|o| o.failures = vec!["refused".into()]);
+        vary(&|o| o.auth = AuthState::NotConfigured);
+        vary(&|o| o.auth = AuthState::Failed { reason: "CallFailed".into(), message: "failed".into() });
+        vary(&|o| o.rollout_without_surge = Some("no room".into()));
+        for succeeded in [true, false] {
+            let backup =
+                FinishedBackup { name: "b".into(), succeeded, message: "m".into(), completed: None, size_bytes: None };
+            vary(&|o| o.backups.latest = Some(backup.clone()));
+        }
+        let message = String::from("m");
+        for restore in [
+            RestoreState::Waiting { message: message.clone() },
+            RestoreState::Restoring { message: message.clone() },
+            RestoreState::Restored { message: message.clone() },
+            RestoreState::Failed { message },
+        ] {
+            vary(&|o| o.backups.restore = Some(restore.clone()));
+        }
+        let mut states: Vec<TenantState> = seen.iter().map(|o| derive(o, None, &now())).collect();
+        states.push(invalid_spec(None, None, "bad".into(), &now()));
+        states.push(deregistered(None, "gone".into(), &now()));
+
+        let written: std::collections::BTreeSet<(String, bool, String)> = states
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .filter(|c| c.reason != "CallFailed")
+            .map(|c| (c.type_.clone(), c.status == "True", c.reason.clone()))
+            .collect();
+        let listed = CONDITIONS.iter().map(|(t, s, r)| ((*t).to_owned(), *s, (*r).to_owned())).collect();
+        assert_eq!(written, listed);
+        assert!(CONDITIONS.iter().all(|(t, ..)| CONDITION_TYPES.contains(t)));
     }
 }

@@ -34,6 +34,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 7] = [
+        Reason::Upgrading,
+        Reason::UpToDate,
+        Reason::Installing,
+        Reason::Waiting,
+        Reason::RolloutHalted,
+        Reason::UpgradeFailed,
+        Reason::HeldBack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Upgrading => "Upgrading",
@@ -47,17 +58,7 @@ impl Reason {
     }
 
     pub fn parse(reason: &str) -> Option<Self> {
-        [
-            Reason::Upgrading,
-            Reason::UpToDate,
-            Reason::Installing,
-            Reason::Waiting,
-            Reason::RolloutHalted,
-            Reason::UpgradeFailed,
-            Reason::HeldBack,
-        ]
-        .into_iter()
-        .find(|known| known.as_str() == reason)
+        Self::ALL.into_iter().find(|known| known.as_str() == reason)
     }
 }
 
@@ -336,6 +337,15 @@ fn failed_message(pass: &Pass<'_>, target: &str, in_force: &Images, wanted: &Ima
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_and_parses_back() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        let names: std::collections::BTreeSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
 
     fn release(version: &str) -> Release {
         Release::new(
