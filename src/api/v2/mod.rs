@@ -648,7 +648,10 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TenantPhase>,
     /// Standard conditions, each with the generation it describes: `Ready`, one per component
-    /// (`NamespaceReady`, `RedisReady`, `ServerReady`, `RegistryReady`), `AuthRegistered`, and `RolloutWithoutSurge` while the budget leaves no room for surge.
+    /// (`NamespaceReady`, `RedisReady`, `ServerReady`, `RegistryReady`), `AuthRegistered`,
+    /// `Upgrading` (moving to another NeuralLog version), `BackupSucceeded` (the newest finished
+    /// backup), `Restored` (on a tenant created from a backup), and `RolloutWithoutSurge` while the
+    /// budget leaves no room for surge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the tenant's namespace.
