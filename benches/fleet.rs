@@ -172,6 +172,7 @@ async fn fresh_plane() -> anyhow::Result<ControlPlane> {
     let plane = ControlPlane::start(Options::default()).await.context("the control plane does not start")?;
     let root = repo_root();
     plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await?;
+    plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenantbackups.yaml")).await?;
     plane.grant_operator(&root.join("config/rbac")).await?;
     Ok(plane)
 }

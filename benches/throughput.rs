@@ -200,6 +200,7 @@ async fn run(tracing: Tracing, settings: &Settings) -> anyhow::Result<Row> {
     let plane = ControlPlane::start(Options::default()).await.context("the control plane does not start")?;
     let root = repo_root();
     plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenants.yaml")).await?;
+    plane.install_crd(&root.join("config/crd/bases/neurallog.io_tenantbackups.yaml")).await?;
     plane.grant_operator(&root.join("config/rbac")).await?;
     let tenants = Api::<Tenant>::all(plane.admin_client().await?);
     let names = tenant_names(settings.tenants);

@@ -193,7 +193,18 @@ impl Operator {
     /// Starts the operator as the plane's operator user with `extra` arguments and `env`; does not
     /// wait for it (see [`Operator::wait_ready`]).
     pub fn spawn(plane: &ControlPlane, extra: &[String], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
-        let mut args = vec!["--webhook-address".to_owned(), "127.0.0.1:0".to_owned()];
+        // A serving certificate of its own, as OLM mounts one: without it the webhook, and so the
+        // replica, is not ready.
+        let certs = plane.dir().join("webhook-certs");
+        if !certs.join("tls.crt").exists() {
+            testenv::Pki::new()?.write_loopback_pair(&certs, "neurallog-tenant-operator-webhook")?;
+        }
+        let mut args = vec![
+            "--webhook-address".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--webhook-cert-dir".to_owned(),
+            certs.display().to_string(),
+        ];
         args.extend_from_slice(extra);
         Self::spawn_with(plane.operator_kubeconfig(), &args, env, log)
     }
