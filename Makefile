@@ -7,6 +7,9 @@ SHELL := /bin/bash
 
 CACHE ?= $(HOME)/.cache/neurallog-tenant-operator
 export CARGO_TARGET_DIR ?= $(CACHE)/target
+# The shared target directory serves every clone: incremental state, keyed by each clone's path,
+# would only pile up there (about 10 GB a run), so it is off unless the caller turns it on.
+export CARGO_INCREMENTAL ?= 0
 export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 
 # The version being built (from Cargo.toml: x.y.z-dev between releases) and the operator image the
