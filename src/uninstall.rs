@@ -153,7 +153,8 @@ async fn release(client: &Client, tenant: &PartialObjectMeta<Tenant>) -> anyhow:
 }
 
 /// What the operator made at run time outside the kustomize install and the CSV, and what a CSV's
-/// removal leaves: the admission policy, the tenant-Secrets reader ClusterRole, the RoleBinding to
+/// removal leaves: the admission policy, the tenant-Secrets and metrics reader ClusterRoles, the
+/// RoleBinding to
 /// it in each kept tenant namespace, and, in the operator's namespace, the Leases and the
 /// self-managed webhook certificate.
 async fn remove_leftovers(client: &Client, uninstall: &Uninstall) -> anyhow::Result<()> {
@@ -161,6 +162,7 @@ async fn remove_leftovers(client: &Client, uninstall: &Uninstall) -> anyhow::Res
     delete(Api::<ValidatingAdmissionPolicy>::all(client.clone()), CONFINEMENT_NAME).await?;
     // Removed with config/default; a CSV's removal leaves it (OLM installs it as a bundle object).
     delete(Api::<ClusterRole>::all(client.clone()), access::SECRETS_ROLE).await?;
+    delete(Api::<ClusterRole>::all(client.clone()), crate::monitoring::METRICS_READER_ROLE).await?;
     let namespaces = Api::<Namespace>::all(client.clone());
     let managed = ListParams::default().labels(&crate::resources::managed_selector());
     for namespace in namespaces.list_metadata(&managed).await.context("cannot list the tenant namespaces")?.items {

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 pub const NAME: &str = "neurallog-tenant-operator";
 /// The operator's metrics Service (config/default/metrics_service.yaml) carries this label.
 pub const METRICS_SERVICE_LABEL: (&str, &str) = ("neurallog.io/metrics", "true");
+/// The ClusterRole that lets a token read `/metrics` (config/rbac/metrics_reader_role.yaml).
+pub const METRICS_READER_ROLE: &str = "neurallog-tenant-operator-metrics-reader";
 /// The metrics Service's port name.
 pub const METRICS_PORT: &str = "metrics";
 /// The token Prometheus sends: its own ServiceAccount's, which `metrics-reader` must be bound to.

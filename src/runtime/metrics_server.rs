@@ -129,7 +129,7 @@ async fn serve_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Resp
         Ok(Verdict::Unauthenticated) => refusal(StatusCode::UNAUTHORIZED, "the token is not valid".to_owned()),
         Ok(Verdict::Forbidden { user }) => refusal(
             StatusCode::FORBIDDEN,
-            format!("{user} may not get {PATH} (ClusterRole neurallog-tenant-operator-metrics-reader)"),
+            format!("{user} may not get {PATH} (ClusterRole {})", crate::monitoring::METRICS_READER_ROLE),
         ),
         Err(error) => {
             tracing::warn!(%error, "cannot ask the API server about a metrics request's token");

@@ -99,16 +99,17 @@ async fn install(env: &mut Env) -> anyhow::Result<()> {
         Ok(deployments.get_opt(PACKAGE).await?.is_none().then_some(()))
     })
     .await?;
-    // OLM removes the RBAC of the CSV's permissions; the bundle's standalone ClusterRole (the
-    // Secrets reader the operator binds in each tenant namespace) stays, like the tenants whose
-    // RoleBindings still name it.
+    // OLM removes the RBAC of the CSV's permissions; the bundle's standalone ClusterRoles stay: the
+    // Secrets reader the operator binds in each tenant namespace (like the tenants whose
+    // RoleBindings still name it), and the metrics reader Prometheus may be bound to.
     let owned = ListParams::default().labels(&format!("olm.owner={csv}"));
     let roles = Api::<ClusterRole>::all(env.client.clone());
     let bindings = Api::<ClusterRoleBinding>::all(env.client.clone());
     env.wait("the CSV's cluster roles and bindings to be removed", async || {
         let roles: Vec<String> = roles.list(&owned).await?.items.into_iter().filter_map(|r| r.metadata.name).collect();
         let bindings = bindings.list(&owned).await?.items.len();
-        Ok((roles == ["neurallog-tenant-operator-tenant-secrets"] && bindings == 0).then_some(()))
+        let kept = ["neurallog-tenant-operator-metrics-reader", "neurallog-tenant-operator-tenant-secrets"];
+        Ok((roles == kept && bindings == 0).then_some(()))
     })
     .await?;
     anyhow::ensure!(csvs.list(&ListParams::default()).await?.items.is_empty(), "a CSV is left after uninstall");
