@@ -28,6 +28,8 @@ use crate::resources::redis;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redis asked at once.
 const PARALLEL_QUERIES: usize = 16;
+/// Longest reply line read (`+OK`, `$<length>`): a peer that is not Redis cannot grow it further.
+const MAX_LINE: u64 = 4096;
 
 /// A RESP command of bulk strings.
 fn command(parts: &[&str]) -> Vec<u8> {
@@ -45,14 +47,14 @@ async fn query(address: &str, password: &str) -> Result<RedisInfo, String> {
     let mut line = String::new();
     if !password.is_empty() {
         stream.get_mut().write_all(&command(&["AUTH", password])).await.map_err(|e| e.to_string())?;
-        stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
+        (&mut stream).take(MAX_LINE).read_line(&mut line).await.map_err(|e| e.to_string())?;
         if !line.starts_with('+') {
             return Err(format!("AUTH refused: {}", line.trim()));
         }
     }
     stream.get_mut().write_all(&command(&["INFO"])).await.map_err(|e| e.to_string())?;
     line.clear();
-    stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
+    (&mut stream).take(MAX_LINE).read_line(&mut line).await.map_err(|e| e.to_string())?;
     let length: usize = line
         .trim()
         .strip_prefix('$')
@@ -81,6 +83,11 @@ impl Passwords {
             secret.ok()?.data?.get(redis::PASSWORD_KEY).map(|p| String::from_utf8_lossy(&p.0).into_owned())?;
         self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(uid.to_owned(), password.clone());
         Some(password)
+    }
+
+    /// Forgets a password Redis may no longer take (the operator replaces a lost Secret).
+    fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
     }
 
     /// Forgets the tenants no longer there.
@@ -112,7 +119,8 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>, interval: Duration, 
             ctx.metrics.forget_redis(gone);
         }
         measured = names;
-        let span = tracing::info_span!("operand_metrics", tenants = live.len());
+        // Below the level traces are exported at: a round every 30 s is no reconcile to follow.
+        let span = tracing::debug_span!("operand_metrics", tenants = live.len());
         futures::stream::iter(live)
             .for_each_concurrent(PARALLEL_QUERIES, |tenant| collect(&ctx, &passwords, tenant))
             .instrument(span)
@@ -130,6 +138,7 @@ async fn collect(ctx: &Context, passwords: &Passwords, tenant: Arc<Tenant>) {
         Ok(Ok(info)) => Some(info),
         Ok(Err(error)) => {
             tracing::debug!(tenant = %model.name, %error, "Redis INFO failed");
+            passwords.forget(&uid);
             None
         }
         Err(_) => None,
