@@ -119,8 +119,9 @@ pub async fn run(ctx: Arc<Context>, tenants: Store<Tenant>, interval: Duration, 
             ctx.metrics.forget_redis(gone);
         }
         measured = names;
-        // Below the level traces are exported at: a round every 30 s is no reconcile to follow.
-        let span = tracing::debug_span!("operand_metrics", tenants = live.len());
+        // At trace level, below what is exported (the operator's debug): a round every 30 s is no
+        // reconcile to follow in Jaeger.
+        let span = tracing::trace_span!("operand_metrics", tenants = live.len());
         futures::stream::iter(live)
             .for_each_concurrent(PARALLEL_QUERIES, |tenant| collect(&ctx, &passwords, tenant))
             .instrument(span)
