@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
@@ -22,21 +22,8 @@ struct Shared {
     readiness: Arc<Readiness>,
 }
 
-/// The metrics in the OpenMetrics text format (exemplars need it).
-pub fn metrics_response(metrics: &Metrics) -> Response {
-    match metrics.encode() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 async fn metrics(State(shared): State<Shared>) -> Response {
-    metrics_response(&shared.metrics)
+    super::metrics_server::metrics_response(&shared.metrics)
 }
 
 async fn ready(State(shared): State<Shared>) -> (StatusCode, &'static str) {

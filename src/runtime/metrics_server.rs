@@ -125,7 +125,7 @@ async fn serve_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Resp
         return refusal(StatusCode::UNAUTHORIZED, "a bearer token is required".to_owned());
     };
     match shared.authorizer.check(token).await {
-        Ok(Verdict::Allowed) => super::admin::metrics_response(&shared.metrics),
+        Ok(Verdict::Allowed) => metrics_response(&shared.metrics),
         Ok(Verdict::Unauthenticated) => refusal(StatusCode::UNAUTHORIZED, "the token is not valid".to_owned()),
         Ok(Verdict::Forbidden { user }) => refusal(
             StatusCode::FORBIDDEN,
@@ -135,6 +135,19 @@ async fn serve_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Resp
             tracing::warn!(%error, "cannot ask the API server about a metrics request's token");
             refusal(StatusCode::SERVICE_UNAVAILABLE, "the API server cannot check the token now".to_owned())
         }
+    }
+}
+
+/// The metrics in the OpenMetrics text format (exemplars need it).
+pub fn metrics_response(metrics: &Metrics) -> Response {
+    match metrics.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
