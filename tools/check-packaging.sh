@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The OLM packaging is valid, generated and frozen where released:
 #
-# - the bundle in bundle/ passes operator-sdk's OperatorHub validators with no error and no
-#   warning, and the catalog passes `opm validate`;
+# - the bundle in bundle/ passes OperatorHub.io's validators (tools/operatorhub-validate.sh), and the catalog passes `opm validate`;
 # - every released bundle in the catalog is byte for byte what catalog/releases.yaml's sha256
 #   says, every listed (non-yanked) release has its bundle file and there is no other file;
 # - regenerating bundle/, bundle.Dockerfile and the manager image for the current version, and
 #   the catalog's package and channels, from the sources gives exactly the committed files;
+# - the OperatorHub.io submission of every release (tools/operatorhub.sh) passes the same validators;
 # - if the current version is released, bundle/ is still that release's bundle: a change to
 #   config/ after a release needs the next (development) version first.
 #
@@ -19,18 +19,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/tools"
 package=neurallog-tenant-operator
 bundles="catalog/$package/bundles"
-operator_sdk="$("$tools/build.sh" operator-sdk)/operator-sdk"
 opm="$("$tools/build.sh" opm)/opm"
-min_kube="$(sed -n 's/^  minKubeVersion: //p' "$root/config/manifests/bases/$package.clusterserviceversion.yaml")"
+csv_base="$root/config/manifests/bases/$package.clusterserviceversion.yaml"
+min_kube="$(sed -n 's/^  minKubeVersion: //p' "$csv_base")"
+max_kube="$(sed -n 's/^    operatorhub.io\/ui-metadata-max-k8s-version: "\(.*\)"/\1/p' "$csv_base")"
 status=0
 
-validation="$("$operator_sdk" bundle validate "$root/bundle" --select-optional suite=operatorframework \
-  --optional-values=k8s-version="$min_kube" 2>&1)" || { echo "$validation"; exit 1; }
-if grep -qiE 'level=(warning|error)' <<<"$validation"; then
-  echo "check-packaging: the bundle validators reported problems:" >&2
-  echo "$validation" >&2
-  exit 1
-fi
+# OperatorHub.io's static checks, at the oldest and the newest supported Kubernetes.
+"$tools/operatorhub-validate.sh" "$root/bundle" "$min_kube" "$max_kube" || exit 1
 
 # Released bundles are frozen; the messages name each file (relative to the repository).
 if ! (cd "$root" && cargo run --quiet --locked -p release -- check-bundles --package "$package" \
@@ -55,6 +51,12 @@ for path in bundle bundle.Dockerfile config/manager/kustomization.yaml catalog; 
     status=1
   fi
 done
+
+# The OperatorHub.io submission of every release is valid as well.
+if ! "$tools/operatorhub.sh" "$scratch/operatorhub" >/dev/null; then
+  echo "check-packaging: the OperatorHub.io submission is not valid (above)" >&2
+  status=1
+fi
 
 released="$bundles/$package.v$version.yaml"
 if [[ -e "$root/$released" ]]; then

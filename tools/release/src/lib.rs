@@ -411,5 +411,34 @@ pub fn add_release(
     Ok(text)
 }
 
+/// The OperatorHub.io submission of every release in the `stable` channel: the files below
+/// `operators/<package>/` (see [`submission`]), from the catalog's bundles directory (file name →
+/// bytes, as [`read_bundles`] reads it).
+pub fn operatorhub_submission(
+    package: &str,
+    releases: &[Release],
+    bundles: &BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<Vec<submission::File>> {
+    let computed = channels(package, releases)?;
+    let stable = computed.iter().find(|c| c.name == STABLE).context("no release is in the stable channel")?;
+    let mut files = vec![("ci.yaml".to_owned(), submission::ci_yaml())];
+    for entry in &stable.entries {
+        let release = releases
+            .iter()
+            .find(|r| bundle_name(package, &r.version) == entry.name)
+            .with_context(|| format!("{} is in no release", entry.name))?;
+        let file = bundle_file_name(package, &release.version);
+        let bytes = bundles.get(&file).with_context(|| format!("the catalog has no bundle file {file}"))?;
+        let text = std::str::from_utf8(bytes).with_context(|| format!("{file} is not UTF-8"))?;
+        files.extend(
+            submission::release_files(package, &release.version, text, entry)
+                .with_context(|| format!("from {file}"))?,
+        );
+    }
+    Ok(files)
+}
+
+pub mod submission;
+
 #[cfg(test)]
 mod tests;

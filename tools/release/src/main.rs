@@ -4,6 +4,8 @@
 //!   from the releases file (see the library documentation for the rules) to stdout.
 //! - `release check-bundles --package <name> --releases <file> --bundles <dir>` fails, naming each
 //!   file, unless the bundles directory holds exactly the released bundles, byte for byte.
+//! - `release operatorhub --package <name> --releases <file> --bundles <dir> --out <dir>` writes
+//!   the OperatorHub.io submission of every stable release below `<out>/operators/<name>/`.
 //! - `release add --package <name> --releases <file> --version <v> --commit <id> --bundle <file>`
 //!   appends a release, with the SHA-256 of its bundle file, to the releases file (`--check` only
 //!   checks that the version can be released).
@@ -46,6 +48,22 @@ enum Command {
         /// The catalog's bundles directory.
         #[arg(long)]
         bundles: PathBuf,
+    },
+    /// Write the OperatorHub.io submission (community-operators layout) of every stable release,
+    /// from the catalog's frozen bundles, below `<out>/operators/<package>/`.
+    Operatorhub {
+        /// The OLM package name.
+        #[arg(long)]
+        package: String,
+        /// The releases file.
+        #[arg(long)]
+        releases: PathBuf,
+        /// The catalog's bundles directory.
+        #[arg(long)]
+        bundles: PathBuf,
+        /// Where `operators/` is written; what is there for the package is replaced.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Append a release to the releases file, with the commit it is built from and the sha256 of
     /// its bundle file in the catalog.
@@ -91,6 +109,24 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("{}: {problem}", bundles.join(problem.file()).display());
                 }
                 std::process::exit(1);
+            }
+        }
+        Command::Operatorhub { package, releases, bundles, out } => {
+            let list = release::read_releases(&releases)?;
+            let files = release::operatorhub_submission(&package, &list, &release::read_bundles(&bundles)?)?;
+            let dir = out.join("operators").join(&package);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", dir.display()));
+                }
+                _ => {}
+            }
+            for (path, text) in files {
+                let path = dir.join(path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Add { package, releases, version, commit, bundle, check } => {

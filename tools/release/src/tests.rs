@@ -623,3 +623,89 @@ fn range_checker_self_test() {
         assert!(parse_range(bad).is_err(), "{bad:?}");
     }
 }
+
+/// An `opm render` bundle document holding `objects` (JSON) as `olm.bundle.object` properties.
+fn rendered_bundle(name: &str, objects: &[serde_json::Value]) -> String {
+    use base64::Engine as _;
+    let properties: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|object| {
+            let data = base64::engine::general_purpose::STANDARD.encode(object.to_string());
+            serde_json::json!({"type": "olm.bundle.object", "value": {"data": data}})
+        })
+        .collect();
+    let document = serde_json::json!({"schema": "olm.bundle", "name": name, "image": "", "properties": properties});
+    serde_yaml::to_string(&document).unwrap()
+}
+
+fn csv(version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+        "metadata": {"name": name(version), "annotations": {"capabilities": "Deep Insights"}},
+        "spec": {"version": version},
+    })
+}
+
+#[test]
+fn a_submission_carries_each_release_as_released_with_its_upgrade_edges() {
+    let crd = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "tenants.neurallog.io"},
+        // YAML 1.1 reads a bare `no` as false: the submission must keep it a string.
+        "spec": {"enum": ["always", "everysec", "no"]},
+    });
+    let role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"},
+    });
+    let list = releases(&[("0.1.0", OK), ("0.2.0", YANKED), ("0.3.0-rc.1", OK), ("0.3.0", OK)]);
+    let bundles = files(&[
+        (bundle_file_name(PKG, &version("0.1.0")), &rendered_bundle(&name("0.1.0"), &[csv("0.1.0"), crd.clone()])),
+        (bundle_file_name(PKG, &version("0.3.0-rc.1")), &rendered_bundle(&name("0.3.0-rc.1"), &[csv("0.3.0-rc.1")])),
+        (bundle_file_name(PKG, &version("0.3.0")), &rendered_bundle(&name("0.3.0"), &[csv("0.3.0"), crd, role])),
+    ]);
+    let submission: BTreeMap<String, String> =
+        operatorhub_submission(PKG, &list, &bundles).unwrap().into_iter().collect();
+    // Stable releases only; every object in its own file, named as operator-sdk names them.
+    assert_eq!(
+        submission.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "0.1.0/manifests/neurallog-tenant-operator.clusterserviceversion.yaml",
+            "0.1.0/manifests/neurallog.io_tenants.yaml",
+            "0.1.0/metadata/annotations.yaml",
+            "0.3.0/manifests/neurallog-tenant-operator.clusterserviceversion.yaml",
+            "0.3.0/manifests/neurallog.io_tenants.yaml",
+            "0.3.0/manifests/reader_rbac.authorization.k8s.io_v1_clusterrole.yaml",
+            "0.3.0/metadata/annotations.yaml",
+            "ci.yaml",
+        ]
+    );
+    assert!(submission["ci.yaml"].contains("\nupdateGraph: replaces-mode\n"));
+    let parse = |file: &str| -> serde_json::Value { serde_yaml::from_str(&submission[file]).unwrap() };
+    let first = parse("0.1.0/manifests/neurallog-tenant-operator.clusterserviceversion.yaml");
+    assert_eq!(first, csv("0.1.0"), "the first release replaces nothing and is otherwise as released");
+    let head = parse("0.3.0/manifests/neurallog-tenant-operator.clusterserviceversion.yaml");
+    assert_eq!(head["spec"]["replaces"], name("0.1.0"));
+    assert_eq!(head["spec"]["skips"], serde_json::json!([name("0.2.0")]));
+    assert_eq!(head["metadata"]["annotations"]["olm.skipRange"], ">=0.1.0 <0.3.0");
+    assert_eq!(head["metadata"]["annotations"]["capabilities"], "Deep Insights");
+    assert_eq!(parse("0.3.0/manifests/neurallog.io_tenants.yaml")["spec"]["enum"][2], "no");
+    assert!(submission["0.3.0/metadata/annotations.yaml"].contains("bundle.package.v1: neurallog-tenant-operator\n"));
+}
+
+#[test]
+fn a_submission_refuses_bundles_that_are_not_the_release() {
+    let list = releases(&[("0.1.0", OK)]);
+    let file = bundle_file_name(PKG, &version("0.1.0"));
+    for (case, bundle, message) in [
+        ("missing", None, "the catalog has no bundle file"),
+        ("another bundle", Some(rendered_bundle(&name("0.2.0"), &[csv("0.2.0")])), "is not the olm.bundle"),
+        ("another version", Some(rendered_bundle(&name("0.1.0"), &[csv("0.2.0")])), "says version"),
+        ("no CSV", Some(rendered_bundle(&name("0.1.0"), &[])), "holds 0 ClusterServiceVersions"),
+        ("two CSVs", Some(rendered_bundle(&name("0.1.0"), &[csv("0.1.0"), csv("0.1.0")])), "map to the file"),
+        ("not YAML", Some("{".to_owned()), "not one YAML document"),
+    ] {
+        let bundles = bundle.map(|text| files(&[(file.clone(), text.as_str())])).unwrap_or_default();
+        let error = format!("{:#}", operatorhub_submission(PKG, &list, &bundles).unwrap_err());
+        assert!(error.contains(message), "{case}: {error}");
+    }
+}
