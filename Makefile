@@ -17,7 +17,7 @@ export NEURALLOG_TOOLS_CACHE ?= $(CACHE)/tools
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 IMG ?= neurallog/tenant-operator:$(VERSION)
 
-.PHONY: help tools build generate run run-once run-node-once test test-build test-clusters test-node e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages
+.PHONY: help tools build generate run run-once run-node-once test test-build test-clusters test-node e2e bench chaos lint fmt bundle catalog release check-packaging images node-packages coverage operatorhub
 
 help: ## List the targets.
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -126,6 +126,12 @@ e2e: tools images node-packages ## Through real OLM on a simulated (KWOK) cluste
 	@tools/released-operator.sh 0.1.0 >/dev/null
 	$(TEST_ENV) cargo test --locked $(TEST_FEATURES) --test e2e -- --test-threads=1 --nocapture
 
+coverage: tools ## Line coverage of the unit, docs and integration tests (cargo-llvm-cov, installed once into the tools cache): the summary, and HTML in .local/coverage/html.
+	@tools/build.sh olm >/dev/null
+	@tools/build.sh kwok >/dev/null
+	@tools/released-operator.sh 0.1.0 >/dev/null
+	$(TEST_ENV) tools/coverage.sh -- --skip $(NODE_TESTS)
+
 bench: tools images ## The fleet (BENCH_FLEET=200,1000), reconciles per second by tracing setup (BENCH_TENANTS=40), conversion latency, storage migration (BENCH_MIGRATION=10000), a NeuralLog rollout on KWOK (BENCH_ROLLOUT_TENANTS=100), backup and restore (BENCH_BACKUP_RECORDS=1000,100000).
 	TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$(tools/build.sh kubernetes)" \
 		TESTENV_JAEGER_BIN="$$(tools/build.sh jaeger)" TESTENV_KWOK_BIN="$$(tools/build.sh kwok)" \
@@ -152,6 +158,9 @@ node-packages: ## Install the Debian packages the real node needs (containerd, r
 release: ## Cut a release from a clean tree: make release VERSION=x.y.z (Cargo version, bundle, frozen catalog entry, graph).
 	$(if $(filter command line,$(origin VERSION)),,$(error make release needs VERSION=x.y.z on the command line))
 	tools/release.sh $(VERSION)
+
+operatorhub: ## Write the OperatorHub.io submission of every release (operators/neurallog-tenant-operator/, ci.yaml) to .local/operatorhub and validate it as OperatorHub.io does.
+	tools/operatorhub.sh
 
 check-packaging: ## Validate bundle/ (operator-sdk, OperatorHub suite) and catalog/ (opm), check both fresh and released bundles unchanged.
 	tools/check-packaging.sh $(VERSION) $(IMG)
