@@ -9,7 +9,8 @@
 # "base name (${OPM_IMAGE}) should not be blank" with docker).
 ARG OPM_IMAGE
 FROM ${OPM_IMAGE} AS builder
-ADD catalog /configs
+# The package only: catalog/releases.yaml records this image's digest, so it cannot be in it.
+ADD catalog/neurallog-tenant-operator /configs/neurallog-tenant-operator
 RUN ["/bin/opm", "serve", "/configs", "--cache-dir=/tmp/cache", "--cache-only"]
 
 FROM ${OPM_IMAGE}

@@ -3,6 +3,8 @@
 #
 #   tools/bundle.sh <root> <version> <image>
 #
+# <image> is the operator's image by tag (`neurallog/tenant-operator:<version>`, between releases)
+# or by digest (`neurallog/tenant-operator@sha256:<hex>`, what `make release` builds).
 # <root> holds config/ and receives the outputs (the repository, or a copy of it for the
 # staleness check). The operator image is written into config/manager first, so the CSV, the
 # kustomize install and the relatedImages all name the same image.
@@ -17,8 +19,14 @@ operator_sdk="$("$tools/build.sh" operator-sdk)/operator-sdk"
 package=neurallog-tenant-operator
 base_csv="$root/config/manifests/bases/$package.clusterserviceversion.yaml"
 
-# What `kustomize edit set image controller=<image>` does, without kustomize.
-sed -i -e "s|^\(    newName: \).*|\1${image%:*}|" -e "s|^\(    newTag: \).*|\1${image##*:}|" \
+# What `kustomize edit set image controller=<image>` does, without kustomize: the image's name, and
+# its tag or (a release's image) its digest.
+if [[ "$image" == *@sha256:* ]]; then
+  name="${image%@*}" pin="    digest: ${image#*@}"
+else
+  name="${image%:*}" pin="    newTag: ${image##*:}"
+fi
+sed -i -e "s|^\(    newName: \).*|\1${name}|" -e "s#^    \(newTag\|digest\): .*#${pin}#" \
   "$root/config/manager/kustomization.yaml"
 # The backup and restore pods run the same image.
 sed -i "/name: TENANT_OPERATOR_IMAGE/{n;s|^\( *value: \).*|\1${image}|}" "$root/config/manager/manager.yaml"
@@ -66,6 +74,6 @@ created_at="$(sed -n 's/^    createdAt: //p' "$base_csv")"
 sed -i -e "s|^\(    createdAt: \).*|\1${created_at}|" \
   -e "s|^\(    containerImage: \).*|\1${image}|" \
   -e "/name: TENANT_OPERATOR_IMAGE/{n;s|^\( *value: \).*|\1${image}|}" \
-  -e "s|^\(      image: \)neurallog/tenant-operator:.*|\1${image}|" \
-  -e "s|^\(    - image: \)neurallog/tenant-operator:.*|\1${image}|" \
+  -e "s|^\(      image: \)neurallog/tenant-operator[:@].*|\1${image}|" \
+  -e "s|^\(    - image: \)neurallog/tenant-operator[:@].*|\1${image}|" \
   "$csv"

@@ -20,6 +20,11 @@ tools="$root/tools"
 package=neurallog-tenant-operator
 bundles="catalog/$package/bundles"
 opm="$("$tools/build.sh" opm)/opm"
+# A released version's bundle names the operator image by the digest its release recorded.
+if recorded="$(cd "$root" && cargo run --quiet --locked -p release -- image --releases catalog/releases.yaml \
+  --version "$version" --name operator 2>/dev/null)"; then
+  image="$recorded"
+fi
 csv_base="$root/config/manifests/bases/$package.clusterserviceversion.yaml"
 min_kube="$(sed -n 's/^  minKubeVersion: //p' "$csv_base")"
 max_kube="$(sed -n 's/^    operatorhub.io\/ui-metadata-max-k8s-version: "\(.*\)"/\1/p' "$csv_base")"

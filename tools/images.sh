@@ -45,6 +45,10 @@
 #   CATALOG_CONTEXT      the catalog image's build context instead of this checkout: a directory
 #                        holding a catalog/ (the end-to-end tests compose one from bundle images)
 #   CATALOG_IMAGE        the catalog image's reference instead of the one above
+#   SOURCE_DATE_EPOCH    when set (`make release` sets the release commit's time), the operator, bundle and
+#                        catalog images are built reproducibly: that creation time for the image and
+#                        every file in its layers, and no layer cache, so the same sources give the
+#                        same digest
 #   IMAGES_PODMAN_FLAGS  flags for every `podman build` and `podman run` here instead of the default:
 #                        runc when installed (crun fails on cgroup v1 hosts) and file and process
 #                        limits that a nested or unprivileged host lets a container set
@@ -87,6 +91,9 @@ else
 fi
 # RUN steps reach the package registries through the host's network; base images are never pulled.
 build() { podman build "${podman_flags[@]}" --network host --pull=never "$@" >&2; }
+# The flags that make one of this project's images reproducible when SOURCE_DATE_EPOCH is set.
+reproducible=()
+if [[ -n "${SOURCE_DATE_EPOCH:-}" ]]; then reproducible=(--no-cache --timestamp "$SOURCE_DATE_EPOCH"); fi
 # A container of a built image, checked: no network, so podman sets up no bridge, addresses or
 # iptables rules (nor leaves them behind when a run fails).
 run() { podman run --rm --network none "${podman_flags[@]}" "$@"; }
@@ -296,7 +303,7 @@ image_operator() {
             --volume "$work/cargo-config.toml:/usr/local/cargo/config.toml:ro")
   fi
   log "building $ref ($rev)"
-  build -f Dockerfile "${mounts[@]}" --build-arg BUILDER_IMAGE="$(rust_ref)" \
+  build -f Dockerfile "${reproducible[@]}" "${mounts[@]}" --build-arg BUILDER_IMAGE="$(rust_ref)" \
     --build-arg VERSION="$version" --build-arg REVISION="$rev" -t "$ref" .
   log "$ref built in $((SECONDS - start))s: $(run "$ref" --version)"
   record_image operator "$ref"
@@ -305,7 +312,7 @@ image_operator() {
 image_bundle() {
   local ref="localhost/neurallog/tenant-operator-bundle:v$version"
   log "building $ref"
-  build -f bundle.Dockerfile -t "$ref" .
+  build -f bundle.Dockerfile "${reproducible[@]}" -t "$ref" .
   record_image bundle "$ref"
 }
 
@@ -313,7 +320,7 @@ image_catalog() {
   base_opm
   local ref="${CATALOG_IMAGE:-localhost/neurallog/tenant-operator-catalog:v$version}"
   log "building $ref"
-  build -f catalog.Dockerfile --build-arg OPM_IMAGE="$opm_ref" -t "$ref" "${CATALOG_CONTEXT:-.}"
+  build -f catalog.Dockerfile "${reproducible[@]}" --build-arg OPM_IMAGE="$opm_ref" -t "$ref" "${CATALOG_CONTEXT:-.}"
   record_image catalog "$ref"
 }
 

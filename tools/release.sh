@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Cuts a release in two commits. The release commit sets <version> in Cargo.toml and holds bundle/,
-# bundle.Dockerfile and the release's bundle in the catalog: its sources are the release, so
-# tools/released-operator.sh builds the release's own binary from it. The next commit appends the
-# release to catalog/releases.yaml with that commit and the bundle file's sha256, and recomputes the
-# channels. From then on that bundle file never changes (tools/check-packaging.sh checks it).
+# Cuts a release: two commits and three images, every image named by digest.
+#
+# 1. The release commit: <version> in Cargo.toml and a bundle naming the operator image by tag. Its
+#    sources are the release: tools/released-operator.sh builds the release's binary from it, and
+#    catalog/releases.yaml records it.
+# 2. The images, built from a clean checkout of that commit, reproducibly (tools/images.sh with
+#    SOURCE_DATE_EPOCH, the commit's time: the same sources give the same digests):
+#    - the operator image; bundle/ is generated anew naming it by digest (the CSV's containerImage,
+#      the Deployment's image, TENANT_OPERATOR_IMAGE and relatedImages), and that bundle enters
+#      the catalog, frozen;
+#    - the bundle image, from that bundle;
+#    - the catalog image, from the catalog with the release in its channels.
+#    Each digest is the one a registry gives the image pushed from this machine's store (measured
+#    by a push to an OCI layout): `podman push localhost/neurallog/<image>:<tag> <registry>/...`
+#    publishes them under exactly these digests.
+# 3. The record commit: bundle/, config/manager and the catalog, with the release appended to
+#    catalog/releases.yaml (the release commit, the bundle file's sha256, the three images).
+#
 # Write the release's CHANGELOG.md section and commit it first: the tree must be clean.
 #
 #   tools/release.sh <version>
@@ -25,20 +38,64 @@ if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
   git status --short --untracked-files=no >&2
   exit 1
 fi
+release() { cargo run --quiet --locked -p release -- "$@"; }
 # Nothing is changed unless the version can be released (not listed yet, a valid bundle version).
-cargo run --quiet --locked -p release -- add --check --package "$package" \
-  --releases catalog/releases.yaml --version "$version"
+release add --check --package "$package" --releases catalog/releases.yaml --version "$version"
 
+# 1. The release commit.
 sed -i "s/^version = \".*\"/version = \"$version\"/" Cargo.toml
 cargo update --workspace --offline --quiet
 "$tools/bundle.sh" . "$version" "neurallog/tenant-operator:$version"
-"$tools/catalog.sh" . --add-bundle "$version"
-bundle_file="catalog/$package/bundles/$package.v$version.yaml"
-git add Cargo.toml Cargo.lock bundle bundle.Dockerfile config/manager "$bundle_file"
+git add Cargo.toml Cargo.lock bundle bundle.Dockerfile config/manager
 git commit --quiet -m "Release $version"
 commit="$(git rev-parse HEAD)"
 
-"$tools/catalog.sh" . --record "$version" "$commit"
-git add catalog
-git commit --quiet -m "catalog: release $version recorded, built from ${commit:0:12}"
-echo "release: $version released in ${commit:0:12} and recorded in catalog/releases.yaml. Set the next development version in Cargo.toml (x.y.z-dev), run \`cargo update --workspace --offline\` and \`make bundle\`, and commit."
+# 2. The images.
+scratch="$(mktemp -d)"
+cleanup() {
+  git worktree remove --force "$scratch/source" 2>/dev/null || true
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+export SOURCE_DATE_EPOCH
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct "$commit")"
+export IMAGES_RECORD="$scratch/images.tsv"
+
+# The digest a registry gives an image of the local store once pushed ($1: the local reference).
+distribution_digest() {
+  podman push --quiet --digestfile "$scratch/digest" "$1" "oci:$scratch/layout:image" >&2
+  rm -rf "$scratch/layout"
+  cat "$scratch/digest"
+}
+
+git worktree add --quiet --detach "$scratch/source" "$commit"
+REVISION="$commit" "$scratch/source/tools/images.sh" operator >/dev/null
+operator="neurallog/tenant-operator@$(distribution_digest "localhost/neurallog/tenant-operator:$version")"
+
+"$tools/bundle.sh" . "$version" "$operator"
+"$tools/catalog.sh" . --add-bundle "$version"
+bundle_file="catalog/$package/bundles/$package.v$version.yaml"
+"$tools/images.sh" bundle >/dev/null
+bundle="neurallog/tenant-operator-bundle@$(distribution_digest "localhost/neurallog/tenant-operator-bundle:v$version")"
+
+# The channels with the release in them, from a copy of the releases file: the real one records the
+# catalog image's digest, so it is written last.
+cp catalog/releases.yaml "$scratch/releases.yaml"
+release add --package "$package" --releases "$scratch/releases.yaml" --version "$version" --commit "$commit" \
+  --bundle "$bundle_file"
+release channels --package "$package" --releases "$scratch/releases.yaml" > "catalog/$package/channels.yaml"
+"$tools/images.sh" catalog >/dev/null
+catalog="neurallog/tenant-operator-catalog@$(distribution_digest "localhost/neurallog/tenant-operator-catalog:v$version")"
+
+# 3. The record commit.
+release add --package "$package" --releases catalog/releases.yaml --version "$version" --commit "$commit" \
+  --bundle "$bundle_file" --image "operator=$operator" --image "bundle=$bundle" --image "catalog=$catalog"
+"$tools/catalog.sh" . >/dev/null
+git add bundle config/manager catalog
+git commit --quiet -m "catalog: release $version recorded, built from ${commit:0:12}, its images by digest"
+echo "release: $version released in ${commit:0:12} and recorded in catalog/releases.yaml with its images:"
+echo "  $operator"
+echo "  $bundle"
+echo "  $catalog"
+echo "Publish them with podman push (same digests), set the next development version in Cargo.toml"
+echo "(x.y.z-dev), run \`cargo update --workspace --offline\` and \`make bundle\`, and commit."

@@ -92,6 +92,9 @@ pub struct Release {
     /// The SHA-256 of the released bundle file in the catalog, 64 lowercase hex digits: a released
     /// bundle never changes, and [`check_bundles`] says so when it does.
     pub sha256: String,
+    /// The release's images by digest (`operator`, `bundle`, `catalog` → `<repository>@sha256:<hex>`),
+    /// as `make release` built them from `commit`; empty for releases made before images were.
+    pub images: BTreeMap<String, String>,
 }
 
 /// One `entries` item of an `olm.channel` blob; empty fields are left out of the YAML.
@@ -221,6 +224,8 @@ struct ReleaseRecord {
     yanked: bool,
     commit: String,
     sha256: String,
+    #[serde(default)]
+    images: BTreeMap<String, String>,
 }
 
 /// Whether `text` is `len` lowercase hex digits (how git prints a commit id and sha256sum a digest).
@@ -241,6 +246,22 @@ fn check_sha256(sha256: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks an image as recorded in the releases file: its name is lowercase letters and dashes, and
+/// its reference names it by digest (`<repository>@sha256:<64 lowercase hex digits>`), the one form
+/// a mirror can verify.
+pub fn check_image(name: &str, reference: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+        "image name {name:?} is not lowercase letters and dashes"
+    );
+    let digest = reference.split_once("@sha256:").map(|(repository, digest)| (repository.is_empty(), digest));
+    anyhow::ensure!(
+        matches!(digest, Some((false, hex)) if is_lower_hex(hex, 64)),
+        "image {name}: {reference:?} is not <repository>@sha256:<64 lowercase hex digits>"
+    );
+    Ok(())
+}
+
 /// Parses a releases file: a YAML list of `{version: X.Y.Z[-pre], commit: <40 hex>, sha256: <64
 /// hex>, yanked: bool}` (`yanked` defaults to false; the other fields are required). Unknown keys
 /// are rejected so that a misspelt `yanked` cannot silently leave a withdrawn bundle in the
@@ -255,8 +276,15 @@ pub fn parse_releases(yaml: &str) -> anyhow::Result<Vec<Release>> {
                 .with_context(|| format!("release #{}: {:?} is not a semver version", index + 1, record.version))?;
             check_commit(&record.commit)
                 .and_then(|()| check_sha256(&record.sha256))
+                .and_then(|()| record.images.iter().try_for_each(|(name, reference)| check_image(name, reference)))
                 .with_context(|| format!("release #{} ({version})", index + 1))?;
-            Ok(Release { version, yanked: record.yanked, commit: record.commit, sha256: record.sha256 })
+            Ok(Release {
+                version,
+                yanked: record.yanked,
+                commit: record.commit,
+                sha256: record.sha256,
+                images: record.images,
+            })
         })
         .collect()
 }
@@ -369,15 +397,28 @@ pub fn read_bundles(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 /// The releases-file item of a new release, in the layout of the hand-written file.
-fn release_item(version: &Version, commit: &str, sha256: &str) -> String {
-    format!("- version: {version}\n  commit: {commit}\n  sha256: {sha256}\n")
+fn release_item(version: &Version, commit: &str, sha256: &str, images: &BTreeMap<String, String>) -> String {
+    let mut item = format!("- version: {version}\n  commit: {commit}\n  sha256: {sha256}\n");
+    if !images.is_empty() {
+        item.push_str("  images:\n");
+        for (name, reference) in images {
+            item.push_str(&format!("    {name}: {reference}\n"));
+        }
+    }
+    item
 }
 
 /// Checks that `version` can be released: it is not listed yet, and the list with it still has an
 /// upgrade graph (no build metadata).
 pub fn check_new_release(package: &str, releases: &[Release], version: &Version) -> anyhow::Result<()> {
     anyhow::ensure!(!releases.iter().any(|r| r.version == *version), "{version} is already released");
-    let placeholder = Release { version: version.clone(), yanked: false, commit: String::new(), sha256: String::new() };
+    let placeholder = Release {
+        version: version.clone(),
+        yanked: false,
+        commit: String::new(),
+        sha256: String::new(),
+        images: BTreeMap::new(),
+    };
     let mut with_new = releases.to_vec();
     with_new.push(placeholder);
     channels(package, &with_new)?;
@@ -385,7 +426,8 @@ pub fn check_new_release(package: &str, releases: &[Release], version: &Version)
 }
 
 /// Appends the release of `version`, built from `commit`, whose bundle is `bundle` (its SHA-256
-/// is recorded), to the releases file `yaml`, and returns the new text. The existing text
+/// is recorded) and whose images are `images` (name → reference by digest), to the releases file
+/// `yaml`, and returns the new text. The existing text
 /// (comments included) is kept as it is.
 pub fn add_release(
     package: &str,
@@ -393,15 +435,17 @@ pub fn add_release(
     version: &Version,
     commit: &str,
     bundle: &[u8],
+    images: &BTreeMap<String, String>,
 ) -> anyhow::Result<String> {
     let releases = parse_releases(yaml)?;
     check_new_release(package, &releases, version)?;
     check_commit(commit)?;
+    images.iter().try_for_each(|(name, reference)| check_image(name, reference))?;
     let mut text = yaml.to_owned();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&release_item(version, commit, &sha256_hex(bundle)));
+    text.push_str(&release_item(version, commit, &sha256_hex(bundle), images));
     // The file stays one the parser reads back with the new release last.
     let reread = parse_releases(&text).context("the releases file with the new release does not parse")?;
     anyhow::ensure!(

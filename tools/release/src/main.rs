@@ -8,7 +8,10 @@
 //!   the OperatorHub.io submission of every stable release below `<out>/operators/<name>/`.
 //! - `release add --package <name> --releases <file> --version <v> --commit <id> --bundle <file>`
 //!   appends a release, with the SHA-256 of its bundle file, to the releases file (`--check` only
-//!   checks that the version can be released).
+//!   checks that the version can be released); `--image <name>=<reference by digest>`, repeated,
+//!   records the release's images with it.
+//! - `release image --releases <file> --version <v> --name <image>` prints the reference recorded
+//!   for that image of that release, and fails when there is none.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -83,9 +86,24 @@ enum Command {
         /// The released bundle file (in the catalog's bundles directory).
         #[arg(long, required_unless_present = "check")]
         bundle: Option<PathBuf>,
+        /// An image of the release, `<name>=<repository>@sha256:<hex>`; repeat for each.
+        #[arg(long = "image", value_parser = parse_image, conflicts_with = "check")]
+        images: Vec<(String, String)>,
         /// Only check that the version can be released; change nothing.
         #[arg(long, conflicts_with_all = ["commit", "bundle"])]
         check: bool,
+    },
+    /// Print the reference (by digest) recorded for one image of a release.
+    Image {
+        /// The releases file.
+        #[arg(long)]
+        releases: PathBuf,
+        /// The released version.
+        #[arg(long)]
+        version: Version,
+        /// The image: `operator`, `bundle` or `catalog`.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -129,7 +147,19 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Add { package, releases, version, commit, bundle, check } => {
+        Command::Image { releases, version, name } => {
+            let list = release::read_releases(&releases)?;
+            let release = list
+                .iter()
+                .find(|r| r.version == version)
+                .with_context(|| format!("{version} is not in {}", releases.display()))?;
+            let reference = release
+                .images
+                .get(&name)
+                .with_context(|| format!("{} records no {name} image for {version}", releases.display()))?;
+            println!("{reference}");
+        }
+        Command::Add { package, releases, version, commit, bundle, images, check } => {
             let yaml = std::fs::read_to_string(&releases).with_context(|| format!("reading {}", releases.display()))?;
             let context = || format!("releasing {version} in {}", releases.display());
             if check {
@@ -141,10 +171,19 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("--commit and --bundle are required without --check");
                 };
                 let bytes = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-                let text = release::add_release(&package, &yaml, &version, &commit, &bytes).with_context(context)?;
+                let images = images.into_iter().collect();
+                let text =
+                    release::add_release(&package, &yaml, &version, &commit, &bytes, &images).with_context(context)?;
                 std::fs::write(&releases, text).with_context(|| format!("writing {}", releases.display()))?;
             }
         }
     }
     Ok(())
+}
+
+/// `<name>=<reference>` of `--image`; the reference itself is checked with the release.
+fn parse_image(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, reference)| (name.to_owned(), reference.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not <name>=<reference>"))
 }

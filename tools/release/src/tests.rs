@@ -172,7 +172,13 @@ fn name(text: &str) -> String {
 }
 
 fn release(text: &str, yanked: bool) -> Release {
-    Release { version: version(text), yanked, commit: COMMIT.to_owned(), sha256: EMPTY_SHA256.to_owned() }
+    Release {
+        version: version(text),
+        yanked,
+        commit: COMMIT.to_owned(),
+        sha256: EMPTY_SHA256.to_owned(),
+        images: BTreeMap::new(),
+    }
 }
 
 fn releases(list: &[(&str, bool)]) -> Vec<Release> {
@@ -400,15 +406,15 @@ fn reads_bundles_directories() {
 fn adds_releases() {
     let head = "# Every released version.\n".to_owned() + &item("0.1.0", "");
     let bundle = b"bundle 0.2.0\n";
-    let text = add_release(PKG, &head, &version("0.2.0"), COMMIT, bundle).unwrap();
+    let text = add_release(PKG, &head, &version("0.2.0"), COMMIT, bundle, &BTreeMap::new()).unwrap();
     let want_item = format!("- version: 0.2.0\n  commit: {COMMIT}\n  sha256: {}\n", sha256_hex(bundle));
     assert_eq!(text, head.clone() + &want_item, "appended, the existing text kept");
     let list = parse_releases(&text).unwrap();
     assert_eq!((list.len(), list[1].sha256.as_str()), (2, sha256_hex(bundle).as_str()));
     // A file without a final newline, or with only comments.
-    assert_eq!(add_release(PKG, head.trim_end(), &version("0.2.0"), COMMIT, bundle).unwrap(), text);
+    assert_eq!(add_release(PKG, head.trim_end(), &version("0.2.0"), COMMIT, bundle, &BTreeMap::new()).unwrap(), text);
     assert_eq!(
-        add_release(PKG, "# none yet\n", &version("0.1.0"), COMMIT, b"").unwrap(),
+        add_release(PKG, "# none yet\n", &version("0.1.0"), COMMIT, b"", &BTreeMap::new()).unwrap(),
         "# none yet\n".to_owned() + &item("0.1.0", "")
     );
 
@@ -426,7 +432,8 @@ fn adds_releases() {
         ),
         ("broken file", item("0.1.0", "  yank: true\n"), "0.2.0", COMMIT, "unknown field `yank`"),
     ] {
-        let error = format!("{:#}", add_release(PKG, &yaml, &version(new), commit, bundle).unwrap_err());
+        let error =
+            format!("{:#}", add_release(PKG, &yaml, &version(new), commit, bundle, &BTreeMap::new()).unwrap_err());
         assert!(error.contains(message), "{case}: {error}");
     }
     assert!(check_new_release(PKG, &releases(&[("0.1.0", OK)]), &version("0.2.0-rc.1")).is_ok());
@@ -707,5 +714,44 @@ fn a_submission_refuses_bundles_that_are_not_the_release() {
         let bundles = bundle.map(|text| files(&[(file.clone(), text.as_str())])).unwrap_or_default();
         let error = format!("{:#}", operatorhub_submission(PKG, &list, &bundles).unwrap_err());
         assert!(error.contains(message), "{case}: {error}");
+    }
+}
+
+#[test]
+fn releases_record_their_images_by_digest() {
+    let digest = |c: char| c.to_string().repeat(64);
+    let images: BTreeMap<String, String> = [
+        ("operator", format!("neurallog/tenant-operator@sha256:{}", digest('a'))),
+        ("bundle", format!("neurallog/tenant-operator-bundle@sha256:{}", digest('b'))),
+    ]
+    .into_iter()
+    .map(|(name, reference)| (name.to_owned(), reference))
+    .collect();
+    let head = item("0.1.0", "");
+    let text = add_release(PKG, &head, &version("0.2.0"), COMMIT, b"b", &images).unwrap();
+    assert!(
+        text.ends_with(&format!(
+            "  images:\n    bundle: neurallog/tenant-operator-bundle@sha256:{}\n    operator: neurallog/tenant-operator@sha256:{}\n",
+            digest('b'),
+            digest('a')
+        )),
+        "{text}"
+    );
+    let list = parse_releases(&text).unwrap();
+    assert_eq!((list[0].images.len(), &list[1].images), (0, &images));
+
+    for (case, name, reference, message) in [
+        ("by tag", "operator", "neurallog/tenant-operator:0.2.0".to_owned(), "is not <repository>@sha256:"),
+        ("short digest", "operator", "neurallog/tenant-operator@sha256:abc".to_owned(), "is not <repository>@sha256:"),
+        ("no repository", "operator", format!("@sha256:{}", digest('a')), "is not <repository>@sha256:"),
+        ("upper-case digest", "bundle", format!("r@sha256:{}", digest('A')), "is not <repository>@sha256:"),
+        ("odd name", "Operator", format!("r@sha256:{}", digest('a')), "image name \"Operator\""),
+    ] {
+        let images = BTreeMap::from([(name.to_owned(), reference.clone())]);
+        let error = format!("{:#}", add_release(PKG, &head, &version("0.2.0"), COMMIT, b"b", &images).unwrap_err());
+        assert!(error.contains(message), "{case}: {error}");
+        let file = head.clone() + &item("0.2.0", &format!("  images:\n    {name}: \"{reference}\"\n"));
+        let error = format!("{:#}", parse_releases(&file).unwrap_err());
+        assert!(error.contains("release #2 (0.2.0)") && error.contains(message), "{case} in a file: {error}");
     }
 }
