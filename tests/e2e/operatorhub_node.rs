@@ -5,7 +5,9 @@
 //! and `v2` run for real, and a tenant's network isolation holds under kube-router's enforcement
 //! (`isolation_node`). Then the upgrades through the Subscription, from 0.2.0 and from 0.1.0
 //! (straight to this checkout through its `skipRange`): each release's own binary in an image, its
-//! own bundle image, tenants created under it keep their pods and their data. And this checkout
+//! own bundle image. Tenants created under it with their images set keep their pods; tenants that
+//! left the images to the old schema's defaults (`:latest`) move to this checkout's default
+//! NeuralLog version through the rollout, the first alone; no tenant loses a record or a Secret. And this checkout
 //! upgraded to its next release (`tools/images.sh next`) with NetworkPolicies enforced: a backup
 //! taken before the upgrade restores after it.
 //!
@@ -17,11 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
@@ -32,10 +35,14 @@ use testenv::object_store::{ObjectStore, SECRET_KEY};
 use testenv::olm::catalog_image::{self, ChannelEntry};
 use testenv::olm::in_cluster::{self, Settings};
 use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
+use neurallog_tenant_operator::model::operand::{
+    DEFAULT_REDIS_IMAGE, DEFAULT_VERSION, LEGACY_REDIS_IMAGE, LEGACY_REGISTRY_IMAGE, LEGACY_SERVER_IMAGE,
+};
 use testenv::timeline::Timeline;
 
 use crate::backup_node::{self, BUCKET};
 use crate::isolation_node::Isolation;
+use crate::rollout_node::{Record, redis_image, wait_versions, watch_upgrades};
 use crate::on_node::{
     OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, is_ready, on_a_node,
     operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
@@ -50,6 +57,13 @@ const DEPLOYMENT: &str = "neurallog-tenant-operator";
 const STABLE_FOR: Duration = Duration::from_secs(60);
 /// Local volumes each scenario's node offers: a Redis claim per tenant.
 const NODE_VOLUMES: usize = 4;
+/// Tenants created under the old release without images, so holding its schema's defaults: they
+/// follow the operator's default version.
+const FOLLOWERS: [&str; 3] = ["delta", "epsilon", "zeta"];
+/// `--rollout-max-upgrading`'s default, which the bundle keeps: the widest wave.
+const DEFAULT_MAX_UPGRADING: usize = 3;
+/// The upgrade scenarios' volumes: alpha, beta, the followers and gamma.
+const UPGRADE_VOLUMES: usize = 7;
 /// How often OLM re-checks every CSV, and how long it retries an InstallPlan's failing steps.
 const OLM_WAKEUP: Duration = Duration::from_secs(10);
 const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
@@ -72,7 +86,7 @@ async fn olm_upgrades_from_0_2_0_with_real_pods_losing_nothing() -> anyhow::Resu
     on_a_node(
         "operatorhub-node-upgrade-0.2.0",
         "e2e OLM upgrade from 0.2.0 on a real node",
-        NODE_VOLUMES,
+        UPGRADE_VOLUMES,
         false,
         keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.2.0").await,
@@ -85,7 +99,7 @@ async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_no
     on_a_node(
         "operatorhub-node-upgrade-0.1.0",
         "e2e OLM upgrade from 0.1.0 on a real node",
-        NODE_VOLUMES,
+        UPGRADE_VOLUMES,
         false,
         keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
@@ -176,6 +190,17 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     let (channel, entries) = upgrade_channel(node)?;
     let catalog = catalog_image::build(node, &logs.join("catalog"), &format!("upgrade-{from}"), &channel, &entries)?;
     let images = TenantImages::push(node)?;
+    // The old schema's default images, as a mirror serves them, and this checkout's defaults.
+    for (built, served_as) in [
+        ("server-1.0.0", LEGACY_SERVER_IMAGE.to_owned()),
+        ("registry-1.0.0", LEGACY_REGISTRY_IMAGE.to_owned()),
+        ("redis", format!("library/{LEGACY_REDIS_IMAGE}")),
+    ] {
+        node.push_image_as(built, &served_as)?;
+    }
+    for name in ["server-1.0.0", "registry-1.0.0", "redis-default"] {
+        node.push_image(name)?;
+    }
     timeline.done(format!("channel {channel}: {} bundles", entries.len()));
 
     start_olm(node, timeline).await?;
@@ -187,16 +212,22 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     operator_as_olm_deployed(node, &client, &old, &old_operator).await?;
     timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
 
-    timeline.begin("tenants", &format!("two through v1 under {from}, every pod Ready; a record in each one's Redis"));
-    for tenant in [tenant_v1("alpha", &images), tenant_v1_deleting("beta", &images)] {
-        create_tenant(&client, "v1", &tenant).await?;
+    timeline.begin(
+        "tenants",
+        &format!("under {from} through v1: two with images set, three on the defaults; a record in each one's Redis"),
+    );
+    let mut tenants = vec![tenant_v1("alpha", &images), tenant_v1_deleting("beta", &images)];
+    tenants.extend(FOLLOWERS.iter().map(|name| tenant_v1_on_defaults(name)));
+    for tenant in &tenants {
+        create_tenant(&client, "v1", tenant).await?;
     }
-    for name in ["alpha", "beta"] {
+    let all: Vec<&str> = ["alpha", "beta"].into_iter().chain(FOLLOWERS).collect();
+    for name in &all {
         wait_running_through(&client, "v1", name).await?;
         write_record(&client, name, "upgrade", &format!("{name} before the upgrade")).await?;
     }
     // Each workload rolled out, so that no pod of an earlier template is still going away.
-    for name in ["alpha", "beta"] {
+    for name in &all {
         for workload in [
             format!("deployment/{name}-server"),
             format!("deployment/{name}-registry"),
@@ -206,10 +237,17 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
         }
     }
     let pods_before = tenant_pods(&client, &["alpha", "beta"]).await?;
+    let secrets_before = tenant_secrets(&client, &all).await?;
     let stored_before = stored_versions(&client).await?;
-    timeline.done(format!("{} tenant pods; storedVersions {stored_before:?}", pods_before.len()));
+    timeline.done(format!(
+        "{} pods of the tenants with images set; storedVersions {stored_before:?}",
+        pods_before.len()
+    ));
 
     timeline.begin("upgrade", &format!("approve {new}: OLM rolls the Deployment to the new image"));
+    let rollout = Arc::new(Mutex::new(Record::default()));
+    rollout.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset(Instant::now());
+    let watching = tokio::spawn(watch_upgrades(client.clone(), rollout.clone()));
     approve(&client, &new).await?;
     let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
     wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
@@ -219,20 +257,40 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
         .context("this checkout's CSV declares no conversion webhook")?;
     timeline.done(format!("{new} Succeeded, {old} gone, pods from {new_operator}"));
 
-    timeline.begin("after", "tenants Running, the same pods with no restart, every record there; storedVersions [v2]");
+    timeline.begin(
+        "after",
+        "the defaults' tenants on the new default through the rollout, the others' pods as they were; every record and Secret there; storedVersions [v2]",
+    );
     // A tenant created now is queued behind the ones the new operator listed when it started: once
     // it runs, the new operator has reconciled the old tenants too.
     create_tenant(&client, "v2", &tenant_v2("gamma", "Delete", &images)).await?;
     wait_running(&client, "gamma").await?;
-    for name in ["alpha", "beta"] {
+    let followers: Vec<String> = FOLLOWERS.iter().map(|name| name.to_string()).collect();
+    wait_versions(&client, &followers, DEFAULT_VERSION).await?;
+    let rollout = rollout.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    watching.abort();
+    ensure!(
+        rollout.ever_upgrading == followers.iter().cloned().collect(),
+        "the rollout moved {:?}, not exactly the tenants on the old defaults",
+        rollout.ever_upgrading
+    );
+    ensure!(rollout.first_moved_alone(), "the first tenant did not move alone:\n{}", rollout.table());
+    ensure!(rollout.widest <= DEFAULT_MAX_UPGRADING, "{} tenants moved at once", rollout.widest);
+    for name in &all {
         wait_running(&client, name).await?;
         ensure_record(node, &client, name, "upgrade", &format!("{name} before the upgrade")).await?;
+    }
+    for name in FOLLOWERS {
+        let redis = redis_image(&client, name).await?;
+        ensure!(redis.ends_with(DEFAULT_REDIS_IMAGE), "{name}'s Redis runs {redis}, not {DEFAULT_REDIS_IMAGE}");
     }
     let pods_after = tenant_pods(&client, &["alpha", "beta"]).await?;
     ensure!(
         pods_after == pods_before,
-        "the tenants' pods changed across the upgrade:\nbefore {pods_before:?}\nafter  {pods_after:?}"
+        "the pods of the tenants with images set changed across the upgrade:\nbefore {pods_before:?}\nafter  {pods_after:?}"
     );
+    let secrets_after = tenant_secrets(&client, &all).await?;
+    ensure!(secrets_after == secrets_before, "the tenants' Secrets changed across the upgrade");
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     wait("storedVersions trimmed to [v2]", async || {
         let stored = crds.get(CRD).await?.status.and_then(|s| s.stored_versions).unwrap_or_default();
@@ -240,9 +298,12 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     })
     .await?;
     timeline.done(format!(
-        "{} pods unchanged, records read back, storedVersions {stored_before:?} -> [\"v2\"]",
-        pods_after.len()
+        "{} pods unchanged, {} Secrets unchanged, records read back; the followers on {DEFAULT_VERSION}, widest wave {}; storedVersions {stored_before:?} -> [\"v2\"]",
+        pods_after.len(),
+        secrets_after.len(),
+        rollout.widest
     ));
+    println!("{}", rollout.table());
     Ok(())
 }
 
@@ -361,6 +422,7 @@ fn upgrade_channel(node: &RealNode) -> anyhow::Result<(String, Vec<ChannelEntry>
         yanked: false,
         commit: String::new(),
         sha256: String::new(),
+        images: BTreeMap::new(),
     });
     let channels = release::channels(PACKAGE, &releases)?;
     let channel = channels.into_iter().find(|c| c.name == "candidate").context("no candidate channel")?;
@@ -551,6 +613,31 @@ fn tenant_v1_deleting(name: &str, images: &TenantImages) -> serde_json::Value {
     let mut tenant = tenant_v1(name, images);
     tenant["spec"]["deletionPolicy"] = json!("Delete");
     tenant
+}
+
+/// A `v1` tenant that names no images: the old release's schema fills in its defaults.
+fn tenant_v1_on_defaults(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "neurallog.io/v1", "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"displayName": name, "deletionPolicy": "Delete", "redis": {"storage": "1Gi"}},
+    })
+}
+
+/// Every Secret of the tenants' namespaces: namespace/name -> (UID, data).
+async fn tenant_secrets(
+    client: &Client,
+    tenants: &[&str],
+) -> anyhow::Result<BTreeMap<String, (Option<String>, BTreeMap<String, k8s_openapi::ByteString>)>> {
+    let mut secrets = BTreeMap::new();
+    for tenant in tenants {
+        let namespace = format!("tenant-{tenant}");
+        for secret in Api::<Secret>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await?.items {
+            let name = format!("{namespace}/{}", secret.metadata.name.unwrap_or_default());
+            secrets.insert(name, (secret.metadata.uid, secret.data.unwrap_or_default()));
+        }
+    }
+    Ok(secrets)
 }
 
 /// `record` of the tenant's log `log` read back through its server and found in its Redis.

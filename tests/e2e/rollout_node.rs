@@ -158,6 +158,7 @@ async fn scenario(node: &RealNode, timeline: &mut Timeline) -> anyhow::Result<()
         record.widest
     );
     ensure!(record.widest > 1, "the waves never overlapped: {}", record.widest);
+    ensure!(record.first_moved_alone(), "the first tenant did not move alone:\n{}", record.table());
     ensure!(pod_uids(&client, PINNED).await? == pinned_pods, "the pinned tenant's pods were touched");
     let pinned = tenants(&client, "v2").get(PINNED).await?;
     let pinned_reason = condition(&pinned.data["status"], "Upgrading").map(|c| c["reason"].clone());
@@ -228,7 +229,7 @@ fn set_default(node: &RealNode, version: &str, redis: &str, ready_timeout: u64) 
 
 /// Waits until every tenant of `names` runs Ready on `version` with nothing left to move: the
 /// first tenant, then the others in waves, each restarting three components one after another.
-async fn wait_versions(client: &Client, names: &[String], version: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_versions(client: &Client, names: &[String], version: &str) -> anyhow::Result<()> {
     let api = tenants(client, "v2");
     let limit = Duration::from_secs(600);
     wait_within(&format!("{} tenants Ready on NeuralLog {version}", names.len()), limit, async || {
@@ -273,7 +274,7 @@ async fn pod_uids(client: &Client, tenant: &str) -> anyhow::Result<BTreeSet<Stri
         .collect())
 }
 
-async fn redis_image(client: &Client, tenant: &str) -> anyhow::Result<String> {
+pub(crate) async fn redis_image(client: &Client, tenant: &str) -> anyhow::Result<String> {
     let pod =
         Api::<Pod>::namespaced(client.clone(), &format!("tenant-{tenant}")).get(&format!("{tenant}-redis-0")).await?;
     pod.spec.and_then(|spec| spec.containers.into_iter().next()).and_then(|c| c.image).context("no Redis image")
@@ -298,21 +299,21 @@ fn events_of(node: &RealNode, tenant: &str) -> anyhow::Result<String> {
 
 /// What the tenants' watch saw of their upgrades.
 #[derive(Clone, Default)]
-struct Record {
+pub(crate) struct Record {
     /// When the phase being recorded began.
     since: Option<Instant>,
     /// The tenants `Upgrading` now, by the watch.
     upgrading: BTreeSet<String>,
     /// The most at once.
-    widest: usize,
+    pub(crate) widest: usize,
     /// Every tenant seen `Upgrading` in this phase.
-    ever_upgrading: BTreeSet<String>,
+    pub(crate) ever_upgrading: BTreeSet<String>,
     /// Per tenant: when it started moving and when it was up to date, from the phase's start.
     timeline: BTreeMap<String, (Option<Duration>, Option<Duration>)>,
 }
 
 impl Record {
-    fn reset(&mut self, since: Instant) {
+    pub(crate) fn reset(&mut self, since: Instant) {
         *self = Self { since: Some(since), upgrading: self.upgrading.clone(), ..Self::default() };
     }
 
@@ -335,8 +336,21 @@ impl Record {
         self.widest = self.widest.max(self.upgrading.len());
     }
 
+    /// Whether the first tenant to move was up to date before any other started: on images no
+    /// tenant has run yet, the rollout moves one tenant alone.
+    pub(crate) fn first_moved_alone(&self) -> bool {
+        let mut moves: Vec<(Duration, Option<Duration>)> =
+            self.timeline.values().filter_map(|(start, ready)| start.map(|start| (start, *ready))).collect();
+        moves.sort();
+        match moves.split_first() {
+            Some(((_, Some(first_ready)), others)) => others.iter().all(|(start, _)| start >= first_ready),
+            Some(((_, None), _)) => false,
+            None => true,
+        }
+    }
+
     /// Each tenant's start and Ready, in seconds from the phase's start.
-    fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut rows: Vec<_> = self.timeline.iter().filter(|(_, (start, _))| start.is_some()).collect();
         rows.sort_by_key(|(_, (start, _))| *start);
         let seconds =
@@ -350,7 +364,7 @@ impl Record {
 }
 
 /// Records every tenant's `Upgrading` condition as the watch delivers it (each change in order).
-async fn watch_upgrades(client: Client, record: Arc<Mutex<Record>>) -> anyhow::Result<()> {
+pub(crate) async fn watch_upgrades(client: Client, record: Arc<Mutex<Record>>) -> anyhow::Result<()> {
     let mut events = std::pin::pin!(watcher(tenants(&client, "v2"), watcher::Config::default()).applied_objects());
     while let Some(tenant) = events.try_next().await? {
         if let Ok(mut record) = record.lock() {

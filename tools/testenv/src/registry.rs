@@ -70,7 +70,13 @@ impl Registry {
     /// repository is dropped. (podman, not skopeo: skopeo leaves the storage driver's own mount
     /// behind, and the host must be left as it was found.)
     pub fn push(&self, reference: &str) -> anyhow::Result<String> {
-        let repository = reference.strip_prefix("localhost/").unwrap_or(reference);
+        self.push_as(reference, reference.strip_prefix("localhost/").unwrap_or(reference))
+    }
+
+    /// Pushes the image `reference` from podman's storage into the registry as `repository`
+    /// (`<name>:<tag>`), the way a mirror serves an image under another name, and returns the
+    /// name pods use for it: `<registry>/<name>@<digest>`.
+    pub fn push_as(&self, reference: &str, repository: &str) -> anyhow::Result<String> {
         let destination = format!("docker://{}/{repository}", self.host);
         let digest_file = tempfile::NamedTempFile::new()?;
         let output = Command::new("podman")

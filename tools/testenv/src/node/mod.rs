@@ -462,6 +462,13 @@ impl RealNode {
         self.push_reference(&image.reference)
     }
 
+    /// Pushes the image built as `name` into the node's registry as `repository` (`<name>:<tag>`),
+    /// so that pods naming that image, from any registry, run it; the name pods use for it.
+    pub fn push_image_as(&self, name: &str, repository: &str) -> anyhow::Result<String> {
+        let image = self.images.get(name)?;
+        self.registry()?.push_as(&image.reference, repository)
+    }
+
     /// Pushes an image of podman's storage, by reference, into the node's registry under the same
     /// repository and tag (`localhost/` dropped); the name pods use for it, by digest.
     pub fn push_reference(&self, reference: &str) -> anyhow::Result<String> {
