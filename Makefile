@@ -79,7 +79,8 @@ TEST_ENV = TESTENV_ETCD_BIN="$$(tools/build.sh etcd)" TESTENV_KUBERNETES_BIN="$$
 	TESTENV_OLM_BIN="$$(tools/build.sh olm)" TESTENV_OPM_BIN="$$(tools/build.sh opm)" \
 	TESTENV_KUBE_ROUTER_BIN="$$(tools/build.sh kube-router)" TESTENV_VERSITYGW_BIN="$$(tools/build.sh versitygw)" \
 	TESTENV_PROMETHEUS_BIN="$$(tools/build.sh prometheus)" \
-	TESTENV_PROMETHEUS_OPERATOR_BIN="$$(tools/build.sh prometheus-operator)" TESTENV_IMAGES="$(IMAGES_RECORD)"
+	TESTENV_PROMETHEUS_OPERATOR_BIN="$$(tools/build.sh prometheus-operator)" \
+	TESTENV_OPERATOR_SDK_BIN="$$(tools/build.sh operator-sdk)" TESTENV_IMAGES="$(IMAGES_RECORD)"
 # One feature set for every test target, so that the library builds once for all of them.
 TEST_FEATURES := --features neurallog-tenant-operator/e2e
 # The tests that need the machine's one real node live in modules whose names end in `_node`; they

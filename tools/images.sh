@@ -18,6 +18,7 @@
 #             localhost/library/redis:TAG (the redis image, tagged as src/model/operand.rs names it)
 #   coredns   localhost/neurallog-test/coredns:ITS_VERSION         tools/images/coredns.Containerfile
 #   olm       localhost/neurallog-test/olm:ITS_VERSION             tools/images/olm.Containerfile
+#   opm-tools localhost/neurallog-test/opm-tools:OPM_VERSION       tools/images/opm-tools.Containerfile
 #   released  for every release R of catalog/releases.yaml, from its release commit:
 #             localhost/neurallog/tenant-operator:R                tools/images/released-operator.Containerfile
 #             localhost/neurallog/tenant-operator-bundle:vR        its bundle.Dockerfile
@@ -57,7 +58,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_images=(operator bundle catalog redis server registry pause versions coredns olm released next)
+all_images=(operator bundle catalog redis server registry pause versions coredns olm opm-tools released next)
 record="${IMAGES_RECORD:-$root/.local/images/images.tsv}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 suite=bookworm
@@ -418,6 +419,17 @@ image_olm() {
   record_image olm "$ref"
 }
 
+# opm on the Debian base, with a shell: operator-sdk run bundle's index and decompression image.
+image_opm_tools() {
+  local ref="localhost/neurallog-test/opm-tools:$opm_version"
+  base_debian
+  log "building $ref"
+  mkdir -p "$work/opm-tools"
+  cp "$(tools/build.sh opm)/opm" "$work/opm-tools/opm"
+  build -f tools/images/opm-tools.Containerfile --build-arg DEBIAN_IMAGE="$debian_ref" -t "$ref" "$work/opm-tools"
+  record_image opm-tools "$ref"
+}
+
 # Every release of catalog/releases.yaml as the upgrade tests install it: its operator image (its own
 # binary, tools/released-operator.sh) and its bundle image, from its release commit's bundle/ and
 # bundle.Dockerfile. Recorded as operator-VERSION and bundle-VERSION.
@@ -486,6 +498,7 @@ for name in "${wanted[@]}"; do
     versions) image_versions ;;
     coredns) image_coredns ;;
     olm) image_olm ;;
+    opm-tools) image_opm_tools ;;
     released) image_released ;;
     next) image_next ;;
   esac

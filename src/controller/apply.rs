@@ -131,7 +131,7 @@ pub async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     // Once the status and its Events say it: a slot freed here is taken by another tenant only
     // after this one is recorded as done.
     if let Some(decision) = &observed.upgrade {
-        ctx.rollout.record(&name, decision);
+        ctx.rollout.record(&name, decision, &model.operand.overrides);
     }
     for failure in &failures {
         let reason = Reason::Failed(failure.reason().to_owned());

@@ -20,7 +20,7 @@ use super::triggers::Triggers;
 use crate::api::Tenant;
 use crate::metrics::Metrics;
 use crate::model::operand::Images;
-use crate::model::upgrade::{Decision, Gate, Reason, UPGRADING};
+use crate::model::upgrade::{Decision, Gate, Overrides, Reason, UPGRADING};
 
 /// How new NeuralLog versions reach the tenants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,8 @@ struct Fleet {
     failed: BTreeMap<String, String>,
     /// Asked to start and told to wait.
     waiting: BTreeSet<String>,
-    /// Images some tenant has run Ready: no longer needing a first tenant to prove them.
+    /// Images some tenant has run Ready, every one of them (no override in its spec): no longer
+    /// needing a first tenant to prove them.
     proven: HashSet<Images>,
     /// The running version of each tenant, for the metrics.
     versions: BTreeMap<String, String>,
@@ -104,7 +105,9 @@ impl Rollout {
                             .unwrap_or_default();
                         fleet.failed.insert(name, message);
                     }
-                    (Some(Reason::UpToDate), Some(images)) => {
+                    (Some(Reason::UpToDate), Some(images))
+                        if tenant.image_overrides().is_some_and(|overrides| overrides.is_empty()) =>
+                    {
                         fleet.proven.insert(images);
                     }
                     _ => {}
@@ -144,9 +147,9 @@ impl Rollout {
         gate
     }
 
-    /// Learns where `tenant` stands after a pass, and wakes waiting tenants when that frees a
-    /// slot or lifts a halt.
-    pub fn record(&self, tenant: &str, decision: &Decision) {
+    /// Learns where `tenant` stands after a pass (with the images its spec sets itself), and wakes
+    /// waiting tenants when that frees a slot or lifts a halt.
+    pub fn record(&self, tenant: &str, decision: &Decision, overrides: &Overrides) {
         let mut fleet = self.fleet();
         let was_failed = fleet.failed.remove(tenant).is_some();
         let was_upgrading = fleet.upgrading.remove(tenant).is_some();
@@ -160,9 +163,12 @@ impl Rollout {
                 }
                 fleet.failed.insert(tenant.to_owned(), decision.message.clone());
             }
-            Reason::UpToDate => {
+            // A tenant that overrides a component runs another image there: it proves nothing of
+            // the version's images, and the first tenant that runs them still moves alone.
+            Reason::UpToDate if overrides.is_empty() => {
                 fleet.proven.insert(decision.images.clone());
             }
+            Reason::UpToDate => {}
             Reason::Waiting | Reason::RolloutHalted => {
                 fleet.waiting.insert(tenant.to_owned());
             }
@@ -259,7 +265,7 @@ mod tests {
         }
 
         fn record(&self, tenant: &str, reason: Reason, images: Images) {
-            self.rollout.record(tenant, &decision(reason, images));
+            self.rollout.record(tenant, &decision(reason, images), &Overrides::default());
         }
 
         fn woken(&mut self) -> Vec<String> {
@@ -281,6 +287,19 @@ mod tests {
         assert!(matches!(f.admit("d", &new), Gate::Waiting(_)));
         f.record("b", Reason::UpToDate, new.clone());
         assert_eq!(f.woken(), ["d"]);
+    }
+
+    #[test]
+    fn a_tenant_with_an_image_of_its_own_proves_nothing_of_the_version() {
+        let f = Fixture::new(3);
+        let new = images("2");
+        let own_server = Overrides { server: Some("example/server:custom".into()), ..Overrides::default() };
+        f.rollout.record("custom", &decision(Reason::UpToDate, new.clone()), &own_server);
+        assert_eq!(f.admit("a", &new), Gate::Granted);
+        assert!(
+            matches!(f.admit("b", &new), Gate::Waiting(why) if why.contains("the first on new images alone")),
+            "the first tenant that runs the version's images moves alone"
+        );
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl Overrides {
         images
     }
 
+    /// Whether the spec sets no image of its own.
+    pub fn is_empty(&self) -> bool {
+        self.each().next().is_none()
+    }
+
     /// The overridden components and their images.
     pub fn each(&self) -> impl Iterator<Item = (Component, &str)> {
         [(Component::Redis, &self.redis), (Component::Server, &self.server), (Component::Registry, &self.registry)]

@@ -7,7 +7,9 @@
 //! (straight to this checkout through its `skipRange`): each release's own binary in an image, its
 //! own bundle image. Tenants created under it with their images set keep their pods; tenants that
 //! left the images to the old schema's defaults (`:latest`) move to this checkout's default
-//! NeuralLog version through the rollout, the first alone; no tenant loses a record or a Secret. And this checkout
+//! NeuralLog version through the rollout, the first alone; no tenant loses a record or a Secret.
+//! OperatorHub.io's own upgrade test too: the latest release's bundle image through `operator-sdk
+//! run bundle`, then this checkout's through `operator-sdk run bundle-upgrade`. And this checkout
 //! upgraded to its next release (`tools/images.sh next`) with NetworkPolicies enforced: a backup
 //! taken before the upgrade restores after it.
 //!
@@ -28,26 +30,27 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
+use neurallog_tenant_operator::model::operand::{
+    DEFAULT_REDIS_IMAGE, DEFAULT_VERSION, LEGACY_REDIS_IMAGE, LEGACY_REGISTRY_IMAGE, LEGACY_SERVER_IMAGE,
+};
 use serde_json::json;
 use testenv::node::RealNode;
 use testenv::node::config::NODE_IP;
 use testenv::object_store::{ObjectStore, SECRET_KEY};
 use testenv::olm::catalog_image::{self, ChannelEntry};
 use testenv::olm::in_cluster::{self, Settings};
+use testenv::olm::run_bundle;
 use testenv::operatorhub::{CRD, PACKAGE, head_csv, released_csv};
-use neurallog_tenant_operator::model::operand::{
-    DEFAULT_REDIS_IMAGE, DEFAULT_VERSION, LEGACY_REDIS_IMAGE, LEGACY_REGISTRY_IMAGE, LEGACY_SERVER_IMAGE,
-};
 use testenv::timeline::Timeline;
 
 use crate::backup_node::{self, BUCKET};
 use crate::isolation_node::Isolation;
-use crate::rollout_node::{Record, redis_image, wait_versions, watch_upgrades};
 use crate::on_node::{
     OPERATOR_LABEL, OPERATOR_NAMESPACE, TenantImages, create_tenant, delete_tenant, exec, is_ready, on_a_node,
     operator_restarts, read_records, ready_operator_pods, tenant_v1, tenant_v2, wait, wait_running,
     wait_running_through, write_record,
 };
+use crate::rollout_node::{Record, redis_image, wait_versions, watch_upgrades};
 
 const CATALOG_SOURCE: &str = "neurallog";
 const SUBSCRIPTION: &str = "neurallog-tenant-operator";
@@ -62,8 +65,8 @@ const NODE_VOLUMES: usize = 4;
 const FOLLOWERS: [&str; 3] = ["delta", "epsilon", "zeta"];
 /// `--rollout-max-upgrading`'s default, which the bundle keeps: the widest wave.
 const DEFAULT_MAX_UPGRADING: usize = 3;
-/// The upgrade scenarios' volumes: alpha, beta, the followers and gamma.
-const UPGRADE_VOLUMES: usize = 7;
+/// The upgrade scenarios' volumes: alpha, beta and the followers.
+const UPGRADE_VOLUMES: usize = 5;
 /// How often OLM re-checks every CSV, and how long it retries an InstallPlan's failing steps.
 const OLM_WAKEUP: Duration = Duration::from_secs(10);
 const INSTALL_PLAN_RETRY: Duration = Duration::from_secs(60);
@@ -103,6 +106,19 @@ async fn olm_upgrades_from_0_1_0_through_the_skip_range_with_real_pods_losing_no
         false,
         keep_olm_logs,
         async |node, timeline, logs| upgrade(node, timeline, logs, "0.1.0").await,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_sdk_runs_the_previous_bundle_then_upgrades_to_this_one() -> anyhow::Result<()> {
+    on_a_node(
+        "operatorhub-node-run-bundle",
+        "e2e operator-sdk run bundle and run bundle-upgrade on a real node",
+        NODE_VOLUMES,
+        false,
+        keep_olm_logs,
+        async |node, timeline, logs| run_bundle_upgrade(node, timeline, logs).await,
     )
     .await
 }
@@ -239,10 +255,8 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
     let pods_before = tenant_pods(&client, &["alpha", "beta"]).await?;
     let secrets_before = tenant_secrets(&client, &all).await?;
     let stored_before = stored_versions(&client).await?;
-    timeline.done(format!(
-        "{} pods of the tenants with images set; storedVersions {stored_before:?}",
-        pods_before.len()
-    ));
+    timeline
+        .done(format!("{} pods of the tenants with images set; storedVersions {stored_before:?}", pods_before.len()));
 
     timeline.begin("upgrade", &format!("approve {new}: OLM rolls the Deployment to the new image"));
     let rollout = Arc::new(Mutex::new(Record::default()));
@@ -259,14 +273,12 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
 
     timeline.begin(
         "after",
-        "the defaults' tenants on the new default through the rollout, the others' pods as they were; every record and Secret there; storedVersions [v2]",
+        "every tenant on the new default, those on the old defaults through the rollout, the others' pods as they were; every record and Secret there; storedVersions [v2]",
     );
-    // A tenant created now is queued behind the ones the new operator listed when it started: once
-    // it runs, the new operator has reconciled the old tenants too.
-    create_tenant(&client, "v2", &tenant_v2("gamma", "Delete", &images)).await?;
-    wait_running(&client, "gamma").await?;
+    // Only the new operator records a version: once every tenant has one, it has reconciled them all.
+    let names: Vec<String> = all.iter().map(|name| name.to_string()).collect();
+    wait_versions(&client, &names, DEFAULT_VERSION).await?;
     let followers: Vec<String> = FOLLOWERS.iter().map(|name| name.to_string()).collect();
-    wait_versions(&client, &followers, DEFAULT_VERSION).await?;
     let rollout = rollout.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     watching.abort();
     ensure!(
@@ -304,6 +316,63 @@ async fn upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path, from: &s
         rollout.widest
     ));
     println!("{}", rollout.table());
+    Ok(())
+}
+
+/// OperatorHub.io's upgrade test: the latest release's bundle image installed with `operator-sdk run
+/// bundle`, then this checkout's with `operator-sdk run bundle-upgrade`; a tenant made under the
+/// release keeps its pods and its record.
+async fn run_bundle_upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Path) -> anyhow::Result<()> {
+    let client = node.admin_client().await?;
+    let releases = release::read_releases(&testenv::repo_root().join("catalog/releases.yaml"))?;
+    let previous = releases.iter().filter(|r| !r.yanked).map(|r| r.version.to_string()).next_back();
+    let previous = previous.context("catalog/releases.yaml lists no release")?;
+    let (old, new) = (released_csv(&previous), head_csv()?);
+
+    timeline.begin("images", &format!("{previous}'s operator and bundle images, this checkout's, opm-tools"));
+    let old_operator = node.push_image(&format!("operator-{previous}"))?;
+    let old_bundle = node.push_image(&format!("bundle-{previous}"))?;
+    let new_operator = node.push_image("operator")?;
+    let new_bundle = node.push_image("bundle")?;
+    let opm_tools = node.push_image("opm-tools")?;
+    let images = TenantImages::push(node)?;
+    timeline.done(format!("{old_bundle} -> {new_bundle}"));
+
+    start_olm(node, timeline).await?;
+
+    timeline.begin("run bundle", &format!("operator-sdk run bundle {previous}'s bundle image"));
+    node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}))?;
+    run_bundle::run_bundle(node, OPERATOR_NAMESPACE, &old_bundle, &opm_tools, &logs.join("run-bundle.log"))?;
+    wait_csv_succeeded(&client, &old).await?;
+    operator_as_olm_deployed(node, &client, &old, &old_operator).await?;
+    timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
+
+    timeline.begin("tenant", &format!("alpha through v1 under {previous}, Running; a record in its Redis"));
+    create_tenant(&client, "v1", &tenant_v1("alpha", &images)).await?;
+    wait_running_through(&client, "v1", "alpha").await?;
+    write_record(&client, "alpha", "upgrade", "before run bundle-upgrade").await?;
+    for workload in ["deployment/alpha-server", "deployment/alpha-registry", "statefulset/alpha-redis"] {
+        node.wait_rollout("tenant-alpha", workload)?;
+    }
+    let pods_before = tenant_pods(&client, &["alpha"]).await?;
+    timeline.done(format!("{} pods", pods_before.len()));
+
+    timeline.begin("bundle-upgrade", "operator-sdk run bundle-upgrade this checkout's bundle image");
+    run_bundle::run_bundle_upgrade(node, OPERATOR_NAMESPACE, &new_bundle, &logs.join("run-bundle-upgrade.log"))?;
+    wait_csv_succeeded(&client, &new).await?;
+    let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
+    wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;
+    operator_as_olm_deployed(node, &client, &new, &new_operator).await?;
+    timeline.done(format!("{new} Succeeded, {old} gone, pods from {new_operator}"));
+
+    timeline.begin("after", "alpha Running with the same pods, its record there");
+    // Only the new operator records a version: once alpha has one, the new operator reconciled it.
+    wait_versions(&client, &["alpha".to_owned()], DEFAULT_VERSION).await?;
+    wait_running(&client, "alpha").await?;
+    ensure_record(node, &client, "alpha", "upgrade", "before run bundle-upgrade").await?;
+    let pods_after = tenant_pods(&client, &["alpha"]).await?;
+    ensure!(pods_after == pods_before, "alpha's pods changed:\nbefore {pods_before:?}\nafter  {pods_after:?}");
+    timeline.done(format!("{} pods unchanged, the record read back", pods_after.len()));
     Ok(())
 }
 
@@ -615,12 +684,21 @@ fn tenant_v1_deleting(name: &str, images: &TenantImages) -> serde_json::Value {
     tenant
 }
 
-/// A `v1` tenant that names no images: the old release's schema fills in its defaults.
+/// A `v1` tenant that names no images: the old release's schema fills in its defaults. Small CPU
+/// requests, so that the node's two cores hold every tenant, both operators while OLM rolls them,
+/// and a rollout's surge.
 fn tenant_v1_on_defaults(name: &str) -> serde_json::Value {
+    let small = json!({"cpu": {"request": "10m"}});
     json!({
         "apiVersion": "neurallog.io/v1", "kind": "Tenant",
         "metadata": {"name": name},
-        "spec": {"displayName": name, "deletionPolicy": "Delete", "redis": {"storage": "1Gi"}},
+        "spec": {
+            "displayName": name,
+            "deletionPolicy": "Delete",
+            "server": {"resources": small},
+            "redis": {"resources": small, "storage": "1Gi"},
+            "registry": {"resources": small},
+        },
     })
 }
 

@@ -150,6 +150,11 @@ impl Tenant {
         Ok((policy, overrides))
     }
 
+    /// The images the spec sets itself, when the spec can be read.
+    pub fn image_overrides(&self) -> Option<Overrides> {
+        self.operand_spec().ok().map(|(_, overrides)| overrides)
+    }
+
     /// What the status records of the tenant's versions. A value that does not parse (only the
     /// operator writes them) counts as unrecorded.
     pub fn recorded(&self) -> Recorded {

@@ -2,7 +2,8 @@
 //! - [`processes`]: its operators `olm` and `catalog` as processes on the host, against a KWOK
 //!   cluster, with `opm serve` of a catalog directory (no pod of a KWOK cluster runs);
 //! - [`in_cluster`]: its operators as Deployments on a real node, from OLM's image, serving catalog
-//!   images and unpacking bundle images in pods of their own, as OperatorHub's clusters run it.
+//!   images and unpacking bundle images in pods of their own, as OperatorHub's clusters run it;
+//! - [`run_bundle`]: operator-sdk's `run bundle` and `run bundle-upgrade` against those operators.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use kube::api::{Api, PostParams};
 pub mod catalog_image;
 pub mod in_cluster;
 mod processes;
+pub mod run_bundle;
 
 pub use processes::{CatalogServer, Olm, render_bundle};
 

@@ -1,0 +1,73 @@
+//! operator-sdk's `run bundle` and `run bundle-upgrade` against a real node, as OperatorHub.io's
+//! upgrade test runs them: the tool renders the bundle image into a file-based catalog, hands it to
+//! a catalog pod of its own through ConfigMaps, and subscribes to it; `bundle-upgrade` adds the next
+//! bundle to that catalog. Bundle images are pulled from the node's plain-HTTP registry. The catalog
+//! pod runs `sh -c "opm serve ..."` after an init container that unpacks the catalog with cat and
+//! gzip, so its index and decompression image is `opm-tools` (`make images`): the opm image has no
+//! shell.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::node::RealNode;
+use crate::process::tool_dir;
+
+/// How long operator-sdk may wait for the CSV to succeed.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `operator-sdk run bundle <bundle>` into `namespace` (which must exist), installing for all
+/// namespaces, and returns what it printed.
+pub fn run_bundle(
+    node: &RealNode,
+    namespace: &str,
+    bundle: &str,
+    opm_tools: &str,
+    log: &Path,
+) -> anyhow::Result<String> {
+    let install = [
+        "--index-image",
+        opm_tools,
+        "--decompression-image",
+        opm_tools,
+        "--install-mode",
+        "AllNamespaces",
+        "--image-pull-policy",
+        "IfNotPresent",
+        "--security-context-config",
+        "restricted",
+    ];
+    operator_sdk(node, namespace, &["run", "bundle", bundle], &install, log)
+}
+
+/// Runs `operator-sdk run bundle-upgrade <bundle>` in `namespace`: the next bundle into the catalog
+/// `run bundle` made, and the upgrade to it.
+pub fn run_bundle_upgrade(node: &RealNode, namespace: &str, bundle: &str, log: &Path) -> anyhow::Result<String> {
+    operator_sdk(node, namespace, &["run", "bundle-upgrade", bundle], &[], log)
+}
+
+fn operator_sdk(
+    node: &RealNode,
+    namespace: &str,
+    command: &[&str],
+    flags: &[&str],
+    log: &Path,
+) -> anyhow::Result<String> {
+    let binary = tool_dir("operator-sdk", "TESTENV_OPERATOR_SDK_BIN")?.join("operator-sdk");
+    let timeout = format!("{}s", TIMEOUT.as_secs());
+    let output = Command::new(&binary)
+        .args(command)
+        .args(flags)
+        .args(["--use-http", "--timeout", &timeout, "--namespace", namespace, "--kubeconfig"])
+        .arg(node.admin_kubeconfig())
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    std::fs::write(log, &printed).with_context(|| format!("cannot write {}", log.display()))?;
+    if !output.status.success() {
+        bail!("operator-sdk {} failed ({}): {}", command.join(" "), output.status, printed.trim());
+    }
+    Ok(printed)
+}
