@@ -66,6 +66,14 @@ const ALLOWED: &[&str] = &[
     ".local/run/admin.kubeconfig",
     ".local/run-once.log",
     ".local/run-olm",
+    ".local/coverage/summary.txt",
+    ".local/coverage/html/",
+    ".local/operatorhub/operators/neurallog-tenant-operator/",
+    // The OperatorHub.io submission's graph settings, written by `make operatorhub`.
+    "ci.yaml",
+    // podman build's flags for a reproducible image (docs/developer-guide/11-deployment.md).
+    "--timestamp",
+    "--no-cache",
     // OLM's own condition types and reasons (docs/upgrading.md says what OLM reports).
     "Installed",
     "InstallComponentFailed",
