@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use futures::TryStreamExt as _;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -364,10 +364,13 @@ impl Record {
 }
 
 /// Records every tenant's `Upgrading` condition as the watch delivers it (each change in order).
+/// The watch outlives its errors (an operator upgrade replaces the CRD under it, and the API server
+/// ends its watches then): it backs off and watches again.
 pub(crate) async fn watch_upgrades(client: Client, record: Arc<Mutex<Record>>) -> anyhow::Result<()> {
-    let mut events = std::pin::pin!(watcher(tenants(&client, "v2"), watcher::Config::default()).applied_objects());
-    while let Some(tenant) = events.try_next().await? {
-        if let Ok(mut record) = record.lock() {
+    let events = watcher(tenants(&client, "v2"), watcher::Config::default()).default_backoff().applied_objects();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        if let (Ok(tenant), Ok(mut record)) = (event, record.lock()) {
             record.saw(&tenant);
         }
     }
