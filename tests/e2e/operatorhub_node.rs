@@ -330,11 +330,13 @@ async fn run_bundle_upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Pat
     let (old, new) = (released_csv(&previous), head_csv()?);
 
     timeline.begin("images", &format!("{previous}'s operator and bundle images, this checkout's, opm-tools"));
+    // operator-sdk pulls over HTTPS only: the images it pulls are named on the registry served so.
+    let registry = node.registry_over_tls().await?;
     let old_operator = node.push_image(&format!("operator-{previous}"))?;
-    let old_bundle = node.push_image(&format!("bundle-{previous}"))?;
+    let old_bundle = registry.name(&node.push_image(&format!("bundle-{previous}"))?);
     let new_operator = node.push_image("operator")?;
-    let new_bundle = node.push_image("bundle")?;
-    let opm_tools = node.push_image("opm-tools")?;
+    let new_bundle = registry.name(&node.push_image("bundle")?);
+    let opm_tools = registry.name(&node.push_image("opm-tools")?);
     let images = TenantImages::push(node)?;
     timeline.done(format!("{old_bundle} -> {new_bundle}"));
 
@@ -342,7 +344,7 @@ async fn run_bundle_upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Pat
 
     timeline.begin("run bundle", &format!("operator-sdk run bundle {previous}'s bundle image"));
     node.apply_json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}))?;
-    run_bundle::run_bundle(node, OPERATOR_NAMESPACE, &old_bundle, &opm_tools, &logs.join("run-bundle.log"))?;
+    run_bundle::run_bundle(node, &registry, OPERATOR_NAMESPACE, &old_bundle, &opm_tools, &logs.join("run-bundle.log"))?;
     wait_csv_succeeded(&client, &old).await?;
     operator_as_olm_deployed(node, &client, &old, &old_operator).await?;
     timeline.done(format!("{old} Succeeded, its pods from {old_operator}"));
@@ -358,7 +360,13 @@ async fn run_bundle_upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Pat
     timeline.done(format!("{} pods", pods_before.len()));
 
     timeline.begin("bundle-upgrade", "operator-sdk run bundle-upgrade this checkout's bundle image");
-    run_bundle::run_bundle_upgrade(node, OPERATOR_NAMESPACE, &new_bundle, &logs.join("run-bundle-upgrade.log"))?;
+    run_bundle::run_bundle_upgrade(
+        node,
+        &registry,
+        OPERATOR_NAMESPACE,
+        &new_bundle,
+        &logs.join("run-bundle-upgrade.log"),
+    )?;
     wait_csv_succeeded(&client, &new).await?;
     let csvs = olm_api(&client, "v1alpha1", "ClusterServiceVersion", Some(OPERATOR_NAMESPACE));
     wait(&format!("CSV {old} to be gone"), async || Ok(csvs.get_opt(&old).await?.is_none().then_some(()))).await?;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::node::config::registry_host;
-use crate::{log_tail, spawn};
+use crate::node::config::{NODE_IP, REGISTRY_TLS_PORT, registry_host};
+use crate::{Pki, log_tail, spawn};
 
 /// A running registry.
 pub struct Registry {
@@ -97,6 +97,74 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The registry's storage served a second time, over HTTPS, on the node's address, for a client
+/// that pulls some images over HTTPS only (operator-sdk's `run bundle` its index image). Its
+/// certificate is issued by a throwaway CA, which [`TlsRegistry::ca_bundle`] holds beside the
+/// host's own CAs: hand it to such a client as `SSL_CERT_FILE`. containerd reaches this host's
+/// images through its mirror of every registry, the plain-HTTP one.
+pub struct TlsRegistry {
+    process: Child,
+    host: String,
+    ca_bundle: PathBuf,
+}
+
+impl TlsRegistry {
+    /// Starts it over `storage` (the plain registry's), with its files and log in `dir`.
+    pub async fn start(dir: &Path, storage: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let host = format!("{NODE_IP}:{REGISTRY_TLS_PORT}");
+        let pki = Pki::new()?;
+        let pair = pki.issue("testenv-registry", None, vec![NODE_IP.to_string()], true)?;
+        let (cert, key, ca_bundle) = (dir.join("tls.crt"), dir.join("tls.key"), dir.join("ca-bundle.crt"));
+        std::fs::write(&cert, &pair.cert_pem)?;
+        crate::write_private(&key, pair.key_pem.as_bytes())?;
+        let host_cas = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+        std::fs::write(&ca_bundle, format!("{host_cas}\n{}", pki.ca_pem))?;
+        let config = dir.join("registry.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n  tls:\n    certificate: {}\n    key: {}\n",
+                storage.display(),
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        let program = which("docker-registry")?;
+        let mut process = spawn("registry", &program, &["serve".to_owned(), config.display().to_string()], dir)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&host).await.is_err() {
+            if let Some(status) = process.try_wait()? {
+                bail!("the HTTPS registry exited with {status}:\n{}", log_tail(&dir.join("registry.log"), 15));
+            }
+            if Instant::now() > deadline {
+                let _ = process.kill();
+                bail!("the HTTPS registry did not listen on {host} within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { process, host, ca_bundle })
+    }
+
+    /// The CAs that verify it, the host's among them: a file for `SSL_CERT_FILE`.
+    pub fn ca_bundle(&self) -> &Path {
+        &self.ca_bundle
+    }
+
+    /// `reference` as [`Registry::push`] returned it (`<registry>/<name>@<digest>`), on this host.
+    pub fn name(&self, reference: &str) -> String {
+        let path = reference.split_once('/').map_or(reference, |(_, path)| path);
+        format!("{}/{path}", self.host)
+    }
+}
+
+impl Drop for TlsRegistry {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();

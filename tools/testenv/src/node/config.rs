@@ -22,6 +22,8 @@ pub const BRIDGE: &str = "testenv0";
 pub const BRIDGE_ADDRESS: &str = "10.244.0.1/24";
 /// The local OCI registry's port on [`NODE_IP`] (plain HTTP: containerd is told so).
 pub const REGISTRY_PORT: u16 = 5000;
+/// The same registry over HTTPS (`crate::registry::TlsRegistry`), for clients that need it.
+pub const REGISTRY_TLS_PORT: u16 = 5443;
 /// kube-apiserver's port on [`NODE_IP`].
 pub const APISERVER_PORT: u16 = 6443;
 

@@ -469,6 +469,11 @@ impl RealNode {
         self.registry()?.push_as(&image.reference, repository)
     }
 
+    /// The node's registry served over HTTPS as well, as long as the value lives.
+    pub async fn registry_over_tls(&self) -> anyhow::Result<crate::registry::TlsRegistry> {
+        crate::registry::TlsRegistry::start(&self.dir().join("registry-tls"), &registry_storage(self.dir())).await
+    }
+
     /// Pushes an image of podman's storage, by reference, into the node's registry under the same
     /// repository and tag (`localhost/` dropped); the name pods use for it, by digest.
     pub fn push_reference(&self, reference: &str) -> anyhow::Result<String> {

@@ -1,7 +1,9 @@
 //! operator-sdk's `run bundle` and `run bundle-upgrade` against a real node, as OperatorHub.io's
 //! upgrade test runs them: the tool renders the bundle image into a file-based catalog, hands it to
 //! a catalog pod of its own through ConfigMaps, and subscribes to it; `bundle-upgrade` adds the next
-//! bundle to that catalog. Bundle images are pulled from the node's plain-HTTP registry. The catalog
+//! bundle to that catalog. operator-sdk pulls the index image over HTTPS only, so every image it
+//! pulls is named on the node's registry served over HTTPS ([`TlsRegistry`]), whose CA it is given
+//! as `SSL_CERT_FILE`; the node's containerd pulls the same names through its mirror. The catalog
 //! pod runs `sh -c "opm serve ..."` after an init container that unpacks the catalog with cat and
 //! gzip, so its index and decompression image is `opm-tools` (`make images`): the opm image has no
 //! shell.
@@ -14,14 +16,16 @@ use anyhow::{Context as _, bail};
 
 use crate::node::RealNode;
 use crate::process::tool_dir;
+use crate::registry::TlsRegistry;
 
 /// How long operator-sdk may wait for the CSV to succeed.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `operator-sdk run bundle <bundle>` into `namespace` (which must exist), installing for all
-/// namespaces, and returns what it printed.
+/// namespaces, and returns what it printed. Images are named on `registry`.
 pub fn run_bundle(
     node: &RealNode,
+    registry: &TlsRegistry,
     namespace: &str,
     bundle: &str,
     opm_tools: &str,
@@ -39,17 +43,24 @@ pub fn run_bundle(
         "--security-context-config",
         "restricted",
     ];
-    operator_sdk(node, namespace, &["run", "bundle", bundle], &install, log)
+    operator_sdk(node, registry, namespace, &["run", "bundle", bundle], &install, log)
 }
 
 /// Runs `operator-sdk run bundle-upgrade <bundle>` in `namespace`: the next bundle into the catalog
 /// `run bundle` made, and the upgrade to it.
-pub fn run_bundle_upgrade(node: &RealNode, namespace: &str, bundle: &str, log: &Path) -> anyhow::Result<String> {
-    operator_sdk(node, namespace, &["run", "bundle-upgrade", bundle], &[], log)
+pub fn run_bundle_upgrade(
+    node: &RealNode,
+    registry: &TlsRegistry,
+    namespace: &str,
+    bundle: &str,
+    log: &Path,
+) -> anyhow::Result<String> {
+    operator_sdk(node, registry, namespace, &["run", "bundle-upgrade", bundle], &[], log)
 }
 
 fn operator_sdk(
     node: &RealNode,
+    registry: &TlsRegistry,
     namespace: &str,
     command: &[&str],
     flags: &[&str],
@@ -60,8 +71,9 @@ fn operator_sdk(
     let output = Command::new(&binary)
         .args(command)
         .args(flags)
-        .args(["--use-http", "--timeout", &timeout, "--namespace", namespace, "--kubeconfig"])
+        .args(["--timeout", &timeout, "--namespace", namespace, "--kubeconfig"])
         .arg(node.admin_kubeconfig())
+        .env("SSL_CERT_FILE", registry.ca_bundle())
         .output()
         .with_context(|| format!("cannot run {}", binary.display()))?;
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
