@@ -337,6 +337,7 @@ async fn run_bundle_upgrade(node: &RealNode, timeline: &mut Timeline, logs: &Pat
     let new_operator = node.push_image("operator")?;
     let new_bundle = registry.name(&node.push_image("bundle")?);
     let opm_tools = registry.name(&node.push_image("opm-tools")?);
+    node.push_image_as("opm-tools", run_bundle::DECOMPRESSION_IMAGE)?;
     let images = TenantImages::push(node)?;
     timeline.done(format!("{old_bundle} -> {new_bundle}"));
 

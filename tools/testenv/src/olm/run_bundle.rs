@@ -5,8 +5,10 @@
 //! pulls is named on the node's registry served over HTTPS ([`TlsRegistry`]), whose CA it is given
 //! as `SSL_CERT_FILE`; the node's containerd pulls the same names through its mirror. The catalog
 //! pod runs `sh -c "opm serve ..."` after an init container that unpacks the catalog with cat and
-//! gzip, so its index and decompression image is `opm-tools` (`make images`): the opm image has no
-//! shell.
+//! gzip, so its index image is `opm-tools` (`make images`): the opm image has no shell. The
+//! decompression image cannot be chosen for `bundle-upgrade`, so both commands use operator-sdk's
+//! default, [`DECOMPRESSION_IMAGE`], which the node's registry must serve (`opm-tools` under that
+//! name: containerd takes every registry's images from it).
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +19,14 @@ use anyhow::{Context as _, bail};
 use crate::node::RealNode;
 use crate::process::tool_dir;
 use crate::registry::TlsRegistry;
+
+/// The repository and tag of operator-sdk's default decompression image
+/// (`registry.access.redhat.com/ubi9/ubi:9.8`) in the node's registry.
+pub const DECOMPRESSION_IMAGE: &str = "ubi9/ubi:9.8";
+
+/// What both commands are given: the catalog pod's image pulled once, and the `restricted` Pod
+/// Security profile.
+const POD_FLAGS: [&str; 4] = ["--image-pull-policy", "IfNotPresent", "--security-context-config", "restricted"];
 
 /// How long operator-sdk may wait for the CSV to succeed.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -31,18 +41,7 @@ pub fn run_bundle(
     opm_tools: &str,
     log: &Path,
 ) -> anyhow::Result<String> {
-    let install = [
-        "--index-image",
-        opm_tools,
-        "--decompression-image",
-        opm_tools,
-        "--install-mode",
-        "AllNamespaces",
-        "--image-pull-policy",
-        "IfNotPresent",
-        "--security-context-config",
-        "restricted",
-    ];
+    let install = ["--index-image", opm_tools, "--install-mode", "AllNamespaces"];
     operator_sdk(node, registry, namespace, &["run", "bundle", bundle], &install, log)
 }
 
@@ -71,6 +70,7 @@ fn operator_sdk(
     let output = Command::new(&binary)
         .args(command)
         .args(flags)
+        .args(POD_FLAGS)
         .args(["--timeout", &timeout, "--namespace", namespace, "--kubeconfig"])
         .arg(node.admin_kubeconfig())
         .env("SSL_CERT_FILE", registry.ca_bundle())
