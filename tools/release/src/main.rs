@@ -42,28 +42,14 @@ enum Command {
     /// Check that the bundles directory holds the bundle of every non-yanked release, byte for byte
     /// what the releases file's sha256 says, and no other file.
     CheckBundles {
-        /// The OLM package name; bundle files are named `<package>.v<version>.yaml`.
-        #[arg(long)]
-        package: String,
-        /// The releases file.
-        #[arg(long)]
-        releases: PathBuf,
-        /// The catalog's bundles directory.
-        #[arg(long)]
-        bundles: PathBuf,
+        #[command(flatten)]
+        catalog: Catalog,
     },
     /// Write the OperatorHub.io submission (community-operators layout) of every stable release,
     /// from the catalog's frozen bundles, below `<out>/operators/<package>/`.
     Operatorhub {
-        /// The OLM package name.
-        #[arg(long)]
-        package: String,
-        /// The releases file.
-        #[arg(long)]
-        releases: PathBuf,
-        /// The catalog's bundles directory.
-        #[arg(long)]
-        bundles: PathBuf,
+        #[command(flatten)]
+        catalog: Catalog,
         /// Where `operators/` is written; what is there for the package is replaced.
         #[arg(long)]
         out: PathBuf,
@@ -107,6 +93,20 @@ enum Command {
     },
 }
 
+/// The released bundles of a catalog and the list that records them.
+#[derive(clap::Args)]
+struct Catalog {
+    /// The OLM package name; bundle files are named `<package>.v<version>.yaml`.
+    #[arg(long)]
+    package: String,
+    /// The releases file.
+    #[arg(long)]
+    releases: PathBuf,
+    /// The catalog's bundles directory.
+    #[arg(long)]
+    bundles: PathBuf,
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Channels { package, releases } => {
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                 .write_all(release::render_channels(&package, &channels).as_bytes())
                 .context("writing to stdout")?;
         }
-        Command::CheckBundles { package, releases, bundles } => {
+        Command::CheckBundles { catalog: Catalog { package, releases, bundles } } => {
             let list = release::read_releases(&releases)?;
             let problems = release::check_bundles(&package, &list, &release::read_bundles(&bundles)?);
             if !problems.is_empty() {
@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Operatorhub { package, releases, bundles, out } => {
+        Command::Operatorhub { catalog: Catalog { package, releases, bundles }, out } => {
             let list = release::read_releases(&releases)?;
             let files = release::operatorhub_submission(&package, &list, &release::read_bundles(&bundles)?)?;
             let dir = out.join("operators").join(&package);
