@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The OLM packaging is valid, generated and frozen where released:
 #
-# - the bundle in bundle/ passes OperatorHub.io's validators (tools/operatorhub-validate.sh), and the catalog passes `opm validate`;
+# - the bundle in bundle/ passes OperatorHub.io's validators (tools/operatorhub-validate.sh), and
+#   the catalog passes `opm validate`;
 # - every released bundle in the catalog is byte for byte what catalog/releases.yaml's sha256
 #   says, every listed (non-yanked) release has its bundle file and there is no other file;
 # - regenerating bundle/, bundle.Dockerfile and the manager image for the current version, and
 #   the catalog's package and channels, from the sources gives exactly the committed files;
-# - the OperatorHub.io submission of every release (tools/operatorhub.sh) passes the same validators;
+# - the OperatorHub.io submission of every release (tools/operatorhub.sh) passes the same
+#   validators;
 # - if the current version is released, bundle/ is still that release's bundle: a change to
 #   config/ after a release needs the next (development) version first.
 #

@@ -46,10 +46,10 @@
 #   CATALOG_CONTEXT      the catalog image's build context instead of this checkout: a directory
 #                        holding a catalog/ (the end-to-end tests compose one from bundle images)
 #   CATALOG_IMAGE        the catalog image's reference instead of the one above
-#   SOURCE_DATE_EPOCH    when set (`make release` sets the release commit's time), the operator, bundle and
-#                        catalog images are built reproducibly: that creation time for the image and
-#                        every file in its layers, and no layer cache, so the same sources give the
-#                        same digest
+#   SOURCE_DATE_EPOCH    when set (`make release` sets the release commit's time), the operator,
+#                        bundle and catalog images are built reproducibly: that creation time for the
+#                        image and every file in its layers, and no layer cache, so the same sources
+#                        give the same digest
 #   IMAGES_PODMAN_FLAGS  flags for every `podman build` and `podman run` here instead of the default:
 #                        runc when installed (crun fails on cgroup v1 hosts) and file and process
 #                        limits that a nested or unprivileged host lets a container set
@@ -419,7 +419,7 @@ image_olm() {
   record_image olm "$ref"
 }
 
-# opm on the Debian base, with a shell: operator-sdk run bundle's index and decompression image.
+# opm on the Debian base, with a shell: the catalog image operator-sdk's run bundle is given.
 image_opm_tools() {
   local ref="localhost/neurallog-test/opm-tools:$opm_version"
   base_debian
