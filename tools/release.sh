@@ -17,7 +17,8 @@
 # 3. The record commit: bundle/, config/manager and the catalog, with the release appended to
 #    catalog/releases.yaml (the release commit, the bundle file's sha256, the three images).
 #
-# Write the release's CHANGELOG.md section and commit it first: the tree must be clean.
+# Write the release's CHANGELOG.md section and commit it first: the tree must be clean, and every
+# operand image must be named by digest (below).
 #
 #   tools/release.sh <version>
 set -euo pipefail
@@ -36,6 +37,16 @@ fi
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
   echo "release: commit or stash these changes first; the release is committed by itself:" >&2
   git status --short --untracked-files=no >&2
+  exit 1
+fi
+# A release names every image by digest, as a mirror needs them: the operand images too (the
+# Deployment's RELATED_IMAGE_* variables, which src/model/operand.rs states as well). A test release
+# may name them by tag with RELEASE_ALLOW_TAGGED_OPERANDS=1; its CSV then says disconnected "false".
+tagged="$(awk '/name: RELATED_IMAGE_/ {getline; if ($2 !~ /@sha256:/) print $2}' config/manager/manager.yaml)"
+if [[ -n "$tagged" && "${RELEASE_ALLOW_TAGGED_OPERANDS:-}" != 1 ]]; then
+  echo "release: these operand images are named by tag, not by digest:" >&2
+  echo "$tagged" | sed 's/^/  /' >&2
+  echo "pin each by digest (<repository>:<tag>@sha256:<hex>) in src/model/operand.rs and config/manager/manager.yaml, commit, and release again" >&2
   exit 1
 fi
 release() { cargo run --quiet --locked -p release -- "$@"; }
