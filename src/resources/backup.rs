@@ -1,26 +1,17 @@
-//! The backup side of a tenant: the Job taking a backup, the Job deleting one from the store, the
-//! restore's init containers in a new tenant's Redis pod, and the network rules of backup pods.
+//! The backup side of a tenant: the Job taking a backup and the Job deleting one from the store
+//! (the restore's init containers are in `restore`, the store access both use in `backup_store`).
 //! Every pod runs the operator's own image (`tenant-operator backup …`), so a mirror carries no
 //! other image for it, under the Pod Security `restricted` profile and the tenant's budget.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretKeySelector, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use sha2::{Digest, Sha256};
 
-use super::{
-    Platform, component_labels, container_resources, redis, restricted_container_security, restricted_pod_security,
-};
+use super::backup_store::{backup_resources, secret_env, store_access};
+use super::{Platform, component_labels, redis, restricted_container_security, restricted_pod_security};
 use crate::api::backup::BackupLocation;
-use crate::backup::store::{ACCESS_KEY_VARIABLE, DEFAULT_REGION, SECRET_KEY_VARIABLE};
-use crate::backup::{RESTORE_DIR, RESTORE_DONE, STAGED_SNAPSHOT};
 use crate::model::TenantModel;
 
 /// The `app` label of backup pods (their network rules select it).
@@ -29,27 +20,12 @@ pub const APP: &str = "backup";
 pub const BACKUP_LABEL: &str = "neurallog.io/backup";
 /// UID of the operator's image (distroless nonroot).
 const OPERATOR_USER: i64 = 65532;
-/// Where a volume claim destination is mounted in backup pods.
-const CLAIM_MOUNT: &str = "/backup";
 /// Where a backup is staged before it is written.
 const WORK_MOUNT: &str = "/work";
 /// A backup Job gives up after this long.
 const DEADLINE_SECONDS: i64 = 3600;
 /// A finished Job (and its pod) goes after this long; its outcome is on the TenantBackup by then.
 const FINISHED_TTL_SECONDS: i32 = 3600;
-
-/// What a backup pod may use: it streams, so its memory does not grow with the data set.
-fn backup_resources() -> ResourceRequirements {
-    let pair = |cpu: &str, memory: &str| {
-        BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into())), ("memory".to_owned(), Quantity(memory.into()))])
-    };
-    let defaults = crate::model::defaults::BACKUP_RESOURCES;
-    ResourceRequirements {
-        requests: Some(pair(defaults.cpu_request, defaults.memory_request)),
-        limits: Some(pair(defaults.cpu_limit, defaults.memory_limit)),
-        ..Default::default()
-    }
-}
 
 /// A name of at most 63 characters (a Job's, which its pods carry as a label): `name` with
 /// `suffix`, shortened and made unique by a hash when too long.
@@ -62,68 +38,6 @@ pub fn job_name(name: &str, suffix: &str) -> String {
     let keep = 63 - suffix.len() - hash.len() - 1;
     let stem: String = name.chars().take(keep).collect();
     format!("{}-{hash}{suffix}", stem.trim_end_matches('-'))
-}
-
-/// The arguments and environment that name the store of `location`, and the volumes it needs.
-struct StoreAccess {
-    args: Vec<String>,
-    env: Vec<EnvVar>,
-    volumes: Vec<Volume>,
-    mounts: Vec<VolumeMount>,
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-                // The command says what is missing, quickly, instead of a pod that never starts.
-                optional: Some(true),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn store_access(location: &BackupLocation) -> StoreAccess {
-    if let Some(s3) = &location.s3 {
-        let secret = &s3.credentials_secret;
-        return StoreAccess {
-            args: vec![
-                "--s3-endpoint".into(),
-                s3.endpoint.clone(),
-                "--s3-bucket".into(),
-                s3.bucket.clone(),
-                "--s3-region".into(),
-                s3.region.clone().unwrap_or_else(|| DEFAULT_REGION.to_owned()),
-                "--key".into(),
-                s3.key.clone(),
-            ],
-            env: vec![
-                secret_env(ACCESS_KEY_VARIABLE, secret, ACCESS_KEY_VARIABLE),
-                secret_env(SECRET_KEY_VARIABLE, secret, SECRET_KEY_VARIABLE),
-            ],
-            volumes: Vec::new(),
-            mounts: Vec::new(),
-        };
-    }
-    let claim = location.volume_claim.clone().unwrap_or_default();
-    StoreAccess {
-        args: vec!["--directory".into(), CLAIM_MOUNT.into(), "--key".into(), claim.path],
-        env: Vec::new(),
-        volumes: vec![Volume {
-            name: "backups".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.claim_name,
-                read_only: None,
-            }),
-            ..Volume::default()
-        }],
-        mounts: vec![VolumeMount { name: "backups".into(), mount_path: CLAIM_MOUNT.into(), ..Default::default() }],
-    }
 }
 
 /// What the backup or deletion Job of a TenantBackup is.
@@ -237,88 +151,16 @@ pub fn deletion_job(platform: &Platform, backup: &BackupJob<'_>) -> Job {
     job(platform, job_name(backup.backup, "-delete"), backup, container, store.volumes)
 }
 
-/// The script of the restore's second init container, in the Redis image: its own
-/// `redis-check-rdb` says whether this Redis loads the snapshot; then the snapshot becomes the
-/// base of the append-only file Redis starts from. A snapshot it refuses stays staged, outside
-/// what Redis reads: the kubelet retries only this container, which then says the same again.
-fn load_script() -> String {
-    format!(
-        r#"set -eu
-work=/data/{RESTORE_DIR}
-[ -f "$work/{RESTORE_DONE}" ] && exit 0
-if ! redis-check-rdb "$work/{STAGED_SNAPSHOT}" > "$work/check.log" 2>&1; then
-  reason=$(grep -v -e '^\[info\]' -e '^\[additional info\]' -e '^---' -e 'Checking RDB file' "$work/check.log" | sed 's/^\[offset [0-9]*\] //' | grep -v '^$' | tail -n1)
-  echo "restore from backup $RESTORE_FROM: this Redis ($(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')) cannot load the snapshot: $reason" > /dev/termination-log
-  exit 1
-fi
-mkdir -p /data/appendonlydir
-mv "$work/{STAGED_SNAPSHOT}" /data/appendonlydir/appendonly.aof.1.base.rdb
-printf 'file appendonly.aof.1.base.rdb seq 1 type b\n' > /data/appendonlydir/appendonly.aof.manifest
-touch "$work/{RESTORE_DONE}"
-echo "restore: snapshot loaded as the base of the append-only file" > /dev/termination-log
-"#
-    )
-}
-
-/// The restore's init containers in the Redis pod, with the volumes they need beside the Redis
-/// pod's own: the snapshot fetched and verified into the empty data volume, then checked by
-/// the Redis image and put in place. None when the tenant restores nothing.
-pub fn restore_init_containers(model: &TenantModel, platform: &Platform) -> (Vec<Container>, Vec<Volume>) {
-    let Some(location) = model.restore.as_ref().and_then(|restore| restore.location.as_ref()) else {
-        return (Vec::new(), Vec::new());
-    };
-    let store = store_access(location);
-    let data = VolumeMount { name: "redis-data".into(), mount_path: "/data".into(), ..Default::default() };
-    let mut args = vec!["backup".to_owned(), "fetch".to_owned(), "--data".to_owned(), "/data".to_owned()];
-    args.extend(store.args);
-    let mut mounts = vec![data.clone()];
-    mounts.extend(store.mounts);
-    let fetch = Container {
-        name: "restore-fetch".into(),
-        image: Some(platform.operator_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args),
-        env: Some(store.env),
-        volume_mounts: Some(mounts),
-        resources: Some(backup_resources()),
-        security_context: Some(restricted_container_security()),
-        ..Container::default()
-    };
-    let load = Container {
-        name: "restore-load".into(),
-        image: Some(model.operand.images(&platform.release).redis),
-        image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["sh".into(), "-c".into(), load_script()]),
-        env: Some(vec![EnvVar { name: "RESTORE_FROM".into(), value: Some(location.describe()), ..EnvVar::default() }]),
-        volume_mounts: Some(vec![data]),
-        resources: Some(container_resources(&model.redis.resources)),
-        security_context: Some(restricted_container_security()),
-        ..Container::default()
-    };
-    (vec![fetch, load], store.volumes)
-}
-
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::api::backup::{S3Location, VolumeClaimLocation};
-    use crate::cli::{Cli, Command};
+    use crate::api::backup::VolumeClaimLocation;
+    use crate::backup::store::{ACCESS_KEY_VARIABLE, SECRET_KEY_VARIABLE};
     use crate::fixtures::TestTenant;
-
-    fn s3() -> BackupLocation {
-        BackupLocation {
-            s3: Some(S3Location {
-                endpoint: "http://store.example:7070".into(),
-                bucket: "logs".into(),
-                region: None,
-                key: "acme/acme-202612071005".into(),
-                credentials_secret: "store".into(),
-            }),
-            volume_claim: None,
-        }
-    }
+    use crate::resources::backup_store::CLAIM_MOUNT;
+    use crate::resources::backup_store::tests::{parses, s3};
 
     fn backup_job_of(location: &BackupLocation) -> Job {
         let model = TestTenant::new("acme").valid_model();
@@ -335,19 +177,6 @@ mod tests {
 
     fn container(job: &Job) -> Container {
         job.spec.clone().unwrap().template.spec.unwrap().containers.remove(0)
-    }
-
-    /// The arguments a Job is built with are the ones the command takes (with what the pod's
-    /// environment gives it).
-    fn parses(args: &[String]) {
-        let from_env = if args.get(1).is_some_and(|a| a == "take") {
-            vec!["--redis-password".to_owned(), "x".to_owned()]
-        } else {
-            Vec::new()
-        };
-        let argv = std::iter::once("tenant-operator".to_owned()).chain(args.iter().cloned()).chain(from_env);
-        let cli = Cli::try_parse_from(argv).unwrap_or_else(|error| panic!("{args:?}: {error}"));
-        assert!(matches!(cli.command, Command::Backup { .. }));
     }
 
     #[test]
@@ -407,19 +236,5 @@ mod tests {
         let job = deletion_job(&Platform::default(), &backup);
         assert_eq!(job.metadata.name.as_deref(), Some("b-delete"));
         parses(container(&job).args.as_ref().unwrap());
-    }
-
-    #[test]
-    fn a_restoring_redis_fetches_then_checks_the_snapshot_before_redis_starts() {
-        let mut model = TestTenant::new("acme").valid_model();
-        assert!(restore_init_containers(&model, &Platform::default()).0.is_empty());
-        model.restore = Some(crate::model::backup::RestoreModel { source: None, location: Some(s3()) });
-        let (init, volumes) = restore_init_containers(&model, &Platform::default());
-        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["restore-fetch", "restore-load"]);
-        parses(init[0].args.as_ref().unwrap());
-        assert!(volumes.is_empty());
-        let script = &init[1].command.as_ref().unwrap()[2];
-        assert!(script.contains("redis-check-rdb") && script.contains("appendonly.aof.manifest"));
     }
 }

@@ -4,12 +4,14 @@
 
 pub mod access;
 pub mod backup;
+mod backup_store;
 pub mod endpoints;
 pub mod namespace;
 pub mod network;
 pub mod quota;
 pub mod redis;
 pub mod registry;
+mod restore;
 pub mod server;
 pub mod workload;
 

@@ -159,7 +159,7 @@ fn checksum(text: &str) -> String {
 pub fn stateful_set(model: &TenantModel, platform: &Platform) -> StatefulSet {
     let labels = labels(model);
     // A tenant created from a backup fetches it into the empty volume before Redis starts.
-    let (init_containers, restore_volumes) = super::backup::restore_init_containers(model, platform);
+    let (init_containers, restore_volumes) = super::restore::init_containers(model, platform);
     let container = Container {
         name: "redis".to_owned(),
         image: Some(model.operand.images(&platform.release).redis),
