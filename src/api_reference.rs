@@ -21,6 +21,7 @@ use crate::controller::events::Reason as EventReason;
 use crate::model::operand::Images;
 use crate::model::state;
 use crate::model::upgrade::{self, Decision};
+use crate::reference::table_cell;
 
 /// The committed file, relative to the repository's root.
 pub const PATH: &str = "docs/api-reference.md";
@@ -184,8 +185,8 @@ impl<'a> Schema<'a> {
                 code(&path),
                 type_of(field),
                 field.get("default").map(|d| code(&value_text(d))).unwrap_or_default(),
-                cell(&self.validation(&path, field, required.contains(name)).join("<br>")),
-                cell(&description),
+                table_cell(&self.validation(&path, field, required.contains(name)).join("<br>")),
+                table_cell(&description),
             ));
         }
         for (name, field) in &fields {
@@ -394,11 +395,6 @@ fn sentence(text: &str) -> String {
     if text.ends_with(['.', '!', '?']) { text.to_owned() } else { format!("{text}.") }
 }
 
-/// Safe inside a Markdown table cell.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|")
-}
-
 fn events(out: &mut String) {
     let docs = variant_docs(EVENTS_SOURCE, "Reason");
     let upgrade_docs = variant_docs(UPGRADE_SOURCE, "Reason");
@@ -445,7 +441,7 @@ fn event_rows(out: &mut String, rows: Vec<(String, &str, String)>) {
     let mut seen = BTreeSet::new();
     for (reason, kind, meaning) in rows {
         if seen.insert(reason.clone()) {
-            out.push_str(&format!("| {} | {kind} | {} |\n", code(&reason), cell(&prose(&meaning))));
+            out.push_str(&format!("| {} | {kind} | {} |\n", code(&reason), table_cell(&prose(&meaning))));
         }
     }
 }
@@ -578,13 +574,18 @@ fn condition_tables(
         let meaning = sources.iter().find_map(|source| str_const_doc(source, kind)).unwrap_or_default();
         // A doc comment that starts by naming its condition says the rest.
         let meaning = meaning.strip_prefix(&format!("{}: ", code(kind))).map_or(meaning.clone(), str::to_owned);
-        out.push_str(&format!("| {} | {} |\n", code(kind), cell(&prose(&meaning))));
+        out.push_str(&format!("| {} | {} |\n", code(kind), table_cell(&prose(&meaning))));
     }
     out.push_str("\n| condition | status | reason | meaning |\n|---|---|---|---|\n");
     for kind in types {
         for (_, ok, reason, meaning) in rows.iter().filter(|row| row.0 == *kind) {
             let status = if *ok { "True" } else { "False" };
-            out.push_str(&format!("| {} | {status} | {} | {} |\n", code(kind), code(reason), cell(&prose(meaning))));
+            out.push_str(&format!(
+                "| {} | {status} | {} | {} |\n",
+                code(kind),
+                code(reason),
+                table_cell(&prose(meaning))
+            ));
         }
     }
 }

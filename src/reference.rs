@@ -102,7 +102,12 @@ fn one_line(text: &str) -> String {
 
 /// One line, safe inside a Markdown table cell.
 fn cell(text: &str) -> String {
-    one_line(text).replace('|', "\\|")
+    table_cell(&one_line(text))
+}
+
+/// Text safe inside a Markdown table cell: its `|` escaped (docs/api-reference.md's cells too).
+pub(crate) fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 #[cfg(test)]
